@@ -1,0 +1,139 @@
+//! Connector files (`connectors/*.toml`): where a hub's files come from, how
+//! they are parsed, which mapping applies and in which time zone.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::Dur;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSpec {
+    /// Defaults to the file's stem.
+    pub name: Option<String>,
+    /// The manufacturer program every record of this feed belongs to.
+    pub program: Spanned<String>,
+    /// The mapping's name: the stem of a file in the mappings folder.
+    pub mapping: Spanned<String>,
+    /// IANA zone of the hub's local dates and times.
+    pub time_zone: Spanned<String>,
+    #[serde(default)]
+    pub dst_ambiguous: DstAmbiguous,
+    #[serde(default)]
+    pub dst_gap: DstGap,
+    pub source: SourceSpec,
+    pub format: FormatSpec,
+    #[serde(default)]
+    pub on_row_error: OnRowError,
+    /// Stop the file (error folder) once more than this many records were rejected.
+    pub max_rejects: Option<u64>,
+}
+
+/// A local time that happens twice (the autumn change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DstAmbiguous {
+    /// The first occurrence (daylight time): what a clerk typing the value most often meant.
+    #[default]
+    Earlier,
+    Later,
+    Reject,
+}
+
+/// A local time that never happens (the spring gap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DstGap {
+    /// Move forward by the gap's length (02:30 becomes 03:30).
+    #[default]
+    ShiftForward,
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRowError {
+    /// Quarantine the bad record and go on with the file.
+    #[default]
+    Quarantine,
+    /// Stop at the first bad record; the file goes to the error folder.
+    FailFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceSpec {
+    Local(LocalSourceSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSourceSpec {
+    /// The drop folder, relative to the main config file.
+    pub path: PathBuf,
+    /// Glob on file names (not paths), e.g. `status_*.csv`.
+    #[serde(default = "default_pattern")]
+    pub pattern: Spanned<String>,
+    /// How long size and mtime must stay unchanged before a file counts as complete.
+    #[serde(default = "default_settle")]
+    pub settle: Dur,
+    /// A marker that says a file is complete, e.g. `{name}.done`; when set, the
+    /// settle window is not used.
+    pub done_marker: Option<Spanned<String>>,
+    /// How often the folder is rescanned even without filesystem events.
+    #[serde(default = "default_rescan")]
+    pub rescan: Dur,
+    /// Where processed files go; defaults to `<data_dir>/archive/<connector>`.
+    pub archive: Option<PathBuf>,
+    /// Where failed files go; defaults to `<data_dir>/error/<connector>`.
+    pub error: Option<PathBuf>,
+}
+
+fn default_pattern() -> Spanned<String> {
+    Spanned::new(0..0, "*".to_string())
+}
+fn default_settle() -> Dur {
+    Dur::secs(2)
+}
+fn default_rescan() -> Dur {
+    Dur::secs(5)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FormatSpec {
+    Csv(CsvSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSpec {
+    #[serde(default = "comma")]
+    pub delimiter: Spanned<String>,
+    #[serde(default = "dquote")]
+    pub quote: Spanned<String>,
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Lines to skip before the header row (title rows some hubs add).
+    #[serde(default)]
+    pub skip_lines: u64,
+}
+
+fn comma() -> Spanned<String> {
+    Spanned::new(0..0, ",".into())
+}
+fn dquote() -> Spanned<String> {
+    Spanned::new(0..0, "\"".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Encoding {
+    /// UTF-8, with or without a byte-order mark.
+    #[default]
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "windows-1252")]
+    Windows1252,
+}

@@ -1,0 +1,547 @@
+//! Configuration: the main file, connector files and mapping files, loaded and
+//! validated with no side effects into the runtime [`Config`].
+//!
+//! As in Vector, serde structs with `deny_unknown_fields` describe what users
+//! write (`*Spec`); [`load`] turns them into typed runtime parts, resolving
+//! paths, reading secrets from the environment and compiling mappings. Every
+//! problem is a [`diag::Diagnostic`] with `file:line:col`, and all of them are
+//! reported at once.
+
+pub mod connector;
+pub mod diag;
+pub mod duration;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::map::{Mapping, Pseudonymizer, TimePolicy};
+use crate::parse::csv::CsvFormat;
+use connector::{ConnectorSpec, FormatSpec, OnRowError, SourceSpec};
+use diag::{parse_toml, Diagnostic, Diagnostics, SourceFile};
+use duration::Dur;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_connectors_dir")]
+    pub connectors_dir: PathBuf,
+    #[serde(default = "default_mappings_dir")]
+    pub mappings_dir: PathBuf,
+    #[serde(default)]
+    pub store: StoreSpec,
+    pub pseudonymization: PseudonymizationSpec,
+    #[serde(default)]
+    pub delivery: DeliverySpec,
+    #[serde(default)]
+    pub log: LogSpec,
+    #[serde(default)]
+    pub subscribers: Vec<SubscriberSpec>,
+}
+
+fn default_data_dir() -> PathBuf {
+    "data".into()
+}
+fn default_connectors_dir() -> PathBuf {
+    "connectors".into()
+}
+fn default_mappings_dir() -> PathBuf {
+    "mappings".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSpec {
+    /// `sqlite://path` (relative to the config file) or `postgres://…`.
+    pub url: Option<String>,
+    /// Records per committed chunk.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+    /// State entries kept in memory to skip unchanged records without a query.
+    #[serde(default = "default_state_cache")]
+    pub state_cache_entries: usize,
+}
+
+impl Default for StoreSpec {
+    fn default() -> Self {
+        StoreSpec {
+            url: None,
+            chunk_rows: default_chunk_rows(),
+            state_cache_entries: default_state_cache(),
+        }
+    }
+}
+
+fn default_chunk_rows() -> usize {
+    20_000
+}
+fn default_state_cache() -> usize {
+    2_000_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PseudonymizationSpec {
+    /// Environment variable holding the HMAC key for patient references.
+    pub key_env: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySpec {
+    #[serde(default = "default_poll")]
+    pub poll_interval: Dur,
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: Dur,
+}
+
+impl Default for DeliverySpec {
+    fn default() -> Self {
+        DeliverySpec {
+            poll_interval: default_poll(),
+            shutdown_grace: default_grace(),
+        }
+    }
+}
+
+fn default_poll() -> Dur {
+    Dur::secs(1)
+}
+fn default_grace() -> Dur {
+    Dur::secs(10)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    #[serde(default)]
+    pub format: LogFormat,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberSpec {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    /// Environment variable with the `whsec_…` signing secret. Several
+    /// secrets may be given, space-separated, to rotate keys: each signs.
+    pub secret_env: Spanned<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Delays between attempts; the first attempt is immediate.
+    pub retry_schedule: Option<Vec<Spanned<String>>>,
+    /// The longest wait a `Retry-After` header can impose.
+    #[serde(default = "default_retry_after_max")]
+    pub retry_after_max: Dur,
+    /// Milestone code patterns (`pa.*`, `*`); empty means all.
+    #[serde(default)]
+    pub milestones: Vec<String>,
+    #[serde(default)]
+    pub programs: Vec<String>,
+    #[serde(default)]
+    pub connectors: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> Dur {
+    Dur::secs(15)
+}
+fn default_in_flight() -> usize {
+    32
+}
+fn default_retry_after_max() -> Dur {
+    Dur::secs(3600)
+}
+
+/// The Standard Webhooks example schedule after the immediate first attempt.
+pub const DEFAULT_RETRY_SCHEDULE: &[u64] = &[
+    5,
+    5 * 60,
+    30 * 60,
+    2 * 3600,
+    5 * 3600,
+    10 * 3600,
+    14 * 3600,
+    20 * 3600,
+    24 * 3600,
+];
+
+// ------------------------------------------------------------- runtime parts
+
+/// The validated configuration the runtime runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+    pub store_url: String,
+    pub chunk_rows: usize,
+    pub state_cache_entries: usize,
+    pub connectors: Vec<Arc<Connector>>,
+    pub subscribers: Vec<Arc<Subscriber>>,
+    pub pseudonymizer: Arc<Pseudonymizer>,
+    /// Seeds content hashes; derived from the pseudonymization key.
+    pub content_seed: u64,
+    pub poll_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub log_level: Option<String>,
+}
+
+/// One connector, ready to run.
+#[derive(Debug)]
+pub struct Connector {
+    pub name: String,
+    pub program: String,
+    pub mapping: Arc<Mapping>,
+    pub time: TimePolicy,
+    pub source: Source,
+    pub format: Format,
+    pub on_row_error: OnRowError,
+    pub max_rejects: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    Local(LocalSource),
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    pub path: PathBuf,
+    pub pattern: globset::GlobMatcher,
+    pub settle: Duration,
+    pub done_marker: Option<String>,
+    pub rescan: Duration,
+    pub archive: PathBuf,
+    pub error: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum Format {
+    Csv(CsvFormat),
+}
+
+/// A webhook subscriber.
+#[derive(Debug)]
+pub struct Subscriber {
+    pub name: String,
+    pub url: reqwest::Url,
+    /// Decoded signing keys; every one signs each request.
+    pub keys: Vec<Vec<u8>>,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub retry_schedule: Vec<Duration>,
+    pub retry_after_max: Duration,
+    pub milestones: Vec<globset::GlobMatcher>,
+    pub programs: Vec<String>,
+    pub connectors: Vec<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Subscriber {
+    /// Whether a message from `connector` about `program`/`code` goes to this subscriber.
+    pub fn wants(&self, connector: &str, program: &str, code: &str) -> bool {
+        (self.milestones.is_empty() || self.milestones.iter().any(|g| g.is_match(code)))
+            && (self.programs.is_empty() || self.programs.iter().any(|p| p == program))
+            && (self.connectors.is_empty() || self.connectors.iter().any(|c| c == connector))
+    }
+}
+
+/// Decodes a `whsec_…` secret into its key bytes.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let b64 = secret.strip_prefix("whsec_").ok_or("secret must start with `whsec_`")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("secret is not valid base64: {e}"))?;
+    if key.len() < 16 {
+        return Err("secret key is shorter than 16 bytes".into());
+    }
+    Ok(key)
+}
+
+/// Loads and validates everything reachable from the config file at `path`.
+/// Reads files and the environment; writes nothing.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    load_with_env(path, &|k| std::env::var(k).ok())
+}
+
+/// [`load`] with an injectable environment (for tests).
+pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Diagnostics> {
+    let src = SourceFile::read(path)?;
+    let spec: ConfigSpec = parse_toml(&src)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let mut diags = Diagnostics::default();
+
+    let data_dir = resolve(&spec.data_dir);
+    let store_url = match &spec.store.url {
+        None => format!("sqlite://{}", data_dir.join("hubsync.db").display()),
+        Some(u) if u.starts_with("sqlite://") => {
+            let p = Path::new(&u["sqlite://".len()..]);
+            format!("sqlite://{}", resolve(p).display())
+        }
+        Some(u) => u.clone(),
+    };
+    if spec.store.chunk_rows == 0 {
+        diags.push(Diagnostic::file_level(path, "store.chunk_rows must be at least 1"));
+    }
+
+    let key_env = spec.pseudonymization.key_env.get_ref();
+    let key = match env(key_env) {
+        Some(k) if k.len() >= 16 => k.into_bytes(),
+        Some(_) => {
+            diags.push(src.diag(spec.pseudonymization.key_env.span(), format!("the pseudonymization key in ${key_env} is shorter than 16 bytes")));
+            Vec::new()
+        }
+        None => {
+            diags.push(src.diag(spec.pseudonymization.key_env.span(), format!("environment variable `{key_env}` is not set")).with_hint("it holds the HMAC key for patient references; secrets never go in config files"));
+            Vec::new()
+        }
+    };
+    let pseudonymizer = Arc::new(Pseudonymizer::new(&key));
+    let seed_bytes = pseudonymizer.raw("hubsync:content-hash:v1", "");
+    let content_seed = u64::from_le_bytes(seed_bytes[..8].try_into().expect("16 bytes hold 8"));
+
+    // Subscribers.
+    let mut subscribers = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for s in &spec.subscribers {
+        if !names.insert(s.name.get_ref().clone()) {
+            diags.push(src.diag(s.name.span(), format!("duplicate subscriber name `{}`", s.name.get_ref())));
+        }
+        let url = match reqwest::Url::parse(s.url.get_ref()) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+            Ok(_) => {
+                diags.push(src.diag(s.url.span(), "subscriber url must be http or https"));
+                None
+            }
+            Err(e) => {
+                diags.push(src.diag(s.url.span(), format!("invalid url: {e}")));
+                None
+            }
+        };
+        let env_name = s.secret_env.get_ref();
+        let mut keys = Vec::new();
+        match env(env_name) {
+            None => diags.push(src.diag(s.secret_env.span(), format!("environment variable `{env_name}` is not set")).with_hint("it holds the subscriber's whsec_… signing secret")),
+            Some(v) => {
+                for secret in v.split_whitespace() {
+                    match decode_secret(secret) {
+                        Ok(k) => keys.push(k),
+                        Err(e) => diags.push(src.diag(s.secret_env.span(), format!("${env_name}: {e}"))),
+                    }
+                }
+                if keys.is_empty() && !v.trim().is_empty() {
+                    // already reported
+                } else if keys.is_empty() {
+                    diags.push(src.diag(s.secret_env.span(), format!("${env_name} is empty")));
+                }
+            }
+        }
+        let retry_schedule = match &s.retry_schedule {
+            None => DEFAULT_RETRY_SCHEDULE.iter().map(|s| Duration::from_secs(*s)).collect(),
+            Some(list) => list
+                .iter()
+                .filter_map(|d| match duration::parse_duration(d.get_ref()) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        diags.push(src.diag(d.span(), e));
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let mut milestones = Vec::new();
+        for pat in &s.milestones {
+            match globset::Glob::new(pat) {
+                Ok(g) => milestones.push(g.compile_matcher()),
+                Err(e) => diags.push(src.diag(s.name.span(), format!("bad milestone pattern `{pat}`: {e}"))),
+            }
+        }
+        if s.max_in_flight == 0 {
+            diags.push(src.diag(s.name.span(), "max_in_flight must be at least 1"));
+        }
+        if let Some(url) = url {
+            subscribers.push(Arc::new(Subscriber {
+                name: s.name.get_ref().clone(),
+                url,
+                keys,
+                timeout: s.timeout.0,
+                max_in_flight: s.max_in_flight.max(1),
+                retry_schedule,
+                retry_after_max: s.retry_after_max.0,
+                milestones,
+                programs: s.programs.clone(),
+                connectors: s.connectors.clone(),
+                headers: s.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            }));
+        }
+    }
+
+    // Mappings, then connectors that name them.
+    let mappings_dir = resolve(&spec.mappings_dir);
+    let mut mappings: BTreeMap<String, Arc<Mapping>> = BTreeMap::new();
+    for file in toml_files(&mappings_dir) {
+        match Mapping::load(&file) {
+            Ok(m) => {
+                mappings.insert(m.name.clone(), Arc::new(m));
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    let connectors_dir = resolve(&spec.connectors_dir);
+    let mut connectors = Vec::new();
+    for file in toml_files(&connectors_dir) {
+        match load_connector(&file, &mappings, &resolve, &data_dir) {
+            Ok(c) => connectors.push(Arc::new(c)),
+            Err(d) => diags.extend(d),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &connectors {
+        if !seen.insert(c.name.clone()) {
+            diags.push(Diagnostic::file_level(&connectors_dir, format!("two connectors are named `{}`", c.name)));
+        }
+    }
+
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        data_dir,
+        store_url,
+        chunk_rows: spec.store.chunk_rows,
+        state_cache_entries: spec.store.state_cache_entries,
+        connectors,
+        subscribers,
+        pseudonymizer,
+        content_seed,
+        poll_interval: spec.delivery.poll_interval.0,
+        shutdown_grace: spec.delivery.shutdown_grace.0,
+        log_format: spec.log.format,
+        log_level: spec.log.level,
+    })
+}
+
+/// `*.toml` files directly in `dir`, sorted; a missing folder has none.
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files
+}
+
+fn load_connector(
+    path: &Path,
+    mappings: &BTreeMap<String, Arc<Mapping>>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    data_dir: &Path,
+) -> Result<Connector, Diagnostics> {
+    let src = SourceFile::read(path)?;
+    let spec: ConnectorSpec = parse_toml(&src)?;
+    let mut diags = Diagnostics::default();
+    let name = spec
+        .name
+        .clone()
+        .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let mapping = match mappings.get(spec.mapping.get_ref()) {
+        Some(m) => Some(m.clone()),
+        None => {
+            let known: Vec<String> = mappings.keys().cloned().collect();
+            let mut d = src.diag(spec.mapping.span(), format!("no mapping named `{}` in the mappings folder", spec.mapping.get_ref()));
+            d = d.with_hint(match crate::map::expr::closest(spec.mapping.get_ref(), &known) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None if known.is_empty() => "the mappings folder has no loadable mapping".to_string(),
+                None => format!("mappings: {}", known.join(", ")),
+            });
+            diags.push(d);
+            None
+        }
+    };
+    let tz = match spec.time_zone.get_ref().parse::<chrono_tz::Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            diags.push(src.diag(spec.time_zone.span(), format!("unknown time zone `{}`", spec.time_zone.get_ref())).with_hint("use an IANA name such as America/New_York"));
+            None
+        }
+    };
+    if spec.program.get_ref().trim().is_empty() {
+        diags.push(src.diag(spec.program.span(), "program cannot be empty"));
+    }
+    let source = match &spec.source {
+        SourceSpec::Local(l) => {
+            let pattern = match globset::Glob::new(l.pattern.get_ref()) {
+                Ok(g) => Some(g.compile_matcher()),
+                Err(e) => {
+                    diags.push(src.diag(l.pattern.span(), format!("bad file pattern: {e}")));
+                    None
+                }
+            };
+            if let Some(m) = &l.done_marker {
+                if !m.get_ref().contains("{name}") {
+                    diags.push(src.diag(m.span(), "done_marker must contain `{name}`, e.g. `{name}.done`"));
+                }
+            }
+            pattern.map(|pattern| {
+                Source::Local(LocalSource {
+                    path: resolve(&l.path),
+                    pattern,
+                    settle: l.settle.0,
+                    done_marker: l.done_marker.as_ref().map(|m| m.get_ref().clone()),
+                    rescan: l.rescan.0,
+                    archive: l.archive.as_deref().map_or_else(|| data_dir.join("archive").join(&name), resolve),
+                    error: l.error.as_deref().map_or_else(|| data_dir.join("error").join(&name), resolve),
+                })
+            })
+        }
+    };
+    let format = match &spec.format {
+        FormatSpec::Csv(c) => match CsvFormat::from_spec(c) {
+            Ok(f) => Some(Format::Csv(f)),
+            Err((span, msg)) => {
+                diags.push(src.diag(span, msg));
+                None
+            }
+        },
+    };
+    match (mapping, tz, source, format) {
+        (Some(mapping), Some(tz), Some(source), Some(format)) if diags.is_empty() => Ok(Connector {
+            name,
+            program: spec.program.get_ref().trim().to_string(),
+            mapping,
+            time: TimePolicy { tz, ambiguous: spec.dst_ambiguous, gap: spec.dst_gap },
+            source,
+            format,
+            on_row_error: spec.on_row_error,
+            max_rejects: spec.max_rejects,
+        }),
+        _ => Err(diags),
+    }
+}

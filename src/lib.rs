@@ -1,0 +1,38 @@
+//! hubsync turns patient-services hubs' batch files into real-time, signed
+//! milestone webhooks.
+//!
+//! # Layout
+//!
+//! A file travels through the stages in this order; each is a module:
+//!
+//! - [`source`]: finds complete files (local drop folders), hashes them.
+//! - [`parse`]: streams records out of a file, each with its locator.
+//! - [`map`]: a declarative mapping turns a record into canonical milestones.
+//! - [`diff`]: compares milestones with stored state; keeps only deltas.
+//! - [`outbox`]: renders each delta as the webhook body it will always be.
+//! - [`deliver`]: signs and POSTs outbox messages, in order per case, with retries.
+//!
+//! Around them:
+//!
+//! - [`pipeline`]: wires parse → map → diff → outbox for one file, committing
+//!   ledger progress, state and outbox in one transaction per chunk.
+//! - [`runtime`]: spawns sources, pipelines and delivery workers; owns shutdown.
+//! - [`store`]: the only place with SQL.
+//! - [`config`]: config, connector and mapping files, validated at load.
+//! - [`model`]: the canonical milestone model.
+//! - [`telemetry`]: logging setup; no PHI ever reaches it.
+//! - [`cli`]: the `hubsync` command line.
+
+pub mod cli;
+pub mod config;
+pub mod deliver;
+pub mod diff;
+pub mod map;
+pub mod model;
+pub mod outbox;
+pub mod parse;
+pub mod pipeline;
+pub mod runtime;
+pub mod source;
+pub mod store;
+pub mod telemetry;

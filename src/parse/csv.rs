@@ -1,0 +1,193 @@
+//! Streaming CSV: one reused `ByteRecord`, per-connector delimiter, quoting and
+//! encoding (UTF-8 with or without BOM, Windows-1252), physical line numbers.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use encoding_rs_io::DecodeReaderBytesBuilder;
+
+use super::{Locator, ParseError};
+use crate::config::connector::{CsvSpec, Encoding};
+
+/// Validated CSV settings of one connector.
+#[derive(Debug, Clone)]
+pub struct CsvFormat {
+    pub delimiter: u8,
+    pub quote: u8,
+    pub encoding: Encoding,
+    pub skip_lines: u64,
+}
+
+impl CsvFormat {
+    pub fn from_spec(spec: &CsvSpec) -> Result<CsvFormat, (std::ops::Range<usize>, String)> {
+        let one_byte = |s: &toml::Spanned<String>, what: &str| {
+            let v = s.get_ref();
+            let v = if v == "\\t" { "\t" } else { v.as_str() };
+            if v.len() == 1 && v.is_ascii() {
+                Ok(v.as_bytes()[0])
+            } else {
+                Err((s.span(), format!("{what} must be one ASCII character")))
+            }
+        };
+        let delimiter = one_byte(&spec.delimiter, "delimiter")?;
+        let quote = one_byte(&spec.quote, "quote")?;
+        if delimiter == quote {
+            return Err((spec.quote.span(), "quote and delimiter must differ".into()));
+        }
+        Ok(CsvFormat {
+            delimiter,
+            quote,
+            encoding: spec.encoding,
+            skip_lines: spec.skip_lines,
+        })
+    }
+}
+
+/// A streaming reader over one CSV file.
+pub struct CsvReader {
+    inner: csv::Reader<Box<dyn Read + Send>>,
+    file: String,
+    /// Lines consumed before the header (title rows), added to every locator.
+    line_offset: u64,
+    header: Vec<String>,
+}
+
+impl CsvReader {
+    /// Opens `path`, skips title lines, and reads the header row.
+    pub fn open(path: &Path, fmt: &CsvFormat) -> Result<CsvReader, ParseError> {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let io = |source| ParseError::Io {
+            file: file_name.clone(),
+            source,
+        };
+        let f = File::open(path).map_err(io)?;
+        // UTF-8 is read as bytes (validated per field, so one bad byte rejects
+        // one record, not the file), with a BOM skipped by hand. Windows-1252 is
+        // transcoded to UTF-8 as it streams.
+        let source: Box<dyn Read + Send> = match fmt.encoding {
+            Encoding::Utf8 => Box::new(f),
+            Encoding::Windows1252 => Box::new(
+                DecodeReaderBytesBuilder::new()
+                    .encoding(Some(encoding_rs::WINDOWS_1252))
+                    .bom_override(true)
+                    .build(f),
+            ),
+        };
+        let mut buffered = BufReader::with_capacity(256 * 1024, source);
+        let head = buffered.fill_buf().map_err(io)?;
+        if head.starts_with(b"\xEF\xBB\xBF") {
+            buffered.consume(3);
+        }
+        for _ in 0..fmt.skip_lines {
+            let mut raw = Vec::new();
+            if buffered.read_until(b'\n', &mut raw).map_err(io)? == 0 {
+                break;
+            }
+        }
+        let boxed: Box<dyn Read + Send> = Box::new(buffered);
+        let mut inner = csv::ReaderBuilder::new()
+            .delimiter(fmt.delimiter)
+            .quote(fmt.quote)
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(256 * 1024)
+            .from_reader(boxed);
+        let mut header_rec = csv::ByteRecord::new();
+        let got = inner
+            .read_byte_record(&mut header_rec)
+            .map_err(|e| csv_error(&file_name, fmt.skip_lines, e))?;
+        if !got {
+            return Err(ParseError::Header {
+                file: file_name,
+                reason: "the file is empty: no header row".into(),
+            });
+        }
+        let header = header_rec
+            .iter()
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .collect();
+        Ok(CsvReader {
+            inner,
+            file: file_name,
+            line_offset: fmt.skip_lines,
+            header,
+        })
+    }
+
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// Reads the next record into `rec`; `Ok(None)` at the end of the file.
+    pub fn next_record(
+        &mut self,
+        rec: &mut csv::ByteRecord,
+    ) -> Result<Option<Locator>, ParseError> {
+        match self.inner.read_byte_record(rec) {
+            Ok(true) => {
+                let line = rec.position().map_or(0, |p| p.line()) + self.line_offset;
+                Ok(Some(Locator::Line(line)))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => Err(csv_error(&self.file, self.line_offset, e)),
+        }
+    }
+}
+
+fn csv_error(file: &str, offset: u64, e: csv::Error) -> ParseError {
+    let line = e.position().map_or(0, |p| p.line()) + offset;
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => ParseError::Io {
+            file: file.to_string(),
+            source,
+        },
+        other => ParseError::Malformed {
+            file: file.to_string(),
+            locator: Locator::Line(line),
+            reason: format!("{other:?}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn fmt(encoding: Encoding) -> CsvFormat {
+        CsvFormat {
+            delimiter: b',',
+            quote: b'"',
+            encoding,
+            skip_lines: 0,
+        }
+    }
+
+    #[test]
+    fn bom_header_and_physical_lines() {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(b"\xEF\xBB\xBFCase ID,Note\n1,\"two\nlines\"\n2,x\n")
+            .expect("write");
+        let mut r = CsvReader::open(f.path(), &fmt(Encoding::Utf8)).expect("open");
+        assert_eq!(r.header(), ["Case ID", "Note"]);
+        let mut rec = csv::ByteRecord::new();
+        assert_eq!(r.next_record(&mut rec).expect("rec"), Some(Locator::Line(2)));
+        assert_eq!(rec.get(1), Some(&b"two\nlines"[..]));
+        assert_eq!(r.next_record(&mut rec).expect("rec"), Some(Locator::Line(4)));
+        assert_eq!(r.next_record(&mut rec).expect("eof"), None);
+    }
+
+    #[test]
+    fn windows_1252_is_decoded() {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(b"Payer\nCaf\xe9 Health\n").expect("write");
+        let mut r = CsvReader::open(f.path(), &fmt(Encoding::Windows1252)).expect("open");
+        let mut rec = csv::ByteRecord::new();
+        r.next_record(&mut rec).expect("rec");
+        assert_eq!(rec.get(0), Some("Café Health".as_bytes()));
+    }
+}

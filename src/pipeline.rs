@@ -1,0 +1,418 @@
+//! One file through parse → map → diff → outbox, committed chunk by chunk.
+//!
+//! Two halves run side by side, so both cores work:
+//!
+//! - the **producer** (a blocking thread) streams records, evaluates the
+//!   mapping into fingerprints, filters unchanged milestones through the
+//!   in-memory [`StateIndex`], and materializes only the candidates;
+//! - the **committer** (async) resolves candidates against the store and
+//!   writes ledger progress, state, case sequences, outbox rows, delivery rows
+//!   and rejects in ONE transaction per chunk.
+//!
+//! The ledger row's `records_done` is the checkpoint: after a crash, the file
+//! (still in the drop folder) is found again by its sha256, and the records
+//! before the checkpoint are skipped. Nothing is sent twice because nothing
+//! is sent that is not committed, and nothing is lost because the file leaves
+//! the drop folder only after its last chunk commits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::connector::OnRowError;
+use crate::config::{Config, Connector, Format};
+use crate::diff::{self, Candidate, StateIndex, Verdict};
+use crate::map::expr::Stop;
+use crate::map::{Bound, ContentSink, HashSink};
+use crate::model::Provenance;
+use crate::outbox;
+use crate::parse::csv::CsvReader;
+use crate::parse::{Fields, ParseError};
+use crate::source::ReadyFile;
+use crate::store::{Counts, FileRow, FileStatus, OutboxWrite, RejectRow, StateRow, Store, StoreError};
+
+/// System errors: the file stays where it is and is retried later.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read the file: {0}")]
+    Io(String),
+    #[error("stored state is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the parsing thread failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// How a file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// Fully processed and committed.
+    Done(FileRow),
+    /// Seen before (same connector, same sha256): nothing was done.
+    Duplicate,
+    /// Whole-file error (bad header, malformed content, too many rejects).
+    Failed { file_id: i64, reason: String },
+    /// Shutdown arrived; the checkpoint is committed and the file stays.
+    Interrupted,
+}
+
+enum Finish {
+    Done,
+    Failed(String),
+}
+
+/// What the producer hands the committer.
+struct Chunk {
+    /// Checkpoint after this chunk: records fully handled from the file's start.
+    records_done: u64,
+    /// read, rejected, filtered; plus records whose milestones the index
+    /// already judged unchanged (in `unchanged`).
+    counts: Counts,
+    candidates: Vec<Candidate>,
+    rejects: Vec<RejectRow>,
+    finish: Option<Finish>,
+}
+
+/// Shared, lazily loaded state index. `None` means "must be (re)loaded": it
+/// is dropped whenever a commit fails, because it may then be ahead of the store.
+pub type SharedIndex = Arc<Mutex<Option<StateIndex>>>;
+
+/// Everything needed to process files; cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub index: SharedIndex,
+    /// Woken after each commit that produced outbox rows.
+    pub wakers: Vec<Arc<Notify>>,
+}
+
+impl Pipeline {
+    pub fn new(store: Store, config: Arc<Config>, wakers: Vec<Arc<Notify>>) -> Pipeline {
+        Pipeline { store, config, index: Arc::new(Mutex::new(None)), wakers }
+    }
+
+    /// Processes one complete file. See the module docs for the guarantees.
+    pub async fn process(&self, connector: &Arc<Connector>, file: &ReadyFile, shutdown: &CancellationToken) -> Result<FileOutcome, PipelineError> {
+        if let Some(row) = self.store.file_get(&connector.name, &file.sha256).await? {
+            if row.status == FileStatus::Done {
+                return Ok(FileOutcome::Duplicate);
+            }
+        }
+        let row = self.store.file_begin(&connector.name, &file.sha256, &file.name, file.size).await?;
+        // The index is held for the whole file: files are processed one at a
+        // time per store writer anyway, and this keeps the producer lock-free.
+        let mut guard = self.index.lock().await;
+        let index = match guard.take() {
+            Some(i) => i,
+            None => StateIndex::new(self.store.state_index(self.config.state_cache_entries).await?, self.config.state_cache_entries),
+        };
+        let (tx, mut rx) = mpsc::channel::<Chunk>(2);
+        let producer = {
+            let connector = connector.clone();
+            let config = self.config.clone();
+            let file = file.clone();
+            let resume = row.records_done;
+            tokio::task::spawn_blocking(move || produce(&config, &connector, &file, resume, index, tx))
+        };
+        let provenance = Provenance { connector: connector.name.clone(), file: file.name.clone(), sha256: file.sha256.clone(), locator: String::new() };
+        let mut outcome = None;
+        let mut failure: Option<PipelineError> = None;
+        while let Some(chunk) = rx.recv().await {
+            let finish = match &chunk.finish {
+                None => None,
+                Some(Finish::Done) => Some(None),
+                Some(Finish::Failed(r)) => Some(Some(r.clone())),
+            };
+            if let Err(e) = self.commit(connector, row.id, &provenance, chunk).await {
+                failure = Some(e);
+                break;
+            }
+            match finish {
+                Some(None) => outcome = Some(FileOutcome::Done(row.clone())),
+                Some(Some(reason)) => outcome = Some(FileOutcome::Failed { file_id: row.id, reason }),
+                None if shutdown.is_cancelled() => {
+                    outcome = Some(FileOutcome::Interrupted);
+                    break;
+                }
+                None => {}
+            }
+        }
+        drop(rx);
+        let produced = producer.await;
+        if let Some(e) = failure {
+            // The index may hold fingerprints the store never committed.
+            *guard = None;
+            return Err(e);
+        }
+        match produced? {
+            Ok(index) => *guard = Some(index),
+            Err(ProduceError::Io(e)) => {
+                *guard = None;
+                return Err(PipelineError::Io(e));
+            }
+            Err(ProduceError::Stopped) => *guard = None,
+        }
+        match outcome {
+            Some(FileOutcome::Done(_)) => {
+                let done = self.store.file_get(&connector.name, &file.sha256).await?.unwrap_or(row);
+                Ok(FileOutcome::Done(done))
+            }
+            Some(o) => Ok(o),
+            None => Ok(FileOutcome::Interrupted),
+        }
+    }
+
+    /// Commits one chunk: the only place a file's output becomes durable.
+    async fn commit(&self, connector: &Connector, file_id: i64, provenance: &Provenance, chunk: Chunk) -> Result<(), PipelineError> {
+        let mut tx = self.store.begin().await?;
+        let mut hashes: Vec<u64> = chunk.candidates.iter().map(|c| c.fp.key).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let stored = if hashes.is_empty() { Vec::new() } else { tx.state_rows(&hashes).await? };
+        let candidate_records: std::collections::BTreeSet<u64> = chunk.candidates.iter().map(|c| c.record).collect();
+        let (deltas, _) = diff::resolve(chunk.candidates, &stored)?;
+
+        // Reconcile per record: a record is "emitted" when any of its milestones
+        // was a delta, "unchanged" when it produced milestones and none changed.
+        let emitted_records: std::collections::BTreeSet<u64> = deltas.iter().map(|d| d.candidate.record).collect();
+        let mut counts = chunk.counts;
+        counts.emitted = emitted_records.len() as u64;
+        counts.unchanged += (candidate_records.len() - emitted_records.len()) as u64;
+        counts.deltas = deltas.len() as u64;
+
+        // Per-case sequence numbers, in file order.
+        let mut per_case: Vec<(&str, &str, i64)> = Vec::new();
+        let mut case_slot: HashMap<(&str, &str), usize> = HashMap::new();
+        for d in &deltas {
+            let c = &d.candidate.content;
+            let slot = *case_slot.entry((c.program.as_str(), c.case_id.as_str())).or_insert_with(|| {
+                per_case.push((c.program.as_str(), c.case_id.as_str(), 0));
+                per_case.len() - 1
+            });
+            per_case[slot].2 += 1;
+        }
+        let last = if per_case.is_empty() { Vec::new() } else { tx.bump_cases(&per_case).await? };
+        let mut next_seq: Vec<i64> = per_case.iter().zip(&last).map(|((_, _, n), last)| last - n + 1).collect();
+
+        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut outbox_rows = Vec::with_capacity(deltas.len());
+        let mut state: HashMap<u64, usize> = HashMap::with_capacity(deltas.len());
+        let mut state_rows: Vec<StateRow> = Vec::with_capacity(deltas.len());
+        for d in &deltas {
+            let c = &d.candidate.content;
+            let slot = case_slot[&(c.program.as_str(), c.case_id.as_str())];
+            let seq = next_seq[slot];
+            next_seq[slot] += 1;
+            let source = Provenance { locator: d.candidate.locator.clone(), ..provenance.clone() };
+            let body = outbox::render(d, &source, seq, &timestamp);
+            let subscribers = self
+                .config
+                .subscribers
+                .iter()
+                .filter(|s| s.wants(&connector.name, &c.program, c.milestone.as_str()))
+                .map(|s| s.name.clone())
+                .collect();
+            outbox_rows.push(OutboxWrite {
+                id: outbox::new_webhook_id(),
+                connector: connector.name.clone(),
+                program: c.program.clone(),
+                case_id: c.case_id.clone(),
+                milestone: c.milestone.as_str().to_string(),
+                seq,
+                lane: d.candidate.fp.lane,
+                body,
+                subscribers,
+            });
+            let row = StateRow {
+                program: c.program.clone(),
+                case_id: c.case_id.clone(),
+                milestone: c.milestone.as_str().to_string(),
+                occurrence: c.occurrence.clone(),
+                key_hash: d.candidate.fp.key,
+                content_hash: d.candidate.fp.content,
+                body: serde_json::to_string(c)?,
+            };
+            // One upsert per key per statement: the last write in file order wins.
+            match state.get(&d.candidate.fp.key).copied().filter(|i| state_rows[*i].case_id == row.case_id && state_rows[*i].milestone == row.milestone && state_rows[*i].occurrence == row.occurrence && state_rows[*i].program == row.program) {
+                Some(i) => state_rows[i] = row,
+                None => {
+                    state.insert(d.candidate.fp.key, state_rows.len());
+                    state_rows.push(row);
+                }
+            }
+        }
+        if !state_rows.is_empty() {
+            tx.upsert_state(&state_rows, file_id).await?;
+        }
+        tx.insert_outbox(&outbox_rows, file_id).await?;
+        if !chunk.rejects.is_empty() {
+            tx.insert_rejects(file_id, &chunk.rejects).await?;
+        }
+        let finish = match &chunk.finish {
+            None => None,
+            Some(Finish::Done) => Some((FileStatus::Done, None)),
+            Some(Finish::Failed(r)) => Some((FileStatus::Failed, Some(r.as_str()))),
+        };
+        tx.file_progress(file_id, chunk.records_done, &counts, finish).await?;
+        tx.commit().await?;
+        if !outbox_rows.is_empty() {
+            for w in &self.wakers {
+                w.notify_one();
+            }
+        }
+        Ok(())
+    }
+}
+
+enum ProduceError {
+    Io(String),
+    /// The committer went away (shutdown or a failed commit).
+    Stopped,
+}
+
+/// The producer: runs on a blocking thread, streams the file and sends chunks.
+fn produce(
+    config: &Config,
+    connector: &Connector,
+    file: &ReadyFile,
+    resume_from: u64,
+    mut index: StateIndex,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<StateIndex, ProduceError> {
+    let fail = |tx: &mpsc::Sender<Chunk>, records_done: u64, reason: String| {
+        let chunk = Chunk { records_done, counts: Counts::default(), candidates: Vec::new(), rejects: Vec::new(), finish: Some(Finish::Failed(reason)) };
+        tx.blocking_send(chunk).map_err(|_| ProduceError::Stopped)
+    };
+    let Format::Csv(fmt) = &connector.format;
+    let mut reader = match CsvReader::open(&file.path, fmt) {
+        Ok(r) => r,
+        Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
+        Err(e) => {
+            fail(&tx, resume_from, e.to_string())?;
+            return Ok(index);
+        }
+    };
+    let binding = match connector.mapping.bind(reader.header()) {
+        Ok(b) => b,
+        Err(e) => {
+            fail(&tx, resume_from, format!("{}: header: {e}", file.name))?;
+            return Ok(index);
+        }
+    };
+    let bound = Bound {
+        mapping: &connector.mapping,
+        binding,
+        program: &connector.program,
+        time: connector.time,
+        pseudonymizer: &config.pseudonymizer,
+        content_seed: config.content_seed,
+    };
+    let chunk_rows = config.chunk_rows as u64;
+    let mut rec = csv::ByteRecord::new();
+    let mut ordinal: u64 = 0;
+    let mut chunk = new_chunk(resume_from);
+    let mut total_rejects = 0u64;
+    // Fingerprints of one record, reused: most records produce one or two.
+    let mut fps: Vec<(usize, crate::map::Fingerprint)> = Vec::with_capacity(4);
+    loop {
+        let locator = match reader.next_record(&mut rec) {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
+            Err(e) => {
+                tx.blocking_send(std::mem::replace(&mut chunk, new_chunk(ordinal))).map_err(|_| ProduceError::Stopped)?;
+                fail(&tx, ordinal, e.to_string())?;
+                return Ok(index);
+            }
+        };
+        let this = ordinal;
+        ordinal += 1;
+        if this < resume_from {
+            continue;
+        }
+        if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+            // A blank line is not a record: count it as filtered so totals reconcile.
+            chunk.counts.read += 1;
+            chunk.counts.filtered += 1;
+            chunk.records_done = ordinal;
+            continue;
+        }
+        chunk.counts.read += 1;
+        let fields = Fields::Csv(&rec);
+        fps.clear();
+        let mut stop: Option<Stop> = None;
+        for (i, rule) in connector.mapping.rules.iter().enumerate() {
+            let applies = match bound.applies(rule, fields) {
+                Ok(a) => a,
+                Err(s) => {
+                    stop = Some(s);
+                    break;
+                }
+            };
+            if !applies {
+                continue;
+            }
+            let mut sink = HashSink::new(config.content_seed);
+            if let Err(s) = bound.walk(rule, fields, &mut sink) {
+                stop = Some(s);
+                break;
+            }
+            fps.push((i, sink.finish()));
+        }
+        match stop {
+            Some(Stop::Reject { column, reason }) => {
+                chunk.counts.rejected += 1;
+                total_rejects += 1;
+                let reject = RejectRow { locator: locator.to_string(), column, reason };
+                tracing::debug!(file = %file.name, locator = %reject.locator, column = reject.column.as_deref(), reason = %reject.reason, "record rejected");
+                let stop_file = match connector.on_row_error {
+                    OnRowError::FailFile => Some(format!("{}: {}: {}{}", file.name, reject.locator, reject.column.as_deref().map(|c| format!("column `{c}`: ")).unwrap_or_default(), reject.reason)),
+                    OnRowError::Quarantine => connector.max_rejects.filter(|m| total_rejects > *m).map(|m| format!("{}: more than {m} records rejected; last at {}", file.name, reject.locator)),
+                };
+                chunk.rejects.push(reject);
+                if let Some(reason) = stop_file {
+                    chunk.records_done = ordinal;
+                    chunk.finish = Some(Finish::Failed(reason));
+                    tx.blocking_send(chunk).map_err(|_| ProduceError::Stopped)?;
+                    return Ok(index);
+                }
+            }
+            Some(Stop::Skip { .. }) => chunk.counts.filtered += 1,
+            None if fps.is_empty() => chunk.counts.filtered += 1,
+            None => {
+                let mut any = false;
+                for (rule_idx, fp) in &fps {
+                    if index.check(fp) == Verdict::Unchanged {
+                        continue;
+                    }
+                    any = true;
+                    let mut sink = ContentSink::new();
+                    bound
+                        .walk(&connector.mapping.rules[*rule_idx], fields, &mut sink)
+                        .expect("the same rule on the same record succeeded a moment ago");
+                    index.record(fp);
+                    chunk.candidates.push(Candidate { record: this, locator: locator.to_string(), fp: *fp, content: sink.content });
+                }
+                if !any {
+                    chunk.counts.unchanged += 1;
+                }
+            }
+        }
+        chunk.records_done = ordinal;
+        if chunk.counts.read >= chunk_rows {
+            tx.blocking_send(std::mem::replace(&mut chunk, new_chunk(ordinal))).map_err(|_| ProduceError::Stopped)?;
+        }
+    }
+    chunk.records_done = ordinal.max(resume_from);
+    chunk.finish = Some(Finish::Done);
+    tx.blocking_send(chunk).map_err(|_| ProduceError::Stopped)?;
+    Ok(index)
+}
+
+fn new_chunk(records_done: u64) -> Chunk {
+    Chunk { records_done, counts: Counts::default(), candidates: Vec::new(), rejects: Vec::new(), finish: None }
+}

@@ -1,0 +1,44 @@
+//! Sources: where partner files come from, and when a file counts as complete.
+//!
+//! A source never reads a file's records; it finds files, decides that they
+//! are complete (settled, or marked done), hashes them (the sha256 is the
+//! file's identity in the ledger) and, once the pipeline has committed, moves
+//! them to the archive or error folder.
+
+pub mod local;
+
+use std::path::PathBuf;
+
+/// A complete file, ready for the pipeline.
+#[derive(Debug, Clone)]
+pub struct ReadyFile {
+    pub path: PathBuf,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// A done-marker to tidy away with the file.
+    pub marker: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: String,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+impl SourceError {
+    pub fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> SourceError {
+        SourceError::Io { op, path: path.display().to_string(), source }
+    }
+}

@@ -1,0 +1,322 @@
+//! Persistence: the ledger of files, milestone state, the outbox and delivery
+//! bookkeeping. This module (and only it) speaks SQL.
+//!
+//! [`Store`] is an enum over backends. A chunk of a file is written through a
+//! [`Tx`]: ledger progress, state, case sequences, outbox rows, delivery rows
+//! and rejects all commit together or not at all (the Quickwit rule: the
+//! checkpoint lives in the same transaction as the output).
+
+pub mod sqlite;
+
+use serde::Serialize;
+
+/// Errors from the database: system errors, to be propagated and retried.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot prepare the database location: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unsupported store url `{0}` (use sqlite://PATH)")]
+    Url(String),
+}
+
+/// A ledger row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRow {
+    pub id: i64,
+    pub connector: String,
+    pub sha256: String,
+    pub name: String,
+    pub status: FileStatus,
+    pub records_done: u64,
+    pub counts: Counts,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    Processing,
+    Done,
+    Failed,
+}
+
+impl FileStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Processing => "processing",
+            FileStatus::Done => "done",
+            FileStatus::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> FileStatus {
+        match s {
+            "done" => FileStatus::Done,
+            "failed" => FileStatus::Failed,
+            _ => FileStatus::Processing,
+        }
+    }
+}
+
+/// Reconciliation counts of a file: read = emitted + unchanged + rejected + filtered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub read: u64,
+    pub emitted: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    pub filtered: u64,
+    /// Milestones forwarded (a record can produce several).
+    pub deltas: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.read += o.read;
+        self.emitted += o.emitted;
+        self.unchanged += o.unchanged;
+        self.rejected += o.rejected;
+        self.filtered += o.filtered;
+        self.deltas += o.deltas;
+    }
+    pub fn reconciles(&self) -> bool {
+        self.read == self.emitted + self.unchanged + self.rejected + self.filtered
+    }
+}
+
+/// A stored milestone state.
+#[derive(Debug, Clone)]
+pub struct StateRow {
+    pub program: String,
+    pub case_id: String,
+    pub milestone: String,
+    pub occurrence: String,
+    pub key_hash: u64,
+    pub content_hash: u64,
+    pub body: String,
+}
+
+/// An outbox message to insert.
+#[derive(Debug, Clone)]
+pub struct OutboxWrite {
+    pub id: String,
+    pub connector: String,
+    pub program: String,
+    pub case_id: String,
+    pub milestone: String,
+    pub seq: i64,
+    pub lane: u64,
+    pub body: String,
+    /// Subscribers that receive it.
+    pub subscribers: Vec<String>,
+}
+
+/// A quarantined record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectRow {
+    pub locator: String,
+    pub column: Option<String>,
+    pub reason: String,
+}
+
+/// A delivery that is due.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub pos: i64,
+    pub lane: i64,
+    pub attempts: u32,
+    pub webhook_id: String,
+    pub body: String,
+}
+
+/// What happened to one attempt; written in batches.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub subscriber: String,
+    pub pos: i64,
+    pub attempt: u32,
+    pub at_ms: i64,
+    pub duration_ms: i64,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub outcome: AttemptOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at this unix-ms time.
+    RetryAt(i64),
+    /// Retries exhausted or a permanent error: kept as a dead letter.
+    Failed,
+}
+
+/// Per-subscriber delivery figures for `hubsync status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SubscriberStats {
+    pub subscriber: String,
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// The store, over one backend.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// A chunk transaction.
+pub enum Tx {
+    Sqlite(sqlite::SqliteTx),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store at `url`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?));
+        }
+        Err(StoreError::Url(url.to_string()))
+    }
+
+    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.file_get(connector, sha256).await,
+        }
+    }
+
+    /// Creates the ledger row for a file about to be processed, or returns the
+    /// existing one (a crash left it `processing`, or an earlier try `failed`).
+    pub async fn file_begin(&self, connector: &str, sha256: &str, name: &str, size: u64) -> Result<FileRow, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.file_begin(connector, sha256, name, size).await,
+        }
+    }
+
+    /// Marks a file failed with its reason (the whole-file errors: header, I/O).
+    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.file_fail(file_id, reason).await,
+        }
+    }
+
+    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.files(limit).await,
+        }
+    }
+
+    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.rejects(file_id).await,
+        }
+    }
+
+    /// Every (key hash, content hash) in the state, unless there are more than `cap`.
+    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.state_index(cap).await,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(Tx::Sqlite(s.begin().await?)),
+        }
+    }
+
+    /// Heads of lanes that are due for `subscriber`, oldest first.
+    pub async fn due(&self, subscriber: &str, now_ms: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.due(subscriber, now_ms, limit).await,
+        }
+    }
+
+    /// The earliest `next_attempt_at` of a pending delivery.
+    pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.next_due(subscriber).await,
+        }
+    }
+
+    pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.record_attempts(results).await,
+        }
+    }
+
+    pub async fn subscriber_stats(&self) -> Result<Vec<SubscriberStats>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.subscriber_stats().await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+impl Tx {
+    /// Stored state rows whose key hash is in `hashes`.
+    pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.state_rows(hashes).await,
+        }
+    }
+
+    /// Adds `n` to each case's sequence; returns each case's new last sequence.
+    pub async fn bump_cases(&mut self, cases: &[(&str, &str, i64)]) -> Result<Vec<i64>, StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.bump_cases(cases).await,
+        }
+    }
+
+    pub async fn upsert_state(&mut self, rows: &[StateRow], file_id: i64) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.upsert_state(rows, file_id).await,
+        }
+    }
+
+    pub async fn insert_outbox(&mut self, rows: &[OutboxWrite], file_id: i64) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.insert_outbox(rows, file_id).await,
+        }
+    }
+
+    pub async fn insert_rejects(&mut self, file_id: i64, rows: &[RejectRow]) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.insert_rejects(file_id, rows).await,
+        }
+    }
+
+    /// Moves the file's checkpoint and adds this chunk's counts; `finish` marks it done or failed.
+    pub async fn file_progress(&mut self, file_id: i64, records_done: u64, counts: &Counts, finish: Option<(FileStatus, Option<&str>)>) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.file_progress(file_id, records_done, counts, finish).await,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+        }
+    }
+}
+
+impl FileStatus {
+    pub fn label(self) -> &'static str {
+        self.as_str()
+    }
+}

@@ -1,0 +1,478 @@
+//! The SQLite backend: the embedded default.
+//!
+//! Writes go through a single-connection pool, so SQLite's one-writer rule is
+//! met by queueing rather than by `SQLITE_BUSY` retries; reads use a separate
+//! pool and see committed data through WAL. `synchronous = FULL`: a file is
+//! archived only after its last chunk commits, so a commit that a power cut
+//! could undo would lose the file.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use super::{
+    now_ms, AttemptOutcome, AttemptResult, Counts, Due, FileRow, FileStatus, OutboxWrite, RejectRow, StateRow, StoreError,
+    SubscriberStats,
+};
+
+/// SQLite's default limit on bound parameters is 32766; stay well below it.
+const MAX_PARAMS: usize = 30_000;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+pub struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+fn file_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow, sqlx::Error> {
+    Ok(FileRow {
+        id: r.try_get("id")?,
+        connector: r.try_get("connector")?,
+        sha256: r.try_get("sha256")?,
+        name: r.try_get("name")?,
+        status: FileStatus::parse(r.try_get::<&str, _>("status")?),
+        records_done: r.try_get::<i64, _>("records_done")? as u64,
+        counts: Counts {
+            read: r.try_get::<i64, _>("records_read")? as u64,
+            emitted: r.try_get::<i64, _>("emitted")? as u64,
+            unchanged: r.try_get::<i64, _>("unchanged")? as u64,
+            rejected: r.try_get::<i64, _>("rejected")? as u64,
+            filtered: r.try_get::<i64, _>("filtered")? as u64,
+            deltas: r.try_get::<i64, _>("deltas")? as u64,
+        },
+        error: r.try_get("error")?,
+    })
+}
+
+const FILE_COLS: &str =
+    "id, connector, sha256, name, status, records_done, records_read, emitted, unchanged, rejected, filtered, deltas, error";
+
+impl SqliteStore {
+    pub async fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-32000")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(300))
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("src/store/migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"))
+            .bind(connector)
+            .bind(sha256)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(row.as_ref().map(file_row).transpose()?)
+    }
+
+    pub async fn file_begin(&self, connector: &str, sha256: &str, name: &str, size: u64) -> Result<FileRow, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO files (connector, sha256, name, size, status, started_at) VALUES (?, ?, ?, ?, 'processing', ?)
+             ON CONFLICT (connector, sha256) DO UPDATE SET
+                status = CASE WHEN status = 'failed' THEN 'processing' ELSE status END,
+                name = excluded.name",
+        )
+        .bind(connector)
+        .bind(sha256)
+        .bind(name)
+        .bind(size as i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!("SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"))
+            .bind(connector)
+            .bind(sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(file_row(&row)?)
+    }
+
+    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET status = 'failed', error = ?, finished_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(now_ms())
+            .bind(file_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {FILE_COLS} FROM files ORDER BY id DESC LIMIT ?"))
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(file_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
+        let rows = sqlx::query("SELECT locator, col, reason FROM rejects WHERE file_id = ? ORDER BY id")
+            .bind(file_id)
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RejectRow {
+                    locator: r.try_get("locator")?,
+                    column: r.try_get("col")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM state").fetch_one(&self.writer).await?;
+        if n as usize > cap {
+            return Ok(None);
+        }
+        use futures_util::StreamExt;
+        let mut out = Vec::with_capacity(n as usize);
+        let mut rows = sqlx::query_as::<_, (i64, i64)>("SELECT key_hash, content_hash FROM state").fetch(&self.writer);
+        while let Some(r) = rows.next().await {
+            let (k, c) = r?;
+            out.push((k as u64, c as u64));
+        }
+        Ok(Some(out))
+    }
+
+    pub async fn begin(&self) -> Result<SqliteTx, StoreError> {
+        Ok(SqliteTx { tx: self.writer.begin().await? })
+    }
+
+    pub async fn due(&self, subscriber: &str, now: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
+        // A delivery is due when it is the oldest pending one of its lane: that
+        // is the per-case FIFO. A parked (failing) head holds back only its lane.
+        let rows = sqlx::query(
+            "SELECT d.pos, d.lane, d.attempts, o.id, o.body
+             FROM deliveries d JOIN outbox o ON o.pos = d.pos
+             WHERE d.subscriber = ?1 AND d.status = 0 AND d.next_attempt_at <= ?2
+               AND NOT EXISTS (SELECT 1 FROM deliveries e
+                               WHERE e.subscriber = ?1 AND e.lane = d.lane AND e.status = 0 AND e.pos < d.pos)
+             ORDER BY d.pos LIMIT ?3",
+        )
+        .bind(subscriber)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Due {
+                    pos: r.try_get("pos")?,
+                    lane: r.try_get("lane")?,
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    webhook_id: r.try_get("id")?,
+                    body: r.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE subscriber = ? AND status = 0")
+            .bind(subscriber)
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for chunk in results.chunks(MAX_PARAMS / 8) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.subscriber)
+                    .push_bind(r.pos)
+                    .push_bind(r.attempt as i64)
+                    .push_bind(r.at_ms)
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.http_status.map(i64::from))
+                    .push_bind(&r.error);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        // Successes are the common case: one statement per subscriber batch.
+        let mut delivered: HashMap<&str, Vec<i64>> = HashMap::new();
+        for r in results {
+            match r.outcome {
+                AttemptOutcome::Delivered => delivered.entry(r.subscriber.as_str()).or_default().push(r.pos),
+                AttemptOutcome::RetryAt(at) => {
+                    sqlx::query(
+                        "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?
+                         WHERE subscriber = ? AND pos = ?",
+                    )
+                    .bind(r.attempt as i64)
+                    .bind(at)
+                    .bind(r.http_status.map(i64::from))
+                    .bind(&r.error)
+                    .bind(&r.subscriber)
+                    .bind(r.pos)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AttemptOutcome::Failed => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 2, attempts = ?, last_status = ?, last_error = ?
+                         WHERE subscriber = ? AND pos = ?",
+                    )
+                    .bind(r.attempt as i64)
+                    .bind(r.http_status.map(i64::from))
+                    .bind(&r.error)
+                    .bind(&r.subscriber)
+                    .bind(r.pos)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        let now = now_ms();
+        for (sub, positions) in delivered {
+            for chunk in positions.chunks(MAX_PARAMS - 4) {
+                let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 1, attempts = attempts + 1, delivered_at = ");
+                q.push_bind(now);
+                q.push(", last_status = 200, last_error = NULL WHERE subscriber = ");
+                q.push_bind(sub);
+                q.push(" AND pos IN (");
+                let mut sep = q.separated(", ");
+                for p in chunk {
+                    sep.push_bind(*p);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn subscriber_stats(&self) -> Result<Vec<SubscriberStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.subscriber,
+                    SUM(d.status = 0) AS pending, SUM(d.status = 1) AS delivered, SUM(d.status = 2) AS failed,
+                    MIN(CASE WHEN d.status = 0 THEN o.created_at END) AS oldest
+             FROM deliveries d JOIN outbox o ON o.pos = d.pos GROUP BY d.subscriber ORDER BY d.subscriber",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let now = now_ms();
+        rows.iter()
+            .map(|r| {
+                Ok(SubscriberStats {
+                    subscriber: r.try_get("subscriber")?,
+                    pending: r.try_get("pending")?,
+                    delivered: r.try_get("delivered")?,
+                    failed: r.try_get("failed")?,
+                    oldest_pending_ms: r.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+impl SqliteTx {
+    pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hashes.chunks(MAX_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state WHERE key_hash IN (",
+            );
+            let mut sep = q.separated(", ");
+            for h in chunk {
+                sep.push_bind(*h as i64);
+            }
+            q.push(")");
+            let rows = q.build().fetch_all(&mut *self.tx).await?;
+            for r in rows {
+                out.push(StateRow {
+                    program: r.try_get("program")?,
+                    case_id: r.try_get("case_id")?,
+                    milestone: r.try_get("milestone")?,
+                    occurrence: r.try_get("occurrence")?,
+                    key_hash: r.try_get::<i64, _>("key_hash")? as u64,
+                    content_hash: r.try_get::<i64, _>("content_hash")? as u64,
+                    body: r.try_get("body")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn bump_cases(&mut self, cases: &[(&str, &str, i64)]) -> Result<Vec<i64>, StoreError> {
+        let mut seqs: HashMap<(String, String), i64> = HashMap::with_capacity(cases.len());
+        for chunk in cases.chunks(MAX_PARAMS / 3) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO cases (program, case_id, last_seq) ");
+            q.push_values(chunk, |mut b, (p, c, n)| {
+                b.push_bind(*p).push_bind(*c).push_bind(*n);
+            });
+            q.push(
+                " ON CONFLICT (program, case_id) DO UPDATE SET last_seq = last_seq + excluded.last_seq
+                 RETURNING program, case_id, last_seq",
+            );
+            for r in q.build().fetch_all(&mut *self.tx).await? {
+                seqs.insert((r.try_get("program")?, r.try_get("case_id")?), r.try_get("last_seq")?);
+            }
+        }
+        Ok(cases
+            .iter()
+            .map(|(p, c, _)| seqs.get(&(p.to_string(), c.to_string())).copied().unwrap_or(0))
+            .collect())
+    }
+
+    pub async fn upsert_state(&mut self, rows: &[StateRow], file_id: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        for chunk in rows.chunks(MAX_PARAMS / 9) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO state (program, case_id, milestone, occurrence, key_hash, content_hash, body, file_id, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.program)
+                    .push_bind(&r.case_id)
+                    .push_bind(&r.milestone)
+                    .push_bind(&r.occurrence)
+                    .push_bind(r.key_hash as i64)
+                    .push_bind(r.content_hash as i64)
+                    .push_bind(&r.body)
+                    .push_bind(file_id)
+                    .push_bind(now);
+            });
+            q.push(
+                " ON CONFLICT (program, case_id, milestone, occurrence) DO UPDATE SET
+                    key_hash = excluded.key_hash, content_hash = excluded.content_hash, body = excluded.body,
+                    file_id = excluded.file_id, updated_at = excluded.updated_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_outbox(&mut self, rows: &[OutboxWrite], file_id: i64) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Positions are assigned here rather than by RETURNING, whose row order
+        // SQLite does not promise; the single writer makes MAX()+1 safe.
+        let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0) FROM outbox").fetch_one(&mut *self.tx).await?;
+        let now = now_ms();
+        let positioned: Vec<(i64, &OutboxWrite)> = rows.iter().enumerate().map(|(i, r)| (base + 1 + i as i64, r)).collect();
+        for chunk in positioned.chunks(MAX_PARAMS / 10) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO outbox (pos, id, connector, program, case_id, milestone, seq, file_id, created_at, body) ",
+            );
+            q.push_values(chunk, |mut b, (pos, r)| {
+                b.push_bind(*pos)
+                    .push_bind(&r.id)
+                    .push_bind(&r.connector)
+                    .push_bind(&r.program)
+                    .push_bind(&r.case_id)
+                    .push_bind(&r.milestone)
+                    .push_bind(r.seq)
+                    .push_bind(file_id)
+                    .push_bind(now)
+                    .push_bind(&r.body);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        let deliveries: Vec<(i64, i64, &str)> = positioned
+            .iter()
+            .flat_map(|(pos, r)| r.subscribers.iter().map(move |s| (*pos, r.lane as i64, s.as_str())))
+            .collect();
+        for chunk in deliveries.chunks(MAX_PARAMS / 4) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO deliveries (subscriber, pos, lane, status, next_attempt_at) ");
+            q.push_values(chunk, |mut b, (pos, lane, sub)| {
+                b.push_bind(*sub).push_bind(*pos).push_bind(*lane).push_bind(0i64).push_bind(now);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_rejects(&mut self, file_id: i64, rows: &[RejectRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(MAX_PARAMS / 4) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO rejects (file_id, locator, col, reason) ");
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(file_id).push_bind(&r.locator).push_bind(&r.column).push_bind(&r.reason);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn file_progress(
+        &mut self,
+        file_id: i64,
+        records_done: u64,
+        c: &Counts,
+        finish: Option<(FileStatus, Option<&str>)>,
+    ) -> Result<(), StoreError> {
+        let (status, error, finished_at) = match finish {
+            Some((s, e)) => (s.as_str(), e, Some(now_ms())),
+            None => (FileStatus::Processing.as_str(), None, None),
+        };
+        sqlx::query(
+            "UPDATE files SET records_done = ?, records_read = records_read + ?, emitted = emitted + ?,
+                unchanged = unchanged + ?, rejected = rejected + ?, filtered = filtered + ?, deltas = deltas + ?,
+                status = ?, error = COALESCE(?, error), finished_at = COALESCE(?, finished_at)
+             WHERE id = ?",
+        )
+        .bind(records_done as i64)
+        .bind(c.read as i64)
+        .bind(c.emitted as i64)
+        .bind(c.unchanged as i64)
+        .bind(c.rejected as i64)
+        .bind(c.filtered as i64)
+        .bind(c.deltas as i64)
+        .bind(status)
+        .bind(error)
+        .bind(finished_at)
+        .bind(file_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! Logging, and the typed events the daemon reports.
+//!
+//! Events are structs named `<Noun><Verb>` with an `emit` method, so every
+//! log line of a kind has the same fields, and it is visible in one place
+//! what each carries. None carries a patient identifier, a name, or a raw
+//! field value: only counts, locators, column names and redacted shapes.
+
+use crate::store::Counts;
+
+/// Installs the global subscriber. `RUST_LOG` overrides `level`.
+pub fn init(json: bool, level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second init (tests) is harmless.
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// A file was fully processed.
+pub struct FileProcessed<'a> {
+    pub connector: &'a str,
+    pub file: &'a str,
+    pub counts: &'a Counts,
+    pub millis: u128,
+}
+
+impl FileProcessed<'_> {
+    pub fn emit(&self) {
+        let c = self.counts;
+        tracing::info!(
+            connector = self.connector, file = self.file, read = c.read, emitted = c.emitted, unchanged = c.unchanged,
+            rejected = c.rejected, filtered = c.filtered, deltas = c.deltas, reconciles = c.reconciles(), ms = self.millis as u64,
+            "file processed"
+        );
+    }
+}
+
+/// A file was quarantined as a whole.
+pub struct FileFailed<'a> {
+    pub connector: &'a str,
+    pub file: &'a str,
+    pub reason: &'a str,
+}
+
+impl FileFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(connector = self.connector, file = self.file, reason = self.reason, "file moved to the error folder");
+    }
+}
+
+/// A file seen before (same sha256) was dropped again.
+pub struct FileDuplicateSkipped<'a> {
+    pub connector: &'a str,
+    pub file: &'a str,
+}
+
+impl FileDuplicateSkipped<'_> {
+    pub fn emit(&self) {
+        tracing::info!(connector = self.connector, file = self.file, "file already processed (same sha256); archived without sending");
+    }
+}
