@@ -13,7 +13,11 @@ use crate::deliver::sign;
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "hubsync", version, about = "Hub batch files in, signed milestone webhooks out.")]
+#[command(
+    name = "hubsync",
+    version,
+    about = "Hub batch files in, signed milestone webhooks out."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -54,7 +58,10 @@ pub enum Command {
 /// Entry point used by `main`.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(dispatch(cli))
 }
 
@@ -93,7 +100,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             #[cfg(unix)]
             {
                 let t = shutdown.clone();
-                if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                if let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
                     tokio::spawn(async move {
                         term.recv().await;
                         t.cancel();
@@ -103,17 +112,40 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::runtime::run(c, shutdown).await?;
             Ok(())
         }
-        Command::Listen { addr, secret_env, json } => listen(addr, &secret_env, json).await,
+        Command::Listen {
+            addr,
+            secret_env,
+            json,
+        } => listen(addr, &secret_env, json).await,
         Command::Status { config, files } => {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;
             println!("FILES (newest first)");
-            println!("{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7}  reconciles", "connector", "file", "status", "read", "emitted", "unchanged", "rejected", "filtered", "deltas");
+            println!(
+                "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7}  reconciles",
+                "connector",
+                "file",
+                "status",
+                "read",
+                "emitted",
+                "unchanged",
+                "rejected",
+                "filtered",
+                "deltas"
+            );
             for f in store.files(files).await? {
                 let c = f.counts;
                 println!(
                     "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7}  {}",
-                    f.connector, f.name, f.status.label(), c.read, c.emitted, c.unchanged, c.rejected, c.filtered, c.deltas,
+                    f.connector,
+                    f.name,
+                    f.status.label(),
+                    c.read,
+                    c.emitted,
+                    c.unchanged,
+                    c.rejected,
+                    c.filtered,
+                    c.deltas,
                     if c.reconciles() { "yes" } else { "NO" }
                 );
                 if let Some(e) = f.error {
@@ -121,10 +153,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             println!("\nSUBSCRIBERS");
-            println!("{:<20} {:>9} {:>10} {:>7} {:>14}", "subscriber", "pending", "delivered", "failed", "oldest pending");
+            println!(
+                "{:<20} {:>9} {:>10} {:>7} {:>14}",
+                "subscriber", "pending", "delivered", "failed", "oldest pending"
+            );
             for s in store.subscriber_stats().await? {
-                let age = s.oldest_pending_ms.map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-                println!("{:<20} {:>9} {:>10} {:>7} {:>14}", s.subscriber, s.pending, s.delivered, s.failed, age);
+                let age = s
+                    .oldest_pending_ms
+                    .map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+                println!(
+                    "{:<20} {:>9} {:>10} {:>7} {:>14}",
+                    s.subscriber, s.pending, s.delivered, s.failed, age
+                );
             }
             store.close().await;
             Ok(())
@@ -136,7 +176,8 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool) -> anyhow::Resul
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
 
-    let raw = std::env::var(secret_env).with_context(|| format!("environment variable {secret_env} is not set"))?;
+    let raw =
+        std::env::var(secret_env).with_context(|| format!("environment variable {secret_env} is not set"))?;
     let keys: Vec<Vec<u8>> = raw
         .split_whitespace()
         .map(|s| config::decode_secret(s).map_err(anyhow::Error::msg))
@@ -145,7 +186,13 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool) -> anyhow::Resul
     let handler = move |headers: HeaderMap, body: Bytes| {
         let keys = keys.clone();
         async move {
-            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let h = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
             let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
             let now = chrono::Utc::now().timestamp();
             if let Err(e) = sign::verify(&keys, &id, &ts, &sig, &body, now, 300) {
@@ -172,8 +219,17 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool) -> anyhow::Resul
         }
     };
     let app = axum::Router::new().fallback(axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    eprintln!("listening on http://{} (any path); verifying signatures with ${secret_env}", listener.local_addr()?);
-    axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    eprintln!(
+        "listening on http://{} (any path); verifying signatures with ${secret_env}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

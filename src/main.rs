@@ -1,5 +1,8 @@
 //! The `hubsync` binary: everything lives in the library; see `hubsync::cli`.
 
-fn main() -> anyhow::Result<()> {
-    hubsync::cli::main()
+fn main() {
+    if let Err(e) = hubsync::cli::main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

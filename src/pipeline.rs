@@ -92,23 +92,39 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(store: Store, config: Arc<Config>, wakers: Vec<Arc<Notify>>) -> Pipeline {
-        Pipeline { store, config, index: Arc::new(Mutex::new(None)), wakers }
+        Pipeline {
+            store,
+            config,
+            index: Arc::new(Mutex::new(None)),
+            wakers,
+        }
     }
 
     /// Processes one complete file. See the module docs for the guarantees.
-    pub async fn process(&self, connector: &Arc<Connector>, file: &ReadyFile, shutdown: &CancellationToken) -> Result<FileOutcome, PipelineError> {
+    pub async fn process(
+        &self,
+        connector: &Arc<Connector>,
+        file: &ReadyFile,
+        shutdown: &CancellationToken,
+    ) -> Result<FileOutcome, PipelineError> {
         if let Some(row) = self.store.file_get(&connector.name, &file.sha256).await? {
             if row.status == FileStatus::Done {
                 return Ok(FileOutcome::Duplicate);
             }
         }
-        let row = self.store.file_begin(&connector.name, &file.sha256, &file.name, file.size).await?;
+        let row = self
+            .store
+            .file_begin(&connector.name, &file.sha256, &file.name, file.size)
+            .await?;
         // The index is held for the whole file: files are processed one at a
         // time per store writer anyway, and this keeps the producer lock-free.
         let mut guard = self.index.lock().await;
         let index = match guard.take() {
             Some(i) => i,
-            None => StateIndex::new(self.store.state_index(self.config.state_cache_entries).await?, self.config.state_cache_entries),
+            None => StateIndex::new(
+                self.store.state_index(self.config.state_cache_entries).await?,
+                self.config.state_cache_entries,
+            ),
         };
         let (tx, mut rx) = mpsc::channel::<Chunk>(2);
         let producer = {
@@ -116,9 +132,17 @@ impl Pipeline {
             let config = self.config.clone();
             let file = file.clone();
             let resume = row.records_done;
-            tokio::task::spawn_blocking(move || produce(&config, &connector, &file, resume, index, tx))
+            tokio::task::spawn_blocking(move || {
+                let mut emit = |c: Chunk| tx.blocking_send(c).map_err(|_| ProduceError::Stopped);
+                produce(&config, &connector, &file, resume, index, &mut emit)
+            })
         };
-        let provenance = Provenance { connector: connector.name.clone(), file: file.name.clone(), sha256: file.sha256.clone(), locator: String::new() };
+        let provenance = Provenance {
+            connector: connector.name.clone(),
+            file: file.name.clone(),
+            sha256: file.sha256.clone(),
+            locator: String::new(),
+        };
         let mut outcome = None;
         let mut failure: Option<PipelineError> = None;
         while let Some(chunk) = rx.recv().await {
@@ -133,7 +157,12 @@ impl Pipeline {
             }
             match finish {
                 Some(None) => outcome = Some(FileOutcome::Done(row.clone())),
-                Some(Some(reason)) => outcome = Some(FileOutcome::Failed { file_id: row.id, reason }),
+                Some(Some(reason)) => {
+                    outcome = Some(FileOutcome::Failed {
+                        file_id: row.id,
+                        reason,
+                    })
+                }
                 None if shutdown.is_cancelled() => {
                     outcome = Some(FileOutcome::Interrupted);
                     break;
@@ -158,7 +187,11 @@ impl Pipeline {
         }
         match outcome {
             Some(FileOutcome::Done(_)) => {
-                let done = self.store.file_get(&connector.name, &file.sha256).await?.unwrap_or(row);
+                let done = self
+                    .store
+                    .file_get(&connector.name, &file.sha256)
+                    .await?
+                    .unwrap_or(row);
                 Ok(FileOutcome::Done(done))
             }
             Some(o) => Ok(o),
@@ -167,18 +200,30 @@ impl Pipeline {
     }
 
     /// Commits one chunk: the only place a file's output becomes durable.
-    async fn commit(&self, connector: &Connector, file_id: i64, provenance: &Provenance, chunk: Chunk) -> Result<(), PipelineError> {
+    async fn commit(
+        &self,
+        connector: &Connector,
+        file_id: i64,
+        provenance: &Provenance,
+        chunk: Chunk,
+    ) -> Result<(), PipelineError> {
         let mut tx = self.store.begin().await?;
         let mut hashes: Vec<u64> = chunk.candidates.iter().map(|c| c.fp.key).collect();
         hashes.sort_unstable();
         hashes.dedup();
-        let stored = if hashes.is_empty() { Vec::new() } else { tx.state_rows(&hashes).await? };
-        let candidate_records: std::collections::BTreeSet<u64> = chunk.candidates.iter().map(|c| c.record).collect();
+        let stored = if hashes.is_empty() {
+            Vec::new()
+        } else {
+            tx.state_rows(&hashes).await?
+        };
+        let candidate_records: std::collections::BTreeSet<u64> =
+            chunk.candidates.iter().map(|c| c.record).collect();
         let (deltas, _) = diff::resolve(chunk.candidates, &stored)?;
 
         // Reconcile per record: a record is "emitted" when any of its milestones
         // was a delta, "unchanged" when it produced milestones and none changed.
-        let emitted_records: std::collections::BTreeSet<u64> = deltas.iter().map(|d| d.candidate.record).collect();
+        let emitted_records: std::collections::BTreeSet<u64> =
+            deltas.iter().map(|d| d.candidate.record).collect();
         let mut counts = chunk.counts;
         counts.emitted = emitted_records.len() as u64;
         counts.unchanged += (candidate_records.len() - emitted_records.len()) as u64;
@@ -189,14 +234,24 @@ impl Pipeline {
         let mut case_slot: HashMap<(&str, &str), usize> = HashMap::new();
         for d in &deltas {
             let c = &d.candidate.content;
-            let slot = *case_slot.entry((c.program.as_str(), c.case_id.as_str())).or_insert_with(|| {
-                per_case.push((c.program.as_str(), c.case_id.as_str(), 0));
-                per_case.len() - 1
-            });
+            let slot = *case_slot
+                .entry((c.program.as_str(), c.case_id.as_str()))
+                .or_insert_with(|| {
+                    per_case.push((c.program.as_str(), c.case_id.as_str(), 0));
+                    per_case.len() - 1
+                });
             per_case[slot].2 += 1;
         }
-        let last = if per_case.is_empty() { Vec::new() } else { tx.bump_cases(&per_case).await? };
-        let mut next_seq: Vec<i64> = per_case.iter().zip(&last).map(|((_, _, n), last)| last - n + 1).collect();
+        let last = if per_case.is_empty() {
+            Vec::new()
+        } else {
+            tx.bump_cases(&per_case).await?
+        };
+        let mut next_seq: Vec<i64> = per_case
+            .iter()
+            .zip(&last)
+            .map(|((_, _, n), last)| last - n + 1)
+            .collect();
 
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut outbox_rows = Vec::with_capacity(deltas.len());
@@ -207,7 +262,10 @@ impl Pipeline {
             let slot = case_slot[&(c.program.as_str(), c.case_id.as_str())];
             let seq = next_seq[slot];
             next_seq[slot] += 1;
-            let source = Provenance { locator: d.candidate.locator.clone(), ..provenance.clone() };
+            let source = Provenance {
+                locator: d.candidate.locator.clone(),
+                ..provenance.clone()
+            };
             let body = outbox::render(d, &source, seq, &timestamp);
             let subscribers = self
                 .config
@@ -237,7 +295,12 @@ impl Pipeline {
                 body: serde_json::to_string(c)?,
             };
             // One upsert per key per statement: the last write in file order wins.
-            match state.get(&d.candidate.fp.key).copied().filter(|i| state_rows[*i].case_id == row.case_id && state_rows[*i].milestone == row.milestone && state_rows[*i].occurrence == row.occurrence && state_rows[*i].program == row.program) {
+            match state.get(&d.candidate.fp.key).copied().filter(|i| {
+                state_rows[*i].case_id == row.case_id
+                    && state_rows[*i].milestone == row.milestone
+                    && state_rows[*i].occurrence == row.occurrence
+                    && state_rows[*i].program == row.program
+            }) {
                 Some(i) => state_rows[i] = row,
                 None => {
                     state.insert(d.candidate.fp.key, state_rows.len());
@@ -257,7 +320,8 @@ impl Pipeline {
             Some(Finish::Done) => Some((FileStatus::Done, None)),
             Some(Finish::Failed(r)) => Some((FileStatus::Failed, Some(r.as_str()))),
         };
-        tx.file_progress(file_id, chunk.records_done, &counts, finish).await?;
+        tx.file_progress(file_id, chunk.records_done, &counts, finish)
+            .await?;
         tx.commit().await?;
         if !outbox_rows.is_empty() {
             for w in &self.wakers {
@@ -281,25 +345,31 @@ fn produce(
     file: &ReadyFile,
     resume_from: u64,
     mut index: StateIndex,
-    tx: mpsc::Sender<Chunk>,
+    emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>,
 ) -> Result<StateIndex, ProduceError> {
-    let fail = |tx: &mpsc::Sender<Chunk>, records_done: u64, reason: String| {
-        let chunk = Chunk { records_done, counts: Counts::default(), candidates: Vec::new(), rejects: Vec::new(), finish: Some(Finish::Failed(reason)) };
-        tx.blocking_send(chunk).map_err(|_| ProduceError::Stopped)
-    };
+    let fail =
+        |emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>, records_done: u64, reason: String| {
+            emit(Chunk {
+                records_done,
+                counts: Counts::default(),
+                candidates: Vec::new(),
+                rejects: Vec::new(),
+                finish: Some(Finish::Failed(reason)),
+            })
+        };
     let Format::Csv(fmt) = &connector.format;
     let mut reader = match CsvReader::open(&file.path, fmt) {
         Ok(r) => r,
         Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
         Err(e) => {
-            fail(&tx, resume_from, e.to_string())?;
+            fail(emit, resume_from, e.to_string())?;
             return Ok(index);
         }
     };
     let binding = match connector.mapping.bind(reader.header()) {
         Ok(b) => b,
         Err(e) => {
-            fail(&tx, resume_from, format!("{}: header: {e}", file.name))?;
+            fail(emit, resume_from, format!("{}: header: {e}", file.name))?;
             return Ok(index);
         }
     };
@@ -324,8 +394,8 @@ fn produce(
             Ok(None) => break,
             Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
             Err(e) => {
-                tx.blocking_send(std::mem::replace(&mut chunk, new_chunk(ordinal))).map_err(|_| ProduceError::Stopped)?;
-                fail(&tx, ordinal, e.to_string())?;
+                emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
+                fail(emit, ordinal, e.to_string())?;
                 return Ok(index);
             }
         };
@@ -367,17 +437,36 @@ fn produce(
             Some(Stop::Reject { column, reason }) => {
                 chunk.counts.rejected += 1;
                 total_rejects += 1;
-                let reject = RejectRow { locator: locator.to_string(), column, reason };
+                let reject = RejectRow {
+                    locator: locator.to_string(),
+                    column,
+                    reason,
+                };
                 tracing::debug!(file = %file.name, locator = %reject.locator, column = reject.column.as_deref(), reason = %reject.reason, "record rejected");
                 let stop_file = match connector.on_row_error {
-                    OnRowError::FailFile => Some(format!("{}: {}: {}{}", file.name, reject.locator, reject.column.as_deref().map(|c| format!("column `{c}`: ")).unwrap_or_default(), reject.reason)),
-                    OnRowError::Quarantine => connector.max_rejects.filter(|m| total_rejects > *m).map(|m| format!("{}: more than {m} records rejected; last at {}", file.name, reject.locator)),
+                    OnRowError::FailFile => Some(format!(
+                        "{}: {}: {}{}",
+                        file.name,
+                        reject.locator,
+                        reject
+                            .column
+                            .as_deref()
+                            .map(|c| format!("column `{c}`: "))
+                            .unwrap_or_default(),
+                        reject.reason
+                    )),
+                    OnRowError::Quarantine => connector.max_rejects.filter(|m| total_rejects > *m).map(|m| {
+                        format!(
+                            "{}: more than {m} records rejected; last at {}",
+                            file.name, reject.locator
+                        )
+                    }),
                 };
                 chunk.rejects.push(reject);
                 if let Some(reason) = stop_file {
                     chunk.records_done = ordinal;
                     chunk.finish = Some(Finish::Failed(reason));
-                    tx.blocking_send(chunk).map_err(|_| ProduceError::Stopped)?;
+                    emit(chunk)?;
                     return Ok(index);
                 }
             }
@@ -395,7 +484,12 @@ fn produce(
                         .walk(&connector.mapping.rules[*rule_idx], fields, &mut sink)
                         .expect("the same rule on the same record succeeded a moment ago");
                     index.record(fp);
-                    chunk.candidates.push(Candidate { record: this, locator: locator.to_string(), fp: *fp, content: sink.content });
+                    chunk.candidates.push(Candidate {
+                        record: this,
+                        locator: locator.to_string(),
+                        fp: *fp,
+                        content: sink.content,
+                    });
                 }
                 if !any {
                     chunk.counts.unchanged += 1;
@@ -404,15 +498,78 @@ fn produce(
         }
         chunk.records_done = ordinal;
         if chunk.counts.read >= chunk_rows {
-            tx.blocking_send(std::mem::replace(&mut chunk, new_chunk(ordinal))).map_err(|_| ProduceError::Stopped)?;
+            emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
         }
     }
     chunk.records_done = ordinal.max(resume_from);
     chunk.finish = Some(Finish::Done);
-    tx.blocking_send(chunk).map_err(|_| ProduceError::Stopped)?;
+    emit(chunk)?;
     Ok(index)
 }
 
 fn new_chunk(records_done: u64) -> Chunk {
-    Chunk { records_done, counts: Counts::default(), candidates: Vec::new(), rejects: Vec::new(), finish: None }
+    Chunk {
+        records_done,
+        counts: Counts::default(),
+        candidates: Vec::new(),
+        rejects: Vec::new(),
+        finish: None,
+    }
+}
+
+/// What a file would produce, computed without a store: every milestone (as
+/// if nothing were stored yet) and every reject. Used by golden tests and the
+/// dry run.
+#[derive(Debug, Default)]
+pub struct DryRun {
+    pub milestones: Vec<(String, crate::model::Content)>,
+    pub rejects: Vec<RejectRow>,
+    pub counts: Counts,
+    /// Set when the whole file would be refused.
+    pub failed: Option<String>,
+}
+
+/// Maps `path` with `connector`'s mapping, writing nothing.
+pub fn dry_run(
+    config: &Config,
+    connector: &Connector,
+    path: &std::path::Path,
+) -> Result<DryRun, PipelineError> {
+    let (sha256, size) =
+        crate::source::local::hash_file(path).map_err(|e| PipelineError::Io(e.to_string()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = ReadyFile {
+        path: path.to_path_buf(),
+        name,
+        size,
+        sha256,
+        marker: None,
+    };
+    let mut out = DryRun::default();
+    let mut emit = |c: Chunk| {
+        out.counts.add(&c.counts);
+        out.counts.emitted += c
+            .candidates
+            .iter()
+            .map(|c| c.record)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64;
+        out.milestones
+            .extend(c.candidates.into_iter().map(|c| (c.locator, c.content)));
+        out.rejects.extend(c.rejects);
+        if let Some(Finish::Failed(r)) = c.finish {
+            out.failed = Some(r);
+        }
+        Ok(())
+    };
+    // An empty, incomplete index makes every milestone a candidate.
+    match produce(config, connector, &file, 0, StateIndex::new(None, 0), &mut emit) {
+        Ok(_) | Err(ProduceError::Stopped) => {}
+        Err(ProduceError::Io(e)) => return Err(PipelineError::Io(e)),
+    }
+    out.counts.deltas = out.milestones.len() as u64;
+    Ok(out)
 }

@@ -38,7 +38,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
     for sub in &config.subscribers {
         let wake = Arc::new(Notify::new());
         wakers.push(wake.clone());
-        let worker = Worker { store: store.clone(), sub: sub.clone(), client: client.clone(), wake, poll: config.poll_interval };
+        let worker = Worker {
+            store: store.clone(),
+            sub: sub.clone(),
+            client: client.clone(),
+            wake,
+            poll: config.poll_interval,
+        };
         let token = shutdown.clone();
         let grace = config.shutdown_grace;
         let name = sub.name.clone();
@@ -90,7 +96,12 @@ fn redact_url(url: &str) -> String {
 }
 
 /// Discovers and processes one connector's files, one at a time, in name order.
-async fn connector_loop(pipeline: Pipeline, connector: Arc<Connector>, mut folder: DropFolder, shutdown: CancellationToken) {
+async fn connector_loop(
+    pipeline: Pipeline,
+    connector: Arc<Connector>,
+    mut folder: DropFolder,
+    shutdown: CancellationToken,
+) {
     let Source::Local(src) = &connector.source;
     let rescan = src.rescan;
     // Events are hints; without a watcher the rescan still finds everything.
@@ -147,38 +158,69 @@ enum HandleError {
     Store(#[from] StoreError),
 }
 
-async fn handle_file(pipeline: &Pipeline, connector: &Arc<Connector>, folder: &mut DropFolder, path: &std::path::Path, shutdown: &CancellationToken) -> Result<(), HandleError> {
+async fn handle_file(
+    pipeline: &Pipeline,
+    connector: &Arc<Connector>,
+    folder: &mut DropFolder,
+    path: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Result<(), HandleError> {
     let started = Instant::now();
     let file = match folder.ready_file(path) {
         Ok(f) => f,
         // Gone between listing and hashing (moved away by someone): not an error.
-        Err(crate::source::SourceError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(crate::source::SourceError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(())
+        }
         Err(e) => return Err(e.into()),
     };
     match pipeline.process(connector, &file, shutdown).await? {
         FileOutcome::Done(row) => {
             let archived = folder.archive(&file)?;
             write_rejects(pipeline, row.id, &archived).await?;
-            FileProcessed { connector: &connector.name, file: &file.name, counts: &row.counts, millis: started.elapsed().as_millis() }.emit();
+            FileProcessed {
+                connector: &connector.name,
+                file: &file.name,
+                counts: &row.counts,
+                millis: started.elapsed().as_millis(),
+            }
+            .emit();
         }
         FileOutcome::Duplicate => {
             folder.archive(&file)?;
-            FileDuplicateSkipped { connector: &connector.name, file: &file.name }.emit();
+            FileDuplicateSkipped {
+                connector: &connector.name,
+                file: &file.name,
+            }
+            .emit();
         }
         FileOutcome::Failed { file_id, reason } => {
             pipeline.store.file_fail(file_id, &reason).await?;
             let moved = folder.quarantine(&file, &reason)?;
             write_rejects(pipeline, file_id, &moved).await?;
-            FileFailed { connector: &connector.name, file: &file.name, reason: &reason }.emit();
+            FileFailed {
+                connector: &connector.name,
+                file: &file.name,
+                reason: &reason,
+            }
+            .emit();
         }
-        FileOutcome::Interrupted => tracing::info!(connector = %connector.name, file = %file.name, "interrupted; will resume from the checkpoint"),
+        FileOutcome::Interrupted => {
+            tracing::info!(connector = %connector.name, file = %file.name, "interrupted; will resume from the checkpoint")
+        }
     }
     Ok(())
 }
 
 /// Writes `<file>.rejects.jsonl` beside the archived input, from the store
 /// (so rejects from before a crash are included).
-async fn write_rejects(pipeline: &Pipeline, file_id: i64, beside: &std::path::Path) -> Result<(), HandleError> {
+async fn write_rejects(
+    pipeline: &Pipeline,
+    file_id: i64,
+    beside: &std::path::Path,
+) -> Result<(), HandleError> {
     let rejects = pipeline.store.rejects(file_id).await?;
     if rejects.is_empty() {
         return Ok(());

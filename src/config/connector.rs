@@ -62,15 +62,18 @@ pub enum OnRowError {
     FailFile,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceSpec {
-    Local(LocalSourceSpec),
+/// Kinds of source. `[source]` is one flat table whose `kind` says which
+/// keys apply (a tagged enum would lose the spans diagnostics need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Local,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LocalSourceSpec {
+pub struct SourceSpec {
+    pub kind: Spanned<SourceKind>,
     /// The drop folder, relative to the main config file.
     pub path: PathBuf,
     /// Glob on file names (not paths), e.g. `status_*.csv`.
@@ -101,15 +104,16 @@ fn default_rescan() -> Dur {
     Dur::secs(5)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum FormatSpec {
-    Csv(CsvSpec),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatKind {
+    Csv,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CsvSpec {
+pub struct FormatSpec {
+    pub kind: Spanned<FormatKind>,
     #[serde(default = "comma")]
     pub delimiter: Spanned<String>,
     #[serde(default = "dquote")]

@@ -21,7 +21,7 @@ use toml::Spanned;
 
 use crate::map::{Mapping, Pseudonymizer, TimePolicy};
 use crate::parse::csv::CsvFormat;
-use connector::{ConnectorSpec, FormatSpec, OnRowError, SourceSpec};
+use connector::{ConnectorSpec, FormatKind, OnRowError, SourceKind};
 use diag::{parse_toml, Diagnostic, Diagnostics, SourceFile};
 use duration::Dur;
 
@@ -268,7 +268,9 @@ impl Subscriber {
 /// Decodes a `whsec_…` secret into its key bytes.
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
-    let b64 = secret.strip_prefix("whsec_").ok_or("secret must start with `whsec_`")?;
+    let b64 = secret
+        .strip_prefix("whsec_")
+        .ok_or("secret must start with `whsec_`")?;
     let key = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| format!("secret is not valid base64: {e}"))?;
@@ -289,8 +291,18 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let src = SourceFile::read(path)?;
     let spec: ConfigSpec = parse_toml(&src)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
     let mut diags = Diagnostics::default();
 
     let data_dir = resolve(&spec.data_dir);
@@ -303,18 +315,30 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         Some(u) => u.clone(),
     };
     if spec.store.chunk_rows == 0 {
-        diags.push(Diagnostic::file_level(path, "store.chunk_rows must be at least 1"));
+        diags.push(Diagnostic::file_level(
+            path,
+            "store.chunk_rows must be at least 1",
+        ));
     }
 
     let key_env = spec.pseudonymization.key_env.get_ref();
     let key = match env(key_env) {
         Some(k) if k.len() >= 16 => k.into_bytes(),
         Some(_) => {
-            diags.push(src.diag(spec.pseudonymization.key_env.span(), format!("the pseudonymization key in ${key_env} is shorter than 16 bytes")));
+            diags.push(src.diag(
+                spec.pseudonymization.key_env.span(),
+                format!("the pseudonymization key in ${key_env} is shorter than 16 bytes"),
+            ));
             Vec::new()
         }
         None => {
-            diags.push(src.diag(spec.pseudonymization.key_env.span(), format!("environment variable `{key_env}` is not set")).with_hint("it holds the HMAC key for patient references; secrets never go in config files"));
+            diags.push(
+                src.diag(
+                    spec.pseudonymization.key_env.span(),
+                    format!("environment variable `{key_env}` is not set"),
+                )
+                .with_hint("it holds the HMAC key for patient references; secrets never go in config files"),
+            );
             Vec::new()
         }
     };
@@ -327,7 +351,10 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let mut names = std::collections::HashSet::new();
     for s in &spec.subscribers {
         if !names.insert(s.name.get_ref().clone()) {
-            diags.push(src.diag(s.name.span(), format!("duplicate subscriber name `{}`", s.name.get_ref())));
+            diags.push(src.diag(
+                s.name.span(),
+                format!("duplicate subscriber name `{}`", s.name.get_ref()),
+            ));
         }
         let url = match reqwest::Url::parse(s.url.get_ref()) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
@@ -343,7 +370,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         let env_name = s.secret_env.get_ref();
         let mut keys = Vec::new();
         match env(env_name) {
-            None => diags.push(src.diag(s.secret_env.span(), format!("environment variable `{env_name}` is not set")).with_hint("it holds the subscriber's whsec_… signing secret")),
+            None => diags.push(
+                src.diag(
+                    s.secret_env.span(),
+                    format!("environment variable `{env_name}` is not set"),
+                )
+                .with_hint("it holds the subscriber's whsec_… signing secret"),
+            ),
             Some(v) => {
                 for secret in v.split_whitespace() {
                     match decode_secret(secret) {
@@ -359,7 +392,10 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             }
         }
         let retry_schedule = match &s.retry_schedule {
-            None => DEFAULT_RETRY_SCHEDULE.iter().map(|s| Duration::from_secs(*s)).collect(),
+            None => DEFAULT_RETRY_SCHEDULE
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
             Some(list) => list
                 .iter()
                 .filter_map(|d| match duration::parse_duration(d.get_ref()) {
@@ -420,7 +456,10 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let mut seen = std::collections::HashSet::new();
     for c in &connectors {
         if !seen.insert(c.name.clone()) {
-            diags.push(Diagnostic::file_level(&connectors_dir, format!("two connectors are named `{}`", c.name)));
+            diags.push(Diagnostic::file_level(
+                &connectors_dir,
+                format!("two connectors are named `{}`", c.name),
+            ));
         }
     }
 
@@ -467,15 +506,22 @@ fn load_connector(
     let src = SourceFile::read(path)?;
     let spec: ConnectorSpec = parse_toml(&src)?;
     let mut diags = Diagnostics::default();
-    let name = spec
-        .name
-        .clone()
-        .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let name = spec.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
     let mapping = match mappings.get(spec.mapping.get_ref()) {
         Some(m) => Some(m.clone()),
         None => {
             let known: Vec<String> = mappings.keys().cloned().collect();
-            let mut d = src.diag(spec.mapping.span(), format!("no mapping named `{}` in the mappings folder", spec.mapping.get_ref()));
+            let mut d = src.diag(
+                spec.mapping.span(),
+                format!(
+                    "no mapping named `{}` in the mappings folder",
+                    spec.mapping.get_ref()
+                ),
+            );
             d = d.with_hint(match crate::map::expr::closest(spec.mapping.get_ref(), &known) {
                 Some(c) => format!("did you mean `{c}`?"),
                 None if known.is_empty() => "the mappings folder has no loadable mapping".to_string(),
@@ -488,15 +534,22 @@ fn load_connector(
     let tz = match spec.time_zone.get_ref().parse::<chrono_tz::Tz>() {
         Ok(tz) => Some(tz),
         Err(_) => {
-            diags.push(src.diag(spec.time_zone.span(), format!("unknown time zone `{}`", spec.time_zone.get_ref())).with_hint("use an IANA name such as America/New_York"));
+            diags.push(
+                src.diag(
+                    spec.time_zone.span(),
+                    format!("unknown time zone `{}`", spec.time_zone.get_ref()),
+                )
+                .with_hint("use an IANA name such as America/New_York"),
+            );
             None
         }
     };
     if spec.program.get_ref().trim().is_empty() {
         diags.push(src.diag(spec.program.span(), "program cannot be empty"));
     }
-    let source = match &spec.source {
-        SourceSpec::Local(l) => {
+    let source = match spec.source.kind.get_ref() {
+        SourceKind::Local => {
+            let l = &spec.source;
             let pattern = match globset::Glob::new(l.pattern.get_ref()) {
                 Ok(g) => Some(g.compile_matcher()),
                 Err(e) => {
@@ -516,14 +569,20 @@ fn load_connector(
                     settle: l.settle.0,
                     done_marker: l.done_marker.as_ref().map(|m| m.get_ref().clone()),
                     rescan: l.rescan.0,
-                    archive: l.archive.as_deref().map_or_else(|| data_dir.join("archive").join(&name), resolve),
-                    error: l.error.as_deref().map_or_else(|| data_dir.join("error").join(&name), resolve),
+                    archive: l
+                        .archive
+                        .as_deref()
+                        .map_or_else(|| data_dir.join("archive").join(&name), resolve),
+                    error: l
+                        .error
+                        .as_deref()
+                        .map_or_else(|| data_dir.join("error").join(&name), resolve),
                 })
             })
         }
     };
-    let format = match &spec.format {
-        FormatSpec::Csv(c) => match CsvFormat::from_spec(c) {
+    let format = match spec.format.kind.get_ref() {
+        FormatKind::Csv => match CsvFormat::from_spec(&spec.format) {
             Ok(f) => Some(Format::Csv(f)),
             Err((span, msg)) => {
                 diags.push(src.diag(span, msg));
@@ -536,7 +595,11 @@ fn load_connector(
             name,
             program: spec.program.get_ref().trim().to_string(),
             mapping,
-            time: TimePolicy { tz, ambiguous: spec.dst_ambiguous, gap: spec.dst_gap },
+            time: TimePolicy {
+                tz,
+                ambiguous: spec.dst_ambiguous,
+                gap: spec.dst_gap,
+            },
             source,
             format,
             on_row_error: spec.on_row_error,

@@ -55,8 +55,15 @@ impl Worker {
             let mut next_wake = self.poll;
             if draining.is_none() && in_flight.len() < max {
                 let room = max - in_flight.len();
-                let due = self.store.due(&self.sub.name, now_ms(), (room + unsettled.len()) as i64).await?;
-                let fresh: Vec<Due> = due.into_iter().filter(|d| !unsettled.contains(&d.pos)).take(room).collect();
+                let due = self
+                    .store
+                    .due(&self.sub.name, now_ms(), (room + unsettled.len()) as i64)
+                    .await?;
+                let fresh: Vec<Due> = due
+                    .into_iter()
+                    .filter(|d| !unsettled.contains(&d.pos))
+                    .take(room)
+                    .collect();
                 for d in fresh {
                     unsettled.insert(d.pos);
                     in_flight.spawn(call(self.client.clone(), self.sub.clone(), d));
@@ -107,13 +114,24 @@ impl Worker {
 
 fn log_outcome(subscriber: &str, r: &AttemptResult) {
     match r.outcome {
-        AttemptOutcome::Delivered => tracing::debug!(subscriber, pos = r.pos, attempt = r.attempt, "delivered"),
+        AttemptOutcome::Delivered => {
+            tracing::debug!(subscriber, pos = r.pos, attempt = r.attempt, "delivered")
+        }
         AttemptOutcome::RetryAt(at) => tracing::info!(
-            subscriber, pos = r.pos, attempt = r.attempt, status = r.http_status, error = r.error.as_deref(),
-            retry_in_ms = at - now_ms(), "delivery failed; will retry"
+            subscriber,
+            pos = r.pos,
+            attempt = r.attempt,
+            status = r.http_status,
+            error = r.error.as_deref(),
+            retry_in_ms = at - now_ms(),
+            "delivery failed; will retry"
         ),
         AttemptOutcome::Failed => tracing::warn!(
-            subscriber, pos = r.pos, attempt = r.attempt, status = r.http_status, error = r.error.as_deref(),
+            subscriber,
+            pos = r.pos,
+            attempt = r.attempt,
+            status = r.http_status,
+            error = r.error.as_deref(),
             "delivery failed permanently; kept as a dead letter"
         ),
     }
@@ -139,19 +157,43 @@ async fn call(client: reqwest::Client, sub: Arc<Subscriber>, d: Due) -> AttemptR
     let (verdict, http_status) = match req.body(d.body).send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
-            (retry::classify_status(status, retry_after.as_deref(), sub.retry_after_max), Some(status))
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (
+                retry::classify_status(status, retry_after.as_deref(), sub.retry_after_max),
+                Some(status),
+            )
         }
         Err(e) => (retry::classify_error(&e), None),
     };
     let duration_ms = started.elapsed().as_millis() as i64;
     let (outcome, error) = match verdict {
         Verdict::Delivered => (AttemptOutcome::Delivered, None),
-        Verdict::Retry { min_wait, reason } => match retry::next_delay(&sub.retry_schedule, attempt, min_wait) {
-            Some(delay) => (AttemptOutcome::RetryAt(now_ms() + delay.as_millis() as i64), Some(reason)),
-            None => (AttemptOutcome::Failed, Some(format!("{reason}; retries exhausted"))),
-        },
+        Verdict::Retry { min_wait, reason } => {
+            match retry::next_delay(&sub.retry_schedule, attempt, min_wait) {
+                Some(delay) => (
+                    AttemptOutcome::RetryAt(now_ms() + delay.as_millis() as i64),
+                    Some(reason),
+                ),
+                None => (
+                    AttemptOutcome::Failed,
+                    Some(format!("{reason}; retries exhausted")),
+                ),
+            }
+        }
         Verdict::Permanent { reason, .. } => (AttemptOutcome::Failed, Some(reason)),
     };
-    AttemptResult { subscriber: sub.name.clone(), pos: d.pos, attempt, at_ms, duration_ms, http_status, error, outcome }
+    AttemptResult {
+        subscriber: sub.name.clone(),
+        pos: d.pos,
+        attempt,
+        at_ms,
+        duration_ms,
+        http_status,
+        error,
+        outcome,
+    }
 }

@@ -59,7 +59,9 @@ pub fn verify(
         return Err(VerifyError::Timestamp);
     }
     for entry in signature.split(' ') {
-        let Some(b64) = entry.strip_prefix("v1,") else { continue };
+        let Some(b64) = entry.strip_prefix("v1,") else {
+            continue;
+        };
         let Ok(given) = B64.decode(b64) else { continue };
         for k in keys {
             if mac(k, id, t, body).verify_slice(&given).is_ok() {
@@ -80,15 +82,47 @@ mod tests {
     fn standard_webhooks_conformance_vector() {
         let key = decode_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").expect("valid secret");
         let body = br#"{"email":"test@example.com","username":"test_user"}"#;
-        let sig = sign(&[key.clone()], "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body);
+        let sig = sign(
+            std::slice::from_ref(&key),
+            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            1649367553,
+            body,
+        );
         assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
-        assert_eq!(verify(&[key.clone()], "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", "1649367553", &sig, body, 1649367553 + 10, 300), Ok(()));
         assert_eq!(
-            verify(&[key.clone()], "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", "1649367553", &sig, b"{}", 1649367553, 300),
+            verify(
+                std::slice::from_ref(&key),
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                "1649367553",
+                &sig,
+                body,
+                1649367553 + 10,
+                300
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                std::slice::from_ref(&key),
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                "1649367553",
+                &sig,
+                b"{}",
+                1649367553,
+                300
+            ),
             Err(VerifyError::Signature)
         );
         assert_eq!(
-            verify(&[key], "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", "1649367553", &sig, body, 1649367553 + 301, 300),
+            verify(
+                &[key],
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                "1649367553",
+                &sig,
+                body,
+                1649367553 + 301,
+                300
+            ),
             Err(VerifyError::Timestamp)
         );
     }

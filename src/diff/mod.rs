@@ -62,9 +62,17 @@ impl StateIndex {
             Some(e) => {
                 let mut map = IdentityMap::with_capacity_and_hasher(e.len(), Default::default());
                 map.extend(e);
-                StateIndex { map, complete: true, cap }
+                StateIndex {
+                    map,
+                    complete: true,
+                    cap,
+                }
             }
-            None => StateIndex { map: IdentityMap::default(), complete: false, cap },
+            None => StateIndex {
+                map: IdentityMap::default(),
+                complete: false,
+                cap,
+            },
         }
     }
 
@@ -118,12 +126,18 @@ pub struct Delta {
 }
 
 fn same_key(row: &StateRow, c: &Content) -> bool {
-    row.program == c.program && row.case_id == c.case_id && row.milestone == c.milestone.as_str() && row.occurrence == c.occurrence
+    row.program == c.program
+        && row.case_id == c.case_id
+        && row.milestone == c.milestone.as_str()
+        && row.occurrence == c.occurrence
 }
 
 /// Decides, against the stored rows, which candidates are real deltas. Later
 /// candidates for the same key compare against earlier ones in the chunk.
-pub fn resolve(candidates: Vec<Candidate>, stored: &[StateRow]) -> Result<(Vec<Delta>, u64), serde_json::Error> {
+pub fn resolve(
+    candidates: Vec<Candidate>,
+    stored: &[StateRow],
+) -> Result<(Vec<Delta>, u64), serde_json::Error> {
     let mut by_hash: HashMap<u64, Vec<&StateRow>> = HashMap::with_capacity(stored.len());
     for r in stored {
         by_hash.entry(r.key_hash).or_default().push(r);
@@ -133,13 +147,22 @@ pub fn resolve(candidates: Vec<Candidate>, stored: &[StateRow]) -> Result<(Vec<D
     let mut deltas: Vec<Delta> = Vec::new();
     let mut unchanged = 0;
     for cand in candidates {
-        let in_chunk = latest
-            .get(&cand.fp.key)
-            .and_then(|v| v.iter().rev().find(|(_, i)| deltas[*i].candidate.content.same_key(&cand.content)).copied());
+        let in_chunk = latest.get(&cand.fp.key).and_then(|v| {
+            v.iter()
+                .rev()
+                .find(|(_, i)| deltas[*i].candidate.content.same_key(&cand.content))
+                .copied()
+        });
         let (old_hash, old_content) = match in_chunk {
             Some((h, i)) => (Some(h), Some(deltas[i].candidate.content.clone())),
-            None => match by_hash.get(&cand.fp.key).and_then(|rows| rows.iter().find(|r| same_key(r, &cand.content))) {
-                Some(row) => (Some(row.content_hash), Some(serde_json::from_str::<Content>(&row.body)?)),
+            None => match by_hash
+                .get(&cand.fp.key)
+                .and_then(|rows| rows.iter().find(|r| same_key(r, &cand.content)))
+            {
+                Some(row) => (
+                    Some(row.content_hash),
+                    Some(serde_json::from_str::<Content>(&row.body)?),
+                ),
                 None => (None, None),
             },
         };
@@ -151,15 +174,25 @@ pub fn resolve(candidates: Vec<Candidate>, stored: &[StateRow]) -> Result<(Vec<D
             Some(old) => (ChangeKind::Updated, cand.content.changed_fields(old)),
             None => (ChangeKind::Created, Vec::new()),
         };
-        latest.entry(cand.fp.key).or_default().push((cand.fp.content, deltas.len()));
-        deltas.push(Delta { candidate: cand, kind, fields });
+        latest
+            .entry(cand.fp.key)
+            .or_default()
+            .push((cand.fp.content, deltas.len()));
+        deltas.push(Delta {
+            candidate: cand,
+            kind,
+            fields,
+        });
     }
     Ok((deltas, unchanged))
 }
 
 impl Content {
     pub fn same_key(&self, o: &Content) -> bool {
-        self.program == o.program && self.case_id == o.case_id && self.milestone == o.milestone && self.occurrence == o.occurrence
+        self.program == o.program
+            && self.case_id == o.case_id
+            && self.milestone == o.milestone
+            && self.occurrence == o.occurrence
     }
 }
 
@@ -189,7 +222,11 @@ mod tests {
         Candidate {
             record: 0,
             locator: "line 2".into(),
-            fp: Fingerprint { key, lane: key, content: hash },
+            fp: Fingerprint {
+                key,
+                lane: key,
+                content: hash,
+            },
             content: content(case, date),
         }
     }
@@ -208,9 +245,16 @@ mod tests {
 
     #[test]
     fn created_updated_unchanged() {
-        let stored = vec![row(&content("A", "2026-11-01"), 1, 10), row(&content("B", "2026-11-01"), 2, 20)];
+        let stored = vec![
+            row(&content("A", "2026-11-01"), 1, 10),
+            row(&content("B", "2026-11-01"), 2, 20),
+        ];
         let (deltas, unchanged) = resolve(
-            vec![cand("A", "2026-11-02", 1, 11), cand("B", "2026-11-01", 2, 20), cand("C", "2026-11-01", 3, 30)],
+            vec![
+                cand("A", "2026-11-02", 1, 11),
+                cand("B", "2026-11-01", 2, 20),
+                cand("C", "2026-11-01", 3, 30),
+            ],
             &stored,
         )
         .expect("bodies parse");
@@ -223,9 +267,15 @@ mod tests {
 
     #[test]
     fn duplicate_key_in_one_chunk_compares_with_the_earlier_one() {
-        let (deltas, unchanged) =
-            resolve(vec![cand("A", "2026-11-02", 1, 11), cand("A", "2026-11-02", 1, 11), cand("A", "2026-11-03", 1, 12)], &[])
-                .expect("no bodies");
+        let (deltas, unchanged) = resolve(
+            vec![
+                cand("A", "2026-11-02", 1, 11),
+                cand("A", "2026-11-02", 1, 11),
+                cand("A", "2026-11-03", 1, 12),
+            ],
+            &[],
+        )
+        .expect("no bodies");
         assert_eq!(unchanged, 1);
         assert_eq!(deltas.len(), 2);
         assert_eq!(deltas[1].kind, ChangeKind::Updated);
@@ -243,11 +293,29 @@ mod tests {
     fn index_is_bounded() {
         let mut idx = StateIndex::new(Some(vec![]), 2);
         for k in 0..5 {
-            idx.record(&Fingerprint { key: k, lane: k, content: k });
+            idx.record(&Fingerprint {
+                key: k,
+                lane: k,
+                content: k,
+            });
         }
         assert_eq!(idx.len(), 2);
         assert!(!idx.is_complete());
-        assert_eq!(idx.check(&Fingerprint { key: 0, lane: 0, content: 0 }), Verdict::Unchanged);
-        assert_eq!(idx.check(&Fingerprint { key: 4, lane: 4, content: 4 }), Verdict::Candidate);
+        assert_eq!(
+            idx.check(&Fingerprint {
+                key: 0,
+                lane: 0,
+                content: 0
+            }),
+            Verdict::Unchanged
+        );
+        assert_eq!(
+            idx.check(&Fingerprint {
+                key: 4,
+                lane: 4,
+                content: 4
+            }),
+            Verdict::Candidate
+        );
     }
 }

@@ -349,11 +349,7 @@ struct Parser<'s, S: Scope> {
 /// Compiles `src` in `scope`, checking names, arity, types and date formats.
 pub fn compile<S: Scope>(src: &str, scope: &S) -> Result<Compiled, ExprError> {
     let toks = lex(src)?;
-    let mut p = Parser {
-        toks,
-        pos: 0,
-        scope,
-    };
+    let mut p = Parser { toks, pos: 0, scope };
     let (expr, ty, _) = p.or()?;
     let (tok, span) = p.peek();
     if *tok != Tok::End {
@@ -599,7 +595,12 @@ impl<S: Scope> Parser<'_, S> {
                 arity(2, &args)?;
                 let map_name = match &args[0].0 {
                     Expr::Text(t) => t.clone(),
-                    _ => return Err(err(args[0].2.clone(), "the map name must be a literal, e.g. map('status', $status)")),
+                    _ => {
+                        return Err(err(
+                            args[0].2.clone(),
+                            "the map name must be a literal, e.g. map('status', $status)",
+                        ))
+                    }
                 };
                 let Some(map) = self.scope.value_map(&map_name) else {
                     let mut e = err(args[0].2.clone(), format!("unknown value map `{map_name}`"));
@@ -608,13 +609,22 @@ impl<S: Scope> Parser<'_, S> {
                 };
                 text_arg(&args[1])?;
                 let a = args.remove(1);
-                Ok((Expr::Map { map, arg: Box::new(a.0) }, Ty::Text, span))
+                Ok((
+                    Expr::Map {
+                        map,
+                        arg: Box::new(a.0),
+                    },
+                    Ty::Text,
+                    span,
+                ))
             }
             Func::Date | Func::DateTime => {
                 if args.len() < 2 {
                     return Err(err(
                         span,
-                        format!("`{name}` takes a value and at least one format, e.g. {name}($col, '%m/%d/%Y')"),
+                        format!(
+                            "`{name}` takes a value and at least one format, e.g. {name}($col, '%m/%d/%Y')"
+                        ),
                     ));
                 }
                 text_arg(&args[0])?;
@@ -637,7 +647,16 @@ impl<S: Scope> Parser<'_, S> {
                 };
                 let a = args.remove(0);
                 let ty = if time { Ty::DateTime } else { Ty::Date };
-                Ok((Expr::Date { arg: Box::new(a.0), formats, time, column }, ty, span))
+                Ok((
+                    Expr::Date {
+                        arg: Box::new(a.0),
+                        formats,
+                        time,
+                        column,
+                    },
+                    ty,
+                    span,
+                ))
             }
             Func::Coalesce => {
                 if args.is_empty() {
@@ -646,7 +665,14 @@ impl<S: Scope> Parser<'_, S> {
                 let ty = args[0].1;
                 for a in &args[1..] {
                     if a.1 != ty {
-                        return Err(err(a.2.clone(), format!("`coalesce` arguments must share one type; expected {}, found {}", ty.name(), a.1.name())));
+                        return Err(err(
+                            a.2.clone(),
+                            format!(
+                                "`coalesce` arguments must share one type; expected {}, found {}",
+                                ty.name(),
+                                a.1.name()
+                            ),
+                        ));
                     }
                 }
                 Ok((Expr::Coalesce(args.into_iter().map(|a| a.0).collect()), ty, span))
@@ -660,13 +686,24 @@ impl<S: Scope> Parser<'_, S> {
                         return Err(err(a.2.clone(), "`concat` joins text and numbers"));
                     }
                 }
-                Ok((Expr::Concat(args.into_iter().map(|a| a.0).collect()), Ty::Text, span))
+                Ok((
+                    Expr::Concat(args.into_iter().map(|a| a.0).collect()),
+                    Ty::Text,
+                    span,
+                ))
             }
             Func::If => {
                 arity(3, &args)?;
                 Self::want_bool(&args[0], "`if`")?;
                 if args[1].1 != args[2].1 {
-                    return Err(err(args[2].2.clone(), format!("both branches of `if` must have one type; found {} and {}", args[1].1.name(), args[2].1.name())));
+                    return Err(err(
+                        args[2].2.clone(),
+                        format!(
+                            "both branches of `if` must have one type; found {} and {}",
+                            args[1].1.name(),
+                            args[2].1.name()
+                        ),
+                    ));
                 }
                 let ty = args[1].1;
                 let mut it = args.into_iter();
@@ -866,11 +903,7 @@ pub fn eval<'a, E: Env<'a>>(e: &'a Expr, env: &E) -> Result<Val<'a>, Stop> {
                 eval(b, env)?
             }
         }
-        Expr::Eq {
-            left,
-            right,
-            negate,
-        } => {
+        Expr::Eq { left, right, negate } => {
             let eq = eval(left, env)? == eval(right, env)?;
             Val::Bool(eq != *negate)
         }
@@ -1011,14 +1044,19 @@ mod tests {
     #[test]
     fn columns_maps_and_conditions() {
         let e = env(vec![" APP ", "11/22/2026", ""]);
-        assert_eq!(run("map('codes', $status)", &e), Ok(Val::Text("pa.approved".into())));
+        assert_eq!(
+            run("map('codes', $status)", &e),
+            Ok(Val::Text("pa.approved".into()))
+        );
         assert_eq!(run("$status == 'APP' and empty($qty)", &e), Ok(Val::Bool(true)));
         assert_eq!(run("$status in ['X', 'APP']", &e), Ok(Val::Bool(true)));
         assert_eq!(run("not present($qty)", &e), Ok(Val::Bool(true)));
         assert_eq!(run("coalesce($qty, 'none')", &e), Ok(Val::Text("none".into())));
         assert_eq!(
             run("date($date, '%Y-%m-%d', '%m/%d/%Y')", &e),
-            Ok(Val::Date(NaiveDate::from_ymd_opt(2026, 11, 22).expect("valid date")))
+            Ok(Val::Date(
+                NaiveDate::from_ymd_opt(2026, 11, 22).expect("valid date")
+            ))
         );
     }
 

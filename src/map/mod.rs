@@ -154,8 +154,11 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
     let mut diags = Diagnostics::default();
     if *spec.version.get_ref() != 1 {
         diags.push(
-            src.diag(spec.version.span(), format!("unsupported mapping version {}", spec.version.get_ref()))
-                .with_hint("this hubsync reads mapping version 1"),
+            src.diag(
+                spec.version.span(),
+                format!("unsupported mapping version {}", spec.version.get_ref()),
+            )
+            .with_hint("this hubsync reads mapping version 1"),
         );
     }
 
@@ -199,7 +202,11 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
                 );
                 continue;
             }
-            let stored = if m.ignore_case { raw.to_uppercase() } else { raw.clone() };
+            let stored = if m.ignore_case {
+                raw.to_uppercase()
+            } else {
+                raw.clone()
+            };
             if entries.insert(stored, v.get_ref().clone()).is_some() {
                 diags.push(
                     src.diag(k.span(), format!("value-map entry `{raw}` can never be reached: another entry matches the same codes"))
@@ -208,7 +215,10 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
             }
         }
         if m.entries.is_empty() {
-            diags.push(src.diag(key.span(), format!("value map `{}` has no entries", key.get_ref())));
+            diags.push(src.diag(
+                key.span(),
+                format!("value map `{}` has no entries", key.get_ref()),
+            ));
         }
         maps.push(ValueMap {
             name: key.get_ref().clone(),
@@ -222,49 +232,71 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
         columns: &columns,
         maps: &maps,
     };
-    let compile = |diags: &mut Diagnostics, s: &Spanned<String>, want: &[Ty], what: &str| -> Option<Compiled> {
-        let base = content_offset(src, &s.span());
-        match expr::compile(s.get_ref(), &scope) {
-            Ok(c) if want.contains(&c.ty) => Some(c),
-            Ok(c) => {
-                let wanted: Vec<&str> = want.iter().map(|t| t.name()).collect();
-                diags.push(src.diag(
-                    s.span(),
-                    format!("{what} must be {}, but this expression is {}", wanted.join(" or "), c.ty.name()),
-                ));
-                None
+    let compile =
+        |diags: &mut Diagnostics, s: &Spanned<String>, want: &[Ty], what: &str| -> Option<Compiled> {
+            let base = content_offset(src, &s.span());
+            match expr::compile(s.get_ref(), &scope) {
+                Ok(c) if want.contains(&c.ty) => Some(c),
+                Ok(c) => {
+                    let wanted: Vec<&str> = want.iter().map(|t| t.name()).collect();
+                    diags.push(src.diag(
+                        s.span(),
+                        format!(
+                            "{what} must be {}, but this expression is {}",
+                            wanted.join(" or "),
+                            c.ty.name()
+                        ),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    let d = src.diag(
+                        base + e.span.start..base + e.span.end,
+                        format!("in {what}: {}", e.message),
+                    );
+                    diags.push(match e.hint {
+                        Some(h) => d.with_hint(h),
+                        None => d,
+                    });
+                    None
+                }
             }
-            Err(e) => {
-                let d = src.diag(base + e.span.start..base + e.span.end, format!("in {what}: {}", e.message));
-                diags.push(match e.hint {
-                    Some(h) => d.with_hint(h),
-                    None => d,
-                });
-                None
-            }
-        }
-    };
+        };
 
     // Checks that a code or status expression can only yield valid values.
     let mut target_checks: Vec<(usize, &'static str)> = Vec::new();
     let mut rules = Vec::new();
     if spec.milestones.is_empty() {
-        diags.push(Diagnostic::file_level(&src.path, "the mapping has no [[milestones]]"));
+        diags.push(Diagnostic::file_level(
+            &src.path,
+            "the mapping has no [[milestones]]",
+        ));
     }
     let d = &spec.defaults;
     for (i, m) in spec.milestones.iter().enumerate() {
         let label = m.name.clone().unwrap_or_else(|| format!("milestones[{i}]"));
-        let when = m.when.as_ref().and_then(|w| compile(&mut diags, w, &[Ty::Bool], "`when`"));
+        let when = m
+            .when
+            .as_ref()
+            .and_then(|w| compile(&mut diags, w, &[Ty::Bool], "`when`"));
         let code = match compile(&mut diags, &m.code, &[Ty::Text], "`code`") {
             Some(c) => match c.as_literal() {
                 Some(lit) => match MilestoneCode::parse(lit) {
                     Some(code) => Some(CodeSource::Fixed(code)),
                     None => {
-                        let known: Vec<String> = MilestoneCode::ALL.iter().map(|c| c.as_str().to_string()).collect();
+                        let known: Vec<String> = MilestoneCode::ALL
+                            .iter()
+                            .map(|c| c.as_str().to_string())
+                            .collect();
                         let base = content_offset(src, &m.code.span());
-                        let mut diag = src.diag(base..base + m.code.get_ref().len(), format!("unknown milestone code `{lit}`"));
+                        let mut diag = src.diag(
+                            base..base + m.code.get_ref().len(),
+                            format!("unknown milestone code `{lit}`"),
+                        );
                         if let Some(c) = expr::closest(lit, &known) {
-                            diag = diag.with_hint(format!("did you mean `{c}`? codes are listed in docs/milestones.md"));
+                            diag = diag.with_hint(format!(
+                                "did you mean `{c}`? codes are listed in docs/milestones.md"
+                            ));
                         }
                         diags.push(diag);
                         None
@@ -279,40 +311,60 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
             },
             None => None,
         };
-        let pick = |own: &Option<Spanned<String>>, def: &Option<Spanned<String>>| own.clone().or_else(|| def.clone());
+        let pick = |own: &Option<Spanned<String>>, def: &Option<Spanned<String>>| {
+            own.clone().or_else(|| def.clone())
+        };
         let case_id = match pick(&m.case_id, &d.case_id) {
             Some(s) => compile(&mut diags, &s, &[Ty::Text], "`case_id`"),
             None => {
-                diags.push(src.diag(m.code.span(), format!("milestone `{label}` has no case_id")).with_hint("set case_id in [defaults] or in the milestone"));
+                diags.push(
+                    src.diag(m.code.span(), format!("milestone `{label}` has no case_id"))
+                        .with_hint("set case_id in [defaults] or in the milestone"),
+                );
                 None
             }
         };
         let occurred_at = match pick(&m.occurred_at, &d.occurred_at) {
             Some(s) => compile(&mut diags, &s, &[Ty::Date, Ty::DateTime], "`occurred_at`"),
             None => {
-                diags.push(src.diag(m.code.span(), format!("milestone `{label}` has no occurred_at")).with_hint("use date($column, 'format') or datetime(...)"));
+                diags.push(
+                    src.diag(m.code.span(), format!("milestone `{label}` has no occurred_at"))
+                        .with_hint("use date($column, 'format') or datetime(...)"),
+                );
                 None
             }
         };
-        let patient_id = pick(&m.patient_id, &d.patient_id).and_then(|s| compile(&mut diags, &s, &[Ty::Text], "`patient_id`"));
+        let patient_id = pick(&m.patient_id, &d.patient_id)
+            .and_then(|s| compile(&mut diags, &s, &[Ty::Text], "`patient_id`"));
         let status = pick(&m.status, &d.status).and_then(|s| {
             let c = compile(&mut diags, &s, &[Ty::Text], "`status`")?;
             if let Some(lit) = c.as_literal() {
                 if CaseStatus::parse(lit).is_none() {
                     let base = content_offset(src, &s.span());
-                    diags.push(src.diag(base..base + s.get_ref().len(), format!("unknown case status `{lit}`")).with_hint("one of PENDING, ACTIVE, ON_HOLD, CANCELLED, DISCONTINUED, CLOSED"));
+                    diags.push(
+                        src.diag(
+                            base..base + s.get_ref().len(),
+                            format!("unknown case status `{lit}`"),
+                        )
+                        .with_hint("one of PENDING, ACTIVE, ON_HOLD, CANCELLED, DISCONTINUED, CLOSED"),
+                    );
                 }
             } else if let Some(map) = c.as_map() {
                 target_checks.push((map, "status"));
             }
             Some(c)
         });
-        let sub_status = pick(&m.sub_status, &d.sub_status).and_then(|s| compile(&mut diags, &s, &[Ty::Text], "`sub_status`"));
-        let occurrence = pick(&m.occurrence, &d.occurrence).and_then(|s| compile(&mut diags, &s, &[Ty::Text, Ty::Int], "`occurrence`"));
+        let sub_status = pick(&m.sub_status, &d.sub_status)
+            .and_then(|s| compile(&mut diags, &s, &[Ty::Text], "`sub_status`"));
+        let occurrence = pick(&m.occurrence, &d.occurrence)
+            .and_then(|s| compile(&mut diags, &s, &[Ty::Text, Ty::Int], "`occurrence`"));
         let mut reasons = Vec::new();
         for r in m.reasons.as_ref().or(d.reasons.as_ref()).into_iter().flatten() {
             if r.system.get_ref().trim().is_empty() {
-                diags.push(src.diag(r.system.span(), "a reason needs its code system, e.g. `x12:886` or `source:acme-hub:status`"));
+                diags.push(src.diag(
+                    r.system.span(),
+                    "a reason needs its code system, e.g. `x12:886` or `source:acme-hub:status`",
+                ));
             }
             if let Some(c) = compile(&mut diags, &r.code, &[Ty::Text], "a reason code") {
                 reasons.push((r.system.get_ref().clone(), c));
@@ -326,21 +378,42 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
         }
         for (k, v) in attr_specs {
             if !is_known_attribute(k.get_ref()) {
-                let known: Vec<String> = crate::model::KNOWN_ATTRIBUTES.iter().map(|s| s.to_string()).collect();
+                let known: Vec<String> = crate::model::KNOWN_ATTRIBUTES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
                 let mut diag = src.diag(k.span(), format!("unknown attribute `{}`", k.get_ref()));
                 diag = diag.with_hint(match expr::closest(k.get_ref(), &known) {
                     Some(c) => format!("did you mean `{c}`? partner-specific attributes start with `x_`"),
-                    None => "see docs/mapping.md for attribute names; partner-specific ones start with `x_`".to_string(),
+                    None => "see docs/mapping.md for attribute names; partner-specific ones start with `x_`"
+                        .to_string(),
                 });
                 diags.push(diag);
                 continue;
             }
-            if let Some(c) = compile(&mut diags, v, &[Ty::Text, Ty::Int, Ty::Bool, Ty::Date, Ty::DateTime], "an attribute") {
+            if let Some(c) = compile(
+                &mut diags,
+                v,
+                &[Ty::Text, Ty::Int, Ty::Bool, Ty::Date, Ty::DateTime],
+                "an attribute",
+            ) {
                 attributes.push((k.get_ref().clone(), c));
             }
         }
         if let (Some(code), Some(case_id), Some(occurred_at)) = (code, case_id, occurred_at) {
-            rules.push(Rule { label, when, code, case_id, patient_id, status, sub_status, occurrence, occurred_at, reasons, attributes });
+            rules.push(Rule {
+                label,
+                when,
+                code,
+                case_id,
+                patient_id,
+                status,
+                sub_status,
+                occurrence,
+                occurred_at,
+                reasons,
+                attributes,
+            });
         }
     }
 
@@ -349,7 +422,11 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
     target_checks.sort();
     target_checks.dedup();
     for (map_idx, kind) in target_checks {
-        let (key, m) = spec.maps.iter().nth(map_idx).expect("map index came from this spec's maps");
+        let (key, m) = spec
+            .maps
+            .iter()
+            .nth(map_idx)
+            .expect("map index came from this spec's maps");
         for (k, v) in &m.entries {
             let ok = match kind {
                 "code" => MilestoneCode::parse(v.get_ref()).is_some(),
@@ -357,14 +434,32 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
             };
             if !ok {
                 let base = content_offset(src, &v.span());
-                let what = if kind == "code" { "milestone code" } else { "case status" };
-                diags.push(src.diag(base..base + v.get_ref().len(), format!("unknown {what} `{}` (entry `{}` of map `{}`)", v.get_ref(), k.get_ref(), key.get_ref())));
+                let what = if kind == "code" {
+                    "milestone code"
+                } else {
+                    "case status"
+                };
+                diags.push(src.diag(
+                    base..base + v.get_ref().len(),
+                    format!(
+                        "unknown {what} `{}` (entry `{}` of map `{}`)",
+                        v.get_ref(),
+                        k.get_ref(),
+                        key.get_ref()
+                    ),
+                ));
             }
         }
     }
 
     if diags.is_empty() {
-        Ok(Mapping { name, path: src.path.clone(), columns, maps, rules })
+        Ok(Mapping {
+            name,
+            path: src.path.clone(),
+            columns,
+            maps,
+            rules,
+        })
     } else {
         Err(diags)
     }
@@ -386,7 +481,11 @@ pub enum HeaderError {
     #[error("required column `{column}` (header `{header}`) is missing from the file's header")]
     Missing { column: String, header: String },
     #[error("header `{header}` appears twice (positions {first} and {second})")]
-    Duplicate { header: String, first: usize, second: usize },
+    Duplicate {
+        header: String,
+        first: usize,
+        second: usize,
+    },
 }
 
 /// A mapping bound to one file's header: declared column → physical index.
@@ -405,21 +504,30 @@ impl Mapping {
                 continue;
             }
             if let Some(j) = norm[..i].iter().position(|o| o == h) {
-                if self.columns.iter().any(|c| std::iter::once(&c.header).chain(&c.aliases).any(|a| normalize_header(a) == *h)) {
-                    return Err(HeaderError::Duplicate { header: header[i].trim().to_string(), first: j + 1, second: i + 1 });
+                if self.columns.iter().any(|c| {
+                    std::iter::once(&c.header)
+                        .chain(&c.aliases)
+                        .any(|a| normalize_header(a) == *h)
+                }) {
+                    return Err(HeaderError::Duplicate {
+                        header: header[i].trim().to_string(),
+                        first: j + 1,
+                        second: i + 1,
+                    });
                 }
             }
         }
         let mut slots = Vec::with_capacity(self.columns.len());
         for c in &self.columns {
-            let idx = std::iter::once(&c.header)
-                .chain(&c.aliases)
-                .find_map(|name| {
-                    let n = normalize_header(name);
-                    norm.iter().position(|h| *h == n)
-                });
+            let idx = std::iter::once(&c.header).chain(&c.aliases).find_map(|name| {
+                let n = normalize_header(name);
+                norm.iter().position(|h| *h == n)
+            });
             if idx.is_none() && c.required {
-                return Err(HeaderError::Missing { column: c.name.clone(), header: c.header.clone() });
+                return Err(HeaderError::Missing {
+                    column: c.name.clone(),
+                    header: c.header.clone(),
+                });
             }
             slots.push(idx);
         }
@@ -443,20 +551,29 @@ impl TimePolicy {
             LocalResult::Ambiguous(a, b) => match self.ambiguous {
                 DstAmbiguous::Earlier => Ok(a.fixed_offset()),
                 DstAmbiguous::Later => Ok(b.fixed_offset()),
-                DstAmbiguous::Reject => Err(format!("local time is ambiguous in {} (it happens twice at the DST change)", self.tz.name())),
+                DstAmbiguous::Reject => Err(format!(
+                    "local time is ambiguous in {} (it happens twice at the DST change)",
+                    self.tz.name()
+                )),
             },
             LocalResult::None => match self.gap {
                 DstGap::ShiftForward => {
                     // Walk forward to the first instant that exists; the gap is at
                     // most a few hours in every IANA zone.
                     for minutes in (15..=180).step_by(15) {
-                        if let LocalResult::Single(t) = self.tz.from_local_datetime(&(t + chrono::Duration::minutes(minutes))) {
+                        if let LocalResult::Single(t) = self
+                            .tz
+                            .from_local_datetime(&(t + chrono::Duration::minutes(minutes)))
+                        {
                             return Ok(t.fixed_offset());
                         }
                     }
                     Err(format!("local time does not exist in {}", self.tz.name()))
                 }
-                DstGap::Reject => Err(format!("local time does not exist in {} (it falls in the DST gap)", self.tz.name())),
+                DstGap::Reject => Err(format!(
+                    "local time does not exist in {} (it falls in the DST gap)",
+                    self.tz.name()
+                )),
             },
         }
     }
@@ -476,7 +593,9 @@ impl std::fmt::Debug for Pseudonymizer {
 
 impl Pseudonymizer {
     pub fn new(key: &[u8]) -> Pseudonymizer {
-        Pseudonymizer { mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length") }
+        Pseudonymizer {
+            mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length"),
+        }
     }
 
     /// 16 bytes of HMAC(key, program NUL patient id): scoped by program so one
@@ -517,8 +636,12 @@ struct RowEnv<'a> {
 
 impl<'a> Env<'a> for RowEnv<'a> {
     fn field(&self, slot: usize) -> Result<Option<&'a str>, Stop> {
-        let Some(index) = self.bound.binding.slots[slot] else { return Ok(None) };
-        let Some(raw) = self.fields.get(index) else { return Ok(None) };
+        let Some(index) = self.bound.binding.slots[slot] else {
+            return Ok(None);
+        };
+        let Some(raw) = self.fields.get(index) else {
+            return Ok(None);
+        };
         match std::str::from_utf8(raw) {
             Ok(s) => {
                 let t = s.trim();
@@ -526,7 +649,10 @@ impl<'a> Env<'a> for RowEnv<'a> {
             }
             Err(e) => Err(Stop::Reject {
                 column: Some(self.bound.mapping.columns[slot].name.clone()),
-                reason: format!("invalid UTF-8 at byte {} of the value (is the connector's encoding right?)", e.valid_up_to()),
+                reason: format!(
+                    "invalid UTF-8 at byte {} of the value (is the connector's encoding right?)",
+                    e.valid_up_to()
+                ),
             }),
         }
     }
@@ -536,8 +662,13 @@ impl<'a> Env<'a> for RowEnv<'a> {
         match m.get(key) {
             Some(v) => Ok(Some(v)),
             None => match m.on_unmapped {
-                OnUnmapped::Reject => Err(Stop::Reject { column: None, reason: format!("code {} is not in value map `{}`", expr::redact(key), m.name) }),
-                OnUnmapped::Skip => Err(Stop::Skip { reason: format!("unmapped code in value map `{}`", m.name) }),
+                OnUnmapped::Reject => Err(Stop::Reject {
+                    column: None,
+                    reason: format!("code {} is not in value map `{}`", expr::redact(key), m.name),
+                }),
+                OnUnmapped::Skip => Err(Stop::Skip {
+                    reason: format!("unmapped code in value map `{}`", m.name),
+                }),
             },
         }
     }
@@ -579,10 +710,18 @@ pub struct HashSink {
 
 impl HashSink {
     pub fn new(seed: u64) -> HashSink {
-        HashSink { key: Xxh3::new(), lane: Xxh3::new(), content: Xxh3::with_seed(seed) }
+        HashSink {
+            key: Xxh3::new(),
+            lane: Xxh3::new(),
+            content: Xxh3::with_seed(seed),
+        }
     }
     pub fn finish(&self) -> Fingerprint {
-        Fingerprint { key: self.key.digest(), lane: self.lane.digest(), content: self.content.digest() }
+        Fingerprint {
+            key: self.key.digest(),
+            lane: self.lane.digest(),
+            content: self.content.digest(),
+        }
     }
 }
 
@@ -616,7 +755,8 @@ impl Sink for HashSink {
         match o {
             Occurred::Date(d) => {
                 self.content.update(b"D");
-                self.content.update(&chrono::Datelike::num_days_from_ce(&d).to_le_bytes());
+                self.content
+                    .update(&chrono::Datelike::num_days_from_ce(&d).to_le_bytes());
             }
             Occurred::DateTime(t) => {
                 self.content.update(b"T");
@@ -665,7 +805,8 @@ impl Sink for HashSink {
             }
             Val::Date(d) => {
                 self.content.update(b"d");
-                self.content.update(&chrono::Datelike::num_days_from_ce(d).to_le_bytes());
+                self.content
+                    .update(&chrono::Datelike::num_days_from_ce(d).to_le_bytes());
             }
             Val::DateTime(t) => {
                 self.content.update(b"T");
@@ -730,7 +871,10 @@ impl Sink for ContentSink {
         self.content.sub_status = s.map(str::to_string);
     }
     fn reason(&mut self, system: &str, code: &str) {
-        self.content.reasons.push(Reason { system: system.to_string(), code: code.to_string() });
+        self.content.reasons.push(Reason {
+            system: system.to_string(),
+            code: code.to_string(),
+        });
     }
     fn attr(&mut self, name: &str, v: &Val<'_>) {
         use serde_json::Value as J;
@@ -754,16 +898,27 @@ pub struct RowError {
 }
 
 fn reject(column: Option<&str>, reason: impl Into<String>) -> Stop {
-    Stop::Reject { column: column.map(str::to_string), reason: reason.into() }
+    Stop::Reject {
+        column: column.map(str::to_string),
+        reason: reason.into(),
+    }
 }
 
 fn first_column(e: &Expr) -> Option<&str> {
     match e {
         Expr::Column { name, .. } => Some(name),
-        Expr::Unary(_, a) | Expr::Map { arg: a, .. } | Expr::Date { arg: a, .. } | Expr::Not(a) | Expr::In { arg: a, .. } => first_column(a),
+        Expr::Unary(_, a)
+        | Expr::Map { arg: a, .. }
+        | Expr::Date { arg: a, .. }
+        | Expr::Not(a)
+        | Expr::In { arg: a, .. } => first_column(a),
         Expr::Coalesce(v) | Expr::Concat(v) => v.iter().find_map(first_column),
-        Expr::If(a, b, c) => first_column(a).or_else(|| first_column(b)).or_else(|| first_column(c)),
-        Expr::Eq { left, right, .. } | Expr::And(left, right) | Expr::Or(left, right) => first_column(left).or_else(|| first_column(right)),
+        Expr::If(a, b, c) => first_column(a)
+            .or_else(|| first_column(b))
+            .or_else(|| first_column(c)),
+        Expr::Eq { left, right, .. } | Expr::And(left, right) | Expr::Or(left, right) => {
+            first_column(left).or_else(|| first_column(right))
+        }
         _ => None,
     }
 }
@@ -771,7 +926,10 @@ fn first_column(e: &Expr) -> Option<&str> {
 /// Attaches the expression's first column to a reject that lacks one.
 fn with_column(stop: Stop, c: &Compiled) -> Stop {
     match stop {
-        Stop::Reject { column: None, reason } => Stop::Reject { column: first_column(&c.expr).map(str::to_string), reason },
+        Stop::Reject { column: None, reason } => Stop::Reject {
+            column: first_column(&c.expr).map(str::to_string),
+            reason,
+        },
         other => other,
     }
 }
@@ -787,7 +945,9 @@ impl<'m> Bound<'m> {
             None => Ok(true),
             Some(w) => {
                 let env = self.env(fields);
-                Ok(expr::truthy(&expr::eval(&w.expr, &env).map_err(|s| with_column(s, w))?))
+                Ok(expr::truthy(
+                    &expr::eval(&w.expr, &env).map_err(|s| with_column(s, w))?,
+                ))
             }
         }
     }
@@ -807,7 +967,12 @@ impl<'m> Bound<'m> {
         let code = match &rule.code {
             CodeSource::Fixed(c) => *c,
             CodeSource::Dynamic(c) => match ev(c)? {
-                Val::Text(t) => MilestoneCode::parse(&t).ok_or_else(|| reject(first_column(&c.expr), format!("{} is not a milestone code", expr::redact(&t))))?,
+                Val::Text(t) => MilestoneCode::parse(&t).ok_or_else(|| {
+                    reject(
+                        first_column(&c.expr),
+                        format!("{} is not a milestone code", expr::redact(&t)),
+                    )
+                })?,
                 _ => return Err(reject(first_column(&c.expr), "the milestone code is empty")),
             },
         };
@@ -832,7 +997,12 @@ impl<'m> Bound<'m> {
         let occurred = match ev(&rule.occurred_at)? {
             Val::Date(d) => Occurred::Date(d),
             Val::DateTime(t) => Occurred::DateTime(t),
-            _ => return Err(reject(first_column(&rule.occurred_at.expr), "the milestone date is empty")),
+            _ => {
+                return Err(reject(
+                    first_column(&rule.occurred_at.expr),
+                    "the milestone date is empty",
+                ))
+            }
         };
         sink.occurred(occurred, self.time.tz.name());
         match &rule.patient_id {
@@ -845,7 +1015,12 @@ impl<'m> Bound<'m> {
         match &rule.status {
             Some(s) => match ev(s)? {
                 Val::Text(t) => {
-                    let st = CaseStatus::parse(&t).ok_or_else(|| reject(first_column(&s.expr), format!("{} is not a case status", expr::redact(&t))))?;
+                    let st = CaseStatus::parse(&t).ok_or_else(|| {
+                        reject(
+                            first_column(&s.expr),
+                            format!("{} is not a case status", expr::redact(&t)),
+                        )
+                    })?;
                     sink.status(Some(st));
                 }
                 _ => sink.status(None),

@@ -256,8 +256,7 @@ impl Content {
     /// tell a corrected date from a new tracking number.
     pub fn changed_fields(&self, old: &Content) -> Vec<String> {
         let mut fields = Vec::new();
-        if self.occurred_at != old.occurred_at || self.occurred_precision != old.occurred_precision
-        {
+        if self.occurred_at != old.occurred_at || self.occurred_precision != old.occurred_precision {
             fields.push("occurred_at".to_string());
         }
         if self.time_zone != old.time_zone {
@@ -275,11 +274,7 @@ impl Content {
         if self.reasons != old.reasons {
             fields.push("reasons".to_string());
         }
-        let mut names: Vec<&String> = self
-            .attributes
-            .keys()
-            .chain(old.attributes.keys())
-            .collect();
+        let mut names: Vec<&String> = self.attributes.keys().chain(old.attributes.keys()).collect();
         names.sort();
         names.dedup();
         for name in names {

@@ -45,7 +45,10 @@ pub fn render(delta: &Delta, source: &Provenance, sequence: i64, timestamp: &str
         data: Data {
             content: &delta.candidate.content,
             source,
-            change: Change { kind: delta.kind, fields: &delta.fields },
+            change: Change {
+                kind: delta.kind,
+                fields: &delta.fields,
+            },
             sequence,
         },
     };
@@ -76,15 +79,39 @@ mod tests {
             attributes: Default::default(),
         };
         let delta = Delta {
-            candidate: Candidate { record: 1, locator: "line 2".into(), fp: Fingerprint::default(), content },
+            candidate: Candidate {
+                record: 1,
+                locator: "line 2".into(),
+                fp: Fingerprint::default(),
+                content,
+            },
             kind: ChangeKind::Updated,
             fields: vec!["attributes.tracking_number".into()],
         };
-        let src = Provenance { connector: "c".into(), file: "f.csv".into(), sha256: "ab".into(), locator: "line 2".into() };
-        let body: serde_json::Value = serde_json::from_str(&render(&delta, &src, 7, "2026-11-23T00:00:00Z")).expect("json");
+        let src = Provenance {
+            connector: "c".into(),
+            file: "f.csv".into(),
+            sha256: "ab".into(),
+            locator: "line 2".into(),
+        };
+        let body: serde_json::Value =
+            serde_json::from_str(&render(&delta, &src, 7, "2026-11-23T00:00:00Z")).expect("json");
         assert_eq!(body["type"], "dispense.shipped");
         let d = &body["data"];
-        for f in ["program", "case_id", "milestone", "occurred_at", "patient_ref", "status", "sub_status", "reasons", "attributes", "source", "change", "sequence"] {
+        for f in [
+            "program",
+            "case_id",
+            "milestone",
+            "occurred_at",
+            "patient_ref",
+            "status",
+            "sub_status",
+            "reasons",
+            "attributes",
+            "source",
+            "change",
+            "sequence",
+        ] {
             assert!(d.get(f).is_some(), "missing {f}");
         }
         assert_eq!(d["sequence"], 7);

@@ -8,7 +8,7 @@ use std::path::Path;
 use encoding_rs_io::DecodeReaderBytesBuilder;
 
 use super::{Locator, ParseError};
-use crate::config::connector::{CsvSpec, Encoding};
+use crate::config::connector::{Encoding, FormatSpec};
 
 /// Validated CSV settings of one connector.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub struct CsvFormat {
 }
 
 impl CsvFormat {
-    pub fn from_spec(spec: &CsvSpec) -> Result<CsvFormat, (std::ops::Range<usize>, String)> {
+    pub fn from_spec(spec: &FormatSpec) -> Result<CsvFormat, (std::ops::Range<usize>, String)> {
         let one_byte = |s: &toml::Spanned<String>, what: &str| {
             let v = s.get_ref();
             let v = if v == "\\t" { "\t" } else { v.as_str() };
@@ -123,10 +123,7 @@ impl CsvReader {
     }
 
     /// Reads the next record into `rec`; `Ok(None)` at the end of the file.
-    pub fn next_record(
-        &mut self,
-        rec: &mut csv::ByteRecord,
-    ) -> Result<Option<Locator>, ParseError> {
+    pub fn next_record(&mut self, rec: &mut csv::ByteRecord) -> Result<Option<Locator>, ParseError> {
         match self.inner.read_byte_record(rec) {
             Ok(true) => {
                 let line = rec.position().map_or(0, |p| p.line()) + self.line_offset;

@@ -42,7 +42,10 @@ fn is_temporary(name: &str) -> bool {
 
 impl DropFolder {
     pub fn new(src: LocalSource) -> DropFolder {
-        DropFolder { src, seen: HashMap::new() }
+        DropFolder {
+            src,
+            seen: HashMap::new(),
+        }
     }
 
     /// Creates the drop, archive and error folders.
@@ -54,12 +57,19 @@ impl DropFolder {
     }
 
     fn marker_for(&self, name: &str) -> Option<PathBuf> {
-        self.src.done_marker.as_ref().map(|m| self.src.path.join(m.replace("{name}", name)))
+        self.src
+            .done_marker
+            .as_ref()
+            .map(|m| self.src.path.join(m.replace("{name}", name)))
     }
 
     fn is_marker(&self, name: &str) -> bool {
-        let Some(template) = &self.src.done_marker else { return false };
-        let (prefix, suffix) = template.split_once("{name}").expect("validated at load: done_marker contains {name}");
+        let Some(template) = &self.src.done_marker else {
+            return false;
+        };
+        let (prefix, suffix) = template
+            .split_once("{name}")
+            .expect("validated at load: done_marker contains {name}");
         name.len() > prefix.len() + suffix.len() && name.starts_with(prefix) && name.ends_with(suffix)
     }
 
@@ -89,7 +99,11 @@ impl DropFolder {
                 }
                 continue;
             }
-            let obs = Observation { size: meta.len(), mtime: meta.modified().ok(), since: now };
+            let obs = Observation {
+                size: meta.len(),
+                mtime: meta.modified().ok(),
+                since: now,
+            };
             let since = match self.seen.get(&path) {
                 Some(prev) if prev.size == obs.size && prev.mtime == obs.mtime => prev.since,
                 _ => {
@@ -113,15 +127,27 @@ impl DropFolder {
     /// Hashes a complete file, streaming.
     pub fn ready_file(&self, path: &Path) -> Result<ReadyFile, SourceError> {
         let (sha256, size) = hash_file(path)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let marker = self.marker_for(&name).filter(|m| m.is_file());
-        Ok(ReadyFile { path: path.to_path_buf(), name, size, sha256, marker })
+        Ok(ReadyFile {
+            path: path.to_path_buf(),
+            name,
+            size,
+            sha256,
+            marker,
+        })
     }
 
     /// Moves a processed file (and its marker) into the archive; returns its new path.
     pub fn archive(&mut self, file: &ReadyFile) -> Result<PathBuf, SourceError> {
         self.seen.remove(&file.path);
-        let dir = self.src.archive.join(chrono::Utc::now().format("%Y-%m-%d").to_string());
+        let dir = self
+            .src
+            .archive
+            .join(chrono::Utc::now().format("%Y-%m-%d").to_string());
         let dest = move_into(&file.path, &dir, &file.name)?;
         if let Some(m) = &file.marker {
             let _ = fs::remove_file(m);
@@ -165,7 +191,9 @@ fn move_into(from: &Path, dir: &Path, name: &str) -> Result<PathBuf, SourceError
     if fs::rename(from, &dest).is_err() {
         // Across filesystems rename fails: copy, sync, then remove.
         fs::copy(from, &dest).map_err(|e| SourceError::io("copy", from, e))?;
-        fs::File::open(&dest).and_then(|f| f.sync_all()).map_err(|e| SourceError::io("sync", &dest, e))?;
+        fs::File::open(&dest)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| SourceError::io("sync", &dest, e))?;
         fs::remove_file(from).map_err(|e| SourceError::io("remove", from, e))?;
     }
     Ok(dest)
@@ -198,10 +226,16 @@ pub fn watch(dir: &Path) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<(
             let _ = tx.try_send(());
         }
     })
-    .map_err(|e| SourceError::Watch { path: dir.display().to_string(), source: e })?;
+    .map_err(|e| SourceError::Watch {
+        path: dir.display().to_string(),
+        source: e,
+    })?;
     watcher
         .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| SourceError::Watch { path: dir.display().to_string(), source: e })?;
+        .map_err(|e| SourceError::Watch {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
     Ok((watcher, rx))
 }
 
@@ -235,7 +269,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(120));
         fs::write(&p, "xy").expect("grow");
         std::thread::sleep(Duration::from_millis(120));
-        assert!(f.scan().expect("scan").0.is_empty(), "grew within the window: not ready");
+        assert!(
+            f.scan().expect("scan").0.is_empty(),
+            "grew within the window: not ready"
+        );
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(f.scan().expect("scan").0, vec![p]);
     }

@@ -39,6 +39,10 @@ pub enum SourceError {
 
 impl SourceError {
     pub fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> SourceError {
-        SourceError::Io { op, path: path.display().to_string(), source }
+        SourceError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
     }
 }

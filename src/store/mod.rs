@@ -197,7 +197,13 @@ impl Store {
 
     /// Creates the ledger row for a file about to be processed, or returns the
     /// existing one (a crash left it `processing`, or an earlier try `failed`).
-    pub async fn file_begin(&self, connector: &str, sha256: &str, name: &str, size: u64) -> Result<FileRow, StoreError> {
+    pub async fn file_begin(
+        &self,
+        connector: &str,
+        sha256: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<FileRow, StoreError> {
         match self {
             Store::Sqlite(s) => s.file_begin(connector, sha256, name, size).await,
         }
@@ -302,7 +308,13 @@ impl Tx {
     }
 
     /// Moves the file's checkpoint and adds this chunk's counts; `finish` marks it done or failed.
-    pub async fn file_progress(&mut self, file_id: i64, records_done: u64, counts: &Counts, finish: Option<(FileStatus, Option<&str>)>) -> Result<(), StoreError> {
+    pub async fn file_progress(
+        &mut self,
+        file_id: i64,
+        records_done: u64,
+        counts: &Counts,
+        finish: Option<(FileStatus, Option<&str>)>,
+    ) -> Result<(), StoreError> {
         match self {
             Tx::Sqlite(t) => t.file_progress(file_id, records_done, counts, finish).await,
         }

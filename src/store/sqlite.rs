@@ -15,8 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    now_ms, AttemptOutcome, AttemptResult, Counts, Due, FileRow, FileStatus, OutboxWrite, RejectRow, StateRow, StoreError,
-    SubscriberStats,
+    now_ms, AttemptOutcome, AttemptResult, Counts, Due, FileRow, FileStatus, OutboxWrite, RejectRow,
+    StateRow, StoreError, SubscriberStats,
 };
 
 /// SQLite's default limit on bound parameters is 32766; stay well below it.
@@ -88,15 +88,23 @@ impl SqliteStore {
     }
 
     pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"))
-            .bind(connector)
-            .bind(sha256)
-            .fetch_optional(&self.writer)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"
+        ))
+        .bind(connector)
+        .bind(sha256)
+        .fetch_optional(&self.writer)
+        .await?;
         Ok(row.as_ref().map(file_row).transpose()?)
     }
 
-    pub async fn file_begin(&self, connector: &str, sha256: &str, name: &str, size: u64) -> Result<FileRow, StoreError> {
+    pub async fn file_begin(
+        &self,
+        connector: &str,
+        sha256: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<FileRow, StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO files (connector, sha256, name, size, status, started_at) VALUES (?, ?, ?, ?, 'processing', ?)
@@ -111,11 +119,13 @@ impl SqliteStore {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query(&format!("SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"))
-            .bind(connector)
-            .bind(sha256)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"
+        ))
+        .bind(connector)
+        .bind(sha256)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(file_row(&row)?)
     }
@@ -156,13 +166,16 @@ impl SqliteStore {
     }
 
     pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM state").fetch_one(&self.writer).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM state")
+            .fetch_one(&self.writer)
+            .await?;
         if n as usize > cap {
             return Ok(None);
         }
         use futures_util::StreamExt;
         let mut out = Vec::with_capacity(n as usize);
-        let mut rows = sqlx::query_as::<_, (i64, i64)>("SELECT key_hash, content_hash FROM state").fetch(&self.writer);
+        let mut rows =
+            sqlx::query_as::<_, (i64, i64)>("SELECT key_hash, content_hash FROM state").fetch(&self.writer);
         while let Some(r) = rows.next().await {
             let (k, c) = r?;
             out.push((k as u64, c as u64));
@@ -171,7 +184,9 @@ impl SqliteStore {
     }
 
     pub async fn begin(&self) -> Result<SqliteTx, StoreError> {
-        Ok(SqliteTx { tx: self.writer.begin().await? })
+        Ok(SqliteTx {
+            tx: self.writer.begin().await?,
+        })
     }
 
     pub async fn due(&self, subscriber: &str, now: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
@@ -205,10 +220,12 @@ impl SqliteStore {
     }
 
     pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE subscriber = ? AND status = 0")
-            .bind(subscriber)
-            .fetch_one(&self.reader)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscriber = ? AND status = 0",
+        )
+        .bind(subscriber)
+        .fetch_one(&self.reader)
+        .await?)
     }
 
     pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
@@ -268,7 +285,9 @@ impl SqliteStore {
         let now = now_ms();
         for (sub, positions) in delivered {
             for chunk in positions.chunks(MAX_PARAMS - 4) {
-                let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 1, attempts = attempts + 1, delivered_at = ");
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "UPDATE deliveries SET status = 1, attempts = attempts + 1, delivered_at = ",
+                );
                 q.push_bind(now);
                 q.push(", last_status = 200, last_error = NULL WHERE subscriber = ");
                 q.push_bind(sub);
@@ -350,7 +369,10 @@ impl SqliteTx {
                  RETURNING program, case_id, last_seq",
             );
             for r in q.build().fetch_all(&mut *self.tx).await? {
-                seqs.insert((r.try_get("program")?, r.try_get("case_id")?), r.try_get("last_seq")?);
+                seqs.insert(
+                    (r.try_get("program")?, r.try_get("case_id")?),
+                    r.try_get("last_seq")?,
+                );
             }
         }
         Ok(cases
@@ -392,9 +414,15 @@ impl SqliteTx {
         }
         // Positions are assigned here rather than by RETURNING, whose row order
         // SQLite does not promise; the single writer makes MAX()+1 safe.
-        let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0) FROM outbox").fetch_one(&mut *self.tx).await?;
+        let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0) FROM outbox")
+            .fetch_one(&mut *self.tx)
+            .await?;
         let now = now_ms();
-        let positioned: Vec<(i64, &OutboxWrite)> = rows.iter().enumerate().map(|(i, r)| (base + 1 + i as i64, r)).collect();
+        let positioned: Vec<(i64, &OutboxWrite)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (base + 1 + i as i64, r))
+            .collect();
         for chunk in positioned.chunks(MAX_PARAMS / 10) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outbox (pos, id, connector, program, case_id, milestone, seq, file_id, created_at, body) ",
@@ -415,12 +443,22 @@ impl SqliteTx {
         }
         let deliveries: Vec<(i64, i64, &str)> = positioned
             .iter()
-            .flat_map(|(pos, r)| r.subscribers.iter().map(move |s| (*pos, r.lane as i64, s.as_str())))
+            .flat_map(|(pos, r)| {
+                r.subscribers
+                    .iter()
+                    .map(move |s| (*pos, r.lane as i64, s.as_str()))
+            })
             .collect();
         for chunk in deliveries.chunks(MAX_PARAMS / 4) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO deliveries (subscriber, pos, lane, status, next_attempt_at) ");
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO deliveries (subscriber, pos, lane, status, next_attempt_at) ",
+            );
             q.push_values(chunk, |mut b, (pos, lane, sub)| {
-                b.push_bind(*sub).push_bind(*pos).push_bind(*lane).push_bind(0i64).push_bind(now);
+                b.push_bind(*sub)
+                    .push_bind(*pos)
+                    .push_bind(*lane)
+                    .push_bind(0i64)
+                    .push_bind(now);
             });
             q.build().execute(&mut *self.tx).await?;
         }
@@ -431,7 +469,10 @@ impl SqliteTx {
         for chunk in rows.chunks(MAX_PARAMS / 4) {
             let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO rejects (file_id, locator, col, reason) ");
             q.push_values(chunk, |mut b, r| {
-                b.push_bind(file_id).push_bind(&r.locator).push_bind(&r.column).push_bind(&r.reason);
+                b.push_bind(file_id)
+                    .push_bind(&r.locator)
+                    .push_bind(&r.column)
+                    .push_bind(&r.reason);
             });
             q.build().execute(&mut *self.tx).await?;
         }

@@ -11,9 +11,17 @@ use crate::store::Counts;
 pub fn init(json: bool, level: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless.
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// A file was fully processed.
@@ -28,8 +36,16 @@ impl FileProcessed<'_> {
     pub fn emit(&self) {
         let c = self.counts;
         tracing::info!(
-            connector = self.connector, file = self.file, read = c.read, emitted = c.emitted, unchanged = c.unchanged,
-            rejected = c.rejected, filtered = c.filtered, deltas = c.deltas, reconciles = c.reconciles(), ms = self.millis as u64,
+            connector = self.connector,
+            file = self.file,
+            read = c.read,
+            emitted = c.emitted,
+            unchanged = c.unchanged,
+            rejected = c.rejected,
+            filtered = c.filtered,
+            deltas = c.deltas,
+            reconciles = c.reconciles(),
+            ms = self.millis as u64,
             "file processed"
         );
     }
@@ -44,7 +60,12 @@ pub struct FileFailed<'a> {
 
 impl FileFailed<'_> {
     pub fn emit(&self) {
-        tracing::warn!(connector = self.connector, file = self.file, reason = self.reason, "file moved to the error folder");
+        tracing::warn!(
+            connector = self.connector,
+            file = self.file,
+            reason = self.reason,
+            "file moved to the error folder"
+        );
     }
 }
 
@@ -56,6 +77,10 @@ pub struct FileDuplicateSkipped<'a> {
 
 impl FileDuplicateSkipped<'_> {
     pub fn emit(&self) {
-        tracing::info!(connector = self.connector, file = self.file, "file already processed (same sha256); archived without sending");
+        tracing::info!(
+            connector = self.connector,
+            file = self.file,
+            "file already processed (same sha256); archived without sending"
+        );
     }
 }
