@@ -28,8 +28,12 @@ use crate::map::expr::Stop;
 use crate::map::{Bound, ContentSink, HashSink};
 use crate::model::Provenance;
 use crate::outbox;
+use crate::map::{Binding, FieldPath, Mapping};
 use crate::parse::csv::CsvReader;
-use crate::parse::{Fields, ParseError};
+use crate::parse::excel::{ExcelNext, ExcelReader};
+use crate::parse::x12::{X12Next, X12Reader};
+use crate::parse::xml::XmlReader;
+use crate::parse::{Fields, Locator, ParseError, Row};
 use crate::source::ReadyFile;
 use crate::store::{Counts, FileRow, FileStatus, OutboxWrite, RejectRow, StateRow, Store, StoreError};
 
@@ -357,8 +361,7 @@ fn produce(
                 finish: Some(Finish::Failed(reason)),
             })
         };
-    let Format::Csv(fmt) = &connector.format;
-    let mut reader = match CsvReader::open(&file.path, fmt) {
+    let mut reader = match Records::open(connector, &file.path) {
         Ok(r) => r,
         Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
         Err(e) => {
@@ -366,36 +369,50 @@ fn produce(
             return Ok(index);
         }
     };
-    let binding = match connector.mapping.bind(reader.header()) {
-        Ok(b) => b,
-        Err(e) => {
-            fail(emit, resume_from, format!("{}: header: {e}", file.name))?;
-            return Ok(index);
-        }
-    };
-    let bound = Bound {
-        mapping: &connector.mapping,
-        binding,
-        program: &connector.program,
-        time: connector.time,
-        pseudonymizer: &config.pseudonymizer,
-        content_seed: config.content_seed,
-    };
+    // One bound mapping per part (an Excel sheet rule; otherwise part 0),
+    // rebound at each header.
+    let mut bounds: Vec<Option<Bound>> = Vec::new();
     let chunk_rows = config.chunk_rows as u64;
-    let mut rec = csv::ByteRecord::new();
     let mut ordinal: u64 = 0;
     let mut chunk = new_chunk(resume_from);
     let mut total_rejects = 0u64;
     // Fingerprints of one record, reused: most records produce one or two.
     let mut fps: Vec<(usize, crate::map::Fingerprint)> = Vec::with_capacity(4);
     loop {
-        let locator = match reader.next_record(&mut rec) {
-            Ok(Some(l)) => l,
+        let (locator, part, rejected) = match reader.next() {
+            Ok(Some(Next::Header { part, label, header })) => {
+                let mapping = part_mapping(connector, part);
+                let binding = match header {
+                    None => Binding::identity(mapping.columns.len()),
+                    Some(h) => match mapping.bind(&h) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
+                            fail(emit, ordinal.max(resume_from), format!("{}: {label}header: {e}", file.name))?;
+                            return Ok(index);
+                        }
+                    },
+                };
+                if bounds.len() <= part {
+                    bounds.resize_with(part + 1, || None);
+                }
+                bounds[part] = Some(Bound {
+                    mapping,
+                    binding,
+                    program: &connector.program,
+                    time: connector.time,
+                    pseudonymizer: &config.pseudonymizer,
+                    content_seed: config.content_seed,
+                });
+                continue;
+            }
+            Ok(Some(Next::Record { locator, part })) => (locator, part, None),
+            Ok(Some(Next::Rejected { locator, reason })) => (locator, 0, Some(reason)),
             Ok(None) => break,
             Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
             Err(e) => {
-                emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
-                fail(emit, ordinal, e.to_string())?;
+                emit(std::mem::replace(&mut chunk, new_chunk(ordinal.max(resume_from))))?;
+                fail(emit, ordinal.max(resume_from), e.to_string())?;
                 return Ok(index);
             }
         };
@@ -404,18 +421,27 @@ fn produce(
         if this < resume_from {
             continue;
         }
-        if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+        if rejected.is_none() && reader.is_blank() {
             // A blank line is not a record: count it as filtered so totals reconcile.
             chunk.counts.read += 1;
             chunk.counts.filtered += 1;
             chunk.records_done = ordinal;
             continue;
         }
+        let Some(bound) = bounds.get(part).and_then(Option::as_ref) else {
+            // Readers send a part's header before its records; a reader that
+            // did not is a bug, reported on the file rather than a panic.
+            emit(std::mem::replace(&mut chunk, new_chunk(this)))?;
+            fail(emit, this, format!("{}: {locator}: a record came before its header", file.name))?;
+            return Ok(index);
+        };
+        let mapping = bound.mapping;
         chunk.counts.read += 1;
-        let fields = Fields::Csv(&rec);
+        let fields = reader.fields();
         fps.clear();
-        let mut stop: Option<Stop> = None;
-        for (i, rule) in connector.mapping.rules.iter().enumerate() {
+        let mut stop: Option<Stop> = rejected.map(|reason| Stop::Reject { column: None, reason });
+        let rules: &[crate::map::Rule] = if stop.is_some() { &[] } else { &mapping.rules };
+        for (i, rule) in rules.iter().enumerate() {
             let applies = match bound.applies(rule, fields) {
                 Ok(a) => a,
                 Err(s) => {
@@ -481,7 +507,7 @@ fn produce(
                     any = true;
                     let mut sink = ContentSink::new();
                     bound
-                        .walk(&connector.mapping.rules[*rule_idx], fields, &mut sink)
+                        .walk(&mapping.rules[*rule_idx], fields, &mut sink)
                         .expect("the same rule on the same record succeeded a moment ago");
                     index.record(fp);
                     chunk.candidates.push(Candidate {
@@ -505,6 +531,170 @@ fn produce(
     chunk.finish = Some(Finish::Done);
     emit(chunk)?;
     Ok(index)
+}
+
+/// The mapping of `part`: an Excel sheet rule's, else the connector's.
+fn part_mapping(connector: &Connector, part: usize) -> &Mapping {
+    match &connector.format {
+        Format::Excel(rules) => rules.get(part).map_or(&connector.mapping, |(_, m)| m),
+        _ => &connector.mapping,
+    }
+}
+
+/// What a record source yields next.
+enum Next {
+    /// The records that follow belong to `part`; bind its mapping to this
+    /// header (`None`: columns are addressed by path, in mapping order).
+    Header {
+        part: usize,
+        /// Prefix for header errors, e.g. "sheet `PA`: ".
+        label: String,
+        header: Option<Vec<String>>,
+    },
+    Record { locator: Locator, part: usize },
+    /// A unit the parser refused as a whole (a broken X12 envelope).
+    Rejected { locator: Locator, reason: String },
+}
+
+/// The record source of one file: a closed set of formats, so an enum.
+enum Records {
+    Csv {
+        reader: CsvReader,
+        rec: csv::ByteRecord,
+        header: Option<Vec<String>>,
+    },
+    Excel(ExcelReader),
+    X12 {
+        reader: X12Reader,
+        row: Row,
+        header_sent: bool,
+    },
+    Xml {
+        reader: XmlReader,
+        row: Row,
+        header_sent: bool,
+    },
+}
+
+fn paths_of(mapping: &Mapping) -> (Vec<crate::parse::x12::X12Path>, Vec<crate::parse::xml::XmlPath>) {
+    let mut x12 = Vec::new();
+    let mut xml = Vec::new();
+    for c in &mapping.columns {
+        match &c.path {
+            Some(FieldPath::X12(p)) => x12.push(p.clone()),
+            Some(FieldPath::Xml(p)) => xml.push(p.clone()),
+            None => {}
+        }
+    }
+    (x12, xml)
+}
+
+impl Records {
+    fn open(connector: &Connector, path: &std::path::Path) -> Result<Records, ParseError> {
+        Ok(match &connector.format {
+            Format::Csv(fmt) => {
+                let reader = CsvReader::open(path, fmt)?;
+                let header = Some(reader.header().to_vec());
+                Records::Csv {
+                    reader,
+                    rec: csv::ByteRecord::new(),
+                    header,
+                }
+            }
+            Format::Excel(rules) => Records::Excel(ExcelReader::open(
+                path,
+                rules.iter().map(|(r, _)| r.clone()).collect(),
+            )?),
+            Format::X12(fmt) => Records::X12 {
+                reader: X12Reader::open(path, fmt, paths_of(&connector.mapping).0)?,
+                row: Row::new(),
+                header_sent: false,
+            },
+            Format::Xml(fmt) => Records::Xml {
+                reader: XmlReader::open(path, fmt, paths_of(&connector.mapping).1)?,
+                row: Row::new(),
+                header_sent: false,
+            },
+        })
+    }
+
+    fn next(&mut self) -> Result<Option<Next>, ParseError> {
+        match self {
+            Records::Csv { reader, rec, header } => {
+                if let Some(h) = header.take() {
+                    return Ok(Some(Next::Header {
+                        part: 0,
+                        label: String::new(),
+                        header: Some(h),
+                    }));
+                }
+                Ok(reader
+                    .next_record(rec)?
+                    .map(|locator| Next::Record { locator, part: 0 }))
+            }
+            Records::Excel(r) => Ok(r.next()?.map(|n| match n {
+                ExcelNext::Header { part, sheet, header } => Next::Header {
+                    part,
+                    label: format!("sheet `{sheet}`: "),
+                    header: Some(header),
+                },
+                ExcelNext::Record { part, locator } => Next::Record { locator, part },
+            })),
+            Records::X12 {
+                reader,
+                row,
+                header_sent,
+            } => {
+                if !*header_sent {
+                    *header_sent = true;
+                    return Ok(Some(Next::Header {
+                        part: 0,
+                        label: String::new(),
+                        header: None,
+                    }));
+                }
+                Ok(reader.next(row)?.map(|n| match n {
+                    X12Next::Record(locator) => Next::Record { locator, part: 0 },
+                    X12Next::Rejected { locator, reason } => Next::Rejected { locator, reason },
+                }))
+            }
+            Records::Xml {
+                reader,
+                row,
+                header_sent,
+            } => {
+                if !*header_sent {
+                    *header_sent = true;
+                    return Ok(Some(Next::Header {
+                        part: 0,
+                        label: String::new(),
+                        header: None,
+                    }));
+                }
+                Ok(reader
+                    .next(row)?
+                    .map(|locator| Next::Record { locator, part: 0 }))
+            }
+        }
+    }
+
+    /// The current record's fields.
+    fn fields(&self) -> Fields<'_> {
+        match self {
+            Records::Csv { rec, .. } => Fields::Csv(rec),
+            Records::Excel(r) => Fields::Row(r.row()),
+            Records::X12 { row, .. } | Records::Xml { row, .. } => Fields::Row(row),
+        }
+    }
+
+    /// Whether the current record is blank (a blank CSV line). Blank sheet
+    /// rows never reach here; X12 and XML records are never blank.
+    fn is_blank(&self) -> bool {
+        match self {
+            Records::Csv { rec, .. } => rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)),
+            _ => false,
+        }
+    }
 }
 
 fn new_chunk(records_done: u64) -> Chunk {

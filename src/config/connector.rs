@@ -108,12 +108,47 @@ fn default_rescan() -> Dur {
 #[serde(rename_all = "snake_case")]
 pub enum FormatKind {
     Csv,
+    /// xlsx, xlsm, xlsb, xls and ods workbooks.
+    Excel,
+    X12,
+    Xml,
 }
 
+impl FormatKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FormatKind::Csv => "csv",
+            FormatKind::Excel => "excel",
+            FormatKind::X12 => "x12",
+            FormatKind::Xml => "xml",
+        }
+    }
+}
+
+/// `[format]`: one flat table; `kind` says which keys apply, and
+/// `load_connector` reports a key given to the wrong kind.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FormatSpec {
     pub kind: Spanned<FormatKind>,
+    // -- excel
+    /// Worksheets to read, each with its own mapping; default: the first sheet.
+    pub sheets: Option<Spanned<Vec<SheetSpec>>>,
+    /// Rows above the header row (title rows), for sheets that do not set their own.
+    pub skip_rows: Option<Spanned<u32>>,
+    /// Find the header row by the mapping's column names (within the first 50 rows).
+    pub find_header: Option<Spanned<bool>>,
+    // -- x12
+    /// ISA11 == ISA16: `reject` (default), `repetition` or `component`.
+    pub separator_collision: Option<Spanned<crate::parse::x12::SeparatorCollision>>,
+    /// Accept an ISA whose elements are not at their fixed widths.
+    pub lenient_isa_width: Option<Spanned<bool>>,
+    /// HL03 levels that start a record (default: 278 EV; others 22 and 23).
+    pub record_levels: Option<Spanned<Vec<String>>>,
+    // -- xml
+    /// Path of the record element from the root, e.g. `Export/Cases/Case`.
+    pub record: Option<Spanned<String>>,
+    // -- csv
     #[serde(default = "comma")]
     pub delimiter: Spanned<String>,
     #[serde(default = "dquote")]
@@ -123,6 +158,21 @@ pub struct FormatSpec {
     /// Lines to skip before the header row (title rows some hubs add).
     #[serde(default)]
     pub skip_lines: u64,
+}
+
+/// One worksheet rule of an Excel connector: which sheets (exactly one of
+/// `name`, `glob`, `index`), which mapping, where the header is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SheetSpec {
+    pub name: Option<Spanned<String>>,
+    pub glob: Option<Spanned<String>>,
+    /// 0-based position in the workbook.
+    pub index: Option<Spanned<usize>>,
+    /// Defaults to the connector's mapping.
+    pub mapping: Option<Spanned<String>>,
+    pub skip_rows: Option<Spanned<u32>>,
+    pub find_header: Option<Spanned<bool>>,
 }
 
 fn comma() -> Spanned<String> {

@@ -237,6 +237,10 @@ pub struct LocalSource {
 #[derive(Debug, Clone)]
 pub enum Format {
     Csv(CsvFormat),
+    /// Sheet rules, each with the mapping its sheets use.
+    Excel(Vec<(crate::parse::excel::SheetRule, Arc<Mapping>)>),
+    X12(crate::parse::x12::X12Format),
+    Xml(crate::parse::xml::XmlFormat),
 }
 
 /// A webhook subscriber.
@@ -483,6 +487,220 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     })
 }
 
+/// Validates `[format]` for its kind: keys of another kind are reported, and
+/// the mapping's syntax must suit the format.
+fn load_format(
+    src: &SourceFile,
+    f: &connector::FormatSpec,
+    kind: FormatKind,
+    mapping: &Arc<Mapping>,
+    mappings: &BTreeMap<String, Arc<Mapping>>,
+    diags: &mut Diagnostics,
+) -> Option<Format> {
+    use crate::map::Syntax;
+    use crate::parse::excel::{HeaderAt, SheetRule, SheetSelect};
+    // Keys that belong to another kind.
+    let mut foreign: Vec<(std::ops::Range<usize>, &str, FormatKind)> = Vec::new();
+    if kind != FormatKind::Excel {
+        if let Some(s) = &f.sheets {
+            foreign.push((s.span(), "sheets", FormatKind::Excel));
+        }
+        if let Some(s) = &f.skip_rows {
+            foreign.push((s.span(), "skip_rows", FormatKind::Excel));
+        }
+        if let Some(s) = &f.find_header {
+            foreign.push((s.span(), "find_header", FormatKind::Excel));
+        }
+    }
+    if kind != FormatKind::X12 {
+        if let Some(s) = &f.separator_collision {
+            foreign.push((s.span(), "separator_collision", FormatKind::X12));
+        }
+        if let Some(s) = &f.lenient_isa_width {
+            foreign.push((s.span(), "lenient_isa_width", FormatKind::X12));
+        }
+        if let Some(s) = &f.record_levels {
+            foreign.push((s.span(), "record_levels", FormatKind::X12));
+        }
+    }
+    if kind != FormatKind::Xml {
+        if let Some(s) = &f.record {
+            foreign.push((s.span(), "record", FormatKind::Xml));
+        }
+    }
+    for (span, key, owner) in foreign {
+        diags.push(src.diag(
+            span,
+            format!("`{key}` applies to kind = \"{}\", not \"{}\"", owner.name(), kind.name()),
+        ));
+    }
+    let want_syntax = match kind {
+        FormatKind::Csv | FormatKind::Excel => Syntax::Header,
+        FormatKind::X12 => Syntax::X12,
+        FormatKind::Xml => Syntax::Xml,
+    };
+    let check_syntax = |m: &Mapping, span: std::ops::Range<usize>, diags: &mut Diagnostics| {
+        if m.syntax != want_syntax {
+            diags.push(
+                src.diag(
+                    span,
+                    format!(
+                        "mapping `{}` addresses columns with {:?} syntax, but this connector reads {}",
+                        m.name,
+                        m.syntax,
+                        kind.name()
+                    ),
+                )
+                .with_hint(match want_syntax {
+                    Syntax::Header => "CSV and Excel mappings name columns by `header`",
+                    Syntax::X12 => "X12 mappings set syntax = \"x12\" and give each column a `path`",
+                    Syntax::Xml => "XML mappings set syntax = \"xml\" and give each column a `path`",
+                }),
+            );
+            false
+        } else {
+            true
+        }
+    };
+    let kind_span = f.kind.span();
+    match kind {
+        FormatKind::Csv => {
+            check_syntax(mapping, kind_span, diags);
+            match CsvFormat::from_spec(f) {
+                Ok(c) => Some(Format::Csv(c)),
+                Err((span, msg)) => {
+                    diags.push(src.diag(span, msg));
+                    None
+                }
+            }
+        }
+        FormatKind::Excel => {
+            let default_header = |skip: &Option<Spanned<u32>>, find: &Option<Spanned<bool>>, m: &Mapping| {
+                let find = find.as_ref().or(f.find_header.as_ref()).is_some_and(|b| *b.get_ref());
+                if find {
+                    HeaderAt::Find(
+                        m.columns
+                            .iter()
+                            .filter(|c| c.required)
+                            .map(|c| {
+                                std::iter::once(&c.header)
+                                    .chain(&c.aliases)
+                                    .map(|h| crate::map::normalize_header(h))
+                                    .collect()
+                            })
+                            .collect(),
+                    )
+                } else {
+                    HeaderAt::Skip(
+                        skip.as_ref()
+                            .or(f.skip_rows.as_ref())
+                            .map_or(0, |s| *s.get_ref()),
+                    )
+                }
+            };
+            let mut rules = Vec::new();
+            match &f.sheets {
+                None => {
+                    check_syntax(mapping, kind_span, diags);
+                    rules.push((
+                        SheetRule {
+                            select: SheetSelect::Index(0),
+                            header: default_header(&None, &None, mapping),
+                        },
+                        mapping.clone(),
+                    ));
+                }
+                Some(sheets) => {
+                    if sheets.get_ref().is_empty() {
+                        diags.push(src.diag(sheets.span(), "`sheets` is empty; omit it to read the first sheet"));
+                    }
+                    for sh in sheets.get_ref() {
+                        let select = match (&sh.name, &sh.glob, &sh.index) {
+                            (Some(n), None, None) => Some(SheetSelect::Name(n.get_ref().clone())),
+                            (None, Some(g), None) => match globset::Glob::new(g.get_ref()) {
+                                Ok(g) => Some(SheetSelect::Glob(g.compile_matcher())),
+                                Err(e) => {
+                                    diags.push(src.diag(g.span(), format!("bad sheet glob: {e}")));
+                                    None
+                                }
+                            },
+                            (None, None, Some(i)) => Some(SheetSelect::Index(*i.get_ref())),
+                            _ => {
+                                diags.push(src.diag(
+                                    sheets.span(),
+                                    "each sheet needs exactly one of `name`, `glob` or `index`",
+                                ));
+                                None
+                            }
+                        };
+                        let m = match &sh.mapping {
+                            None => Some(mapping.clone()),
+                            Some(name) => match mappings.get(name.get_ref()) {
+                                Some(m) => Some(m.clone()),
+                                None => {
+                                    diags.push(src.diag(
+                                        name.span(),
+                                        format!("no mapping named `{}` in the mappings folder", name.get_ref()),
+                                    ));
+                                    None
+                                }
+                            },
+                        };
+                        if let (Some(select), Some(m)) = (select, m) {
+                            let span = sh.mapping.as_ref().map_or(sheets.span(), |s| s.span());
+                            check_syntax(&m, span, diags);
+                            let header = default_header(&sh.skip_rows, &sh.find_header, &m);
+                            rules.push((SheetRule { select, header }, m));
+                        }
+                    }
+                }
+            }
+            Some(Format::Excel(rules))
+        }
+        FormatKind::X12 => {
+            check_syntax(mapping, kind_span, diags);
+            let record_levels = f.record_levels.as_ref().map_or(Vec::new(), |l| l.get_ref().clone());
+            Some(Format::X12(crate::parse::x12::X12Format {
+                collision: f.separator_collision.as_ref().map_or_else(Default::default, |c| *c.get_ref()),
+                lenient_isa_width: f.lenient_isa_width.as_ref().is_some_and(|b| *b.get_ref()),
+                record_levels,
+            }))
+        }
+        FormatKind::Xml => {
+            check_syntax(mapping, kind_span.clone(), diags);
+            if mapping.columns.len() > crate::parse::xml::MAX_FIELDS {
+                diags.push(src.diag(
+                    kind_span.clone(),
+                    format!(
+                        "mapping `{}` declares {} columns; an XML mapping reads at most {}",
+                        mapping.name,
+                        mapping.columns.len(),
+                        crate::parse::xml::MAX_FIELDS
+                    ),
+                ));
+            }
+            let Some(record) = &f.record else {
+                diags.push(
+                    src.diag(kind_span, "an XML connector needs `record`, the path of the record element")
+                        .with_hint("e.g. record = \"Export/Cases/Case\""),
+                );
+                return None;
+            };
+            match crate::parse::xml::parse_path(record.get_ref(), &mapping.namespaces) {
+                Ok(p) if p.attr.is_none() => Some(Format::Xml(crate::parse::xml::XmlFormat { record: p })),
+                Ok(_) => {
+                    diags.push(src.diag(record.span(), "`record` names an element, not an attribute"));
+                    None
+                }
+                Err((_, msg)) => {
+                    diags.push(src.diag(record.span(), msg));
+                    None
+                }
+            }
+        }
+    }
+}
+
 /// `*.toml` files directly in `dir`, sorted; a missing folder has none.
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
@@ -581,14 +799,13 @@ fn load_connector(
             })
         }
     };
-    let format = match spec.format.kind.get_ref() {
-        FormatKind::Csv => match CsvFormat::from_spec(&spec.format) {
-            Ok(f) => Some(Format::Csv(f)),
-            Err((span, msg)) => {
-                diags.push(src.diag(span, msg));
-                None
-            }
-        },
+    let format = match (spec.format.kind.get_ref(), &mapping) {
+        (_, None) => None,
+        (kind, Some(mapping)) => {
+            let before = diags.0.len();
+            let f = load_format(&src, &spec.format, *kind, mapping, mappings, &mut diags);
+            f.filter(|_| diags.0.len() == before)
+        }
     };
     match (mapping, tz, source, format) {
         (Some(mapping), Some(tz), Some(source), Some(format)) if diags.is_empty() => Ok(Connector {

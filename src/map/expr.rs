@@ -786,6 +786,11 @@ pub enum Stop {
 pub trait Env<'a> {
     /// The trimmed text of column `slot`, `None` when absent or empty.
     fn field(&self, slot: usize) -> Result<Option<&'a str>, Stop>;
+    /// The exact date-time of a typed date cell (Excel) in column `slot`.
+    /// Text formats have none; `date()` then parses the text as before.
+    fn typed_date(&self, _slot: usize) -> Option<chrono::NaiveDateTime> {
+        None
+    }
     /// Looks `key` up in value map `map`.
     fn lookup(&self, map: usize, key: &str) -> Result<Option<&'a str>, Stop>;
     /// Turns a local date-time into an instant in the connector's zone.
@@ -863,13 +868,21 @@ pub fn eval<'a, E: Env<'a>>(e: &'a Expr, env: &E) -> Result<Val<'a>, Stop> {
             formats,
             time,
             column,
-        } => match eval(arg, env)? {
+        } => match typed_date(arg, env) {
+            // A typed date cell needs no format: it is a date already.
+            Some(t) if !*time => Val::Date(t.date()),
+            Some(t) => Val::DateTime(env.localize(t).map_err(|reason| Stop::Reject {
+                column: column.clone(),
+                reason,
+            })?),
+            None => match eval(arg, env)? {
             Val::Null => Val::Null,
             Val::Text(t) => parse_date(&t, formats, *time, env).map_err(|reason| Stop::Reject {
                 column: column.clone(),
                 reason,
             })?,
             v => unreachable!("type checker admitted date on {v:?}"),
+            },
         },
         Expr::Coalesce(args) => {
             for a in args {
@@ -915,6 +928,16 @@ pub fn eval<'a, E: Env<'a>>(e: &'a Expr, env: &E) -> Result<Val<'a>, Stop> {
         Expr::Or(a, b) => Val::Bool(truthy(&eval(a, env)?) || truthy(&eval(b, env)?)),
         Expr::Not(a) => Val::Bool(!truthy(&eval(a, env)?)),
     })
+}
+
+/// The typed date behind `arg`, when `arg` is a column (possibly trimmed)
+/// holding a typed date cell.
+fn typed_date<'a, E: Env<'a>>(arg: &Expr, env: &E) -> Option<chrono::NaiveDateTime> {
+    match arg {
+        Expr::Column { slot, .. } => env.typed_date(*slot),
+        Expr::Unary(Func::Trim, inner) => typed_date(inner, env),
+        _ => None,
+    }
 }
 
 /// Conditions treat an unknown (null) as false.

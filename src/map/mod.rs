@@ -28,15 +28,26 @@ use crate::config::diag::{parse_toml, Diagnostic, Diagnostics, SourceFile};
 use crate::model::{is_known_attribute, CaseStatus, Content, MilestoneCode, Occurred, Reason};
 use crate::parse::Fields;
 use expr::{Compiled, Env, Expr, Scope, Stop, Ty, Val};
+pub use spec::Syntax;
 use spec::{MappingSpec, OnUnmapped};
 
-/// A declared column: the contract between a mapping and a hub's header.
+/// A declared column: the contract between a mapping and a hub's header
+/// (or, for structured formats, the place of a value in a record).
 #[derive(Debug, Clone)]
 pub struct Column {
     pub name: String,
+    /// Empty for path-addressed columns.
     pub header: String,
     pub aliases: Vec<String>,
     pub required: bool,
+    pub path: Option<FieldPath>,
+}
+
+/// Where a path-addressed column's value sits in a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldPath {
+    X12(crate::parse::x12::X12Path),
+    Xml(crate::parse::xml::XmlPath),
 }
 
 /// A value map (hub code → canonical value) with its unmapped policy.
@@ -99,6 +110,9 @@ pub struct Rule {
 pub struct Mapping {
     pub name: String,
     pub path: PathBuf,
+    pub syntax: Syntax,
+    /// XML namespace prefixes (prefix → URI), for `xml` syntax.
+    pub namespaces: Vec<(String, String)>,
     pub columns: Vec<Column>,
     pub maps: Vec<ValueMap>,
     pub rules: Vec<Rule>,
@@ -164,11 +178,77 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
 
     // Columns: names and headers, with collisions caught now rather than as a
     // silently wrong column at run time.
+    let syntax = spec.syntax.as_ref().map_or(Syntax::Header, |s| *s.get_ref());
+    let namespaces: Vec<(String, String)> = spec
+        .namespaces
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut columns = Vec::new();
     let mut seen_headers: HashMap<String, String> = HashMap::new();
     for (key, col) in &spec.columns {
+        let path = match (syntax, &col.header, &col.path) {
+            (Syntax::Header, Some(_), None) => None,
+            (Syntax::Header, _, Some(p)) => {
+                diags.push(
+                    src.diag(p.span(), "`path` needs a structured syntax")
+                        .with_hint("set syntax = \"x12\" or \"xml\" at the top of the mapping, or use `header`"),
+                );
+                continue;
+            }
+            (Syntax::Header, None, None) => {
+                diags.push(src.diag(key.span(), format!("column `{}` has no `header`", key.get_ref())));
+                continue;
+            }
+            (_, Some(h), _) => {
+                diags.push(
+                    src.diag(h.span(), "this mapping addresses columns by `path`, not `header`")
+                        .with_hint("structured records (X12, XML) have no header row"),
+                );
+                continue;
+            }
+            (_, None, None) => {
+                diags.push(src.diag(key.span(), format!("column `{}` has no `path`", key.get_ref())));
+                continue;
+            }
+            (Syntax::X12, None, Some(p)) => match crate::parse::x12::parse_path(p.get_ref()) {
+                Ok(x) => Some(FieldPath::X12(x)),
+                Err((span, msg)) => {
+                    let base = content_offset(src, &p.span());
+                    diags.push(
+                        src.diag(base + span.start..base + span.end, msg)
+                            .with_hint("X12 paths: HCR01, NM1[01=IL]/NM109, UM04.1, EB[01=1]/EB03#*"),
+                    );
+                    continue;
+                }
+            },
+            (Syntax::Xml, None, Some(p)) => match crate::parse::xml::parse_path(p.get_ref(), &namespaces) {
+                Ok(x) => Some(FieldPath::Xml(x)),
+                Err((span, msg)) => {
+                    let base = content_offset(src, &p.span());
+                    diags.push(
+                        src.diag(base + span.start..base + span.end, msg)
+                            .with_hint("XML paths are relative to the record element: Status, Payer/Name, @id, ns:Plan/@code"),
+                    );
+                    continue;
+                }
+            },
+        };
+        if path.is_some() {
+            columns.push(Column {
+                name: key.get_ref().clone(),
+                header: String::new(),
+                aliases: Vec::new(),
+                required: col.required,
+                path,
+            });
+            continue;
+        }
+        let Some(header) = &col.header else {
+            continue;
+        };
         let mut aliases = Vec::new();
-        for h in std::iter::once(&col.header).chain(col.aliases.iter()) {
+        for h in std::iter::once(header).chain(col.aliases.iter()) {
             let norm = normalize_header(h.get_ref());
             if norm.is_empty() {
                 diags.push(src.diag(h.span(), "a header name cannot be empty"));
@@ -184,9 +264,10 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
         }
         columns.push(Column {
             name: key.get_ref().clone(),
-            header: col.header.get_ref().clone(),
+            header: header.get_ref().clone(),
             aliases: aliases.into_iter().skip(1).collect(),
             required: col.required,
+            path: None,
         });
     }
 
@@ -456,6 +537,8 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
         Ok(Mapping {
             name,
             path: src.path.clone(),
+            syntax,
+            namespaces,
             columns,
             maps,
             rules,
@@ -492,6 +575,16 @@ pub enum HeaderError {
 #[derive(Debug, Clone)]
 pub struct Binding {
     pub slots: Vec<Option<usize>>,
+}
+
+impl Binding {
+    /// Column `i` is field `i`: records projected in the mapping's column
+    /// order (X12, XML).
+    pub fn identity(columns: usize) -> Binding {
+        Binding {
+            slots: (0..columns).map(Some).collect(),
+        }
+    }
 }
 
 impl Mapping {
@@ -655,6 +748,11 @@ impl<'a> Env<'a> for RowEnv<'a> {
                 ),
             }),
         }
+    }
+
+    fn typed_date(&self, slot: usize) -> Option<NaiveDateTime> {
+        let index = self.bound.binding.slots[slot]?;
+        self.fields.date(index)
     }
 
     fn lookup(&self, map: usize, key: &str) -> Result<Option<&'a str>, Stop> {

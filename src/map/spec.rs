@@ -14,6 +14,13 @@ pub struct MappingSpec {
     pub version: Spanned<u32>,
     #[serde(default)]
     pub description: Option<String>,
+    /// How columns are addressed: `header` (CSV, Excel; the default), `x12`
+    /// segment paths or `xml` element paths.
+    #[serde(default)]
+    pub syntax: Option<Spanned<Syntax>>,
+    /// XML namespace prefixes used in `xml` paths: prefix → namespace URI.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, String>,
     pub columns: BTreeMap<Spanned<String>, ColumnSpec>,
     #[serde(default)]
     pub maps: BTreeMap<Spanned<String>, MapSpec>,
@@ -26,11 +33,28 @@ pub struct MappingSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnSpec {
-    pub header: Spanned<String>,
+    /// The header cell naming the column (CSV, Excel).
+    pub header: Option<Spanned<String>>,
+    /// Where the value sits in a structured record (`x12` and `xml` syntax):
+    /// `NM1[01=IL]/NM109`, `Payer/@id`.
+    pub path: Option<Spanned<String>>,
     #[serde(default)]
     pub aliases: Vec<Spanned<String>>,
     #[serde(default = "yes")]
     pub required: bool,
+}
+
+/// How a mapping's columns are addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Syntax {
+    /// By header name (CSV, Excel).
+    #[default]
+    Header,
+    /// By X12 path (`HCR01`, `NM1[01=IL]/NM109`, `UM04.1`, `EB03#*`).
+    X12,
+    /// By element path relative to the record element (`Status`, `Payer/@id`).
+    Xml,
 }
 
 fn yes() -> bool {

@@ -1,25 +1,173 @@
 //! Parsing partner files into records, streamed, each with its position.
 //!
 //! A parser yields records one at a time into a reused buffer; nothing here
-//! holds a whole file. Every record carries a locator (`line 14`) so that a
-//! rejected record can be found in the original file.
+//! holds a whole file. Every record carries a locator (`line 14`,
+//! `Referrals!7`, `000000031/31/0001#12`) so that a rejected record can be
+//! found in the original file.
+//!
+//! CSV records are read by physical position ([`Fields::Csv`]). Excel, X12
+//! and XML records are projected, once per record, into a [`Row`]: one value
+//! per column the mapping reads, in a reused buffer. That keeps the mapping
+//! layer format-blind: it reads field `i` whatever the file was.
 
 pub mod csv;
+pub mod excel;
+pub mod x12;
+pub mod xml;
 
 use std::fmt;
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
 
 /// Where a record sits in its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Locator {
     /// A physical 1-based line (CSV, XML): the line the record starts on.
     Line(u64),
+    /// A worksheet and its 1-based row, as Excel shows them: `Referrals!7`.
+    Cell { sheet: Arc<str>, row: u32 },
+    /// An X12 transaction set and a 1-based segment number inside it (ST is
+    /// segment 1, as SE01 counts): `ISA13/GS06/ST02#n`.
+    X12 {
+        isa13: Ctl,
+        gs06: Ctl,
+        st02: Ctl,
+        segment: u32,
+    },
 }
 
 impl fmt::Display for Locator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Locator::Line(n) => write!(f, "line {n}"),
+            Locator::Cell { sheet, row } => write!(f, "{sheet}!{row}"),
+            Locator::X12 {
+                isa13,
+                gs06,
+                st02,
+                segment,
+            } => write!(f, "{isa13}/{gs06}/{st02}#{segment}"),
         }
+    }
+}
+
+/// An X12 control number, kept inline so locators stay cheap to copy. Longer
+/// values (never valid X12) are cut at 9 bytes; they only ever label.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ctl {
+    bytes: [u8; 9],
+    len: u8,
+}
+
+impl Ctl {
+    pub fn new(raw: &[u8]) -> Ctl {
+        let raw = raw.trim_ascii();
+        let len = raw.len().min(9);
+        let mut bytes = [0u8; 9];
+        bytes[..len].copy_from_slice(&raw[..len]);
+        Ctl {
+            bytes,
+            len: len as u8,
+        }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl fmt::Display for Ctl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Control numbers are digits; anything else is shown escaped, never raw.
+        for &b in self.as_bytes() {
+            if b.is_ascii_graphic() {
+                write!(f, "{}", b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Ctl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ctl({self})")
+    }
+}
+
+/// One projected record: a value per column, in one reused text buffer.
+/// Typed date cells (Excel) also keep their exact date-time, so `date()` and
+/// `datetime()` never have to re-parse a rendering of them.
+#[derive(Debug, Default, Clone)]
+pub struct Row {
+    text: String,
+    spans: Vec<(u32, u32)>,
+    dates: Vec<Option<NaiveDateTime>>,
+}
+
+impl Row {
+    pub fn new() -> Row {
+        Row::default()
+    }
+    /// Empties the row, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.spans.clear();
+        self.dates.clear();
+    }
+    /// Appends a text value.
+    pub fn push(&mut self, value: &str) {
+        let start = self.text.len() as u32;
+        self.text.push_str(value);
+        self.spans.push((start, self.text.len() as u32));
+        self.dates.push(None);
+    }
+    /// Starts a value that the caller writes piecewise with [`Row::text_mut`],
+    /// then closes with [`Row::end_value`].
+    pub fn begin_value(&mut self) {
+        let start = self.text.len() as u32;
+        self.spans.push((start, start));
+        self.dates.push(None);
+    }
+    pub fn text_mut(&mut self) -> &mut String {
+        &mut self.text
+    }
+    pub fn end_value(&mut self) {
+        let end = self.text.len() as u32;
+        if let Some(last) = self.spans.last_mut() {
+            last.1 = end;
+        }
+    }
+    /// Appends a typed date cell: rendered as ISO 8601 text for text
+    /// functions, kept exact for `date()`/`datetime()`.
+    pub fn push_date(&mut self, t: NaiveDateTime) {
+        use std::fmt::Write;
+        let start = self.text.len() as u32;
+        if t.time() == chrono::NaiveTime::MIN {
+            let _ = write!(self.text, "{}", t.format("%Y-%m-%d"));
+        } else {
+            let _ = write!(self.text, "{}", t.format("%Y-%m-%dT%H:%M:%S"));
+        }
+        self.spans.push((start, self.text.len() as u32));
+        self.dates.push(Some(t));
+    }
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+    pub fn get(&self, index: usize) -> Option<&str> {
+        let (s, e) = *self.spans.get(index)?;
+        self.text.get(s as usize..e as usize)
+    }
+    pub fn date(&self, index: usize) -> Option<NaiveDateTime> {
+        self.dates.get(index).copied().flatten()
+    }
+    /// Whether every value is blank (a blank spreadsheet row).
+    pub fn is_blank(&self) -> bool {
+        self.text.trim().is_empty()
     }
 }
 
@@ -27,6 +175,7 @@ impl fmt::Display for Locator {
 #[derive(Debug, Clone, Copy)]
 pub enum Fields<'r> {
     Csv(&'r ::csv::ByteRecord),
+    Row(&'r Row),
 }
 
 impl<'r> Fields<'r> {
@@ -34,6 +183,14 @@ impl<'r> Fields<'r> {
     pub fn get(&self, index: usize) -> Option<&'r [u8]> {
         match self {
             Fields::Csv(r) => r.get(index),
+            Fields::Row(r) => r.get(index).map(str::as_bytes),
+        }
+    }
+    /// The exact date-time of a typed date cell (Excel), when field `index` is one.
+    pub fn date(&self, index: usize) -> Option<NaiveDateTime> {
+        match self {
+            Fields::Csv(_) => None,
+            Fields::Row(r) => r.date(index),
         }
     }
 }
@@ -55,4 +212,15 @@ pub enum ParseError {
     },
     #[error("{file}: header: {reason}")]
     Header { file: String, reason: String },
+    /// The file as a whole cannot be read as its format (a corrupt or
+    /// password-protected workbook, an unreadable interchange header).
+    #[error("{file}: {reason}")]
+    Unreadable { file: String, reason: String },
+}
+
+/// The file name (not path) used in messages.
+pub(crate) fn file_label(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

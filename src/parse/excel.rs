@@ -1,0 +1,465 @@
+//! Excel workbooks (calamine): xlsx, xlsm, xlsb, xls and ods.
+//!
+//! Sheets are chosen by name, glob or index, each sheet rule with its own
+//! mapping; the header row is found after N title rows or by the mapping's
+//! column names; blank rows are not records. Every record's locator is
+//! `Sheet!row` with Excel's 1-based row number.
+//!
+//! Dates: a cell Excel formats as a date (serial numbers in either the 1900
+//! or the 1904 date system, and cached values of date formulas) is handed to
+//! the mapping as a typed date, so `date($col, …)` takes it as is whatever
+//! the formats say; it also reads as ISO 8601 text (`2026-11-22`,
+//! `2026-11-22T09:30:00`) for text functions. Dates typed as text go
+//! through the mapping's `date()` formats like any CSV value.
+//!
+//! Memory: xlsx/xlsm and xlsb are streamed cell by cell (calamine's cell
+//! readers); the workbook's shared-string table is held in memory, which is
+//! the price of the format. xls and ods cannot be streamed: calamine reads a
+//! whole worksheet into memory (roughly 32 bytes per cell plus the text), so
+//! a 100,000 × 20 ods sheet costs on the order of 100 MB.
+//!
+//! calamine borrows the workbook for as long as a sheet is read, which does
+//! not fit a pull-based reader; so a worker thread owns the workbook and
+//! sends rows over a bounded channel, and row buffers come back for reuse.
+//! A panic inside calamine on a hostile file ends that thread, not the
+//! daemon: the reader reports the file as unreadable.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use calamine::{Data, DataRef, Reader, Sheets};
+
+use super::{file_label, Locator, ParseError, Row};
+
+/// How a sheet rule picks worksheets.
+#[derive(Debug, Clone)]
+pub enum SheetSelect {
+    Name(String),
+    Glob(globset::GlobMatcher),
+    Index(usize),
+}
+
+impl SheetSelect {
+    fn matches(&self, index: usize, name: &str) -> bool {
+        match self {
+            SheetSelect::Name(n) => n.trim().eq_ignore_ascii_case(name.trim()),
+            SheetSelect::Glob(g) => g.is_match(name),
+            SheetSelect::Index(i) => *i == index,
+        }
+    }
+}
+
+/// Where a sheet's header row is.
+#[derive(Debug, Clone)]
+pub enum HeaderAt {
+    /// After this many rows (title rows); 0 is the first row.
+    Skip(u32),
+    /// The first row, within the first 50, holding every one of these names
+    /// (each a list of accepted spellings, normalized as headers are).
+    Find(Vec<Vec<String>>),
+}
+
+/// One sheet rule; `part` is its index, which selects its mapping.
+#[derive(Debug, Clone)]
+pub struct SheetRule {
+    pub select: SheetSelect,
+    pub header: HeaderAt,
+}
+
+/// What the worker sends.
+enum Msg {
+    Header { part: usize, sheet: Arc<str>, header: Vec<String> },
+    Row { part: usize, locator: Locator, row: Row },
+    Error(ParseError),
+}
+
+/// What the reader yields.
+#[derive(Debug)]
+pub enum ExcelNext {
+    /// A new sheet starts; records that follow belong to sheet rule `part`.
+    Header { part: usize, sheet: Arc<str>, header: Vec<String> },
+    Record { part: usize, locator: Locator },
+}
+
+pub struct ExcelReader {
+    rx: Receiver<Msg>,
+    recycle: SyncSender<Row>,
+    worker: Option<JoinHandle<()>>,
+    file: String,
+    current: Row,
+}
+
+const HEADER_SEARCH_ROWS: u32 = 50;
+
+impl ExcelReader {
+    /// Opens the workbook at `path` in a worker thread.
+    pub fn open(path: &Path, rules: Vec<SheetRule>) -> Result<ExcelReader, ParseError> {
+        let file = file_label(path);
+        let (tx, rx) = sync_channel::<Msg>(64);
+        let (recycle, recycled) = sync_channel::<Row>(80);
+        let worker_path = path.to_path_buf();
+        let worker_file = file.clone();
+        let worker = std::thread::Builder::new()
+            .name("hubsync-excel".into())
+            .spawn(move || {
+                if let Err(e) = read_workbook(&worker_path, &worker_file, &rules, &tx, &recycled) {
+                    let _ = tx.send(Msg::Error(e));
+                }
+            })
+            .map_err(|source| ParseError::Io {
+                file: file.clone(),
+                source,
+            })?;
+        Ok(ExcelReader {
+            rx,
+            recycle,
+            worker: Some(worker),
+            file,
+            current: Row::new(),
+        })
+    }
+
+    /// The current record's values.
+    pub fn row(&self) -> &Row {
+        &self.current
+    }
+
+    pub fn next(&mut self) -> Result<Option<ExcelNext>, ParseError> {
+        match self.rx.recv() {
+            Ok(Msg::Header { part, sheet, header }) => Ok(Some(ExcelNext::Header { part, sheet, header })),
+            Ok(Msg::Row { part, locator, row }) => {
+                let old = std::mem::replace(&mut self.current, row);
+                let _ = self.recycle.try_send(old);
+                Ok(Some(ExcelNext::Record { part, locator }))
+            }
+            Ok(Msg::Error(e)) => Err(e),
+            Err(_) => {
+                // The worker is gone: either done, or it panicked.
+                match self.worker.take().map(JoinHandle::join) {
+                    Some(Err(_)) => Err(ParseError::Unreadable {
+                        file: self.file.clone(),
+                        reason: "the workbook could not be read (the Excel reader failed on its content)".into(),
+                    }),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+fn unreadable(file: &str, reason: impl Into<String>) -> ParseError {
+    ParseError::Unreadable {
+        file: file.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Explains a calamine error without quoting cell content.
+fn explain(file: &str, e: calamine::Error) -> ParseError {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    let reason = if lower.contains("password") || lower.contains("encrypt") {
+        "the workbook is password-protected (encrypted); ask the hub for an unprotected file".to_string()
+    } else {
+        format!("the workbook is corrupt or not a workbook: {text}")
+    };
+    unreadable(file, reason)
+}
+
+fn read_workbook(
+    path: &PathBuf,
+    file: &str,
+    rules: &[SheetRule],
+    tx: &SyncSender<Msg>,
+    recycled: &Receiver<Row>,
+) -> Result<(), ParseError> {
+    // An encrypted OOXML workbook is an OLE container, not a zip: say so
+    // rather than "invalid zip".
+    let mut magic = [0u8; 8];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|source| ParseError::Io {
+            file: file.to_string(),
+            source,
+        })?;
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if n == 8 && magic == [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1] && ext != "xls" {
+        return Err(unreadable(
+            file,
+            "the workbook is password-protected (an encrypted container, not a plain xlsx); ask the hub for an unprotected file",
+        ));
+    }
+    let mut wb = calamine::open_workbook_auto(path).map_err(|e| explain(file, e))?;
+    let names: Vec<String> = wb.sheet_names().to_vec();
+    // Each sheet is read once, by the first rule that selects it, in rule order.
+    let mut plan: Vec<(usize, String)> = Vec::new();
+    for (part, rule) in rules.iter().enumerate() {
+        let mut any = false;
+        for (i, name) in names.iter().enumerate() {
+            if rule.select.matches(i, name) && !plan.iter().any(|(_, n)| n == name) {
+                plan.push((part, name.clone()));
+                any = true;
+            }
+        }
+        if !any {
+            let what = match &rule.select {
+                SheetSelect::Name(n) => format!("no sheet named `{n}`"),
+                SheetSelect::Glob(g) => format!("no sheet matches `{}`", g.glob()),
+                SheetSelect::Index(i) => format!("no sheet at index {i} (the workbook has {})", names.len()),
+            };
+            return Err(unreadable(file, format!("{what}; sheets: {}", names.join(", "))));
+        }
+    }
+    for (part, name) in plan {
+        let sheet: Arc<str> = Arc::from(name.as_str());
+        let mut sheet_reader = SheetState {
+            part,
+            sheet: sheet.clone(),
+            header_at: &rules[part].header,
+            header: None,
+            tx,
+            recycled,
+        };
+        let opened = |e: String| unreadable(file, format!("sheet `{name}`: {e}"));
+        let ok = match &mut wb {
+            Sheets::Xlsx(x) => {
+                let mut cells = x.worksheet_cells_reader(&name).map_err(|e| opened(e.to_string()))?;
+                stream_cells(file, &name, || cells.next_cell().map_err(|e| e.to_string()), &mut sheet_reader)
+            }
+            Sheets::Xlsb(x) => {
+                let mut cells = x.worksheet_cells_reader(&name).map_err(|e| opened(e.to_string()))?;
+                stream_cells(file, &name, || cells.next_cell().map_err(|e| e.to_string()), &mut sheet_reader)
+            }
+            Sheets::Xls(x) => {
+                let range = x.worksheet_range(&name).map_err(|e| opened(e.to_string()))?;
+                whole_range(&range, &mut sheet_reader)
+            }
+            Sheets::Ods(x) => {
+                let range = x.worksheet_range(&name).map_err(|e| opened(e.to_string()))?;
+                whole_range(&range, &mut sheet_reader)
+            }
+        }?;
+        if !ok {
+            return Ok(()); // the consumer went away
+        }
+        if sheet_reader.header.is_none() {
+            return Err(unreadable(
+                file,
+                format!("sheet `{sheet}`: no header row found"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Common to the streaming and the whole-range paths: turns rows of cells
+/// into header and record messages.
+struct SheetState<'a> {
+    part: usize,
+    sheet: Arc<str>,
+    header_at: &'a HeaderAt,
+    header: Option<u32>,
+    tx: &'a SyncSender<Msg>,
+    recycled: &'a Receiver<Row>,
+}
+
+impl SheetState<'_> {
+    fn fresh_row(&self) -> Row {
+        let mut r = self.recycled.try_recv().unwrap_or_default();
+        r.clear();
+        r
+    }
+
+    /// Handles one complete row (0-based `index`); `false` when the consumer is gone.
+    fn row(&mut self, index: u32, row: Row) -> bool {
+        match self.header {
+            None => {
+                let is_header = match self.header_at {
+                    HeaderAt::Skip(n) => index >= *n && !row.is_blank(),
+                    HeaderAt::Find(names) => {
+                        index < HEADER_SEARCH_ROWS && {
+                            let cells: Vec<String> = (0..row.len())
+                                .map(|i| crate::map::normalize_header(row.get(i).unwrap_or("")))
+                                .collect();
+                            names.iter().all(|alts| alts.iter().any(|a| cells.contains(a)))
+                        }
+                    }
+                };
+                if is_header {
+                    self.header = Some(index);
+                    let header = (0..row.len()).map(|i| row.get(i).unwrap_or("").to_string()).collect();
+                    return self
+                        .tx
+                        .send(Msg::Header {
+                            part: self.part,
+                            sheet: self.sheet.clone(),
+                            header,
+                        })
+                        .is_ok();
+                }
+                true
+            }
+            Some(_) if row.is_blank() => true,
+            Some(_) => self
+                .tx
+                .send(Msg::Row {
+                    part: self.part,
+                    locator: Locator::Cell {
+                        sheet: self.sheet.clone(),
+                        row: index + 1,
+                    },
+                    row,
+                })
+                .is_ok(),
+        }
+    }
+}
+
+fn push_cell(row: &mut Row, v: CellValue<'_>) {
+    use std::fmt::Write;
+    match v {
+        CellValue::Text(s) => row.push(s),
+        CellValue::Empty => row.push(""),
+        CellValue::Int(n) => {
+            row.begin_value();
+            let _ = write!(row.text_mut(), "{n}");
+            row.end_value();
+        }
+        CellValue::Float(f) => {
+            row.begin_value();
+            // Whole numbers read as integers: "12", not "12.0" (ids, quantities).
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                let _ = write!(row.text_mut(), "{}", f as i64);
+            } else {
+                let _ = write!(row.text_mut(), "{f}");
+            }
+            row.end_value();
+        }
+        CellValue::Bool(b) => row.push(if b { "TRUE" } else { "FALSE" }),
+        CellValue::Date(d) => match d.as_datetime().filter(|_| d.is_datetime()) {
+            Some(t) => row.push_date(t),
+            None => {
+                row.begin_value();
+                let _ = write!(row.text_mut(), "{}", d.as_f64());
+                row.end_value();
+            }
+        },
+        CellValue::Error => row.push(""),
+    }
+}
+
+enum CellValue<'a> {
+    Text(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Date(calamine::ExcelDateTime),
+    Empty,
+    Error,
+}
+
+fn from_ref<'a>(d: &'a DataRef<'_>) -> CellValue<'a> {
+    match d {
+        DataRef::Int(n) => CellValue::Int(*n),
+        DataRef::Float(f) => CellValue::Float(*f),
+        DataRef::String(s) => CellValue::Text(s),
+        DataRef::SharedString(s) => CellValue::Text(s),
+        DataRef::Bool(b) => CellValue::Bool(*b),
+        DataRef::DateTime(t) => CellValue::Date(*t),
+        DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => CellValue::Text(s),
+        DataRef::Error(_) => CellValue::Error,
+        DataRef::Empty => CellValue::Empty,
+    }
+}
+
+fn from_data(d: &Data) -> CellValue<'_> {
+    match d {
+        Data::Int(n) => CellValue::Int(*n),
+        Data::Float(f) => CellValue::Float(*f),
+        Data::String(s) => CellValue::Text(s),
+        Data::Bool(b) => CellValue::Bool(*b),
+        Data::DateTime(t) => CellValue::Date(*t),
+        Data::DateTimeIso(s) | Data::DurationIso(s) => CellValue::Text(s),
+        Data::Error(_) => CellValue::Error,
+        Data::Empty => CellValue::Empty,
+    }
+}
+
+/// Streams a sheet cell by cell, assembling rows (cells arrive row-major).
+/// `next_cell` wraps calamine's xlsx or xlsb cell reader (their types are
+/// not nameable outside calamine, so a closure stands for either).
+fn stream_cells<'a>(
+    file: &str,
+    name: &str,
+    mut next_cell: impl FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, String>,
+    st: &mut SheetState<'_>,
+) -> Result<bool, ParseError> {
+    let mut row = st.fresh_row();
+    let mut row_index: Option<u32> = None;
+    let mut first_col = 0u32;
+    loop {
+        let cell = next_cell()
+            .map_err(|e| unreadable(file, format!("sheet `{name}` is corrupt: {e}")))?;
+        let Some(cell) = cell else { break };
+        let (r, c) = cell.get_position();
+        if row_index != Some(r) {
+            if let Some(prev) = row_index {
+                let done = std::mem::replace(&mut row, st.fresh_row());
+                if !st.row(prev, done) {
+                    return Ok(false);
+                }
+            }
+            row_index = Some(r);
+            first_col = 0;
+        }
+        // Fill skipped (empty) columns so values stay at their column index.
+        while first_col < c {
+            row.push("");
+            first_col += 1;
+        }
+        push_cell(&mut row, from_ref(cell.get_value()));
+        first_col = c + 1;
+    }
+    if let Some(prev) = row_index {
+        if !st.row(prev, row) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// xls and ods: the whole sheet is in memory already.
+fn whole_range(range: &calamine::Range<Data>, st: &mut SheetState<'_>) -> Result<bool, ParseError> {
+    let (start_row, start_col) = range.start().unwrap_or((0, 0));
+    for (i, cells) in range.rows().enumerate() {
+        let mut row = st.fresh_row();
+        for _ in 0..start_col {
+            row.push("");
+        }
+        for d in cells {
+            push_cell(&mut row, from_data(d));
+        }
+        if !st.row(start_row + i as u32, row) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+impl Drop for ExcelReader {
+    fn drop(&mut self) {
+        // Unblock the worker (it may wait on a full channel), then let it end.
+        let (_, dead) = sync_channel::<Msg>(0);
+        self.rx = dead;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
