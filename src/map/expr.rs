@@ -136,6 +136,9 @@ pub enum Func {
     Present,
     Int,
     Digits,
+    /// `part(text, 'sep', n)`: the n-th (1-based) piece of text split at
+    /// `sep`, e.g. the end of an X12 RD8 range `20260101-20261231`.
+    Part,
 }
 
 impl Func {
@@ -153,6 +156,7 @@ impl Func {
         ("present", Func::Present),
         ("int", Func::Int),
         ("digits", Func::Digits),
+        ("part", Func::Part),
     ];
 
     fn lookup(name: &str) -> Option<Func> {
@@ -174,6 +178,11 @@ pub enum Expr {
     Map {
         map: usize,
         arg: Box<Expr>,
+    },
+    Part {
+        arg: Box<Expr>,
+        sep: String,
+        n: usize,
     },
     Date {
         arg: Box<Expr>,
@@ -618,6 +627,28 @@ impl<S: Scope> Parser<'_, S> {
                     span,
                 ))
             }
+            Func::Part => {
+                arity(3, &args)?;
+                text_arg(&args[0])?;
+                let sep = match &args[1].0 {
+                    Expr::Text(t) if !t.is_empty() => t.clone(),
+                    _ => return Err(err(args[1].2.clone(), "the separator must be a non-empty literal, e.g. part($x, '-', 2)")),
+                };
+                let n = match &args[2].0 {
+                    Expr::Int(n) if *n >= 1 => *n as usize,
+                    _ => return Err(err(args[2].2.clone(), "the piece number must be a literal from 1")),
+                };
+                let a = args.remove(0);
+                Ok((
+                    Expr::Part {
+                        arg: Box::new(a.0),
+                        sep,
+                        n,
+                    },
+                    Ty::Text,
+                    span,
+                ))
+            }
             Func::Date | Func::DateTime => {
                 if args.len() < 2 {
                     return Err(err(
@@ -763,6 +794,12 @@ impl Val<'_> {
     pub fn is_null(&self) -> bool {
         matches!(self, Val::Null)
     }
+    fn and_null_if_empty(self) -> Self {
+        match self {
+            Val::Text(t) if t.is_empty() => Val::Null,
+            v => v,
+        }
+    }
     fn text(s: &str) -> Val<'_> {
         if s.is_empty() {
             Val::Null
@@ -883,6 +920,15 @@ pub fn eval<'a, E: Env<'a>>(e: &'a Expr, env: &E) -> Result<Val<'a>, Stop> {
             })?,
             v => unreachable!("type checker admitted date on {v:?}"),
             },
+        },
+        Expr::Part { arg, sep, n } => match eval(arg, env)? {
+            Val::Text(Cow::Borrowed(t)) => t.split(sep.as_str()).nth(n - 1).map_or(Val::Null, |p| Val::text(p.trim())),
+            Val::Text(Cow::Owned(t)) => t
+                .split(sep.as_str())
+                .nth(n - 1)
+                .map_or(Val::Null, |p| Val::Text(Cow::Owned(p.trim().to_string())))
+                .and_null_if_empty(),
+            _ => Val::Null,
         },
         Expr::Coalesce(args) => {
             for a in args {

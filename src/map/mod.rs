@@ -1007,6 +1007,7 @@ fn first_column(e: &Expr) -> Option<&str> {
         Expr::Column { name, .. } => Some(name),
         Expr::Unary(_, a)
         | Expr::Map { arg: a, .. }
+        | Expr::Part { arg: a, .. }
         | Expr::Date { arg: a, .. }
         | Expr::Not(a)
         | Expr::In { arg: a, .. } => first_column(a),
