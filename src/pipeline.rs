@@ -25,10 +25,10 @@ use crate::config::connector::OnRowError;
 use crate::config::{Config, Connector, Format};
 use crate::diff::{self, Candidate, StateIndex, Verdict};
 use crate::map::expr::Stop;
+use crate::map::{Binding, FieldPath, Mapping};
 use crate::map::{Bound, ContentSink, HashSink};
 use crate::model::Provenance;
 use crate::outbox;
-use crate::map::{Binding, FieldPath, Mapping};
 use crate::parse::csv::CsvReader;
 use crate::parse::excel::{ExcelNext, ExcelReader};
 use crate::parse::x12::{X12Next, X12Reader};
@@ -388,7 +388,11 @@ fn produce(
                         Ok(b) => b,
                         Err(e) => {
                             emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
-                            fail(emit, ordinal.max(resume_from), format!("{}: {label}header: {e}", file.name))?;
+                            fail(
+                                emit,
+                                ordinal.max(resume_from),
+                                format!("{}: {label}header: {e}", file.name),
+                            )?;
                             return Ok(index);
                         }
                     },
@@ -432,7 +436,11 @@ fn produce(
             // Readers send a part's header before its records; a reader that
             // did not is a bug, reported on the file rather than a panic.
             emit(std::mem::replace(&mut chunk, new_chunk(this)))?;
-            fail(emit, this, format!("{}: {locator}: a record came before its header", file.name))?;
+            fail(
+                emit,
+                this,
+                format!("{}: {locator}: a record came before its header", file.name),
+            )?;
             return Ok(index);
         };
         let mapping = bound.mapping;
@@ -551,9 +559,15 @@ enum Next {
         label: String,
         header: Option<Vec<String>>,
     },
-    Record { locator: Locator, part: usize },
+    Record {
+        locator: Locator,
+        part: usize,
+    },
     /// A unit the parser refused as a whole (a broken X12 envelope).
-    Rejected { locator: Locator, reason: String },
+    Rejected {
+        locator: Locator,
+        reason: String,
+    },
 }
 
 /// The record source of one file: a closed set of formats, so an enum.
@@ -671,9 +685,7 @@ impl Records {
                         header: None,
                     }));
                 }
-                Ok(reader
-                    .next(row)?
-                    .map(|locator| Next::Record { locator, part: 0 }))
+                Ok(reader.next(row)?.map(|locator| Next::Record { locator, part: 0 }))
             }
         }
     }

@@ -75,7 +75,10 @@ fn write_summit_workbook(path: &Path) -> Result<()> {
     let refs = wb.add_worksheet().set_name("Referrals")?;
     refs.write(0, 0, "Summit Hub - weekly referrals")?;
     refs.write(1, 0, "Week of 11/16/2026")?;
-    for (c, h) in ["Case #", "Patient Ref", "Received", "NDC", "Prescriber NPI"].iter().enumerate() {
+    for (c, h) in ["Case #", "Patient Ref", "Received", "NDC", "Prescriber NPI"]
+        .iter()
+        .enumerate()
+    {
         refs.write(2, c as u16, *h)?;
     }
     refs.write(3, 0, "SUM-100")?;
@@ -86,7 +89,7 @@ fn write_summit_workbook(path: &Path) -> Result<()> {
     refs.write(4, 0, "SUM-101")?;
     refs.write(4, 1, "P-5002")?;
     refs.write(4, 2, "11/17/2026")?; // a date typed as text
-    // row 6 (index 5) is blank
+                                     // row 6 (index 5) is blank
     refs.write(6, 0, "SUM-102")?;
     refs.write(6, 1, "P-5003")?;
     refs.write_formula_with_format(6, 2, "=DATE(2026,11,18)", &date)?;
@@ -96,14 +99,35 @@ fn write_summit_workbook(path: &Path) -> Result<()> {
     refs.write(7, 2, "next week")?; // rejected: not a date
 
     for (name, rows) in [
-        ("PA Status - East", vec![("SUM-100", "P-5001", "Approved", (2026, 11, 19, 14, 30), Some("EAST-778"), Some(30))]),
-        ("PA Status - West", vec![("SUM-101", "P-5002", "Denied", (2026, 11, 20, 9, 5), None, None)]),
+        (
+            "PA Status - East",
+            vec![(
+                "SUM-100",
+                "P-5001",
+                "Approved",
+                (2026, 11, 19, 14, 30),
+                Some("EAST-778"),
+                Some(30),
+            )],
+        ),
+        (
+            "PA Status - West",
+            vec![("SUM-101", "P-5002", "Denied", (2026, 11, 20, 9, 5), None, None)],
+        ),
     ] {
         let ws = wb.add_worksheet().set_name(name)?;
         ws.write(0, 0, "Decisions received from payers this week.")?;
-        for (c, h) in ["Case #", "Patient Ref", "PA Decision", "Decision Date", "Auth #", "Auth Expires", "Approved Qty"]
-            .iter()
-            .enumerate()
+        for (c, h) in [
+            "Case #",
+            "Patient Ref",
+            "PA Decision",
+            "Decision Date",
+            "Auth #",
+            "Auth Expires",
+            "Approved Qty",
+        ]
+        .iter()
+        .enumerate()
         {
             ws.write(2, c as u16, *h)?;
         }
@@ -112,7 +136,12 @@ fn write_summit_workbook(path: &Path) -> Result<()> {
             ws.write(r, 0, case)?;
             ws.write(r, 1, pt)?;
             ws.write(r, 2, decision)?;
-            ws.write_datetime_with_format(r, 3, ExcelDateTime::from_ymd(y, m, d)?.and_hms(hh, mm, 0)?, &datetime)?;
+            ws.write_datetime_with_format(
+                r,
+                3,
+                ExcelDateTime::from_ymd(y, m, d)?.and_hms(hh, mm, 0)?,
+                &datetime,
+            )?;
             if let Some(a) = auth {
                 ws.write(r, 4, a)?;
                 ws.write(r, 5, "05/19/2027")?;
@@ -134,16 +163,32 @@ pub fn write_big_workbook(path: &Path, rows: u32) -> Result<()> {
     let ws = wb.add_worksheet().set_name("Referrals")?;
     ws.write(0, 0, "Summit Hub - referrals")?;
     ws.write(1, 0, "generated")?;
-    for (c, h) in ["Case #", "Patient Ref", "Received", "NDC", "Prescriber NPI"].iter().enumerate() {
+    for (c, h) in ["Case #", "Patient Ref", "Received", "NDC", "Prescriber NPI"]
+        .iter()
+        .enumerate()
+    {
         ws.write(2, c as u16, *h)?;
     }
     for i in 0..rows {
         let r = 3 + i;
         ws.write(r, 0, format!("SUM-{i:07}"))?;
         ws.write(r, 1, format!("P-{:07}", i * 7 % 1_000_003))?;
-        ws.write_datetime_with_format(r, 2, ExcelDateTime::from_ymd(2026, 1 + (i % 12) as u8, 1 + (i % 28) as u8)?, &date)?;
+        ws.write_datetime_with_format(
+            r,
+            2,
+            ExcelDateTime::from_ymd(2026, 1 + (i % 12) as u8, 1 + (i % 28) as u8)?,
+            &date,
+        )?;
         ws.write(r, 3, format!("0002-{:04}-01", i % 10_000))?;
         ws.write(r, 4, 1_000_000_000u64 + u64::from(i))?;
+    }
+    // The connector also reads PA tabs: one with just its header.
+    let pa = wb.add_worksheet().set_name("PA Status - East")?;
+    for (c, h) in ["Case #", "Patient Ref", "PA Decision", "Decision Date"]
+        .iter()
+        .enumerate()
+    {
+        pa.write(0, c as u16, *h)?;
     }
     wb.save(path)?;
     Ok(())
@@ -219,7 +264,10 @@ fn golden_every_fixture_maps_to_its_expected_output() -> Result<()> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(folder))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 !n.ends_with(".expected.jsonl")
                     && !n.ends_with(".md")
                     && !n.ends_with(".html")
@@ -236,8 +284,9 @@ fn golden_every_fixture_maps_to_its_expected_output() -> Result<()> {
             if update {
                 std::fs::write(&expected_path, &got)?;
             } else {
-                let want = std::fs::read_to_string(&expected_path)
-                    .with_context(|| format!("{} has no expected output; run with UPDATE_GOLDEN=1", f.display()))?;
+                let want = std::fs::read_to_string(&expected_path).with_context(|| {
+                    format!("{} has no expected output; run with UPDATE_GOLDEN=1", f.display())
+                })?;
                 if want != got {
                     failures.push(format!("{}:\n--- expected\n{want}--- got\n{got}", f.display()));
                 }
@@ -267,7 +316,10 @@ fn a_bad_x12_path_is_a_diagnostic_with_its_position() -> Result<()> {
     let err = config::load_with_env(&cfg, &env).expect_err("typo in a path");
     let text = err.to_string();
     assert!(text.contains("m.toml:5:"), "{text}");
-    assert!(text.contains("unknown X12 segment `HRC` (did you mean HCR?)"), "{text}");
+    assert!(
+        text.contains("unknown X12 segment `HRC` (did you mean HCR?)"),
+        "{text}"
+    );
     Ok(())
 }
 
@@ -279,7 +331,11 @@ struct Received(Arc<Mutex<Vec<serde_json::Value>>>);
 /// Verifies a Standard Webhooks signature with our own HMAC (not the crate's signer).
 fn verify(headers: &axum::http::HeaderMap, body: &[u8]) -> bool {
     let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let (id, ts, sigs) = (get("webhook-id"), get("webhook-timestamp"), get("webhook-signature"));
+    let (id, ts, sigs) = (
+        get("webhook-id"),
+        get("webhook-timestamp"),
+        get("webhook-signature"),
+    );
     let key = base64::engine::general_purpose::STANDARD
         .decode(SECRET_B64)
         .expect("the test secret is base64");
@@ -287,7 +343,10 @@ fn verify(headers: &axum::http::HeaderMap, body: &[u8]) -> bool {
     mac.update(format!("{id}.{ts}.").as_bytes());
     mac.update(body);
     let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    !id.is_empty() && sigs.split(' ').any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
+    !id.is_empty()
+        && sigs
+            .split(' ')
+            .any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
 }
 
 async fn receiver() -> Result<(String, Received, tokio::task::JoinHandle<()>)> {
@@ -318,7 +377,11 @@ async fn receiver() -> Result<(String, Received, tokio::task::JoinHandle<()>)> {
 
 /// Runs the daemon over one connector with one dropped file; returns the
 /// webhooks received once `want` arrived (or the deadline passed).
-async fn drop_and_receive(conn_name: &str, fixture: &str, want: usize) -> Result<(Vec<serde_json::Value>, PathBuf)> {
+async fn drop_and_receive(
+    conn_name: &str,
+    fixture: &str,
+    want: usize,
+) -> Result<(Vec<serde_json::Value>, PathBuf)> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().to_path_buf();
     let drop_dir = root.join("drop");
@@ -336,7 +399,10 @@ async fn drop_and_receive(conn_name: &str, fixture: &str, want: usize) -> Result
             rewritten.push('\n');
         }
     }
-    std::fs::write(root.join("connectors").join(format!("{conn_name}.toml")), rewritten)?;
+    std::fs::write(
+        root.join("connectors").join(format!("{conn_name}.toml")),
+        rewritten,
+    )?;
     let (url, got, server) = receiver().await?;
     let cfg_path = root.join("config.toml");
     std::fs::write(
@@ -361,7 +427,12 @@ async fn drop_and_receive(conn_name: &str, fixture: &str, want: usize) -> Result
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let n = got.0.lock().expect("receiver lock").len();
-        let archived = root.join("data/archive").join(conn_name).read_dir().map(|d| d.count() > 0).unwrap_or(false);
+        let archived = root
+            .join("data/archive")
+            .join(conn_name)
+            .read_dir()
+            .map(|d| d.count() > 0)
+            .unwrap_or(false);
         if (n >= want && archived) || tokio::time::Instant::now() > deadline {
             break;
         }
@@ -423,7 +494,10 @@ async fn e2e_xml_drop_delivers_signed_webhooks() -> Result<()> {
     let (hooks, _) = drop_and_receive("beacon-xml", "fixtures/xml/cases_20261122.xml", 3).await?;
     assert_eq!(hooks.len(), 3, "{hooks:#?}");
     let text = serde_json::to_string(&hooks)?;
-    assert!(text.contains("UHC-55120") && text.contains("Aetna & Partners"), "{text}");
+    assert!(
+        text.contains("UHC-55120") && text.contains("Aetna & Partners"),
+        "{text}"
+    );
     Ok(())
 }
 
@@ -433,7 +507,10 @@ async fn e2e_excel_drop_delivers_signed_webhooks() -> Result<()> {
     let (hooks, _) = drop_and_receive("summit-excel", "fixtures/excel/summit_weekly.xlsx", 5).await?;
     assert_eq!(hooks.len(), 5, "{hooks:#?}");
     let c = codes(&hooks);
-    assert!(serde_json::to_string(&hooks)?.contains("2026-11-18"), "formula date's cached value");
+    assert!(
+        serde_json::to_string(&hooks)?.contains("2026-11-18"),
+        "formula date's cached value"
+    );
     assert!(!c.is_empty());
     Ok(())
 }
@@ -444,6 +521,130 @@ fn big_workbook_generator_for_the_benchmark() -> Result<()> {
     let Some(path) = std::env::var_os("BENCH_XLSX") else {
         return Ok(());
     };
-    let rows = std::env::var("BENCH_ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(100_000);
+    let rows = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(100_000);
     write_big_workbook(Path::new(&path), rows)
+}
+
+/// Throughput of one file through parse → map → diff → outbox into a fresh
+/// SQLite store (no delivery). Run in release with the file to measure:
+///
+/// `BENCH_FILE=/tmp/bench/bench-278.x12 BENCH_CONNECTOR=payer-278 cargo test --release --test formats bench_pipeline -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: needs BENCH_FILE and BENCH_CONNECTOR"]
+async fn bench_pipeline() -> Result<()> {
+    let file = PathBuf::from(std::env::var("BENCH_FILE").context("BENCH_FILE")?);
+    let conn_name = std::env::var("BENCH_CONNECTOR").context("BENCH_CONNECTOR")?;
+    let dir = tempfile::tempdir()?;
+    let cfg = repo_config(dir.path())?;
+    let conn = connector(&cfg, &conn_name).clone();
+    std::fs::create_dir_all(dir.path().join("data"))?;
+    let store = hubsync::store::Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("data/bench.db").display()
+    ))
+    .await?;
+    let cfg = Arc::new(cfg);
+    if let (Some(_), hubsync::config::Format::X12(fmt)) = (std::env::var_os("BENCH_PARSE"), &conn.format) {
+        // The two X12 passes alone, then with the rows projected.
+        let t = std::time::Instant::now();
+        let v = hubsync::parse::x12::validate(&file, fmt)?;
+        let pass1 = t.elapsed().as_secs_f64();
+        let paths = conn
+            .mapping
+            .columns
+            .iter()
+            .filter_map(|c| match &c.path {
+                Some(hubsync::map::FieldPath::X12(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        let mut r = hubsync::parse::x12::X12Reader::open(&file, fmt, paths)?;
+        let mut row = hubsync::parse::Row::new();
+        let mut n = 0u64;
+        while r.next(&mut row)?.is_some() {
+            n += 1;
+        }
+        let both = t.elapsed().as_secs_f64();
+        let size = std::fs::metadata(&file)?.len() as f64 / 1e6;
+        println!(
+            "BENCH-PARSE sets={} validate={pass1:.2}s ({:.0} MB/s) validate+records={both:.2}s ({:.0} MB/s) records={n}",
+            v.sets,
+            size / pass1,
+            size / both
+        );
+    }
+    if std::env::var_os("BENCH_DRY").is_some() {
+        // parse + map only (every milestone materialized; no store).
+        let t = std::time::Instant::now();
+        let out = dry_run(&cfg, &conn, &file)?;
+        let secs = t.elapsed().as_secs_f64();
+        let size = std::fs::metadata(&file)?.len();
+        println!(
+            "BENCH-DRY records={} milestones={} total={secs:.2}s MB/s={:.1}",
+            out.counts.read,
+            out.milestones.len(),
+            size as f64 / 1e6 / secs
+        );
+    }
+    let pipeline = hubsync::pipeline::Pipeline::new(store.clone(), cfg.clone(), Vec::new());
+    for extra in std::env::var("BENCH_FILES")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        // Earlier files first (e.g. the same events, to measure the unchanged path next).
+        let p = PathBuf::from(extra);
+        let (sha256, size) = hubsync::source::local::hash_file(&p)?;
+        let ready = hubsync::source::ReadyFile {
+            name: p.file_name().context("name")?.to_string_lossy().into_owned(),
+            path: p.clone(),
+            size,
+            sha256,
+            marker: None,
+        };
+        let t = std::time::Instant::now();
+        pipeline
+            .process(&conn, &ready, &tokio_util::sync::CancellationToken::new())
+            .await?;
+        println!(
+            "BENCH-PRIOR file={} total={:.2}s",
+            ready.name,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let started = std::time::Instant::now();
+    let (sha256, size) = hubsync::source::local::hash_file(&file)?;
+    let hashed = started.elapsed();
+    let ready = hubsync::source::ReadyFile {
+        name: file.file_name().context("name")?.to_string_lossy().into_owned(),
+        path: file.clone(),
+        size,
+        sha256,
+        marker: None,
+    };
+    let outcome = pipeline
+        .process(&conn, &ready, &tokio_util::sync::CancellationToken::new())
+        .await?;
+    let total = started.elapsed();
+    let hubsync::pipeline::FileOutcome::Done(row) = outcome else {
+        bail!("the file did not complete: {outcome:?}");
+    };
+    let secs = total.as_secs_f64();
+    let mb = size as f64 / 1_000_000.0;
+    println!(
+        "BENCH file={} bytes={size} records={} deltas={} rejected={} hash={:.2}s total={:.2}s MB/s={:.1} records/s={:.0}",
+        ready.name,
+        row.counts.read,
+        row.counts.deltas,
+        row.counts.rejected,
+        hashed.as_secs_f64(),
+        secs,
+        mb / secs,
+        row.counts.read as f64 / secs
+    );
+    store.close().await;
+    Ok(())
 }

@@ -531,7 +531,11 @@ fn load_format(
     for (span, key, owner) in foreign {
         diags.push(src.diag(
             span,
-            format!("`{key}` applies to kind = \"{}\", not \"{}\"", owner.name(), kind.name()),
+            format!(
+                "`{key}` applies to kind = \"{}\", not \"{}\"",
+                owner.name(),
+                kind.name()
+            ),
         ));
     }
     let want_syntax = match kind {
@@ -576,7 +580,10 @@ fn load_format(
         }
         FormatKind::Excel => {
             let default_header = |skip: &Option<Spanned<u32>>, find: &Option<Spanned<bool>>, m: &Mapping| {
-                let find = find.as_ref().or(f.find_header.as_ref()).is_some_and(|b| *b.get_ref());
+                let find = find
+                    .as_ref()
+                    .or(f.find_header.as_ref())
+                    .is_some_and(|b| *b.get_ref());
                 if find {
                     HeaderAt::Find(
                         m.columns
@@ -591,11 +598,7 @@ fn load_format(
                             .collect(),
                     )
                 } else {
-                    HeaderAt::Skip(
-                        skip.as_ref()
-                            .or(f.skip_rows.as_ref())
-                            .map_or(0, |s| *s.get_ref()),
-                    )
+                    HeaderAt::Skip(skip.as_ref().or(f.skip_rows.as_ref()).map_or(0, |s| *s.get_ref()))
                 }
             };
             let mut rules = Vec::new();
@@ -612,7 +615,10 @@ fn load_format(
                 }
                 Some(sheets) => {
                     if sheets.get_ref().is_empty() {
-                        diags.push(src.diag(sheets.span(), "`sheets` is empty; omit it to read the first sheet"));
+                        diags.push(src.diag(
+                            sheets.span(),
+                            "`sheets` is empty; omit it to read the first sheet",
+                        ));
                     }
                     for sh in sheets.get_ref() {
                         let select = match (&sh.name, &sh.glob, &sh.index) {
@@ -640,7 +646,10 @@ fn load_format(
                                 None => {
                                     diags.push(src.diag(
                                         name.span(),
-                                        format!("no mapping named `{}` in the mappings folder", name.get_ref()),
+                                        format!(
+                                            "no mapping named `{}` in the mappings folder",
+                                            name.get_ref()
+                                        ),
                                     ));
                                     None
                                 }
@@ -659,9 +668,15 @@ fn load_format(
         }
         FormatKind::X12 => {
             check_syntax(mapping, kind_span, diags);
-            let record_levels = f.record_levels.as_ref().map_or(Vec::new(), |l| l.get_ref().clone());
+            let record_levels = f
+                .record_levels
+                .as_ref()
+                .map_or(Vec::new(), |l| l.get_ref().clone());
             Some(Format::X12(crate::parse::x12::X12Format {
-                collision: f.separator_collision.as_ref().map_or_else(Default::default, |c| *c.get_ref()),
+                collision: f
+                    .separator_collision
+                    .as_ref()
+                    .map_or_else(Default::default, |c| *c.get_ref()),
                 lenient_isa_width: f.lenient_isa_width.as_ref().is_some_and(|b| *b.get_ref()),
                 record_levels,
             }))
@@ -681,8 +696,11 @@ fn load_format(
             }
             let Some(record) = &f.record else {
                 diags.push(
-                    src.diag(kind_span, "an XML connector needs `record`, the path of the record element")
-                        .with_hint("e.g. record = \"Export/Cases/Case\""),
+                    src.diag(
+                        kind_span,
+                        "an XML connector needs `record`, the path of the record element",
+                    )
+                    .with_hint("e.g. record = \"Export/Cases/Case\""),
                 );
                 return None;
             };

@@ -632,11 +632,21 @@ impl<S: Scope> Parser<'_, S> {
                 text_arg(&args[0])?;
                 let sep = match &args[1].0 {
                     Expr::Text(t) if !t.is_empty() => t.clone(),
-                    _ => return Err(err(args[1].2.clone(), "the separator must be a non-empty literal, e.g. part($x, '-', 2)")),
+                    _ => {
+                        return Err(err(
+                            args[1].2.clone(),
+                            "the separator must be a non-empty literal, e.g. part($x, '-', 2)",
+                        ))
+                    }
                 };
                 let n = match &args[2].0 {
                     Expr::Int(n) if *n >= 1 => *n as usize,
-                    _ => return Err(err(args[2].2.clone(), "the piece number must be a literal from 1")),
+                    _ => {
+                        return Err(err(
+                            args[2].2.clone(),
+                            "the piece number must be a literal from 1",
+                        ))
+                    }
                 };
                 let a = args.remove(0);
                 Ok((
@@ -913,16 +923,19 @@ pub fn eval<'a, E: Env<'a>>(e: &'a Expr, env: &E) -> Result<Val<'a>, Stop> {
                 reason,
             })?),
             None => match eval(arg, env)? {
-            Val::Null => Val::Null,
-            Val::Text(t) => parse_date(&t, formats, *time, env).map_err(|reason| Stop::Reject {
-                column: column.clone(),
-                reason,
-            })?,
-            v => unreachable!("type checker admitted date on {v:?}"),
+                Val::Null => Val::Null,
+                Val::Text(t) => parse_date(&t, formats, *time, env).map_err(|reason| Stop::Reject {
+                    column: column.clone(),
+                    reason,
+                })?,
+                v => unreachable!("type checker admitted date on {v:?}"),
             },
         },
         Expr::Part { arg, sep, n } => match eval(arg, env)? {
-            Val::Text(Cow::Borrowed(t)) => t.split(sep.as_str()).nth(n - 1).map_or(Val::Null, |p| Val::text(p.trim())),
+            Val::Text(Cow::Borrowed(t)) => t
+                .split(sep.as_str())
+                .nth(n - 1)
+                .map_or(Val::Null, |p| Val::text(p.trim())),
             Val::Text(Cow::Owned(t)) => t
                 .split(sep.as_str())
                 .nth(n - 1)

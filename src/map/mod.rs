@@ -191,8 +191,9 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
             (Syntax::Header, Some(_), None) => None,
             (Syntax::Header, _, Some(p)) => {
                 diags.push(
-                    src.diag(p.span(), "`path` needs a structured syntax")
-                        .with_hint("set syntax = \"x12\" or \"xml\" at the top of the mapping, or use `header`"),
+                    src.diag(p.span(), "`path` needs a structured syntax").with_hint(
+                        "set syntax = \"x12\" or \"xml\" at the top of the mapping, or use `header`",
+                    ),
                 );
                 continue;
             }

@@ -72,8 +72,16 @@ pub struct SheetRule {
 
 /// What the worker sends.
 enum Msg {
-    Header { part: usize, sheet: Arc<str>, header: Vec<String> },
-    Row { part: usize, locator: Locator, row: Row },
+    Header {
+        part: usize,
+        sheet: Arc<str>,
+        header: Vec<String>,
+    },
+    Row {
+        part: usize,
+        locator: Locator,
+        row: Row,
+    },
     Error(ParseError),
 }
 
@@ -81,8 +89,15 @@ enum Msg {
 #[derive(Debug)]
 pub enum ExcelNext {
     /// A new sheet starts; records that follow belong to sheet rule `part`.
-    Header { part: usize, sheet: Arc<str>, header: Vec<String> },
-    Record { part: usize, locator: Locator },
+    Header {
+        part: usize,
+        sheet: Arc<str>,
+        header: Vec<String>,
+    },
+    Record {
+        part: usize,
+        locator: Locator,
+    },
 }
 
 pub struct ExcelReader {
@@ -142,7 +157,8 @@ impl ExcelReader {
                 match self.worker.take().map(JoinHandle::join) {
                     Some(Err(_)) => Err(ParseError::Unreadable {
                         file: self.file.clone(),
-                        reason: "the workbook could not be read (the Excel reader failed on its content)".into(),
+                        reason: "the workbook could not be read (the Excel reader failed on its content)"
+                            .into(),
                     }),
                     _ => Ok(None),
                 }
@@ -230,12 +246,26 @@ fn read_workbook(
         let opened = |e: String| unreadable(file, format!("sheet `{name}`: {e}"));
         let ok = match &mut wb {
             Sheets::Xlsx(x) => {
-                let mut cells = x.worksheet_cells_reader(&name).map_err(|e| opened(e.to_string()))?;
-                stream_cells(file, &name, || cells.next_cell().map_err(|e| e.to_string()), &mut sheet_reader)
+                let mut cells = x
+                    .worksheet_cells_reader(&name)
+                    .map_err(|e| opened(e.to_string()))?;
+                stream_cells(
+                    file,
+                    &name,
+                    || cells.next_cell().map_err(|e| e.to_string()),
+                    &mut sheet_reader,
+                )
             }
             Sheets::Xlsb(x) => {
-                let mut cells = x.worksheet_cells_reader(&name).map_err(|e| opened(e.to_string()))?;
-                stream_cells(file, &name, || cells.next_cell().map_err(|e| e.to_string()), &mut sheet_reader)
+                let mut cells = x
+                    .worksheet_cells_reader(&name)
+                    .map_err(|e| opened(e.to_string()))?;
+                stream_cells(
+                    file,
+                    &name,
+                    || cells.next_cell().map_err(|e| e.to_string()),
+                    &mut sheet_reader,
+                )
             }
             Sheets::Xls(x) => {
                 let range = x.worksheet_range(&name).map_err(|e| opened(e.to_string()))?;
@@ -250,10 +280,7 @@ fn read_workbook(
             return Ok(()); // the consumer went away
         }
         if sheet_reader.header.is_none() {
-            return Err(unreadable(
-                file,
-                format!("sheet `{sheet}`: no header row found"),
-            ));
+            return Err(unreadable(file, format!("sheet `{sheet}`: no header row found")));
         }
     }
     Ok(())
@@ -294,7 +321,9 @@ impl SheetState<'_> {
                 };
                 if is_header {
                     self.header = Some(index);
-                    let header = (0..row.len()).map(|i| row.get(i).unwrap_or("").to_string()).collect();
+                    let header = (0..row.len())
+                        .map(|i| row.get(i).unwrap_or("").to_string())
+                        .collect();
                     return self
                         .tx
                         .send(Msg::Header {
@@ -405,8 +434,7 @@ fn stream_cells<'a>(
     let mut row_index: Option<u32> = None;
     let mut first_col = 0u32;
     loop {
-        let cell = next_cell()
-            .map_err(|e| unreadable(file, format!("sheet `{name}` is corrupt: {e}")))?;
+        let cell = next_cell().map_err(|e| unreadable(file, format!("sheet `{name}` is corrupt: {e}")))?;
         let Some(cell) = cell else { break };
         let (r, c) = cell.get_position();
         if row_index != Some(r) {
@@ -461,5 +489,51 @@ impl Drop for ExcelReader {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calamine::{ExcelDateTime, ExcelDateTimeType};
+
+    #[test]
+    fn date_cells_in_both_date_systems() {
+        let mut row = Row::new();
+        push_cell(
+            &mut row,
+            CellValue::Date(ExcelDateTime::new(45000.0, ExcelDateTimeType::DateTime, false)),
+        );
+        push_cell(
+            &mut row,
+            CellValue::Date(ExcelDateTime::new(45000.0, ExcelDateTimeType::DateTime, true)),
+        );
+        push_cell(
+            &mut row,
+            CellValue::Date(ExcelDateTime::new(45000.5, ExcelDateTimeType::DateTime, false)),
+        );
+        assert_eq!(row.get(0), Some("2023-03-15"));
+        assert_eq!(row.get(1), Some("2027-03-16"));
+        assert_eq!(row.get(2), Some("2023-03-15T12:00:00"));
+        let t = row.date(1).expect("typed");
+        assert_eq!(
+            t.date(),
+            chrono::NaiveDate::from_ymd_opt(2027, 3, 16).expect("valid")
+        );
+    }
+
+    #[test]
+    fn numbers_read_like_the_sheet_shows_them() {
+        let mut row = Row::new();
+        push_cell(&mut row, CellValue::Float(12.0));
+        push_cell(&mut row, CellValue::Float(2.5));
+        push_cell(&mut row, CellValue::Int(7));
+        push_cell(&mut row, CellValue::Bool(true));
+        push_cell(&mut row, CellValue::Error);
+        assert_eq!(
+            (0..5).map(|i| row.get(i).unwrap_or("?")).collect::<Vec<_>>(),
+            ["12", "2.5", "7", "TRUE", ""]
+        );
+        assert_eq!(row.date(0), None);
     }
 }

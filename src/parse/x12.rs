@@ -146,7 +146,12 @@ impl<R: Read> Tokenizer<R> {
     /// Splits the current segment into elements: `out[0]` is the id. Offsets
     /// are relative to [`Tokenizer::segment`].
     pub fn split(&self, out: &mut Vec<(u32, u32)>) {
-        split_elements(self.segment(), self.delims.map_or(b'*', |d| d.element), self.bin, out);
+        split_elements(
+            self.segment(),
+            self.delims.map_or(b'*', |d| d.element),
+            self.bin,
+            out,
+        );
     }
 
     /// Ensures `need` bytes are buffered from `pos`, unless the input ends.
@@ -288,10 +293,7 @@ impl<R: Read> Tokenizer<R> {
             && avail[104] == isa16
             && avail[105] == avail[seps[15] + 2];
         if widths != ISA_WIDTHS || !fixed {
-            let bad = widths
-                .iter()
-                .zip(ISA_WIDTHS)
-                .position(|(w, want)| *w != want);
+            let bad = widths.iter().zip(ISA_WIDTHS).position(|(w, want)| *w != want);
             let what = match bad {
                 Some(k) => format!(
                     "ISA{:02} is {} characters wide; ISA elements are fixed width (ISA{:02} has {})",
@@ -303,7 +305,10 @@ impl<R: Read> Tokenizer<R> {
                 None => "the ISA is not 106 bytes long".into(),
             };
             if self.lenient_isa_width {
-                tracing::warn!(byte = self.consumed, "{what}; delimiters were found by counting separators");
+                tracing::warn!(
+                    byte = self.consumed,
+                    "{what}; delimiters were found by counting separators"
+                );
             } else {
                 return Err(TokenError::Broken(format!(
                     "broken ISA at byte {}: {what} (set lenient_isa_width = true in [format] to accept it)",
@@ -507,9 +512,8 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
             if id != b"SE" && id != b"HL" && id != b"ST" && id != b"GE" && id != b"IEA" && id != b"ISA" {
                 s.segments += 1;
                 if !(2..=3).contains(&id.len()) || !id.iter().all(u8::is_ascii_alphanumeric) {
-                    s.error.get_or_insert_with(|| {
-                        format!("segment {} has no valid segment id", s.segments)
-                    });
+                    s.error
+                        .get_or_insert_with(|| format!("segment {} has no valid segment id", s.segments));
                 }
                 continue;
             }
@@ -542,11 +546,13 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                     return Err(outside(b"GS", segno));
                 };
                 if let Some(open) = gs.take() {
-                    v.bad_groups
-                        .entry(open.ordinal)
-                        .or_insert_with(|| format!("group GS06={} has no GE (segment {segno} is a GS)", open.gs06));
+                    v.bad_groups.entry(open.ordinal).or_insert_with(|| {
+                        format!("group GS06={} has no GE (segment {segno} is a GS)", open.gs06)
+                    });
                     if let Some(s) = st.take() {
-                        v.bad_sets.entry(s.ordinal).or_insert_with(|| "the set has no SE".into());
+                        v.bad_sets
+                            .entry(s.ordinal)
+                            .or_insert_with(|| "the set has no SE".into());
                     }
                 }
                 i.groups += 1;
@@ -566,13 +572,19 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                 };
                 let Some(g) = gs.as_mut() else {
                     v.bad_interchanges.entry(i.ordinal).or_insert_with(|| {
-                        format!("interchange ISA13={}: ST at segment {segno} is outside a GS/GE group", i.isa13)
+                        format!(
+                            "interchange ISA13={}: ST at segment {segno} is outside a GS/GE group",
+                            i.isa13
+                        )
                     });
                     continue;
                 };
                 if let Some(s) = st.take() {
                     v.bad_sets.entry(s.ordinal).or_insert_with(|| {
-                        format!("transaction set ST02={} has no SE (segment {segno} is an ST)", s.st02)
+                        format!(
+                            "transaction set ST02={} has no SE (segment {segno} is an ST)",
+                            s.st02
+                        )
                     });
                 }
                 g.sets += 1;
@@ -667,7 +679,10 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                     );
                     v.bad_sets.insert(
                         s.ordinal,
-                        format!("transaction set ST02={} (ISA13={isa13}, GS06={gs06}): {err}", s.st02),
+                        format!(
+                            "transaction set ST02={} (ISA13={isa13}, GS06={gs06}): {err}",
+                            s.st02
+                        ),
                     );
                 }
             }
@@ -682,7 +697,10 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                 };
                 if let Some(s) = st.take() {
                     v.bad_sets.entry(s.ordinal).or_insert_with(|| {
-                        format!("transaction set ST02={} has no SE (GE at file segment {segno})", s.st02)
+                        format!(
+                            "transaction set ST02={} has no SE (GE at file segment {segno})",
+                            s.st02
+                        )
                     });
                 }
                 let isa13 = isa.as_ref().map(|i| i.isa13).unwrap_or_default();
@@ -807,16 +825,73 @@ pub struct X12Path {
 /// 4010 extras). A path naming another segment is a load-time error, which
 /// catches typos such as `HRC01`.
 pub const SEGMENTS: &[(&str, usize)] = &[
-    ("AAA", 4), ("AMT", 3), ("BHT", 6), ("BIN", 2), ("BPR", 21), ("CAS", 19), ("CAT", 4),
-    ("CL1", 4), ("CLM", 20), ("CLP", 14), ("CR1", 10), ("CR2", 12), ("CR5", 18), ("CR6", 21),
-    ("CRC", 7), ("DMG", 11), ("DSB", 8), ("DTM", 6), ("DTP", 3), ("EB", 14), ("EQ", 5),
-    ("GE", 2), ("GS", 8), ("HCR", 4), ("HI", 12), ("HL", 4), ("HSD", 8), ("IEA", 2),
-    ("III", 9), ("INS", 17), ("ISA", 16), ("K3", 3), ("LE", 1), ("LIN", 31), ("LQ", 2),
-    ("LS", 1), ("LX", 1), ("MPI", 7), ("MSG", 3), ("N1", 6), ("N3", 2), ("N4", 7),
-    ("NM1", 12), ("NTE", 2), ("PAT", 9), ("PER", 9), ("PLB", 14), ("PRV", 6), ("PTD", 5),
-    ("PWK", 9), ("QTY", 4), ("REF", 4), ("SBR", 9), ("SE", 2), ("ST", 3), ("STC", 12),
-    ("SV1", 21), ("SV2", 10), ("SV3", 11), ("SVC", 7), ("SVD", 7), ("TOO", 3), ("TRN", 4),
-    ("UM", 10), ("BSN", 7), ("TD5", 15), ("DTM", 6),
+    ("AAA", 4),
+    ("AMT", 3),
+    ("BHT", 6),
+    ("BIN", 2),
+    ("BPR", 21),
+    ("CAS", 19),
+    ("CAT", 4),
+    ("CL1", 4),
+    ("CLM", 20),
+    ("CLP", 14),
+    ("CR1", 10),
+    ("CR2", 12),
+    ("CR5", 18),
+    ("CR6", 21),
+    ("CRC", 7),
+    ("DMG", 11),
+    ("DSB", 8),
+    ("DTM", 6),
+    ("DTP", 3),
+    ("EB", 14),
+    ("EQ", 5),
+    ("GE", 2),
+    ("GS", 8),
+    ("HCR", 4),
+    ("HI", 12),
+    ("HL", 4),
+    ("HSD", 8),
+    ("IEA", 2),
+    ("III", 9),
+    ("INS", 17),
+    ("ISA", 16),
+    ("K3", 3),
+    ("LE", 1),
+    ("LIN", 31),
+    ("LQ", 2),
+    ("LS", 1),
+    ("LX", 1),
+    ("MPI", 7),
+    ("MSG", 3),
+    ("N1", 6),
+    ("N3", 2),
+    ("N4", 7),
+    ("NM1", 12),
+    ("NTE", 2),
+    ("PAT", 9),
+    ("PER", 9),
+    ("PLB", 14),
+    ("PRV", 6),
+    ("PTD", 5),
+    ("PWK", 9),
+    ("QTY", 4),
+    ("REF", 4),
+    ("SBR", 9),
+    ("SE", 2),
+    ("ST", 3),
+    ("STC", 12),
+    ("SV1", 21),
+    ("SV2", 10),
+    ("SV3", 11),
+    ("SVC", 7),
+    ("SVD", 7),
+    ("TOO", 3),
+    ("TRN", 4),
+    ("UM", 10),
+    ("BSN", 7),
+    ("TD5", 15),
+    ("DTM", 6),
 ];
 
 /// Parses and checks an X12 path. Errors carry a byte span inside `src`.
@@ -829,7 +904,10 @@ pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
         Some(slash) => {
             let sel = &s[..slash];
             let Some(open) = sel.find('[') else {
-                return bad(lead..lead + slash, "a selector is written SEG[NN=VALUE], e.g. NM1[01=IL]");
+                return bad(
+                    lead..lead + slash,
+                    "a selector is written SEG[NN=VALUE], e.g. NM1[01=IL]",
+                );
             };
             if !sel.ends_with(']') {
                 return bad(lead..lead + slash, "the selector must end with `]`");
@@ -837,15 +915,26 @@ pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
             let seg = &sel[..open];
             let inner = &sel[open + 1..sel.len() - 1];
             let Some((num, value)) = inner.split_once('=') else {
-                return bad(lead + open..lead + slash, "a selector is [NN=VALUE], e.g. [01=IL]");
+                return bad(
+                    lead + open..lead + slash,
+                    "a selector is [NN=VALUE], e.g. [01=IL]",
+                );
             };
             let Ok(n) = num.trim().parse::<usize>() else {
-                return bad(lead + open..lead + slash, "the selector's element number must be two digits, e.g. [01=IL]");
+                return bad(
+                    lead + open..lead + slash,
+                    "the selector's element number must be two digits, e.g. [01=IL]",
+                );
             };
             if value.is_empty() {
                 return bad(lead + open..lead + slash, "the selector's value is empty");
             }
-            (Some((n, value.to_string())), &s[slash + 1..], lead + slash + 1, Some((seg, lead)))
+            (
+                Some((n, value.to_string())),
+                &s[slash + 1..],
+                lead + slash + 1,
+                Some((seg, lead)),
+            )
         }
         None => (None, s, lead, None),
     };
@@ -854,10 +943,15 @@ pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
     let body_end = rest.find(['.', '#']).unwrap_or(rest.len());
     let body = &rest[..body_end];
     if body.len() < 4 || !body[body.len() - 2..].chars().all(|c| c.is_ascii_digit()) {
-        return bad(rest_at..rest_at + body_end.max(1), "an element reference is a segment id and a two-digit element number, e.g. HCR01");
+        return bad(
+            rest_at..rest_at + body_end.max(1),
+            "an element reference is a segment id and a two-digit element number, e.g. HCR01",
+        );
     }
     let seg = &body[..body.len() - 2];
-    let element: usize = body[body.len() - 2..].parse().map_err(|_| (rest_at..rest_at + body_end, "bad element number".to_string()))?;
+    let element: usize = body[body.len() - 2..]
+        .parse()
+        .map_err(|_| (rest_at..rest_at + body_end, "bad element number".to_string()))?;
     let Some(count) = SEGMENTS.iter().find(|(id, _)| *id == seg).map(|(_, c)| *c) else {
         let known: Vec<String> = SEGMENTS.iter().map(|(id, _)| id.to_string()).collect();
         // Transposed letters are the usual typo (HRC for HCR): prefer an anagram.
@@ -873,7 +967,10 @@ pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
             .or_else(|| crate::map::expr::closest(seg, &known))
             .map(|c| format!(" (did you mean {c}?)"))
             .unwrap_or_default();
-        return bad(rest_at..rest_at + seg.len(), &format!("unknown X12 segment `{seg}`{hint}"));
+        return bad(
+            rest_at..rest_at + seg.len(),
+            &format!("unknown X12 segment `{seg}`{hint}"),
+        );
     };
     if element == 0 || element > count {
         return bad(
@@ -883,11 +980,17 @@ pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
     }
     if let Some((sel_seg, at)) = sel_seg {
         if sel_seg != seg {
-            return bad(at..at + sel_seg.len(), &format!("the selector names {sel_seg} but the element is in {seg}"));
+            return bad(
+                at..at + sel_seg.len(),
+                &format!("the selector names {sel_seg} but the element is in {seg}"),
+            );
         }
         if let Some((n, _)) = &qualifier {
             if *n == 0 || *n > count {
-                return bad(at..at + sel_seg.len(), &format!("{seg} has elements {seg}01..{seg}{count:02}"));
+                return bad(
+                    at..at + sel_seg.len(),
+                    &format!("{seg} has elements {seg}01..{seg}{count:02}"),
+                );
             }
         }
     }
@@ -909,7 +1012,12 @@ pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
             "*" => Rep::All,
             n => match n.parse::<u8>() {
                 Ok(r) if r >= 1 => Rep::Nth(r),
-                _ => return bad(at..at + 1 + t.len(), "a repetition is `#N` (N from 1) or `#*` for all"),
+                _ => {
+                    return bad(
+                        at..at + 1 + t.len(),
+                        "a repetition is `#N` (N from 1) or `#*` for all",
+                    )
+                }
             },
         };
     } else if !tail.is_empty() {
@@ -1000,7 +1108,6 @@ struct Loop {
 struct Record {
     /// Index in the store of the record's HL.
     start: usize,
-    ids: Vec<u64>,
     segment: u32,
     /// Position of the record's loop on the stack.
     depth: usize,
@@ -1035,6 +1142,8 @@ pub struct X12Reader {
     header_end: Option<usize>,
     stack: Vec<Loop>,
     record: Option<Record>,
+    /// HL01s of the open record and its descendants (reused, no allocation per record).
+    record_ids: Vec<u64>,
     emitted_in_set: bool,
     /// The current segment was not consumed yet (a record was emitted first).
     replay: bool,
@@ -1077,6 +1186,7 @@ impl X12Reader {
             header_end: None,
             stack: Vec::new(),
             record: None,
+            record_ids: Vec::with_capacity(16),
             emitted_in_set: false,
             replay: false,
             split: Vec::with_capacity(32),
@@ -1210,9 +1320,9 @@ impl X12Reader {
                     let hl = parse_u64(elem(seg, &self.split, 1)).unwrap_or(0);
                     let parent = parse_u64(elem(seg, &self.split, 2));
                     let level_is_record = self.is_record_level(elem(seg, &self.split, 3));
-                    if let Some(r) = self.record.as_mut() {
-                        if parent.is_some_and(|p| r.ids.contains(&p)) {
-                            r.ids.push(hl);
+                    if self.record.is_some() {
+                        if parent.is_some_and(|p| self.record_ids.contains(&p)) {
+                            self.record_ids.push(hl);
                             self.set_segment += 1;
                             self.store.push(self.tok.segment(), &self.split);
                             continue;
@@ -1246,9 +1356,10 @@ impl X12Reader {
                     self.stack.push(Loop { id: hl, start });
                     self.store.push(self.tok.segment(), &self.split);
                     if level_is_record {
+                        self.record_ids.clear();
+                        self.record_ids.push(hl);
                         self.record = Some(Record {
                             start,
-                            ids: vec![hl],
                             segment: self.set_segment,
                             depth: self.stack.len() - 1,
                         });
@@ -1289,9 +1400,10 @@ impl X12Reader {
         let s = &self.store;
         let matches = |i: usize| {
             s.id(i) == path.segment.as_bytes()
-                && path.qualifier.as_ref().is_none_or(|(n, v)| {
-                    s.element(i, *n).is_some_and(|e| e.trim_ascii() == v.as_bytes())
-                })
+                && path
+                    .qualifier
+                    .as_ref()
+                    .is_none_or(|(n, v)| s.element(i, *n).is_some_and(|e| e.trim_ascii() == v.as_bytes()))
         };
         if let Some(i) = (start..s.segs.len()).find(|i| matches(*i)) {
             return Some(i);
@@ -1304,27 +1416,36 @@ impl X12Reader {
             }
         }
         let header_end = self.header_end.unwrap_or(start).min(s.segs.len());
-        (2.min(header_end)..header_end).find(|i| matches(*i)).or_else(|| (0..2.min(s.segs.len())).rev().find(|i| matches(*i)))
+        (2.min(header_end)..header_end)
+            .find(|i| matches(*i))
+            .or_else(|| (0..2.min(s.segs.len())).rev().find(|i| matches(*i)))
     }
+}
+
+/// The repetitions of element `raw`, as ranges, without collecting them.
+fn reps(raw: &[u8], sep: Option<u8>) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0usize;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        match sep.and_then(|r| memchr::memchr(r, &raw[start..])) {
+            Some(i) => {
+                let r = start..start + i;
+                start += i + 1;
+                Some(r)
+            }
+            None => {
+                done = true;
+                Some(start..raw.len())
+            }
+        }
+    })
 }
 
 /// Writes the part of element `raw` that `path` selects, decoded.
 fn write_element(out: &mut String, raw: &[u8], path: &X12Path, d: Delims) {
-    let reps = |raw: &'_ [u8]| -> Vec<Range<usize>> {
-        match d.repetition {
-            Some(r) => {
-                let mut v = Vec::new();
-                let mut s = 0;
-                for i in memchr::memchr_iter(r, raw) {
-                    v.push(s..i);
-                    s = i + 1;
-                }
-                v.push(s..raw.len());
-                v
-            }
-            None => vec![0..raw.len()],
-        }
-    };
     let component = |part: &'_ [u8]| -> Range<usize> {
         match (path.component, d.component) {
             (None, _) => 0..part.len(),
@@ -1361,13 +1482,13 @@ fn write_element(out: &mut String, raw: &[u8], path: &X12Path, d: Delims) {
                     &[][..]
                 }
             } else {
-                reps(raw).get(k).map_or(&[][..], |r| &raw[r.clone()])
+                reps(raw, d.repetition).nth(k).map_or(&[][..], |r| &raw[r])
             };
             decode_into(out, &part[component(part)]);
         }
         Rep::All => {
             let mut first = true;
-            for r in reps(raw) {
+            for r in reps(raw, d.repetition) {
                 let part = &raw[r];
                 let c = &part[component(part)];
                 if c.trim_ascii().is_empty() {
@@ -1437,12 +1558,18 @@ mod tests {
     #[test]
     fn newline_and_gs_terminators() {
         for term in ['\n', '\u{1d}'] {
-            let text = format!("{}ST*278*1{term}SE*2*1{term}", isa('*', '^', ':', term, "000000001"));
+            let text = format!(
+                "{}ST*278*1{term}SE*2*1{term}",
+                isa('*', '^', ':', term, "000000001")
+            );
             let segs = segments(text.as_bytes(), &X12Format::default()).expect("tokenizes");
             assert_eq!(segs[1..], ["ST*278*1", "SE*2*1"]);
         }
         // CRLF after a newline terminator.
-        let text = format!("{}\nST*278*1\r\nSE*2*1\r\n", &isa('*', '^', ':', '\n', "000000001")[..105]);
+        let text = format!(
+            "{}\nST*278*1\r\nSE*2*1\r\n",
+            &isa('*', '^', ':', '\n', "000000001")[..105]
+        );
         let segs = segments(text.as_bytes(), &X12Format::default()).expect("tokenizes");
         assert_eq!(segs[1..], ["ST*278*1", "SE*2*1"]);
     }
@@ -1494,7 +1621,10 @@ mod tests {
         let (_, m) = parse_path("HCR09").expect_err("past the end");
         assert!(m.contains("HCR01..HCR04"), "{m}");
         assert!(parse_path("NM1[01=IL]/REF02").is_err());
-        assert_eq!(parse_path("EB[11=Y]/EB03#2").expect("valid").to_string(), "EB[11=Y]/EB03#2");
+        assert_eq!(
+            parse_path("EB[11=Y]/EB03#2").expect("valid").to_string(),
+            "EB[11=Y]/EB03#2"
+        );
     }
 
     #[test]
@@ -1540,14 +1670,21 @@ mod tests {
     fn wrong_se_count_names_segment_and_control_numbers() {
         let v = check(&envelope("HL*1**20*1~", 9)).expect("interchange is fine");
         let r = &v.bad_sets[&1];
-        assert!(r.contains("SE01=9") && r.contains("has 3 segments") && r.contains("ST02=0001"), "{r}");
+        assert!(
+            r.contains("SE01=9") && r.contains("has 3 segments") && r.contains("ST02=0001"),
+            "{r}"
+        );
         assert!(r.contains("ISA13=000000042") && r.contains("GS06=7"), "{r}");
     }
 
     #[test]
     fn hl_chain_errors() {
         let v = check(&envelope("HL*1**20*1~HL*3*1*21*1~", 4)).expect("parses");
-        assert!(v.bad_sets[&1].contains("HL01=3 at segment 3 is out of sequence"), "{}", v.bad_sets[&1]);
+        assert!(
+            v.bad_sets[&1].contains("HL01=3 at segment 3 is out of sequence"),
+            "{}",
+            v.bad_sets[&1]
+        );
         let v = check(&envelope("HL*1**20*1~HL*2*5*21*1~", 4)).expect("parses");
         assert!(v.bad_sets[&1].contains("HL02=5"), "{}", v.bad_sets[&1]);
     }
@@ -1556,7 +1693,10 @@ mod tests {
     fn broken_interchange_fails_the_file() {
         let text = envelope("", 2).replace("IEA*1*000000042", "IEA*1*000000043");
         let e = check(&text).expect_err("IEA02 mismatch");
-        assert!(e.contains("IEA02=000000043") && e.contains("ISA13=000000042"), "{e}");
+        assert!(
+            e.contains("IEA02=000000043") && e.contains("ISA13=000000042"),
+            "{e}"
+        );
         let text = envelope("", 2).replace("GE*1*7", "GE*2*7");
         let v = check(&text).expect("the interchange is fine");
         assert!(v.bad_groups[&1].contains("GE01=2"), "{}", v.bad_groups[&1]);

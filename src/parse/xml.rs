@@ -50,9 +50,7 @@ pub struct XmlPath {
 
 fn is_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
         && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
@@ -63,7 +61,10 @@ pub fn parse_path(src: &str, namespaces: &[(String, String)]) -> Result<XmlPath,
     let trimmed = src.trim_start_matches('/');
     let mut at = src.len() - trimmed.len();
     if trimmed.is_empty() {
-        return Err((0..src.len().max(1), "an XML path needs at least one element or attribute".into()));
+        return Err((
+            0..src.len().max(1),
+            "an XML path needs at least one element or attribute".into(),
+        ));
     }
     let parts: Vec<&str> = trimmed.split('/').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -264,7 +265,9 @@ impl XmlReader {
                             let parent = if k == 0 { has_steps } else { masks[k - 1] };
                             let mut mask = 0u64;
                             for (f, p) in fields.iter().enumerate() {
-                                if parent & (1 << f) != 0 && p.steps.get(k).is_some_and(|s| s.matches(&ns, local)) {
+                                if parent & (1 << f) != 0
+                                    && p.steps.get(k).is_some_and(|s| s.matches(&ns, local))
+                                {
                                     mask |= 1 << f;
                                 }
                             }
@@ -282,7 +285,8 @@ impl XmlReader {
                     };
                     if take != 0 {
                         for a in e.attributes() {
-                            let a = a.map_err(|err| malformed(reader, format!("malformed attribute: {err}")))?;
+                            let a =
+                                a.map_err(|err| malformed(reader, format!("malformed attribute: {err}")))?;
                             let (ans, alocal) = reader.resolve_attribute(a.key);
                             for (f, p) in fields.iter().enumerate() {
                                 if take & (1 << f) == 0 || *done & (1 << f) != 0 {
@@ -345,7 +349,10 @@ impl XmlReader {
                 }
                 Event::Eof => {
                     if in_record.is_some() || !outer.is_empty() {
-                        return Err(malformed(reader, "the document ends inside an open element".into()));
+                        return Err(malformed(
+                            reader,
+                            "the document ends inside an open element".into(),
+                        ));
                     }
                     return Ok(None);
                 }
@@ -360,19 +367,32 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn read_all(xml: &str, record: &str, fields: &[&str], ns: &[(String, String)]) -> (Vec<(String, Vec<String>)>, Option<String>) {
+    fn read_all(
+        xml: &str,
+        record: &str,
+        fields: &[&str],
+        ns: &[(String, String)],
+    ) -> (Vec<(String, Vec<String>)>, Option<String>) {
         let mut f = tempfile::NamedTempFile::new().expect("temp file");
         f.write_all(xml.as_bytes()).expect("write");
         let fmt = XmlFormat {
             record: parse_path(record, ns).expect("record path"),
         };
-        let paths = fields.iter().map(|p| parse_path(p, ns).expect("field path")).collect();
+        let paths = fields
+            .iter()
+            .map(|p| parse_path(p, ns).expect("field path"))
+            .collect();
         let mut r = XmlReader::open(f.path(), &fmt, paths).expect("open");
         let mut row = Row::new();
         let mut out = Vec::new();
         loop {
             match r.next(&mut row) {
-                Ok(Some(loc)) => out.push((loc.to_string(), (0..row.len()).map(|i| row.get(i).unwrap_or("").to_string()).collect())),
+                Ok(Some(loc)) => out.push((
+                    loc.to_string(),
+                    (0..row.len())
+                        .map(|i| row.get(i).unwrap_or("").to_string())
+                        .collect(),
+                )),
                 Ok(None) => return (out, None),
                 Err(e) => return (out, Some(e.to_string())),
             }
@@ -382,7 +402,12 @@ mod tests {
     #[test]
     fn records_fields_attributes_and_lines() {
         let xml = "<?xml version=\"1.0\"?>\n<Export>\n  <Case id=\"C1\">\n    <Status code=\"PAA\">Approved</Status>\n    <Payer><Name>Acme &amp; Co</Name></Payer>\n  </Case>\n  <Case id=\"C2\"><Status code=\"PAD\"/></Case>\n</Export>\n";
-        let (recs, err) = read_all(xml, "Export/Case", &["@id", "Status/@code", "Status", "Payer/Name"], &[]);
+        let (recs, err) = read_all(
+            xml,
+            "Export/Case",
+            &["@id", "Status/@code", "Status", "Payer/Name"],
+            &[],
+        );
         assert_eq!(err, None);
         assert_eq!(recs[0].0, "line 3");
         assert_eq!(recs[0].1, ["C1", "PAA", "Approved", "Acme & Co"]);
