@@ -646,7 +646,7 @@ impl Records {
                     .next_record(rec)?
                     .map(|locator| Next::Record { locator, part: 0 }))
             }
-            Records::Excel(r) => Ok(r.next()?.map(|n| match n {
+            Records::Excel(r) => Ok(r.read_next()?.map(|n| match n {
                 ExcelNext::Header { part, sheet, header } => Next::Header {
                     part,
                     label: format!("sheet `{sheet}`: "),

@@ -143,7 +143,7 @@ impl ExcelReader {
         &self.current
     }
 
-    pub fn next(&mut self) -> Result<Option<ExcelNext>, ParseError> {
+    pub fn read_next(&mut self) -> Result<Option<ExcelNext>, ParseError> {
         match self.rx.recv() {
             Ok(Msg::Header { part, sheet, header }) => Ok(Some(ExcelNext::Header { part, sheet, header })),
             Ok(Msg::Row { part, locator, row }) => {
