@@ -437,12 +437,18 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     // Mappings, then connectors that name them.
     let mappings_dir = resolve(&spec.mappings_dir);
     let mut mappings: BTreeMap<String, Arc<Mapping>> = BTreeMap::new();
+    // Mappings that exist but have errors: a connector naming one is not
+    // reported again as "no mapping named …".
+    let mut broken: Vec<String> = Vec::new();
     for file in toml_files(&mappings_dir) {
         match Mapping::load(&file) {
             Ok(m) => {
                 mappings.insert(m.name.clone(), Arc::new(m));
             }
-            Err(d) => diags.extend(d),
+            Err(d) => {
+                broken.extend(file.file_stem().map(|s| s.to_string_lossy().into_owned()));
+                diags.extend(d);
+            }
         }
     }
     let connectors_dir = resolve(&spec.connectors_dir);
@@ -450,7 +456,15 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     for file in toml_files(&connectors_dir) {
         match load_connector(&file, &mappings, &resolve, &data_dir) {
             Ok(c) => connectors.push(Arc::new(c)),
-            Err(d) => diags.extend(d),
+            Err(d) => diags.extend(Diagnostics(
+                d.0.into_iter()
+                    .filter(|x| {
+                        !broken
+                            .iter()
+                            .any(|b| x.message == format!("no mapping named `{b}` in the mappings folder"))
+                    })
+                    .collect(),
+            )),
         }
     }
     let mut seen = std::collections::HashSet::new();

@@ -137,6 +137,16 @@ fn content_offset(src: &SourceFile, span: &Range<usize>) -> usize {
     }
 }
 
+/// The span of a literal's text inside an expression string, for a caret
+/// under `pa.aproved` rather than under the quotes around it.
+fn literal_span(src: &SourceFile, s: &Spanned<String>, lit: &str) -> Range<usize> {
+    let base = content_offset(src, &s.span());
+    match s.get_ref().find(lit) {
+        Some(i) => base + i..base + i + lit.len(),
+        None => base..base + s.get_ref().len(),
+    }
+}
+
 impl Mapping {
     /// Loads and checks a mapping file; every problem becomes a diagnostic.
     pub fn load(path: &Path) -> Result<Mapping, Diagnostics> {
@@ -288,9 +298,8 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
                             .iter()
                             .map(|c| c.as_str().to_string())
                             .collect();
-                        let base = content_offset(src, &m.code.span());
                         let mut diag = src.diag(
-                            base..base + m.code.get_ref().len(),
+                            literal_span(src, &m.code, lit),
                             format!("unknown milestone code `{lit}`"),
                         );
                         if let Some(c) = expr::closest(lit, &known) {
@@ -340,13 +349,9 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
             let c = compile(&mut diags, &s, &[Ty::Text], "`status`")?;
             if let Some(lit) = c.as_literal() {
                 if CaseStatus::parse(lit).is_none() {
-                    let base = content_offset(src, &s.span());
                     diags.push(
-                        src.diag(
-                            base..base + s.get_ref().len(),
-                            format!("unknown case status `{lit}`"),
-                        )
-                        .with_hint("one of PENDING, ACTIVE, ON_HOLD, CANCELLED, DISCONTINUED, CLOSED"),
+                        src.diag(literal_span(src, &s, lit), format!("unknown case status `{lit}`"))
+                            .with_hint("one of PENDING, ACTIVE, ON_HOLD, CANCELLED, DISCONTINUED, CLOSED"),
                     );
                 }
             } else if let Some(map) = c.as_map() {
