@@ -59,6 +59,10 @@ pub enum FileOutcome {
     Interrupted,
 }
 
+/// Candidates per chunk at most: about 1.5 KB each, so a few MB per chunk,
+/// and one fsync per few thousand deltas is noise.
+const MAX_CHUNK_CANDIDATES: usize = 4096;
+
 enum Finish {
     Done,
     Failed(String),
@@ -88,6 +92,8 @@ pub struct Pipeline {
     pub index: SharedIndex,
     /// Woken after each commit that produced outbox rows.
     pub wakers: Vec<Arc<Notify>>,
+    /// Build state without enqueueing webhooks (onboarding a hub's history).
+    pub seed: bool,
 }
 
 impl Pipeline {
@@ -96,6 +102,7 @@ impl Pipeline {
             store,
             config,
             index: Arc::new(Mutex::new(None)),
+            seed: false,
             wakers,
         }
     }
@@ -126,7 +133,7 @@ impl Pipeline {
                 self.config.state_cache_entries,
             ),
         };
-        let (tx, mut rx) = mpsc::channel::<Chunk>(2);
+        let (tx, mut rx) = mpsc::channel::<Chunk>(1);
         let producer = {
             let connector = connector.clone();
             let config = self.config.clone();
@@ -242,7 +249,9 @@ impl Pipeline {
                 });
             per_case[slot].2 += 1;
         }
-        let last = if per_case.is_empty() {
+        // Seeding sends nothing, so it consumes no sequence numbers: the first
+        // delta a receiver ever sees for a case is its sequence 1.
+        let last = if per_case.is_empty() || self.seed {
             Vec::new()
         } else {
             tx.bump_cases(&per_case).await?
@@ -252,6 +261,7 @@ impl Pipeline {
             .zip(&last)
             .map(|((_, _, n), last)| last - n + 1)
             .collect();
+        next_seq.resize(per_case.len(), 0);
 
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut outbox_rows = Vec::with_capacity(deltas.len());
@@ -310,6 +320,9 @@ impl Pipeline {
         }
         if !state_rows.is_empty() {
             tx.upsert_state(&state_rows, file_id).await?;
+        }
+        if self.seed {
+            outbox_rows.clear();
         }
         tx.insert_outbox(&outbox_rows, file_id).await?;
         if !chunk.rejects.is_empty() {
@@ -497,7 +510,9 @@ fn produce(
             }
         }
         chunk.records_done = ordinal;
-        if chunk.counts.read >= chunk_rows {
+        // A chunk closes on rows (bounding a checkpoint's distance) or on
+        // candidates (bounding memory: each is a materialized milestone).
+        if chunk.counts.read >= chunk_rows || chunk.candidates.len() >= MAX_CHUNK_CANDIDATES {
             emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
         }
     }
