@@ -60,6 +60,27 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Dry run on a real file: the milestones it would emit (new, changed with
+    /// a field-level diff, unchanged) against the current state, rejects, and
+    /// value-map coverage. Writes nothing.
+    Map {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        connector: String,
+        /// `json` (JSON lines) or `table`.
+        #[arg(long, default_value = "json")]
+        format: String,
+        file: PathBuf,
+    },
+    /// Run the mapping tests in `<mappings_dir>/tests/`; non-zero exit on failure.
+    Test {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Rewrite the expected outputs from the current mappings.
+        #[arg(long)]
+        update: bool,
+    },
     /// Files with their reconciliation counts, and delivery backlog per subscriber.
     Status {
         #[arg(long, short, default_value = "config.toml")]
@@ -132,6 +153,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             seed,
             files,
         } => ingest(&config, &connector, seed, files).await,
+        Command::Map { config, connector, format, file } => {
+            let c = load(&config)?;
+            let Some(conn) = c.connectors.iter().find(|x| x.name == connector) else {
+                bail!("no connector named `{connector}`");
+            };
+            let report = crate::workbench::map_file(&c, conn, &file).await?;
+            match format.as_str() {
+                "table" => print!("{}", report.to_table()),
+                "json" => print!("{}", report.to_json_lines()),
+                other => bail!("unknown format `{other}` (json or table)"),
+            }
+            Ok(())
+        }
+        Command::Test { config, update } => {
+            let c = load(&config)?;
+            let results = crate::workbench::run_mapping_tests(&c, update)?;
+            let failed = results.iter().filter(|r| r.failure.is_some()).count();
+            for r in &results {
+                match &r.failure {
+                    None if update => println!("updated {}", r.name),
+                    None => println!("PASS {}", r.name),
+                    Some(diff) => println!("FAIL {}\n{diff}", r.name),
+                }
+            }
+            println!("{} passed, {} failed", results.len() - failed, failed);
+            if failed > 0 {
+                bail!("{failed} mapping test(s) failed");
+            }
+            Ok(())
+        }
         Command::Listen {
             addr,
             secret_env,

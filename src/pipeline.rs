@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::connector::OnRowError;
+use crate::config::connector::{ExtraColumns, OnRowError};
 use crate::config::{Config, Connector, Format};
 use crate::diff::{self, Candidate, StateIndex, Verdict};
 use crate::map::expr::Stop;
@@ -141,7 +141,7 @@ impl Pipeline {
             let resume = row.records_done;
             tokio::task::spawn_blocking(move || {
                 let mut emit = |c: Chunk| tx.blocking_send(c).map_err(|_| ProduceError::Stopped);
-                produce(&config, &connector, &file, resume, index, &mut emit)
+                produce(&config, &connector, &file, resume, index, None, &mut emit)
             })
         };
         let provenance = Provenance {
@@ -358,6 +358,7 @@ fn produce(
     file: &ReadyFile,
     resume_from: u64,
     mut index: StateIndex,
+    coverage: Option<&crate::map::Coverage>,
     emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>,
 ) -> Result<StateIndex, ProduceError> {
     let fail =
@@ -393,7 +394,25 @@ fn produce(
         time: connector.time,
         pseudonymizer: &config.pseudonymizer,
         content_seed: config.content_seed,
+        coverage,
     };
+    if !bound.binding.extras.is_empty() {
+        let extras = bound.binding.extras.join("`, `");
+        match connector.extra_columns {
+            ExtraColumns::Ignore => {}
+            ExtraColumns::Warn => {
+                tracing::warn!(connector = %connector.name, file = %file.name, columns = %extras, "unexpected columns in the header (ignored)")
+            }
+            ExtraColumns::Reject => {
+                fail(
+                    emit,
+                    resume_from,
+                    format!("{}: header: unexpected column(s) `{extras}` (header policy: extra_columns = \"reject\")", file.name),
+                )?;
+                return Ok(index);
+            }
+        }
+    }
     let chunk_rows = config.chunk_rows as u64;
     let mut rec = csv::ByteRecord::new();
     let mut ordinal: u64 = 0;
@@ -545,10 +564,16 @@ pub struct DryRun {
 }
 
 /// Maps `path` with `connector`'s mapping, writing nothing.
-pub fn dry_run(
+pub fn dry_run(config: &Config, connector: &Connector, path: &std::path::Path) -> Result<DryRun, PipelineError> {
+    dry_run_with(config, connector, path, None)
+}
+
+/// [`dry_run`], collecting value-map coverage.
+pub fn dry_run_with(
     config: &Config,
     connector: &Connector,
     path: &std::path::Path,
+    coverage: Option<&crate::map::Coverage>,
 ) -> Result<DryRun, PipelineError> {
     let (sha256, size) =
         crate::source::local::hash_file(path).map_err(|e| PipelineError::Io(e.to_string()))?;
@@ -581,7 +606,7 @@ pub fn dry_run(
         Ok(())
     };
     // An empty, incomplete index makes every milestone a candidate.
-    match produce(config, connector, &file, 0, StateIndex::new(None, 0), &mut emit) {
+    match produce(config, connector, &file, 0, StateIndex::new(None, 0), coverage, &mut emit) {
         Ok(_) | Err(ProduceError::Stopped) => {}
         Err(ProduceError::Io(e)) => return Err(PipelineError::Io(e)),
     }

@@ -191,6 +191,7 @@ pub const DEFAULT_RETRY_SCHEDULE: &[u64] = &[
 pub struct Config {
     pub path: PathBuf,
     pub data_dir: PathBuf,
+    pub mappings_dir: PathBuf,
     pub store_url: String,
     pub chunk_rows: usize,
     pub state_cache_entries: usize,
@@ -216,6 +217,7 @@ pub struct Connector {
     pub format: Format,
     pub on_row_error: OnRowError,
     pub max_rejects: Option<u64>,
+    pub extra_columns: connector::ExtraColumns,
 }
 
 #[derive(Debug, Clone)]
@@ -483,6 +485,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     Ok(Config {
         path: path.to_path_buf(),
         data_dir,
+        mappings_dir,
         store_url,
         chunk_rows: spec.store.chunk_rows,
         state_cache_entries: spec.store.state_cache_entries,
@@ -618,6 +621,7 @@ fn load_connector(
             format,
             on_row_error: spec.on_row_error,
             max_rejects: spec.max_rejects,
+            extra_columns: spec.header.extra_columns,
         }),
         _ => Err(diags),
     }

@@ -54,6 +54,20 @@ impl ValueMap {
         self.entries.values().map(String::as_str)
     }
 
+    /// The entry key `key` matches (upper-cased under `ignore_case`).
+    pub fn canonical_key(&self, key: &str) -> String {
+        if self.ignore_case {
+            key.to_uppercase()
+        } else {
+            key.to_string()
+        }
+    }
+
+    /// Entry keys, as stored.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         if !self.ignore_case {
             return self.entries.get(key).map(String::as_str);
@@ -497,6 +511,8 @@ pub enum HeaderError {
 #[derive(Debug, Clone)]
 pub struct Binding {
     pub slots: Vec<Option<usize>>,
+    /// Non-empty headers in the file that no declared column claims.
+    pub extras: Vec<String>,
 }
 
 impl Mapping {
@@ -536,7 +552,13 @@ impl Mapping {
             }
             slots.push(idx);
         }
-        Ok(Binding { slots })
+        let extras = header
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| !h.trim().is_empty() && !slots.contains(&Some(*i)))
+            .map(|(_, h)| h.trim().to_string())
+            .collect();
+        Ok(Binding { slots, extras })
     }
 }
 
@@ -632,6 +654,23 @@ pub struct Bound<'m> {
     pub pseudonymizer: &'m Pseudonymizer,
     /// Seeds the content hash, so that stored hashes are keyed too.
     pub content_seed: u64,
+    /// Value-map usage, collected by dry runs only.
+    pub coverage: Option<&'m Coverage>,
+}
+
+/// Which value-map entries a dry run used, and which codes were unmapped.
+/// Single-threaded by design: a dry run maps one file on one thread.
+#[derive(Debug, Default)]
+pub struct Coverage {
+    /// (map name, hub code as written) → records.
+    pub used: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+    pub unmapped: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+}
+
+impl Coverage {
+    fn count(map: &std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>, name: &str, key: &str) {
+        *map.borrow_mut().entry((name.to_string(), key.to_string())).or_default() += 1;
+    }
 }
 
 struct RowEnv<'a> {
@@ -664,7 +703,14 @@ impl<'a> Env<'a> for RowEnv<'a> {
 
     fn lookup(&self, map: usize, key: &str) -> Result<Option<&'a str>, Stop> {
         let m = &self.bound.mapping.maps[map];
-        match m.get(key) {
+        let found = m.get(key);
+        if let Some(c) = self.bound.coverage {
+            match found {
+                Some(_) => Coverage::count(&c.used, &m.name, &m.canonical_key(key)),
+                None => Coverage::count(&c.unmapped, &m.name, key),
+            }
+        }
+        match found {
             Some(v) => Ok(Some(v)),
             None => match m.on_unmapped {
                 OnUnmapped::Reject => Err(Stop::Reject {

@@ -52,6 +52,18 @@ fn file_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow, sqlx::Error> {
     })
 }
 
+fn state_row(r: &sqlx::sqlite::SqliteRow) -> Result<StateRow, sqlx::Error> {
+    Ok(StateRow {
+        program: r.try_get("program")?,
+        case_id: r.try_get("case_id")?,
+        milestone: r.try_get("milestone")?,
+        occurrence: r.try_get("occurrence")?,
+        key_hash: r.try_get::<i64, _>("key_hash")? as u64,
+        content_hash: r.try_get::<i64, _>("content_hash")? as u64,
+        body: r.try_get("body")?,
+    })
+}
+
 const FILE_COLS: &str =
     "id, connector, sha256, name, status, records_done, records_read, emitted, unchanged, rejected, filtered, deltas, error";
 
@@ -84,6 +96,38 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         Ok(SqliteStore { writer, reader })
+    }
+
+    /// Opens an existing database for reading only (dry runs): no file is
+    /// created, no migration runs, and any write fails.
+    pub async fn open_read_only(path: &str) -> Result<Option<SqliteStore>, StoreError> {
+        if !Path::new(path).is_file() {
+            return Ok(None);
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        Ok(Some(SqliteStore { writer: pool.clone(), reader: pool }))
+    }
+
+    /// State rows by key hash, outside any transaction.
+    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hashes.chunks(MAX_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state WHERE key_hash IN (",
+            );
+            let mut sep = q.separated(", ");
+            for h in chunk {
+                sep.push_bind(*h as i64);
+            }
+            q.push(")");
+            for r in q.build().persistent(false).fetch_all(&self.reader).await? {
+                out.push(state_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn close(&self) {
@@ -347,15 +391,7 @@ impl SqliteTx {
             q.push(")");
             let rows = q.build().persistent(false).fetch_all(&mut *self.tx).await?;
             for r in rows {
-                out.push(StateRow {
-                    program: r.try_get("program")?,
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    occurrence: r.try_get("occurrence")?,
-                    key_hash: r.try_get::<i64, _>("key_hash")? as u64,
-                    content_hash: r.try_get::<i64, _>("content_hash")? as u64,
-                    body: r.try_get("body")?,
-                });
+                out.push(state_row(&r)?);
             }
         }
         Ok(out)
