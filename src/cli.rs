@@ -153,7 +153,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             seed,
             files,
         } => ingest(&config, &connector, seed, files).await,
-        Command::Map { config, connector, format, file } => {
+        Command::Map {
+            config,
+            connector,
+            format,
+            file,
+        } => {
             let c = load(&config)?;
             let Some(conn) = c.connectors.iter().find(|x| x.name == connector) else {
                 bail!("no connector named `{connector}`");

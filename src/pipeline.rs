@@ -564,7 +564,11 @@ pub struct DryRun {
 }
 
 /// Maps `path` with `connector`'s mapping, writing nothing.
-pub fn dry_run(config: &Config, connector: &Connector, path: &std::path::Path) -> Result<DryRun, PipelineError> {
+pub fn dry_run(
+    config: &Config,
+    connector: &Connector,
+    path: &std::path::Path,
+) -> Result<DryRun, PipelineError> {
     dry_run_with(config, connector, path, None)
 }
 
@@ -606,7 +610,15 @@ pub fn dry_run_with(
         Ok(())
     };
     // An empty, incomplete index makes every milestone a candidate.
-    match produce(config, connector, &file, 0, StateIndex::new(None, 0), coverage, &mut emit) {
+    match produce(
+        config,
+        connector,
+        &file,
+        0,
+        StateIndex::new(None, 0),
+        coverage,
+        &mut emit,
+    ) {
         Ok(_) | Err(ProduceError::Stopped) => {}
         Err(ProduceError::Io(e)) => return Err(PipelineError::Io(e)),
     }

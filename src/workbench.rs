@@ -86,12 +86,18 @@ pub struct MapReport {
 }
 
 fn value_at<'a>(v: &'a serde_json::Value, field: &str) -> &'a serde_json::Value {
-    field.split('.').fold(v, |v, part| v.get(part).unwrap_or(&serde_json::Value::Null))
+    field
+        .split('.')
+        .fold(v, |v, part| v.get(part).unwrap_or(&serde_json::Value::Null))
 }
 
 /// Dry-runs `path` through `connector` and compares each milestone with the
 /// stored state. Writes nothing.
-pub async fn map_file(config: &Config, connector: &Connector, path: &Path) -> Result<MapReport, WorkbenchError> {
+pub async fn map_file(
+    config: &Config,
+    connector: &Connector,
+    path: &Path,
+) -> Result<MapReport, WorkbenchError> {
     let coverage = Coverage::default();
     let dry = dry_run_with(config, connector, path, Some(&coverage))?;
     let store = Store::open_read_only(&config.store_url).await?;
@@ -105,13 +111,21 @@ pub async fn map_file(config: &Config, connector: &Connector, path: &Path) -> Re
         hashes.sort_unstable();
         hashes.dedup();
         for row in store.state_rows(&hashes).await? {
-            stored.insert((row.program, row.case_id, row.milestone, row.occurrence), serde_json::from_str(&row.body)?);
+            stored.insert(
+                (row.program, row.case_id, row.milestone, row.occurrence),
+                serde_json::from_str(&row.body)?,
+            );
         }
         store.close().await;
     }
     let mut entries = Vec::with_capacity(dry.milestones.len());
     for (locator, content) in dry.milestones {
-        let key = (content.program.clone(), content.case_id.clone(), content.milestone.as_str().to_string(), content.occurrence.clone());
+        let key = (
+            content.program.clone(),
+            content.case_id.clone(),
+            content.milestone.as_str().to_string(),
+            content.occurrence.clone(),
+        );
         let (status, changes) = match stored.get(&key) {
             None => (Verdict::New, Vec::new()),
             Some(old) if *old == content => (Verdict::Unchanged, Vec::new()),
@@ -120,12 +134,21 @@ pub async fn map_file(config: &Config, connector: &Connector, path: &Path) -> Re
                 let changes = content
                     .changed_fields(old)
                     .into_iter()
-                    .map(|f| FieldChange { old: value_at(&o, &f).clone(), new: value_at(&n, &f).clone(), field: f })
+                    .map(|f| FieldChange {
+                        old: value_at(&o, &f).clone(),
+                        new: value_at(&n, &f).clone(),
+                        field: f,
+                    })
                     .collect();
                 (Verdict::Changed, changes)
             }
         };
-        entries.push(Entry { status, locator, milestone: content, changes });
+        entries.push(Entry {
+            status,
+            locator,
+            milestone: content,
+            changes,
+        });
     }
     // Reconcile against the store: a record is emitted only if one of its
     // milestones is new or changed.
@@ -145,14 +168,25 @@ pub async fn map_file(config: &Config, connector: &Connector, path: &Path) -> Re
         .maps
         .iter()
         .map(|m| {
-            let used: BTreeMap<String, u64> =
-                used.iter().filter(|((n, _), _)| *n == m.name).map(|((_, k), c)| (k.clone(), *c)).collect();
-            let mut unused: Vec<String> = m.keys().filter(|k| !used.contains_key(*k)).map(str::to_string).collect();
+            let used: BTreeMap<String, u64> = used
+                .iter()
+                .filter(|((n, _), _)| *n == m.name)
+                .map(|((_, k), c)| (k.clone(), *c))
+                .collect();
+            let mut unused: Vec<String> = m
+                .keys()
+                .filter(|k| !used.contains_key(*k))
+                .map(str::to_string)
+                .collect();
             unused.sort();
             MapCoverage {
                 map: m.name.clone(),
                 unused,
-                unmapped: unmapped.iter().filter(|((n, _), _)| *n == m.name).map(|((_, k), c)| (k.clone(), *c)).collect(),
+                unmapped: unmapped
+                    .iter()
+                    .filter(|((n, _), _)| *n == m.name)
+                    .map(|((_, k), c)| (k.clone(), *c))
+                    .collect(),
                 used,
             }
         })
@@ -203,10 +237,18 @@ impl MapReport {
     /// A compact table for terminals.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{:<10} {:<12} {:<14} {:<22} {:<6} {:<26} changes", "status", "locator", "case", "milestone", "occ", "occurred_at");
+        let _ = writeln!(
+            out,
+            "{:<10} {:<12} {:<14} {:<22} {:<6} {:<26} changes",
+            "status", "locator", "case", "milestone", "occ", "occurred_at"
+        );
         for e in &self.entries {
             let m = &e.milestone;
-            let changes: Vec<String> = e.changes.iter().map(|c| format!("{}: {} -> {}", c.field, c.old, c.new)).collect();
+            let changes: Vec<String> = e
+                .changes
+                .iter()
+                .map(|c| format!("{}: {} -> {}", c.field, c.old, c.new))
+                .collect();
             let _ = writeln!(
                 out,
                 "{:<10} {:<12} {:<14} {:<22} {:<6} {:<26} {}",
@@ -222,14 +264,30 @@ impl MapReport {
         if !self.rejects.is_empty() {
             let _ = writeln!(out, "\nREJECTED");
             for r in &self.rejects {
-                let _ = writeln!(out, "  {:<12} {:<18} {}", r.locator, r.column.as_deref().unwrap_or("-"), r.reason);
+                let _ = writeln!(
+                    out,
+                    "  {:<12} {:<18} {}",
+                    r.locator,
+                    r.column.as_deref().unwrap_or("-"),
+                    r.reason
+                );
             }
         }
         let _ = writeln!(out, "\nCOVERAGE");
         for c in &self.coverage {
             let used: Vec<String> = c.used.iter().map(|(k, n)| format!("{k}×{n}")).collect();
             let unmapped: Vec<String> = c.unmapped.iter().map(|(k, n)| format!("{k}×{n}")).collect();
-            let _ = writeln!(out, "  map `{}`: used {}; never used: {}", c.map, used.join(", "), if c.unused.is_empty() { "-".to_string() } else { c.unused.join(", ") });
+            let _ = writeln!(
+                out,
+                "  map `{}`: used {}; never used: {}",
+                c.map,
+                used.join(", "),
+                if c.unused.is_empty() {
+                    "-".to_string()
+                } else {
+                    c.unused.join(", ")
+                }
+            );
             if !unmapped.is_empty() {
                 let _ = writeln!(out, "    unmapped codes: {}", unmapped.join(", "));
             }
@@ -299,7 +357,11 @@ pub fn run_mapping_tests(config: &Config, update: bool) -> Result<Vec<TestResult
     let config = &config;
     let dir = config.mappings_dir.join("tests");
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect(),
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect(),
         Err(_) => Vec::new(),
     };
     files.sort();
@@ -307,17 +369,26 @@ pub fn run_mapping_tests(config: &Config, update: bool) -> Result<Vec<TestResult
     for file in files {
         let src = SourceFile::read(&file).map_err(|d| WorkbenchError::Config(d.into()))?;
         let spec: TestSpec = parse_toml(&src).map_err(|d| WorkbenchError::Config(d.into()))?;
-        let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let base = file.parent().unwrap_or(Path::new("."));
         let Some(connector) = config.connectors.iter().find(|c| c.name == spec.connector) else {
-            results.push(TestResult { name, failure: Some(format!("no connector named `{}`", spec.connector)) });
+            results.push(TestResult {
+                name,
+                failure: Some(format!("no connector named `{}`", spec.connector)),
+            });
             continue;
         };
         let dry = crate::pipeline::dry_run(config, connector, &base.join(&spec.input))?;
         let actual = golden_lines(&dry);
         let expected_path = base.join(&spec.expected);
         if update {
-            std::fs::write(&expected_path, &actual).map_err(|e| WorkbenchError::Io { path: expected_path.display().to_string(), source: e })?;
+            std::fs::write(&expected_path, &actual).map_err(|e| WorkbenchError::Io {
+                path: expected_path.display().to_string(),
+                source: e,
+            })?;
             results.push(TestResult { name, failure: None });
             continue;
         }
@@ -346,9 +417,15 @@ pub fn diff_lines(expected: &str, actual: &str) -> String {
         }
         match (el, al) {
             (Some(el), Some(al)) => {
-                let (ev, av): (serde_json::Value, serde_json::Value) =
-                    (serde_json::from_str(el).unwrap_or_default(), serde_json::from_str(al).unwrap_or_default());
-                let where_ = av.get("locator").or_else(|| ev.get("locator")).cloned().unwrap_or_default();
+                let (ev, av): (serde_json::Value, serde_json::Value) = (
+                    serde_json::from_str(el).unwrap_or_default(),
+                    serde_json::from_str(al).unwrap_or_default(),
+                );
+                let where_ = av
+                    .get("locator")
+                    .or_else(|| ev.get("locator"))
+                    .cloned()
+                    .unwrap_or_default();
                 let _ = writeln!(out, "  output line {} ({where_}):", i + 1);
                 let mut fields = Vec::new();
                 json_diff("", &ev, &av, &mut fields);
@@ -368,14 +445,28 @@ pub fn diff_lines(expected: &str, actual: &str) -> String {
     out
 }
 
-fn json_diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<(String, String, String)>) {
+fn json_diff(
+    path: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    out: &mut Vec<(String, String, String)>,
+) {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                json_diff(&p, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                json_diff(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
             }
         }
         _ if a != b => out.push((path.to_string(), a.to_string(), b.to_string())),

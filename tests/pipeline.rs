@@ -416,7 +416,12 @@ fn golden_every_fixture_maps_to_its_expected_output() {
     .unwrap_or_else(|d| panic!("{d}"));
     let results = hubsync::workbench::run_mapping_tests(&config, false).expect("mapping tests run");
     for r in &results {
-        assert!(r.failure.is_none(), "mapping test {} failed:\n{}", r.name, r.failure.as_deref().unwrap_or(""));
+        assert!(
+            r.failure.is_none(),
+            "mapping test {} failed:\n{}",
+            r.name,
+            r.failure.as_deref().unwrap_or("")
+        );
     }
     let tests_dir = repo().join("mappings/tests");
     let specs: String = std::fs::read_dir(&tests_dir)
@@ -426,9 +431,15 @@ fn golden_every_fixture_maps_to_its_expected_output() {
         .map(|e| std::fs::read_to_string(e.path()).expect("read test spec"))
         .collect();
     let mut fixtures = Vec::new();
-    for dir in std::fs::read_dir(repo().join("fixtures")).expect("fixtures").filter_map(Result::ok) {
+    for dir in std::fs::read_dir(repo().join("fixtures"))
+        .expect("fixtures")
+        .filter_map(Result::ok)
+    {
         if dir.path().is_dir() {
-            for f in std::fs::read_dir(dir.path()).expect("fixture dir").filter_map(Result::ok) {
+            for f in std::fs::read_dir(dir.path())
+                .expect("fixture dir")
+                .filter_map(Result::ok)
+            {
                 let name = f.file_name().to_string_lossy().into_owned();
                 if !name.ends_with(".jsonl") && !name.ends_with(".md") {
                     fixtures.push(format!("{}/{}", dir.file_name().to_string_lossy(), name));
@@ -437,7 +448,10 @@ fn golden_every_fixture_maps_to_its_expected_output() {
         }
     }
     for f in &fixtures {
-        assert!(specs.contains(f.as_str()), "fixture {f} has no mapping test in mappings/tests/");
+        assert!(
+            specs.contains(f.as_str()),
+            "fixture {f} has no mapping test in mappings/tests/"
+        );
     }
     assert!(results.len() >= 4, "{} mapping tests", results.len());
 }

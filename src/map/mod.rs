@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, TimeZone};
+use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -585,17 +585,17 @@ impl TimePolicy {
             },
             LocalResult::None => match self.gap {
                 DstGap::ShiftForward => {
-                    // Walk forward to the first instant that exists; the gap is at
-                    // most a few hours in every IANA zone.
-                    for minutes in (15..=180).step_by(15) {
-                        if let LocalResult::Single(t) = self
-                            .tz
-                            .from_local_datetime(&(t + chrono::Duration::minutes(minutes)))
-                        {
-                            return Ok(t.fixed_offset());
-                        }
-                    }
-                    Err(format!("local time does not exist in {}", self.tz.name()))
+                    // Read the wall time with the offset in force just before
+                    // the gap, so 02:30 in a one-hour spring gap is 03:30, as a
+                    // clock that was not moved forward would have said.
+                    let before = self
+                        .tz
+                        .from_local_datetime(&(t - chrono::Duration::hours(6)))
+                        .earliest()
+                        .ok_or_else(|| format!("local time does not exist in {}", self.tz.name()))?;
+                    let utc =
+                        t - chrono::Duration::seconds(i64::from(before.offset().fix().local_minus_utc()));
+                    Ok(self.tz.from_utc_datetime(&utc).fixed_offset())
                 }
                 DstGap::Reject => Err(format!(
                     "local time does not exist in {} (it falls in the DST gap)",
@@ -668,8 +668,14 @@ pub struct Coverage {
 }
 
 impl Coverage {
-    fn count(map: &std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>, name: &str, key: &str) {
-        *map.borrow_mut().entry((name.to_string(), key.to_string())).or_default() += 1;
+    fn count(
+        map: &std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+        name: &str,
+        key: &str,
+    ) {
+        *map.borrow_mut()
+            .entry((name.to_string(), key.to_string()))
+            .or_default() += 1;
     }
 }
 

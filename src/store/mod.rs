@@ -192,7 +192,9 @@ impl Store {
     /// Opens an existing store read-only; `None` when there is none yet.
     pub async fn open_read_only(url: &str) -> Result<Option<Store>, StoreError> {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            return Ok(sqlite::SqliteStore::open_read_only(path).await?.map(Store::Sqlite));
+            return Ok(sqlite::SqliteStore::open_read_only(path)
+                .await?
+                .map(Store::Sqlite));
         }
         Err(StoreError::Url(url.to_string()))
     }

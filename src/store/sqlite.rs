@@ -107,8 +107,14 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .read_only(true)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-        Ok(Some(SqliteStore { writer: pool.clone(), reader: pool }))
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        Ok(Some(SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        }))
     }
 
     /// State rows by key hash, outside any transaction.
