@@ -348,9 +348,7 @@ async fn reconciliation_counts() {
     // lines[1..=7] are cases AC-100200..206. Change 3, keep 2, break 2 (+1 skip).
     lines[1] = lines[1].replace("11/02/2026", "11/03/2026");
     lines[2] = lines[2].replace(",BI,", ",BC,");
-    lines[3] = lines[3]
-        .replace("Castillo", "Castillo")
-        .replace(",BC,11/17/2026", ",BC,11/18/2026");
+    lines[3] = lines[3].replace(",BC,11/17/2026", ",BC,11/18/2026");
     lines[6] = lines[6].replace(",SHP,", ",ZZZ,");
     lines[7] = lines[7].replace("AC-100206", "");
     let rejected_line = lines[4].replace(",PAS,11/17/2026", ",PAS,99/99/2026");
