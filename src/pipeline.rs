@@ -107,6 +107,17 @@ impl Pipeline {
         }
     }
 
+    /// Loads the state index now (at startup) rather than with the first
+    /// file; returns how many entries it holds.
+    pub async fn warm(&self) -> Result<usize, PipelineError> {
+        let mut guard = self.index.lock().await;
+        if guard.is_none() {
+            let cap = self.config.state_cache_entries;
+            *guard = Some(StateIndex::new(self.store.state_index(cap).await?, cap));
+        }
+        Ok(guard.as_ref().map_or(0, StateIndex::len))
+    }
+
     /// Processes one complete file. See the module docs for the guarantees.
     pub async fn process(
         &self,
