@@ -333,7 +333,10 @@ async fn ingest(
     });
     let t0 = std::time::Instant::now();
     let entries = pipeline.warm().await?;
-    eprintln!("state index: {entries} entries loaded in {:.2}s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "state index: {entries} entries loaded in {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
     // Hub files carry their date in the name; name order is date order.
     files.sort();
     let total_bytes: u64 = files

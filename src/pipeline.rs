@@ -431,6 +431,7 @@ fn produce(
     let mut total_rejects = 0u64;
     // Fingerprints of one record, reused: most records produce one or two.
     let mut fps: Vec<(usize, crate::map::Fingerprint)> = Vec::with_capacity(4);
+    let mut hasher = HashSink::new(config.content_seed);
     loop {
         let locator = match reader.next_record(&mut rec) {
             Ok(Some(l)) => l,
@@ -469,12 +470,12 @@ fn produce(
             if !applies {
                 continue;
             }
-            let mut sink = HashSink::new(config.content_seed);
-            if let Err(s) = bound.walk(rule, fields, &mut sink) {
+            hasher.reset();
+            if let Err(s) = bound.walk(rule, fields, &mut hasher) {
                 stop = Some(s);
                 break;
             }
-            fps.push((i, sink.finish()));
+            fps.push((i, hasher.finish()));
         }
         match stop {
             Some(Stop::Reject { column, reason }) => {
