@@ -114,6 +114,51 @@ def csv_ceiling(path, runs):
     return median(times)
 
 
+def latency(hs, n, runs):
+    """Drop-to-webhook latency: a running daemon with day 1 delivered; day 2
+    (1% changed) is dropped with a done-marker, so it is complete at a known
+    instant; each webhook's receipt time is measured against that instant."""
+    day1 = gen(n, OUT / "data" / f"snap_{n}_day1.csv")
+    day2 = gen(n, OUT / "data" / f"snap_{n}_day2.csv", changed=1.0)
+    samples = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            cfg = project(d)
+            text = (d / "connectors/acme-hub.toml").read_text().replace('path = "drop"', 'path = "drop"\ndone_marker = "{name}.done"\nrescan = "100ms"')
+            (d / "connectors/acme-hub.toml").write_text(text)
+            cfg.write_text(cfg.read_text().replace("http://127.0.0.1:9/", "http://127.0.0.1:19322/")
+                           + 'max_in_flight = 64\n\n[delivery]\npoll_interval = "50ms"\n')
+            ingest(hs, cfg, [day1], seed=True)  # state as after night 1, nothing pending
+            log = d / "received.log"
+            rx = subprocess.Popen([hs, "listen", "--addr", "127.0.0.1:19322", "--timestamps"], stdout=open(log, "w"),
+                                  stderr=subprocess.DEVNULL, env=ENV)
+            daemon = subprocess.Popen([hs, "run", "-c", str(cfg)], stderr=subprocess.DEVNULL, env=ENV)
+            time.sleep(1.5)
+            shutil.copy(day2, d / "drop" / "day2.csv")
+            t0 = time.time()
+            (d / "drop" / "day2.csv.done").touch()
+            expected = None
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                lines = log.read_text().splitlines()
+                if expected is None:
+                    p = sh([hs, "status", "-c", str(cfg)])
+                    m = re.search(r"day2\.csv\s+done\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+(\d+)", p.stdout)
+                    expected = int(m.group(1)) if m else None
+                if expected is not None and len(lines) >= expected:
+                    break
+                time.sleep(0.05)
+            daemon.send_signal(signal.SIGINT)
+            daemon.wait()
+            rx.send_signal(signal.SIGINT)
+            rx.wait()
+            samples += [int(l.split()[0]) / 1000 - t0 for l in log.read_text().splitlines()]
+    samples.sort()
+    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
+    return len(samples), pick(0.5), pick(0.99), samples[-1] * 1000
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -162,6 +207,11 @@ def main():
             rows.append(("peak RSS first load, MiB", n, median(rss_first), None, None))
             rows.append(("peak RSS re-load, MiB", n, median(rss_reload), None, None))
             rows.append(("state index load, s", n, median(index_s), None, None))
+        n = 20_000 if a.quick else 100_000
+        count, p50, p99, worst = latency(hs, n, runs)
+        rows.append(("drop-to-webhook latency p50, ms (file complete → received)", count, p50, None, None))
+        rows.append(("drop-to-webhook latency p99, ms", count, p99, None, None))
+        rows.append(("drop-to-webhook latency max, ms", count, worst, None, None))
         # Peak RSS on a ~1 GB CSV (a few cases repeated: the file is large, the state is not).
         big_cases, repeat = (2_000, 20) if a.quick else (100_000, 70)
         big = gen(big_cases, data / f"big_{big_cases}x{repeat}.csv", repeat=repeat)

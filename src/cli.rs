@@ -45,6 +45,9 @@ pub enum Command {
         /// Print each body as JSON, one per line.
         #[arg(long)]
         json: bool,
+        /// Prefix each line with the receive time (Unix ms): for latency measurements.
+        #[arg(long)]
+        timestamps: bool,
     },
     /// Process files now, in name (date) order, without the daemon: onboarding
     /// a hub's history, or re-running archived files. Already-processed files
@@ -192,7 +195,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             addr,
             secret_env,
             json,
-        } => listen(addr, &secret_env, json).await,
+            timestamps,
+        } => listen(addr, &secret_env, json, timestamps).await,
         Command::Status { config, files } => {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;
@@ -248,7 +252,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn listen(addr: SocketAddr, secret_env: &str, json: bool) -> anyhow::Result<()> {
+async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool) -> anyhow::Result<()> {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
 
@@ -276,12 +280,13 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool) -> anyhow::Resul
                 return StatusCode::UNAUTHORIZED;
             }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let stamp = if timestamps { format!("{} ", chrono::Utc::now().timestamp_millis()) } else { String::new() };
             if json {
-                println!("{}", String::from_utf8_lossy(&body));
+                println!("{stamp}{}", String::from_utf8_lossy(&body));
             } else {
                 let d = &v["data"];
                 println!(
-                    "{id} {:<22} program={} case={} seq={} occurred_at={} change={} {}",
+                    "{stamp}{id} {:<22} program={} case={} seq={} occurred_at={} change={} {}",
                     v["type"].as_str().unwrap_or("?"),
                     d["program"].as_str().unwrap_or("?"),
                     d["case_id"].as_str().unwrap_or("?"),
