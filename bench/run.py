@@ -33,10 +33,13 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, env=ENV, **kw)
 
 
-def binary():
+def binary(quick):
+    """Release build for real figures; quick mode (CI) reuses the debug build
+    the tests already made, since its figures are not reported."""
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    return str(target / "release" / "hubsync")
+    profile = [] if quick else ["--release"]
+    sh(["cargo", "build", "--quiet", *profile], cwd=ROOT)
+    return str(target / ("debug" if quick else "release") / "hubsync")
 
 
 def gen(cases, path, changed=0.0, repeat=1):
@@ -168,7 +171,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     data = OUT / "data"
     data.mkdir(exist_ok=True)
-    hs = binary()
+    hs = binary(a.quick)
     install_python_peers()
     rows = []  # (scenario, size, hubsync, peer, peer value, ratio)
     listener = start_listener(hs, 19321)
