@@ -64,6 +64,19 @@ fn state_row(r: &sqlx::sqlite::SqliteRow) -> Result<StateRow, sqlx::Error> {
     })
 }
 
+/// `SELECT … FROM state WHERE key_hash IN (…)` for one chunk of hashes.
+fn state_by_hash(hashes: &[u64]) -> QueryBuilder<'static, Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state WHERE key_hash IN (",
+    );
+    let mut sep = q.separated(", ");
+    for h in hashes {
+        sep.push_bind(*h as i64);
+    }
+    q.push(")");
+    q
+}
+
 const FILE_COLS: &str =
     "id, connector, sha256, name, status, records_done, records_read, emitted, unchanged, rejected, filtered, deltas, error";
 
@@ -121,14 +134,7 @@ impl SqliteStore {
     pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in hashes.chunks(MAX_PARAMS) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state WHERE key_hash IN (",
-            );
-            let mut sep = q.separated(", ");
-            for h in chunk {
-                sep.push_bind(*h as i64);
-            }
-            q.push(")");
+            let mut q = state_by_hash(chunk);
             for r in q.build().persistent(false).fetch_all(&self.reader).await? {
                 out.push(state_row(&r)?);
             }
@@ -387,14 +393,7 @@ impl SqliteTx {
     pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in hashes.chunks(MAX_PARAMS) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state WHERE key_hash IN (",
-            );
-            let mut sep = q.separated(", ");
-            for h in chunk {
-                sep.push_bind(*h as i64);
-            }
-            q.push(")");
+            let mut q = state_by_hash(chunk);
             let rows = q.build().persistent(false).fetch_all(&mut *self.tx).await?;
             for r in rows {
                 out.push(state_row(&r)?);
