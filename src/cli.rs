@@ -280,7 +280,11 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
                 return StatusCode::UNAUTHORIZED;
             }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-            let stamp = if timestamps { format!("{} ", chrono::Utc::now().timestamp_millis()) } else { String::new() };
+            let stamp = if timestamps {
+                format!("{} ", chrono::Utc::now().timestamp_millis())
+            } else {
+                String::new()
+            };
             if json {
                 println!("{stamp}{}", String::from_utf8_lossy(&body));
             } else {
@@ -369,7 +373,46 @@ async fn ingest(
             sha256,
             marker: None,
         };
-        let outcome = pipeline.process(&conn, &file, &shutdown).await?;
+        // A live progress line on terminals: the ledger's checkpoint is the
+        // truth of how far the file is, so the pipeline needs no callback.
+        let ticker = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let (store, connector, sha, label) = (
+                store.clone(),
+                conn.name.clone(),
+                file.sha256.clone(),
+                format!("[{}/{}] {name}", i + 1, files.len()),
+            );
+            let (rows_before, bytes_before, started) = (rows, done_bytes, started);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    if let Ok(Some(f)) = store.file_get(&connector, &sha).await {
+                        let elapsed = started.elapsed().as_secs_f64();
+                        let total = rows_before + f.records_done;
+                        let eta = if bytes_before > 0 {
+                            format!(
+                                "{:.0}s",
+                                elapsed * total_bytes.saturating_sub(bytes_before) as f64
+                                    / bytes_before as f64
+                            )
+                        } else {
+                            "?".to_string()
+                        };
+                        eprint!(
+                            "\r{label}: {} rows ({:.0} rows/s overall), ETA {eta}   ",
+                            f.records_done,
+                            total as f64 / elapsed.max(1e-9)
+                        );
+                    }
+                }
+            })
+        });
+        let outcome = pipeline.process(&conn, &file, &shutdown).await;
+        if let Some(t) = ticker {
+            t.abort();
+            eprint!("\r\x1b[2K");
+        }
+        let outcome = outcome?;
         done_bytes += size;
         let secs = t0.elapsed().as_secs_f64();
         let line = match outcome {

@@ -408,7 +408,7 @@ fn produce(
         coverage,
     };
     if !bound.binding.extras.is_empty() {
-        let extras = bound.binding.extras.join("`, `");
+        let extras = format!("`{}`", bound.binding.extras.join("`, `"));
         match connector.extra_columns {
             ExtraColumns::Ignore => {}
             ExtraColumns::Warn => {
@@ -418,7 +418,7 @@ fn produce(
                 fail(
                     emit,
                     resume_from,
-                    format!("{}: header: unexpected column(s) `{extras}` (header policy: extra_columns = \"reject\")", file.name),
+                    format!("{}: header: unexpected column(s) {extras} (header policy: extra_columns = \"reject\")", file.name),
                 )?;
                 return Ok(index);
             }

@@ -114,6 +114,8 @@ pub struct Mapping {
     pub name: String,
     pub path: PathBuf,
     pub columns: Vec<Column>,
+    /// Normalized headers the mapping knowingly leaves unread.
+    pub ignored_headers: Vec<String>,
     pub maps: Vec<ValueMap>,
     pub rules: Vec<Rule>,
 }
@@ -475,6 +477,7 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
         Ok(Mapping {
             name,
             path: src.path.clone(),
+            ignored_headers: spec.ignored_headers.iter().map(|h| normalize_header(h)).collect(),
             columns,
             maps,
             rules,
@@ -555,7 +558,11 @@ impl Mapping {
         let extras = header
             .iter()
             .enumerate()
-            .filter(|(i, h)| !h.trim().is_empty() && !slots.contains(&Some(*i)))
+            .filter(|(i, h)| {
+                !h.trim().is_empty()
+                    && !slots.contains(&Some(*i))
+                    && !self.ignored_headers.contains(&norm[*i])
+            })
             .map(|(_, h)| h.trim().to_string())
             .collect();
         Ok(Binding { slots, extras })
