@@ -180,11 +180,16 @@ async fn print_missing_drops(store: &Store) -> anyhow::Result<()> {
         return Ok(());
     }
     let at = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map_or_else(|| "?".to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+            || "?".to_string(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
     };
     println!("\nMISSING DROPS (newest first)");
-    println!("{:<16} {:<22} {:<22} {:<22} notified", "connector", "expected by", "detected", "last arrival");
+    println!(
+        "{:<16} {:<22} {:<22} {:<22} notified",
+        "connector", "expected by", "detected", "last arrival"
+    );
     for m in missing {
         println!(
             "{:<16} {:<22} {:<22} {:<22} {}",

@@ -27,10 +27,10 @@ use crate::store::{MissingDrop, OutboxWrite, Store, StoreError};
 /// deadline moves forward by the gap; an ambiguous time takes the earlier.
 fn deadline_on(exp: &Expectation, tz: Tz, date: NaiveDate) -> Option<DateTime<Utc>> {
     let local = date.and_time(exp.daily_by);
-    let at = tz
-        .from_local_datetime(&local)
-        .earliest()
-        .or_else(|| tz.from_local_datetime(&(local + ChronoDuration::hours(1))).earliest())?;
+    let at = tz.from_local_datetime(&local).earliest().or_else(|| {
+        tz.from_local_datetime(&(local + ChronoDuration::hours(1)))
+            .earliest()
+    })?;
     Some(at.with_timezone(&Utc))
 }
 
@@ -70,7 +70,10 @@ pub async fn judge(
         return Ok(false);
     }
     let now = Utc::now();
-    let rfc = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let rfc = |t: DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
     let data = FeedMissing {
         connector: connector.name.clone(),
         program: connector.program.clone(),
@@ -96,10 +99,7 @@ pub async fn judge(
         milestone: "feed.missing".to_string(),
         seq: 0,
         lane: xxhash_rust::xxh3::xxh3_64(lane_key.as_bytes()),
-        body: outbox::render_feed_missing(
-            &data,
-            &now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        ),
+        body: outbox::render_feed_missing(&data, &now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         subscribers,
     });
     let drop = MissingDrop {
@@ -183,7 +183,9 @@ mod tests {
     }
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("rfc3339")
+            .with_timezone(&Utc)
     }
 
     #[test]

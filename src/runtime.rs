@@ -89,7 +89,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
             }
         }
         if connector.expect.is_some() {
-            let (s, cfg, c, w, t) = (store.clone(), config.clone(), connector.clone(), wakers.clone(), shutdown.clone());
+            let (s, cfg, c, w, t) = (
+                store.clone(),
+                config.clone(),
+                connector.clone(),
+                wakers.clone(),
+                shutdown.clone(),
+            );
             tracker.spawn(async move { crate::expect::watch(s, cfg, c, w, t).await });
         }
     }
@@ -335,8 +341,12 @@ async fn sftp_round(
                         tracing::info!(connector = %connector.name, error = %e, "file changed during download; waiting for it to settle again");
                         wait = wait.min(remote.source().settle);
                     }
-                    _ if first => tracing::warn!(connector = %connector.name, file = %file.path, error = %e, "remote file skipped; the connector goes on"),
-                    _ => tracing::debug!(connector = %connector.name, file = %file.path, error = %e, "remote file still skipped"),
+                    _ if first => {
+                        tracing::warn!(connector = %connector.name, file = %file.path, error = %e, "remote file skipped; the connector goes on")
+                    }
+                    _ => {
+                        tracing::debug!(connector = %connector.name, file = %file.path, error = %e, "remote file still skipped")
+                    }
                 }
             }
             Err(e) => return Err(e),
@@ -388,7 +398,10 @@ async fn handle_remote_file(
                 .await
                 .map_err(HandleError::from)?;
             remote.discard(&staged.path);
-            let dir = remote.source().archive.join(chrono::Utc::now().format("%Y-%m-%d").to_string());
+            let dir = remote
+                .source()
+                .archive
+                .join(chrono::Utc::now().format("%Y-%m-%d").to_string());
             std::fs::create_dir_all(&dir)
                 .map_err(|e| HandleError::from(crate::source::SourceError::io("create", &dir, e)))?;
             write_rejects(pipeline, row.id, &dir.join(&staged.name)).await?;
@@ -415,7 +428,10 @@ async fn handle_remote_file(
             tidy_remote(connector, remote, file).await?;
         }
         FileOutcome::Failed { file_id, reason } => {
-            store.file_fail(file_id, &reason).await.map_err(HandleError::from)?;
+            store
+                .file_fail(file_id, &reason)
+                .await
+                .map_err(HandleError::from)?;
             store
                 .remote_file_record(&key, &staged.sha256, RemoteStatus::Failed)
                 .await
@@ -442,7 +458,11 @@ async fn handle_remote_file(
 /// Applies `after_commit` to a committed remote file. A failure here is a
 /// per-file problem (e.g. a read-only account with `after_commit = "archive"`):
 /// the file is already in the ledger and is never processed again.
-async fn tidy_remote(connector: &Connector, remote: &mut SftpDrop, file: &RemoteFile) -> Result<(), SftpError> {
+async fn tidy_remote(
+    connector: &Connector,
+    remote: &mut SftpDrop,
+    file: &RemoteFile,
+) -> Result<(), SftpError> {
     match remote.after_commit(file).await {
         Ok(Some(to)) => {
             tracing::info!(connector = %connector.name, file = %file.path, to = %to, "remote file archived");

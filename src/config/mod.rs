@@ -694,9 +694,15 @@ fn load_local(
         ("port", l.port.as_ref().map(|v| v.span())),
         ("user", l.user.as_ref().map(|v| v.span())),
         ("key_file", l.key_file.as_ref().map(|v| v.span())),
-        ("key_passphrase_env", l.key_passphrase_env.as_ref().map(|v| v.span())),
+        (
+            "key_passphrase_env",
+            l.key_passphrase_env.as_ref().map(|v| v.span()),
+        ),
         ("password_env", l.password_env.as_ref().map(|v| v.span())),
-        ("host_key_fingerprint", l.host_key_fingerprint.as_ref().map(|v| v.span())),
+        (
+            "host_key_fingerprint",
+            l.host_key_fingerprint.as_ref().map(|v| v.span()),
+        ),
         ("known_hosts", l.known_hosts.as_ref().map(|v| v.span())),
         ("recursive", l.recursive.as_ref().map(|v| v.span())),
         ("poll_interval", l.poll_interval.as_ref().map(|v| v.span())),
@@ -720,7 +726,10 @@ fn load_local(
             pattern,
             settle: l.settle.get_ref().0,
             done_marker: l.done_marker.as_ref().map(|m| m.get_ref().clone()),
-            rescan: l.rescan.as_ref().map_or(Duration::from_secs(5), |r| r.get_ref().0),
+            rescan: l
+                .rescan
+                .as_ref()
+                .map_or(Duration::from_secs(5), |r| r.get_ref().0),
             archive: l
                 .archive
                 .as_ref()
@@ -747,7 +756,11 @@ fn load_sftp(
     let before = diags.0.len();
     let kind_span = l.kind.span();
     let local_only: [(&str, Option<std::ops::Range<usize>>, &str); 2] = [
-        ("rescan", l.rescan.as_ref().map(|v| v.span()), "use `poll_interval`"),
+        (
+            "rescan",
+            l.rescan.as_ref().map(|v| v.span()),
+            "use `poll_interval`",
+        ),
         (
             "archive",
             l.archive.as_ref().map(|v| v.span()),
@@ -757,8 +770,11 @@ fn load_sftp(
     for (key, span, hint) in local_only {
         if let Some(span) = span {
             diags.push(
-                src.diag(span, format!("`{key}` applies to `kind = \"local\"` sources only"))
-                    .with_hint(hint),
+                src.diag(
+                    span,
+                    format!("`{key}` applies to `kind = \"local\"` sources only"),
+                )
+                .with_hint(hint),
             );
         }
     }
@@ -807,9 +823,10 @@ fn load_sftp(
             None
         }
         (None, None) => {
-            diags.push(
-                src.diag(kind_span.clone(), "an sftp source needs `key_file` or `password_env`"),
-            );
+            diags.push(src.diag(
+                kind_span.clone(),
+                "an sftp source needs `key_file` or `password_env`",
+            ));
             None
         }
         (None, Some(p)) => {
@@ -853,12 +870,18 @@ fn load_sftp(
             if path.is_file() {
                 Some(HostKeyCheck::KnownHosts(path))
             } else {
-                diags.push(src.diag(k.span(), format!("known_hosts file {} does not exist", path.display())));
+                diags.push(src.diag(
+                    k.span(),
+                    format!("known_hosts file {} does not exist", path.display()),
+                ));
                 None
             }
         }
         (Some(_), Some(k)) => {
-            diags.push(src.diag(k.span(), "give either `host_key_fingerprint` or `known_hosts`, not both"));
+            diags.push(src.diag(
+                k.span(),
+                "give either `host_key_fingerprint` or `known_hosts`, not both",
+            ));
             None
         }
         (None, None) => {
@@ -879,24 +902,40 @@ fn load_sftp(
                 .with_hint("remote mtimes have one-second precision"),
         );
     }
-    let remote_dir = l.path.get_ref().to_string_lossy().trim_end_matches('/').to_string();
-    let remote_dir = if remote_dir.is_empty() { "/".to_string() } else { remote_dir };
-    let after_commit = l.after_commit.as_ref().map_or(AfterCommit::default(), |a| *a.get_ref());
+    let remote_dir = l
+        .path
+        .get_ref()
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_string();
+    let remote_dir = if remote_dir.is_empty() {
+        "/".to_string()
+    } else {
+        remote_dir
+    };
+    let after_commit = l
+        .after_commit
+        .as_ref()
+        .map_or(AfterCommit::default(), |a| *a.get_ref());
     if let (Some(r), Some(a)) = (&l.remote_archive, &l.after_commit) {
         if *a.get_ref() != AfterCommit::Archive {
-            diags.push(src.diag(r.span(), "`remote_archive` is only used with `after_commit = \"archive\"`"));
+            diags.push(src.diag(
+                r.span(),
+                "`remote_archive` is only used with `after_commit = \"archive\"`",
+            ));
         }
     }
-    let remote_archive = l
-        .remote_archive
-        .as_ref()
-        .map_or_else(|| format!("{}/archive", remote_dir.trim_end_matches('/')), |r| {
-            r.get_ref().trim_end_matches('/').to_string()
-        });
+    let remote_archive = l.remote_archive.as_ref().map_or_else(
+        || format!("{}/archive", remote_dir.trim_end_matches('/')),
+        |r| r.get_ref().trim_end_matches('/').to_string(),
+    );
     let recursive = l.recursive.as_ref().is_some_and(|r| *r.get_ref());
     let pattern = load_pattern(l, src, diags);
     check_done_marker(l, src, diags);
-    let poll_interval = l.poll_interval.as_ref().map_or(Duration::from_secs(30), |p| p.get_ref().0);
+    let poll_interval = l
+        .poll_interval
+        .as_ref()
+        .map_or(Duration::from_secs(30), |p| p.get_ref().0);
     if poll_interval.is_zero() {
         if let Some(p) = &l.poll_interval {
             diags.push(src.diag(p.span(), "poll_interval must be more than 0"));
@@ -919,7 +958,10 @@ fn load_sftp(
         done_marker: l.done_marker.as_ref().map(|m| m.get_ref().clone()),
         after_commit,
         remote_archive,
-        timeout: l.timeout.as_ref().map_or(Duration::from_secs(30), |t| t.get_ref().0),
+        timeout: l
+            .timeout
+            .as_ref()
+            .map_or(Duration::from_secs(30), |t| t.get_ref().0),
         staging: data_dir.join("staging").join(name),
         archive: data_dir.join("archive").join(name),
         error: l
@@ -936,7 +978,10 @@ fn load_expect(e: &connector::ExpectSpec, src: &SourceFile, diags: &mut Diagnost
     let daily_by = match daily_by {
         Ok(t) => Some(t),
         Err(_) => {
-            diags.push(src.diag(e.daily_by.span(), format!("`{raw}` is not a time of day; use HH:MM or HH:MM:SS")));
+            diags.push(src.diag(
+                e.daily_by.span(),
+                format!("`{raw}` is not a time of day; use HH:MM or HH:MM:SS"),
+            ));
             None
         }
     };
@@ -944,7 +989,10 @@ fn load_expect(e: &connector::ExpectSpec, src: &SourceFile, diags: &mut Diagnost
     for d in &e.days {
         match d.get_ref().trim().parse::<chrono::Weekday>() {
             Ok(w) => days.push(w),
-            Err(_) => diags.push(src.diag(d.span(), format!("`{}` is not a weekday (mon … sun)", d.get_ref()))),
+            Err(_) => diags.push(src.diag(
+                d.span(),
+                format!("`{}` is not a weekday (mon … sun)", d.get_ref()),
+            )),
         }
     }
     daily_by.map(|daily_by| Expectation { daily_by, days })

@@ -171,12 +171,11 @@ fn proto_io(op: &'static str, path: &str, e: std::io::Error) -> SftpError {
 /// Loads an OpenSSH ed25519 private key (decrypting it with `passphrase`).
 /// Other key types are refused: ed25519 is the one this build supports.
 pub fn load_key(path: &Path, passphrase: Option<&Secret>) -> Result<Arc<PrivateKey>, SftpError> {
-    let key = russh::keys::load_secret_key(path, passphrase.map(|p| p.0.as_str())).map_err(|e| {
-        SftpError::Key {
+    let key =
+        russh::keys::load_secret_key(path, passphrase.map(|p| p.0.as_str())).map_err(|e| SftpError::Key {
             path: path.display().to_string(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if key.algorithm() != russh::keys::Algorithm::Ed25519 {
         return Err(SftpError::Key {
             path: path.display().to_string(),
@@ -190,8 +189,7 @@ pub fn load_key(path: &Path, passphrase: Option<&Secret>) -> Result<Arc<PrivateK
 pub fn is_fingerprint(s: &str) -> bool {
     s.strip_prefix("SHA256:").is_some_and(|b| {
         b.len() == 43
-            && b
-                .bytes()
+            && b.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
     })
 }
@@ -265,8 +263,8 @@ fn check_known_hosts(text: &str, host: &str, port: u16, key: &PublicKey) -> Know
 
 /// One known_hosts host field (comma-separated patterns) against `name`.
 fn host_matches(field: &str, name: &str) -> bool {
-    use hmac::{Hmac, Mac};
     use base64::Engine;
+    use hmac::{Hmac, Mac};
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut hit = false;
     for pat in field.split(',') {
@@ -315,16 +313,20 @@ impl client::Handler for Verifier {
                 match check_known_hosts(&text, &self.host, self.port, key) {
                     KnownHosts::Match => None,
                     KnownHosts::Mismatch(listed) => Some(format!("{listed} (from {})", path.display())),
-                    KnownHosts::Unknown => {
-                        Some(format!("an entry for this host in {}, which has none", path.display()))
-                    }
+                    KnownHosts::Unknown => Some(format!(
+                        "an entry for this host in {}, which has none",
+                        path.display()
+                    )),
                 }
             }
         };
         match refused {
             None => Ok(true),
             Some(expected) => {
-                *self.refusal.lock().expect("the lock is never held across a panic") =
+                *self
+                    .refusal
+                    .lock()
+                    .expect("the lock is never held across a panic") =
                     Some((offered, key.algorithm().to_string(), expected));
                 Ok(false)
             }
@@ -418,10 +420,7 @@ impl SftpDrop {
     pub async fn disconnect(&mut self) {
         if let Some(c) = self.conn.take() {
             let _ = c.sftp.close().await;
-            let _ = c
-                .ssh
-                .disconnect(russh::Disconnect::ByApplication, "", "en")
-                .await;
+            let _ = c.ssh.disconnect(russh::Disconnect::ByApplication, "", "en").await;
         }
     }
 
@@ -502,7 +501,10 @@ impl SftpDrop {
                 )
                 .await
             }
-            SftpAuth::Password(pw) => ssh.authenticate_password(self.src.user.clone(), pw.0.clone()).await,
+            SftpAuth::Password(pw) => {
+                ssh.authenticate_password(self.src.user.clone(), pw.0.clone())
+                    .await
+            }
         }
         .map_err(|e| SftpError::Session(e.to_string()))?;
         if !auth.success() {
@@ -620,7 +622,14 @@ impl SftpDrop {
             let since = match self.seen.get(&path) {
                 Some(prev) if prev.size == size && prev.mtime == mtime => prev.since,
                 _ => {
-                    self.seen.insert(path.clone(), Observation { size, mtime, since: now });
+                    self.seen.insert(
+                        path.clone(),
+                        Observation {
+                            size,
+                            mtime,
+                            since: now,
+                        },
+                    );
                     now
                 }
             };
@@ -688,7 +697,10 @@ impl SftpDrop {
 
     async fn download(&self, file: &RemoteFile, part: &Path) -> Result<(String, u64), SftpError> {
         let sftp = self.sftp()?;
-        let mut remote = sftp.open(file.path.clone()).await.map_err(|e| proto("open", &file.path, e))?;
+        let mut remote = sftp
+            .open(file.path.clone())
+            .await
+            .map_err(|e| proto("open", &file.path, e))?;
         let local = tokio::fs::File::create(part)
             .await
             .map_err(|e| SftpError::local("create", part, e))?;
@@ -722,7 +734,9 @@ impl SftpDrop {
                 path: file.path.clone(),
             });
         }
-        out.flush().await.map_err(|e| SftpError::local("write", part, e))?;
+        out.flush()
+            .await
+            .map_err(|e| SftpError::local("write", part, e))?;
         out.get_mut()
             .sync_all()
             .await
@@ -760,7 +774,11 @@ impl SftpDrop {
     async fn archive(&self, file: &RemoteFile) -> Result<String, SftpError> {
         let sftp = self.sftp()?;
         let dir = self.src.remote_archive.clone();
-        if !sftp.try_exists(dir.clone()).await.map_err(|e| proto("stat", &dir, e))? {
+        if !sftp
+            .try_exists(dir.clone())
+            .await
+            .map_err(|e| proto("stat", &dir, e))?
+        {
             if let Err(e) = sftp.create_dir(dir.clone()).await {
                 // Another process may have made it meanwhile.
                 if !sftp.try_exists(dir.clone()).await.unwrap_or(false) {
@@ -775,7 +793,11 @@ impl SftpDrop {
             } else {
                 join(&dir, &format!("{}.{n}", file.name))
             };
-            if sftp.try_exists(target.clone()).await.map_err(|e| proto("stat", &target, e))? {
+            if sftp
+                .try_exists(target.clone())
+                .await
+                .map_err(|e| proto("stat", &target, e))?
+            {
                 continue;
             }
             match sftp.rename(file.path.clone(), target.clone()).await {
@@ -802,7 +824,12 @@ impl SftpDrop {
 
     /// Moves a failed staged file into the local error folder with a
     /// `.error.json` sidecar; the remote file is left where it is.
-    pub fn quarantine(&self, staged: &ReadyFile, remote: &RemoteFile, reason: &str) -> Result<PathBuf, SftpError> {
+    pub fn quarantine(
+        &self,
+        staged: &ReadyFile,
+        remote: &RemoteFile,
+        reason: &str,
+    ) -> Result<PathBuf, SftpError> {
         let dir = &self.src.error;
         std::fs::create_dir_all(dir).map_err(|e| SftpError::local("create", dir, e))?;
         let mut dest = dir.join(&staged.name);
@@ -820,7 +847,8 @@ impl SftpDrop {
             "failed_at": chrono::Utc::now().to_rfc3339(),
             "reason": reason,
         });
-        std::fs::write(&sidecar, format!("{body:#}\n")).map_err(|e| SftpError::local("write", &sidecar, e))?;
+        std::fs::write(&sidecar, format!("{body:#}\n"))
+            .map_err(|e| SftpError::local("write", &sidecar, e))?;
         Ok(dest)
     }
 }
@@ -847,7 +875,8 @@ mod tests {
 
     #[test]
     fn known_hosts_match_mismatch_unknown() {
-        let text = format!("# comment\n[sftp.example]:2222 ssh-ed25519 {KEY}\nother.example ssh-ed25519 {OTHER}\n");
+        let text =
+            format!("# comment\n[sftp.example]:2222 ssh-ed25519 {KEY}\nother.example ssh-ed25519 {OTHER}\n");
         assert_eq!(
             check_known_hosts(&text, "sftp.example", 2222, &key(KEY)),
             KnownHosts::Match
@@ -862,10 +891,12 @@ mod tests {
             "the port is part of the name"
         );
         let revoked = format!("@revoked * ssh-ed25519 {KEY}\nsftp.example ssh-ed25519 {KEY}\n");
-        assert!(matches!(
-            check_known_hosts(&revoked, "sftp.example", 22, &key(KEY)),
-            KnownHosts::Mismatch(_)
-        ) || check_known_hosts(&revoked, "sftp.example", 22, &key(KEY)) == KnownHosts::Match);
+        assert!(
+            matches!(
+                check_known_hosts(&revoked, "sftp.example", 22, &key(KEY)),
+                KnownHosts::Mismatch(_)
+            ) || check_known_hosts(&revoked, "sftp.example", 22, &key(KEY)) == KnownHosts::Match
+        );
     }
 
     #[test]
@@ -876,7 +907,11 @@ mod tests {
         let salt = [7u8; 20];
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&salt).expect("any key length");
         mac.update(b"[127.0.0.1]:2022");
-        let field = format!("|1|{}|{}", b64.encode(salt), b64.encode(mac.finalize().into_bytes()));
+        let field = format!(
+            "|1|{}|{}",
+            b64.encode(salt),
+            b64.encode(mac.finalize().into_bytes())
+        );
         assert!(host_matches(&field, "[127.0.0.1]:2022"));
         assert!(!host_matches(&field, "127.0.0.1"));
     }

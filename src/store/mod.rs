@@ -350,7 +350,11 @@ impl Store {
     /// Records a missed deadline and, in the same transaction, its
     /// `feed.missing` message when `message` has subscribers. Returns false
     /// when the deadline was already recorded (nothing is written twice).
-    pub async fn missing_drop(&self, drop: &MissingDrop, message: Option<&OutboxWrite>) -> Result<bool, StoreError> {
+    pub async fn missing_drop(
+        &self,
+        drop: &MissingDrop,
+        message: Option<&OutboxWrite>,
+    ) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.missing_drop(drop, message).await,
         }

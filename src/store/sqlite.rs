@@ -382,7 +382,11 @@ impl SqliteStore {
         .await?)
     }
 
-    pub async fn missing_drop(&self, drop: &MissingDrop, message: Option<&OutboxWrite>) -> Result<bool, StoreError> {
+    pub async fn missing_drop(
+        &self,
+        drop: &MissingDrop,
+        message: Option<&OutboxWrite>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
