@@ -269,7 +269,7 @@ async fn after_a_restart_nothing_is_processed_twice() -> Result<()> {
         drop_dir.join("status_20261123.csv"),
     )?;
     eventually("the second file's webhooks", WAIT, || {
-        (rx.from_file("status_20261123.csv") > 0).then_some(())
+        (rx.count_from_file("status_20261123.csv") > 0).then_some(())
     })
     .await?;
     // And a third poll round after that, to be sure nothing more comes.
@@ -277,7 +277,7 @@ async fn after_a_restart_nothing_is_processed_twice() -> Result<()> {
     daemon.stop().await?;
 
     assert_eq!(
-        rx.from_file("status_20261122.csv"),
+        rx.count_from_file("status_20261122.csv"),
         first,
         "the first file was not processed again"
     );

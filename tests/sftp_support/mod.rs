@@ -338,7 +338,7 @@ impl Receiver {
     }
 
     /// Accepted webhooks whose body says it came from file `name`.
-    pub fn from_file(&self, name: &str) -> usize {
+    pub fn count_from_file(&self, name: &str) -> usize {
         self.all()
             .iter()
             .filter(|r| r.body["data"]["source"]["file"] == name)
