@@ -382,7 +382,12 @@ async fn handle_remote_file(
         None => {}
     }
     let started = Instant::now();
-    let staged = remote.fetch(file).await?;
+    // Shutdown does not wait for a long download: the partial file is
+    // removed from staging at the next start and the file fetched again.
+    let staged = tokio::select! {
+        staged = remote.fetch(file) => staged?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let outcome = pipeline.process(connector, &staged, shutdown).await;
     let outcome = match outcome {
         Ok(o) => o,

@@ -424,6 +424,45 @@ async fn a_missing_drop_fires_its_alert_through_the_outbox() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_marker_decides_and_is_tidied_with_the_file() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
+    let drop_dir = tmp.path().join("remote/drop");
+    std::fs::create_dir_all(&drop_dir)?;
+    let rx = Receiver::start().await?;
+    let inst = Instance::new(
+        &tmp.path().join("hubsync"),
+        &subscriber("rx", &rx, "/hooks", ""),
+        &rx.secret,
+    )?;
+    inst.connector(
+        "acme-sftp",
+        &sftp_connector(&sshd, &drop_dir, "", "done_marker = \"{name}.ok\"\n")?,
+    )?;
+    let expected = expected_webhooks(&inst.load()?, &fixture("status_20261122.csv"))?;
+    let daemon = inst.start()?;
+    std::fs::copy(
+        fixture("status_20261122.csv"),
+        drop_dir.join("status_20261122.csv"),
+    )?;
+    // Long past the settle window, with many listings: no marker, no fetch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rx.count(), 0, "not complete without its marker");
+    assert_eq!(sshd.opens_of(&drop_dir.join("status_20261122.csv")), 0);
+    std::fs::write(drop_dir.join("status_20261122.csv.ok"), "")?;
+    eventually("all webhooks", WAIT, || (rx.count() >= expected).then_some(())).await?;
+    eventually("file archived and marker removed", WAIT, || {
+        (drop_dir.join("archive/status_20261122.csv").is_file()
+            && !drop_dir.join("status_20261122.csv.ok").exists())
+        .then_some(())
+    })
+    .await?;
+    daemon.stop().await?;
+    assert_eq!(rx.count(), expected);
+    Ok(())
+}
+
 #[test]
 fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
     let tmp = tempfile::tempdir()?;

@@ -279,8 +279,22 @@ pub struct SftpSource {
 pub enum SftpAuth {
     /// An ed25519 key, decoded at load (so `hubsync check` catches a bad key
     /// or passphrase).
-    Key(std::sync::Arc<russh::keys::PrivateKey>),
+    Key(ClientKey),
     Password(Secret),
+}
+
+/// A decoded client key; its Debug shows only the public fingerprint.
+#[derive(Clone)]
+pub struct ClientKey(pub std::sync::Arc<russh::keys::PrivateKey>);
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ClientKey({})",
+            crate::source::sftp::fingerprint(self.0.public_key())
+        )
+    }
 }
 
 /// How the server's host key is verified. There is no "accept any".
@@ -843,7 +857,7 @@ fn load_sftp(
             passphrase.and_then(|pass| {
                 let pass = (!pass.0.is_empty()).then_some(pass);
                 match crate::source::sftp::load_key(&resolve(k.get_ref()), pass.as_ref()) {
-                    Ok(key) => Some(SftpAuth::Key(key)),
+                    Ok(key) => Some(SftpAuth::Key(ClientKey(key))),
                     Err(e) => {
                         diags.push(src.diag(k.span(), e.to_string()));
                         None

@@ -283,14 +283,24 @@ fn host_matches(field: &str, name: &str) -> bool {
                 hit = true;
             }
         } else if let Some(neg) = pat.strip_prefix('!') {
-            if neg == name {
+            if wildcard(neg.as_bytes(), name.as_bytes()) {
                 return false;
             }
-        } else if pat == name {
+        } else if wildcard(pat.as_bytes(), name.as_bytes()) {
             hit = true;
         }
     }
     hit
+}
+
+/// OpenSSH host patterns: `*` any run of characters, `?` exactly one.
+fn wildcard(pat: &[u8], s: &[u8]) -> bool {
+    match pat.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| wildcard(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && wildcard(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && wildcard(rest, &s[1..]),
+    }
 }
 
 /// The russh handler: verifies the host key, remembering why it refused.
@@ -497,7 +507,7 @@ impl SftpDrop {
             SftpAuth::Key(key) => {
                 ssh.authenticate_publickey(
                     self.src.user.clone(),
-                    PrivateKeyWithHashAlg::new(key.clone(), None),
+                    PrivateKeyWithHashAlg::new(key.0.clone(), None),
                 )
                 .await
             }
@@ -891,11 +901,18 @@ mod tests {
             "the port is part of the name"
         );
         let revoked = format!("@revoked * ssh-ed25519 {KEY}\nsftp.example ssh-ed25519 {KEY}\n");
-        assert!(
-            matches!(
-                check_known_hosts(&revoked, "sftp.example", 22, &key(KEY)),
-                KnownHosts::Mismatch(_)
-            ) || check_known_hosts(&revoked, "sftp.example", 22, &key(KEY)) == KnownHosts::Match
+        assert!(matches!(
+            check_known_hosts(&revoked, "sftp.example", 22, &key(KEY)),
+            KnownHosts::Mismatch(_)
+        ));
+        let wild = format!("*.example,!bad.example ssh-ed25519 {KEY}\n");
+        assert_eq!(
+            check_known_hosts(&wild, "sftp.example", 22, &key(KEY)),
+            KnownHosts::Match
+        );
+        assert_eq!(
+            check_known_hosts(&wild, "bad.example", 22, &key(KEY)),
+            KnownHosts::Unknown
         );
     }
 
