@@ -32,6 +32,8 @@ pub struct ConnectorSpec {
     /// When this feed's file is due; a missed deadline is logged, stored and
     /// can be sent as a `feed.missing` event.
     pub expect: Option<ExpectSpec>,
+    #[serde(default)]
+    pub header: HeaderSpec,
 }
 
 /// `[expect]`: a daily deadline for the feed's file, in the connector's time zone.
@@ -44,6 +46,27 @@ pub struct ExpectSpec {
     /// Weekdays the file is expected (`mon` … `sun`); empty means every day.
     #[serde(default)]
     pub days: Vec<Spanned<String>>,
+}
+
+/// The header policy: what drift in a hub's columns means.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSpec {
+    #[serde(default)]
+    pub extra_columns: ExtraColumns,
+}
+
+/// A column in the file that the mapping does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtraColumns {
+    /// Hubs add columns all the time; the mapping reads only what it declares.
+    Ignore,
+    /// Log the new column names once per file.
+    #[default]
+    Warn,
+    /// The contract is exact: refuse the file.
+    Reject,
 }
 
 /// A local time that happens twice (the autumn change).

@@ -234,6 +234,23 @@ impl Store {
         Err(StoreError::Url(url.to_string()))
     }
 
+    /// Opens an existing store read-only; `None` when there is none yet.
+    pub async fn open_read_only(url: &str) -> Result<Option<Store>, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(sqlite::SqliteStore::open_read_only(path)
+                .await?
+                .map(Store::Sqlite));
+        }
+        Err(StoreError::Url(url.to_string()))
+    }
+
+    /// Stored state rows by key hash (read-only; for dry runs).
+    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.state_rows(hashes).await,
+        }
+    }
+
     pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.file_get(connector, sha256).await,
