@@ -463,6 +463,79 @@ async fn a_done_marker_decides_and_is_tidied_with_the_file() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_account_and_an_unreadable_file_do_not_stop_the_connector() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir()?;
+    // The SFTP server runs as `nobody` and read-only (`-R`): the account can
+    // list and read what `nobody` may read, and cannot rename or delete.
+    let sshd = Sshd::start_with(
+        &tmp.path().join("sshd"),
+        "",
+        "setpriv --reuid=65534 --regid=65534 --clear-groups",
+        "-R",
+    )?;
+    let drop_dir = tmp.path().join("remote/drop");
+    std::fs::create_dir_all(&drop_dir)?;
+    for d in [tmp.path(), &tmp.path().join("remote"), &drop_dir] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let rx = Receiver::start().await?;
+    let inst = Instance::new(
+        &tmp.path().join("hubsync"),
+        &subscriber("rx", &rx, "/hooks", ""),
+        &rx.secret,
+    )?;
+    // The default after_commit ("archive") needs write access this account lacks.
+    inst.connector("acme-sftp", &sftp_connector(&sshd, &drop_dir, "", "")?)?;
+    let expected = expected_webhooks(&inst.load()?, &fixture("status_20261123.csv"))?;
+    let unreadable = drop_dir.join("status_20261122.csv");
+    let readable = drop_dir.join("status_20261123.csv");
+    std::fs::copy(fixture("status_20261122.csv"), &unreadable)?;
+    std::fs::set_permissions(&unreadable, std::fs::Permissions::from_mode(0o000))?;
+    std::fs::copy(fixture("status_20261123.csv"), &readable)?;
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644))?;
+
+    let daemon = inst.start()?;
+    // The unreadable file comes first in path order; the readable one still goes through.
+    eventually("the readable file's webhooks", WAIT, || {
+        (rx.count() >= expected).then_some(())
+    })
+    .await?;
+    // Several more poll rounds: the committed file, which could not be
+    // archived, is not fetched again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.stop().await?;
+
+    assert_eq!(rx.count(), expected);
+    assert_eq!(rx.count_from_file("status_20261122.csv"), 0);
+    assert!(
+        unreadable.is_file() && readable.is_file(),
+        "nothing could be moved"
+    );
+    assert_eq!(
+        sshd.opens_of(&readable),
+        1,
+        "fetched once; sftp log:\n{}",
+        sshd.log()
+    );
+    // After the readable file was read, the tidy-up (mkdir of the archive
+    // folder) was refused: the account really is read-only.
+    let log = sshd.log();
+    let after_read = log
+        .split(&format!("open \"{}\" flags READ", readable.display()))
+        .nth(1)
+        .context("the readable file was opened")?;
+    assert!(
+        after_read.contains("sent status Permission denied"),
+        "the tidy-up was refused: {log}"
+    );
+    let store = inst.store().await?;
+    assert_eq!(store.files(10).await?.len(), 1);
+    store.close().await;
+    Ok(())
+}
+
 #[test]
 fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
     let tmp = tempfile::tempdir()?;

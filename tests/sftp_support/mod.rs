@@ -84,6 +84,13 @@ impl Sshd {
     /// Starts sshd with a fresh host key and a client key (with `passphrase`,
     /// which may be empty) in `dir`.
     pub fn start(dir: &Path, passphrase: &str) -> Result<Sshd> {
+        Sshd::start_with(dir, passphrase, "", "")
+    }
+
+    /// [`Sshd::start`] with the SFTP server run behind `prefix` (e.g.
+    /// `setpriv …` to drop to another user) and extra sftp-server `flags`
+    /// (e.g. `-R`: a read-only account).
+    pub fn start_with(dir: &Path, passphrase: &str, prefix: &str, flags: &str) -> Result<Sshd> {
         let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -107,7 +114,7 @@ impl Sshd {
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\nexec {sftp_server} -e -l INFO 2>>{}\n",
+                "#!/bin/sh\nexec {prefix} {sftp_server} -e -l INFO {flags} 2>>{}\n",
                 dir.join("sftp.log").display()
             ),
         )?;
