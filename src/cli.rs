@@ -246,10 +246,41 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     s.subscriber, s.pending, s.delivered, s.failed, age
                 );
             }
+            print_missing_drops(&store).await?;
             store.close().await;
             Ok(())
         }
     }
+}
+
+/// Missed feed deadlines (`[expect]` in connector files), newest first.
+async fn print_missing_drops(store: &Store) -> anyhow::Result<()> {
+    let missing = store.missing_drops(20).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+            || "?".to_string(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+    };
+    println!("\nMISSING DROPS (newest first)");
+    println!(
+        "{:<16} {:<22} {:<22} {:<22} notified",
+        "connector", "expected by", "detected", "last arrival"
+    );
+    for m in missing {
+        println!(
+            "{:<16} {:<22} {:<22} {:<22} {}",
+            m.connector,
+            at(m.expected_by_ms),
+            at(m.detected_at_ms),
+            m.last_arrival_ms.map_or_else(|| "never".to_string(), at),
+            if m.webhook_id.is_some() { "yes" } else { "no" }
+        );
+    }
+    Ok(())
 }
 
 async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool) -> anyhow::Result<()> {

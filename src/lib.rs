@@ -5,7 +5,7 @@
 //!
 //! A file travels through the stages in this order; each is a module:
 //!
-//! - [`source`]: finds complete files (local drop folders), hashes them.
+//! - [`source`]: finds complete files (local drop folders, SFTP drops), hashes them.
 //! - [`parse`]: streams records out of a file, each with its locator.
 //! - [`map`]: a declarative mapping turns a record into canonical milestones.
 //! - [`diff`]: compares milestones with stored state; keeps only deltas.
@@ -17,6 +17,7 @@
 //! - [`pipeline`]: wires parse → map → diff → outbox for one file, committing
 //!   ledger progress, state and outbox in one transaction per chunk.
 //! - [`runtime`]: spawns sources, pipelines and delivery workers; owns shutdown.
+//! - [`expect`]: per-connector deadlines; a missed drop becomes `feed.missing`.
 //! - [`store`]: the only place with SQL.
 //! - [`config`]: config, connector and mapping files, validated at load.
 //! - [`model`]: the canonical milestone model.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod diff;
+pub mod expect;
 pub mod map;
 pub mod model;
 pub mod outbox;

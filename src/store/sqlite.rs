@@ -15,8 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    now_ms, AttemptOutcome, AttemptResult, Counts, Due, FileRow, FileStatus, OutboxWrite, RejectRow,
-    StateRow, StoreError, SubscriberStats,
+    now_ms, AttemptOutcome, AttemptResult, Counts, Due, FileRow, FileStatus, MissingDrop, OutboxWrite,
+    RejectRow, RemoteKey, RemoteStatus, StateRow, StoreError, SubscriberStats,
 };
 
 /// SQLite's default limit on bound parameters is 32766; stay well below it.
@@ -382,6 +382,111 @@ impl SqliteStore {
                     delivered: r.try_get("delivered")?,
                     failed: r.try_get("failed")?,
                     oldest_pending_ms: r.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+// ------------------------------------------------ remote files, expectations
+
+impl SqliteStore {
+    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> {
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM remote_files WHERE connector = ? AND path = ? AND size = ? AND mtime = ?",
+        )
+        .bind(key.connector)
+        .bind(key.path)
+        .bind(key.size as i64)
+        .bind(i64::from(key.mtime))
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(status.as_deref().map(RemoteStatus::parse))
+    }
+
+    pub async fn remote_file_record(
+        &self,
+        key: &RemoteKey<'_>,
+        sha256: &str,
+        status: RemoteStatus,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO remote_files (connector, path, size, mtime, sha256, status, recorded_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (connector, path, size, mtime) DO UPDATE SET
+                sha256 = excluded.sha256, status = excluded.status",
+        )
+        .bind(key.connector)
+        .bind(key.path)
+        .bind(key.size as i64)
+        .bind(i64::from(key.mtime))
+        .bind(sha256)
+        .bind(status.as_str())
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(t) FROM (
+                SELECT MAX(started_at) AS t FROM files WHERE connector = ?1 AND started_at <= ?2
+                UNION ALL
+                SELECT MAX(recorded_at) AS t FROM remote_files WHERE connector = ?1 AND recorded_at <= ?2)",
+        )
+        .bind(connector)
+        .bind(until_ms)
+        .fetch_one(&self.writer)
+        .await?)
+    }
+
+    pub async fn missing_drop(
+        &self,
+        drop: &MissingDrop,
+        message: Option<&OutboxWrite>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (connector, expected_by) DO NOTHING",
+        )
+        .bind(&drop.connector)
+        .bind(drop.expected_by_ms)
+        .bind(drop.detected_at_ms)
+        .bind(drop.last_arrival_ms)
+        .bind(message.map(|m| m.id.as_str()))
+        .execute(&mut *tx.tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            if let Some(m) = message {
+                // Not from a file: file_id 0 marks outbox rows of feed events.
+                tx.insert_outbox(std::slice::from_ref(m), 0).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connector, expected_by, detected_at, last_arrival, webhook_id FROM missing_drops
+             ORDER BY expected_by DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MissingDrop {
+                    connector: r.try_get("connector")?,
+                    expected_by_ms: r.try_get("expected_by")?,
+                    detected_at_ms: r.try_get("detected_at")?,
+                    last_arrival_ms: r.try_get("last_arrival")?,
+                    webhook_id: r.try_get("webhook_id")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
