@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::connector::OnRowError;
+use crate::config::connector::{ExtraColumns, OnRowError};
 use crate::config::{Config, Connector, Format};
 use crate::diff::{self, Candidate, StateIndex, Verdict};
 use crate::map::expr::Stop;
@@ -63,6 +63,10 @@ pub enum FileOutcome {
     Interrupted,
 }
 
+/// Candidates per chunk at most: about 1.5 KB each, so a few MB per chunk,
+/// and one fsync per few thousand deltas is noise.
+const MAX_CHUNK_CANDIDATES: usize = 4096;
+
 enum Finish {
     Done,
     Failed(String),
@@ -92,6 +96,8 @@ pub struct Pipeline {
     pub index: SharedIndex,
     /// Woken after each commit that produced outbox rows.
     pub wakers: Vec<Arc<Notify>>,
+    /// Build state without enqueueing webhooks (onboarding a hub's history).
+    pub seed: bool,
 }
 
 impl Pipeline {
@@ -100,8 +106,20 @@ impl Pipeline {
             store,
             config,
             index: Arc::new(Mutex::new(None)),
+            seed: false,
             wakers,
         }
+    }
+
+    /// Loads the state index now (at startup) rather than with the first
+    /// file; returns how many entries it holds.
+    pub async fn warm(&self) -> Result<usize, PipelineError> {
+        let mut guard = self.index.lock().await;
+        if guard.is_none() {
+            let cap = self.config.state_cache_entries;
+            *guard = Some(StateIndex::new(self.store.state_index(cap).await?, cap));
+        }
+        Ok(guard.as_ref().map_or(0, StateIndex::len))
     }
 
     /// Processes one complete file. See the module docs for the guarantees.
@@ -130,7 +148,7 @@ impl Pipeline {
                 self.config.state_cache_entries,
             ),
         };
-        let (tx, mut rx) = mpsc::channel::<Chunk>(2);
+        let (tx, mut rx) = mpsc::channel::<Chunk>(1);
         let producer = {
             let connector = connector.clone();
             let config = self.config.clone();
@@ -138,7 +156,7 @@ impl Pipeline {
             let resume = row.records_done;
             tokio::task::spawn_blocking(move || {
                 let mut emit = |c: Chunk| tx.blocking_send(c).map_err(|_| ProduceError::Stopped);
-                produce(&config, &connector, &file, resume, index, &mut emit)
+                produce(&config, &connector, &file, resume, index, None, &mut emit)
             })
         };
         let provenance = Provenance {
@@ -246,7 +264,9 @@ impl Pipeline {
                 });
             per_case[slot].2 += 1;
         }
-        let last = if per_case.is_empty() {
+        // Seeding sends nothing, so it consumes no sequence numbers: the first
+        // delta a receiver ever sees for a case is its sequence 1.
+        let last = if per_case.is_empty() || self.seed {
             Vec::new()
         } else {
             tx.bump_cases(&per_case).await?
@@ -256,6 +276,7 @@ impl Pipeline {
             .zip(&last)
             .map(|((_, _, n), last)| last - n + 1)
             .collect();
+        next_seq.resize(per_case.len(), 0);
 
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut outbox_rows = Vec::with_capacity(deltas.len());
@@ -315,6 +336,9 @@ impl Pipeline {
         if !state_rows.is_empty() {
             tx.upsert_state(&state_rows, file_id).await?;
         }
+        if self.seed {
+            outbox_rows.clear();
+        }
         tx.insert_outbox(&outbox_rows, file_id).await?;
         if !chunk.rejects.is_empty() {
             tx.insert_rejects(file_id, &chunk.rejects).await?;
@@ -349,6 +373,7 @@ fn produce(
     file: &ReadyFile,
     resume_from: u64,
     mut index: StateIndex,
+    coverage: Option<&crate::map::Coverage>,
     emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>,
 ) -> Result<StateIndex, ProduceError> {
     let fail =
@@ -378,6 +403,7 @@ fn produce(
     let mut total_rejects = 0u64;
     // Fingerprints of one record, reused: most records produce one or two.
     let mut fps: Vec<(usize, crate::map::Fingerprint)> = Vec::with_capacity(4);
+    let mut hasher = HashSink::new(config.content_seed);
     loop {
         let (locator, part, rejected) = match reader.next() {
             Ok(Some(Next::Header { part, label, header })) => {
@@ -397,6 +423,27 @@ fn produce(
                         }
                     },
                 };
+                if !binding.extras.is_empty() {
+                    let extras = format!("`{}`", binding.extras.join("`, `"));
+                    match connector.extra_columns {
+                        ExtraColumns::Ignore => {}
+                        ExtraColumns::Warn => {
+                            tracing::warn!(connector = %connector.name, file = %file.name, columns = %extras, "unexpected columns in the header (ignored)")
+                        }
+                        ExtraColumns::Reject => {
+                            emit(std::mem::replace(&mut chunk, new_chunk(ordinal.max(resume_from))))?;
+                            fail(
+                                emit,
+                                ordinal.max(resume_from),
+                                format!(
+                                    "{}: {label}header: unexpected column(s) {extras} (header policy: extra_columns = \"reject\")",
+                                    file.name
+                                ),
+                            )?;
+                            return Ok(index);
+                        }
+                    }
+                }
                 if bounds.len() <= part {
                     bounds.resize_with(part + 1, || None);
                 }
@@ -407,6 +454,7 @@ fn produce(
                     time: connector.time,
                     pseudonymizer: &config.pseudonymizer,
                     content_seed: config.content_seed,
+                    coverage,
                 });
                 continue;
             }
@@ -460,12 +508,12 @@ fn produce(
             if !applies {
                 continue;
             }
-            let mut sink = HashSink::new(config.content_seed);
-            if let Err(s) = bound.walk(rule, fields, &mut sink) {
+            hasher.reset();
+            if let Err(s) = bound.walk(rule, fields, &mut hasher) {
                 stop = Some(s);
                 break;
             }
-            fps.push((i, sink.finish()));
+            fps.push((i, hasher.finish()));
         }
         match stop {
             Some(Stop::Reject { column, reason }) => {
@@ -531,7 +579,9 @@ fn produce(
             }
         }
         chunk.records_done = ordinal;
-        if chunk.counts.read >= chunk_rows {
+        // A chunk closes on rows (bounding a checkpoint's distance) or on
+        // candidates (bounding memory: each is a materialized milestone).
+        if chunk.counts.read >= chunk_rows || chunk.candidates.len() >= MAX_CHUNK_CANDIDATES {
             emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
         }
     }
@@ -737,6 +787,16 @@ pub fn dry_run(
     connector: &Connector,
     path: &std::path::Path,
 ) -> Result<DryRun, PipelineError> {
+    dry_run_with(config, connector, path, None)
+}
+
+/// [`dry_run`], collecting value-map coverage.
+pub fn dry_run_with(
+    config: &Config,
+    connector: &Connector,
+    path: &std::path::Path,
+    coverage: Option<&crate::map::Coverage>,
+) -> Result<DryRun, PipelineError> {
     let (sha256, size) =
         crate::source::local::hash_file(path).map_err(|e| PipelineError::Io(e.to_string()))?;
     let name = path
@@ -768,7 +828,15 @@ pub fn dry_run(
         Ok(())
     };
     // An empty, incomplete index makes every milestone a candidate.
-    match produce(config, connector, &file, 0, StateIndex::new(None, 0), &mut emit) {
+    match produce(
+        config,
+        connector,
+        &file,
+        0,
+        StateIndex::new(None, 0),
+        coverage,
+        &mut emit,
+    ) {
         Ok(_) | Err(ProduceError::Stopped) => {}
         Err(ProduceError::Io(e)) => return Err(PipelineError::Io(e)),
     }
