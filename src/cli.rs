@@ -46,6 +46,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create or upgrade the store's schema (SQLite or PostgreSQL) and report its
+    /// version. `run` does this too; this is for doing it ahead of a deploy.
+    Migrate {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Files with their reconciliation counts, and delivery backlog per subscriber.
     Status {
         #[arg(long, short, default_value = "config.toml")]
@@ -117,6 +123,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             secret_env,
             json,
         } => listen(addr, &secret_env, json).await,
+        Command::Migrate { config } => {
+            let c = load(&config)?;
+            let store = Store::open(&c.store_url).await?;
+            let v = store.schema_version().await?;
+            println!("schema at version {} (this binary supports {})", v.applied, v.supported);
+            store.close().await;
+            Ok(())
+        }
         Command::Status { config, files } => {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;

@@ -315,7 +315,7 @@ impl SqliteStore {
                 AttemptOutcome::RetryAt(at) => {
                     sqlx::query(
                         "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?
-                         WHERE subscriber = ? AND pos = ?",
+                         WHERE subscriber = ? AND pos = ? AND status = 0",
                     )
                     .bind(r.attempt as i64)
                     .bind(at)
@@ -329,7 +329,7 @@ impl SqliteStore {
                 AttemptOutcome::Failed => {
                     sqlx::query(
                         "UPDATE deliveries SET status = 2, attempts = ?, last_status = ?, last_error = ?
-                         WHERE subscriber = ? AND pos = ?",
+                         WHERE subscriber = ? AND pos = ? AND status = 0",
                     )
                     .bind(r.attempt as i64)
                     .bind(r.http_status.map(i64::from))
@@ -350,7 +350,7 @@ impl SqliteStore {
                 q.push_bind(now);
                 q.push(", last_status = 200, last_error = NULL WHERE subscriber = ");
                 q.push_bind(sub);
-                q.push(" AND pos IN (");
+                q.push(" AND status = 0 AND pos IN (");
                 let mut sep = q.separated(", ");
                 for p in chunk {
                     sep.push_bind(*p);
