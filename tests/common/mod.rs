@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use hubsync::store::{Store, StoreOptions};
