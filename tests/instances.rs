@@ -13,7 +13,14 @@ use common::cluster::{snapshot, Cluster, ClusterOpts, Receiver};
 use common::PgDb;
 use hubsync::store::{FileRow, FileStatus, Store};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubsync");
+/// The binary under test. `HUBSYNC_TEST_BIN` overrides it (a release build,
+/// or a private copy when several worktrees share one target directory and
+/// overwrite each other's `target/debug/hubsync`).
+fn bin() -> std::path::PathBuf {
+    std::env::var_os("HUBSYNC_TEST_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hubsync").into())
+}
 
 /// Milestones a set of files produces when no case is shared between files.
 fn expected_deltas(cluster: &Cluster, files: &[(String, String)]) -> u64 {
@@ -133,7 +140,7 @@ async fn three_instances_share_a_drop_of_many_files() {
         chunk_rows: 15,
         ..ClusterOpts::default()
     };
-    let mut cluster = Cluster::new(Path::new(BIN), &db.url, receiver.addr, &opts);
+    let mut cluster = Cluster::new(&bin(), &db.url, receiver.addr, &opts);
     for _ in 0..3 {
         cluster.spawn();
     }
@@ -179,7 +186,7 @@ async fn killing_instances_mid_file_and_mid_delivery_loses_nothing() {
         max_in_flight: 8,
         ..ClusterOpts::default()
     };
-    let mut cluster = Cluster::new(Path::new(BIN), &db.url, receiver.addr, &opts);
+    let mut cluster = Cluster::new(&bin(), &db.url, receiver.addr, &opts);
     for _ in 0..3 {
         cluster.spawn();
     }
@@ -214,6 +221,7 @@ async fn killing_instances_mid_file_and_mid_delivery_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     cluster.kill(victim);
+    eprintln!("killed instance {victim} mid-file after {:?}", started.elapsed());
 
     // 2. Kill -9 another in the middle of deliveries it has claimed.
     let started = Instant::now();
@@ -233,10 +241,14 @@ async fn killing_instances_mid_file_and_mid_delivery_loses_nothing() {
     };
     assert_ne!(second, victim);
     cluster.kill(second);
+    eprintln!("killed instance {second} mid-delivery after {:?} more ({} received)", started.elapsed(), receiver.unique());
+    let started = Instant::now();
 
     // 3. The last instance finishes everything.
     let t = wait_until_settled(&store, &cluster, &receiver, files.len(), Duration::from_secs(180)).await;
+    eprintln!("settled {:?} after the second kill ({expected} milestones)", started.elapsed());
     cluster.stop_all();
+    eprintln!("{}", cluster.logs());
     check_files(&cluster, &t, files.len(), per_file * files.len() as u64);
     check_arrivals(&receiver);
     let deltas: u64 = t.files.iter().map(|f| f.counts.deltas).sum();

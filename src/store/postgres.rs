@@ -85,6 +85,19 @@ async fn applied_version(pool: &PgPool) -> Result<Option<i64>, StoreError> {
         .await?)
 }
 
+/// Delivery bookkeeping (claims, attempt outcomes) commits without waiting
+/// for the WAL flush: a crash can lose the last few hundred milliseconds of
+/// it, which only means those messages are sent again, with the same
+/// webhook-id and body, which the at-least-once contract allows. It turns a
+/// ~3.5 ms fsync per worker round into microseconds. Chunk commits keep full
+/// durability: a file is archived once its last chunk has committed.
+async fn relaxed_commit(tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl PgStore {
     pub async fn open(url: &str, opts: &StoreOptions) -> Result<PgStore, StoreError> {
         let connect = PgConnectOptions::from_str(url)?.application_name("hubsync");
@@ -293,6 +306,8 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let lease_ms = (lease.as_millis() as i64).max(self.lease_ms);
+        let mut tx = self.pool.begin().await?;
+        relaxed_commit(&mut tx).await?;
         let rows = sqlx::query(
             "WITH heads AS (
                 SELECT d.subscriber, d.pos FROM deliveries d
@@ -313,8 +328,9 @@ impl PgStore {
         .bind(limit as i64)
         .bind(&self.instance)
         .bind(now + lease_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut due = rows
             .iter()
             .map(|r| {
@@ -353,6 +369,7 @@ impl PgStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        relaxed_commit(&mut tx).await?;
         let subs: Vec<&str> = results.iter().map(|r| r.subscriber.as_str()).collect();
         let pos: Vec<i64> = results.iter().map(|r| r.pos).collect();
         let attempt: Vec<i32> = results.iter().map(|r| r.attempt as i32).collect();
