@@ -46,6 +46,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Process files now, in name (date) order, without the daemon: onboarding
+    /// a hub's history, or re-running archived files. Already-processed files
+    /// (same sha256) are skipped; Ctrl-C leaves a checkpoint a re-run resumes.
+    Ingest {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        connector: String,
+        /// Build state without sending webhooks.
+        #[arg(long)]
+        seed: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Dry run on a real file: the milestones it would emit (new, changed with
+    /// a field-level diff, unchanged) against the current state, rejects, and
+    /// value-map coverage. Writes nothing.
+    Map {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        connector: String,
+        /// `json` (JSON lines) or `table`.
+        #[arg(long, default_value = "json")]
+        format: String,
+        file: PathBuf,
+    },
+    /// Run the mapping tests in `<mappings_dir>/tests/`; non-zero exit on failure.
+    Test {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Rewrite the expected outputs from the current mappings.
+        #[arg(long)]
+        update: bool,
+    },
     /// Create or upgrade the store's schema (SQLite or PostgreSQL) and report its
     /// version. `run` does this too; this is for doing it ahead of a deploy.
     Migrate {
@@ -116,6 +151,47 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             crate::runtime::run(c, shutdown).await?;
+            Ok(())
+        }
+        Command::Ingest {
+            config,
+            connector,
+            seed,
+            files,
+        } => ingest(&config, &connector, seed, files).await,
+        Command::Map {
+            config,
+            connector,
+            format,
+            file,
+        } => {
+            let c = load(&config)?;
+            let Some(conn) = c.connectors.iter().find(|x| x.name == connector) else {
+                bail!("no connector named `{connector}`");
+            };
+            let report = crate::workbench::map_file(&c, conn, &file).await?;
+            match format.as_str() {
+                "table" => print!("{}", report.to_table()),
+                "json" => print!("{}", report.to_json_lines()),
+                other => bail!("unknown format `{other}` (json or table)"),
+            }
+            Ok(())
+        }
+        Command::Test { config, update } => {
+            let c = load(&config)?;
+            let results = crate::workbench::run_mapping_tests(&c, update)?;
+            let failed = results.iter().filter(|r| r.failure.is_some()).count();
+            for r in &results {
+                match &r.failure {
+                    None if update => println!("updated {}", r.name),
+                    None => println!("PASS {}", r.name),
+                    Some(diff) => println!("FAIL {}\n{diff}", r.name),
+                }
+            }
+            println!("{} passed, {} failed", results.len() - failed, failed);
+            if failed > 0 {
+                bail!("{failed} mapping test(s) failed");
+            }
             Ok(())
         }
         Command::Listen {
@@ -246,4 +322,102 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool) -> anyhow::Resul
         })
         .await?;
     Ok(())
+}
+
+async fn ingest(
+    config_path: &std::path::Path,
+    connector: &str,
+    seed: bool,
+    mut files: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::pipeline::{FileOutcome, Pipeline};
+    let c = load(config_path)?;
+    crate::telemetry::init(false, Some("warn"));
+    let Some(conn) = c.connectors.iter().find(|x| x.name == connector).cloned() else {
+        bail!("no connector named `{connector}`");
+    };
+    let store = Store::open_with(&c.store_url, &crate::store::StoreOptions { lease: c.lease }).await?;
+    let mut pipeline = Pipeline::new(store.clone(), Arc::new(c), Vec::new());
+    pipeline.seed = seed;
+    let shutdown = CancellationToken::new();
+    let t = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+    });
+    let t0 = std::time::Instant::now();
+    let entries = pipeline.warm().await?;
+    eprintln!("state index: {entries} entries loaded in {:.2}s", t0.elapsed().as_secs_f64());
+    // Hub files carry their date in the name; name order is date order.
+    files.sort();
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let started = std::time::Instant::now();
+    let (mut rows, mut done_bytes) = (0u64, 0u64);
+    for (i, path) in files.iter().enumerate() {
+        if shutdown.is_cancelled() {
+            eprintln!("interrupted: re-run the same command to resume");
+            break;
+        }
+        let t0 = std::time::Instant::now();
+        let (sha256, size) = crate::source::local::hash_file(path)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = crate::source::ReadyFile {
+            path: path.clone(),
+            name: name.clone(),
+            size,
+            sha256,
+            marker: None,
+        };
+        let outcome = pipeline.process(&conn, &file, &shutdown).await?;
+        done_bytes += size;
+        let secs = t0.elapsed().as_secs_f64();
+        let line = match outcome {
+            FileOutcome::Done(row) => {
+                rows += row.counts.read;
+                let c = row.counts;
+                format!(
+                    "{name}: {} rows in {secs:.2}s ({:.0} rows/s): {} deltas, {} unchanged, {} rejected, {} filtered",
+                    c.read, c.read as f64 / secs.max(1e-9), c.deltas, c.unchanged, c.rejected, c.filtered
+                )
+            }
+            FileOutcome::Duplicate => format!("{name}: already processed (same sha256), skipped"),
+            FileOutcome::Failed { file_id, reason } => {
+                store.file_fail(file_id, &reason).await?;
+                format!("{name}: FAILED: {reason}")
+            }
+            FileOutcome::Interrupted => format!("{name}: interrupted at its checkpoint"),
+            FileOutcome::Elsewhere => format!("{name}: another instance is processing it, skipped"),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let eta = if done_bytes > 0 {
+            elapsed * (total_bytes.saturating_sub(done_bytes)) as f64 / done_bytes as f64
+        } else {
+            0.0
+        };
+        eprintln!(
+            "[{}/{}] {line}  (total {rows} rows, {:.0} rows/s, ETA {eta:.0}s)",
+            i + 1,
+            files.len(),
+            rows as f64 / elapsed.max(1e-9)
+        );
+    }
+    if let Some(kb) = peak_rss_kb() {
+        eprintln!("peak RSS: {:.1} MiB", kb as f64 / 1024.0);
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// The process's peak resident set size (Linux `VmHWM`).
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -21,6 +21,7 @@
 //! - [`config`]: config, connector and mapping files, validated at load.
 //! - [`model`]: the canonical milestone model.
 //! - [`telemetry`]: logging setup; no PHI ever reaches it.
+//! - [`workbench`]: dry runs and mapping tests for integration engineers.
 //! - [`cli`]: the `hubsync` command line.
 
 pub mod cli;
@@ -36,3 +37,4 @@ pub mod runtime;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod workbench;

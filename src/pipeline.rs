@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::connector::OnRowError;
+use crate::config::connector::{ExtraColumns, OnRowError};
 use crate::config::{Config, Connector, Format};
 use crate::diff::{self, Candidate, StateIndex, Verdict};
 use crate::map::expr::Stop;
@@ -74,6 +74,10 @@ pub enum FileOutcome {
     Elsewhere,
 }
 
+/// Candidates per chunk at most: about 1.5 KB each, so a few MB per chunk,
+/// and one fsync per few thousand deltas is noise.
+const MAX_CHUNK_CANDIDATES: usize = 4096;
+
 enum Finish {
     Done,
     Failed(String),
@@ -107,6 +111,16 @@ pub struct CachedIndex {
     generations: HashMap<String, i64>,
 }
 
+impl CachedIndex {
+    async fn load(store: &Store, cap: usize) -> Result<CachedIndex, StoreError> {
+        // Generations first: an index newer than its generations only costs a
+        // re-check; the other way round would trust stale entries.
+        let generations = store.state_generations().await?;
+        let index = StateIndex::new(store.state_index(cap).await?, cap);
+        Ok(CachedIndex { index, generations })
+    }
+}
+
 /// Everything needed to process files; cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -115,6 +129,8 @@ pub struct Pipeline {
     pub index: SharedIndex,
     /// Woken after each commit that produced outbox rows.
     pub wakers: Vec<Arc<Notify>>,
+    /// Build state without enqueueing webhooks (onboarding a hub's history).
+    pub seed: bool,
 }
 
 impl Pipeline {
@@ -123,8 +139,19 @@ impl Pipeline {
             store,
             config,
             index: Arc::new(Mutex::new(None)),
+            seed: false,
             wakers,
         }
+    }
+
+    /// Loads the state index now (at startup) rather than with the first
+    /// file; returns how many entries it holds.
+    pub async fn warm(&self) -> Result<usize, PipelineError> {
+        let mut guard = self.index.lock().await;
+        if guard.is_none() {
+            *guard = Some(CachedIndex::load(&self.store, self.config.state_cache_entries).await?);
+        }
+        Ok(guard.as_ref().map_or(0, |c| c.index.len()))
     }
 
     /// Processes one complete file. See the module docs for the guarantees.
@@ -146,25 +173,19 @@ impl Pipeline {
         // The index is held for the whole file: files are processed one at a
         // time per store writer anyway, and this keeps the producer lock-free.
         let mut guard = self.index.lock().await;
-        let (index, mut generations) = match guard.take() {
-            Some(c) => (c.index, c.generations),
-            None => {
-                // Generations first: an index newer than its generations only
-                // costs a re-check; the other way round would trust stale entries.
-                let generations = self.store.state_generations().await?;
-                let index = StateIndex::new(
-                    self.store.state_index(self.config.state_cache_entries).await?,
-                    self.config.state_cache_entries,
-                );
-                (index, generations)
-            }
+        let CachedIndex {
+            index,
+            mut generations,
+        } = match guard.take() {
+            Some(c) => c,
+            None => CachedIndex::load(&self.store, self.config.state_cache_entries).await?,
         };
         let heartbeat = self.store.is_shared().then(|| {
             let store = self.store.clone();
             let (file_id, every) = (row.id, self.config.lease / 3);
             tokio::spawn(async move { renew_lease(store, file_id, every).await })
         });
-        let (tx, mut rx) = mpsc::channel::<Chunk>(2);
+        let (tx, mut rx) = mpsc::channel::<Chunk>(1);
         let producer = {
             let connector = connector.clone();
             let config = self.config.clone();
@@ -173,7 +194,7 @@ impl Pipeline {
             let keep_skipped = self.store.is_shared();
             tokio::task::spawn_blocking(move || {
                 let mut emit = |c: Chunk| tx.blocking_send(c).map_err(|_| ProduceError::Stopped);
-                produce(&config, &connector, &file, resume, index, keep_skipped, &mut emit)
+                produce(&config, &connector, &file, resume, index, None, keep_skipped, &mut emit)
             })
         };
         let provenance = Provenance {
@@ -315,7 +336,9 @@ impl Pipeline {
                 });
             per_case[slot].2 += 1;
         }
-        let last = if per_case.is_empty() {
+        // Seeding sends nothing, so it consumes no sequence numbers: the first
+        // delta a receiver ever sees for a case is its sequence 1.
+        let last = if per_case.is_empty() || self.seed {
             Vec::new()
         } else {
             tx.bump_cases(&per_case).await?
@@ -325,6 +348,7 @@ impl Pipeline {
             .zip(&last)
             .map(|((_, _, n), last)| last - n + 1)
             .collect();
+        next_seq.resize(per_case.len(), 0);
 
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut outbox_rows = Vec::with_capacity(deltas.len());
@@ -386,6 +410,9 @@ impl Pipeline {
             tx.upsert_state(&state_rows, file_id).await?;
             bumped = Some(tx.bump_program(program).await?);
         }
+        if self.seed {
+            outbox_rows.clear();
+        }
         tx.insert_outbox(&outbox_rows, file_id).await?;
         if !chunk.rejects.is_empty() {
             tx.insert_rejects(file_id, &chunk.rejects).await?;
@@ -425,6 +452,7 @@ fn produce(
     file: &ReadyFile,
     resume_from: u64,
     mut index: StateIndex,
+    coverage: Option<&crate::map::Coverage>,
     keep_skipped: bool,
     emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>,
 ) -> Result<StateIndex, ProduceError> {
@@ -462,7 +490,25 @@ fn produce(
         time: connector.time,
         pseudonymizer: &config.pseudonymizer,
         content_seed: config.content_seed,
+        coverage,
     };
+    if !bound.binding.extras.is_empty() {
+        let extras = bound.binding.extras.join("`, `");
+        match connector.extra_columns {
+            ExtraColumns::Ignore => {}
+            ExtraColumns::Warn => {
+                tracing::warn!(connector = %connector.name, file = %file.name, columns = %extras, "unexpected columns in the header (ignored)")
+            }
+            ExtraColumns::Reject => {
+                fail(
+                    emit,
+                    resume_from,
+                    format!("{}: header: unexpected column(s) `{extras}` (header policy: extra_columns = \"reject\")", file.name),
+                )?;
+                return Ok(index);
+            }
+        }
+    }
     let chunk_rows = config.chunk_rows as u64;
     let mut rec = csv::ByteRecord::new();
     let mut ordinal: u64 = 0;
@@ -582,7 +628,9 @@ fn produce(
             }
         }
         chunk.records_done = ordinal;
-        if chunk.counts.read >= chunk_rows {
+        // A chunk closes on rows (bounding a checkpoint's distance) or on
+        // candidates (bounding memory: each is a materialized milestone).
+        if chunk.counts.read >= chunk_rows || chunk.candidates.len() >= MAX_CHUNK_CANDIDATES {
             emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
         }
     }
@@ -638,6 +686,16 @@ pub fn dry_run(
     connector: &Connector,
     path: &std::path::Path,
 ) -> Result<DryRun, PipelineError> {
+    dry_run_with(config, connector, path, None)
+}
+
+/// [`dry_run`], collecting value-map coverage.
+pub fn dry_run_with(
+    config: &Config,
+    connector: &Connector,
+    path: &std::path::Path,
+    coverage: Option<&crate::map::Coverage>,
+) -> Result<DryRun, PipelineError> {
     let (sha256, size) =
         crate::source::local::hash_file(path).map_err(|e| PipelineError::Io(e.to_string()))?;
     let name = path
@@ -669,7 +727,16 @@ pub fn dry_run(
         Ok(())
     };
     // An empty, incomplete index makes every milestone a candidate.
-    match produce(config, connector, &file, 0, StateIndex::new(None, 0), false, &mut emit) {
+    match produce(
+        config,
+        connector,
+        &file,
+        0,
+        StateIndex::new(None, 0),
+        coverage,
+        false,
+        &mut emit,
+    ) {
         Ok(_) | Err(ProduceError::Stopped) => {}
         Err(ProduceError::Io(e)) => return Err(PipelineError::Io(e)),
     }

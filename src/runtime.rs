@@ -69,6 +69,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
         });
     }
     let pipeline = Pipeline::new(store.clone(), config.clone(), wakers);
+    // Load the state index before the first file arrives, so the first
+    // night's file is as fast as every other one.
+    match pipeline.warm().await {
+        Ok(n) => tracing::info!(entries = n, "state index loaded"),
+        Err(e) => tracing::warn!(error = %e, "state index not loaded; the first file will load it"),
+    }
     for connector in &config.connectors {
         let Source::Local(src) = &connector.source;
         let folder = DropFolder::new(src.clone());

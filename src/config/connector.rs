@@ -29,6 +29,29 @@ pub struct ConnectorSpec {
     pub on_row_error: OnRowError,
     /// Stop the file (error folder) once more than this many records were rejected.
     pub max_rejects: Option<u64>,
+    #[serde(default)]
+    pub header: HeaderSpec,
+}
+
+/// The header policy: what drift in a hub's columns means.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSpec {
+    #[serde(default)]
+    pub extra_columns: ExtraColumns,
+}
+
+/// A column in the file that the mapping does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtraColumns {
+    /// Hubs add columns all the time; the mapping reads only what it declares.
+    Ignore,
+    /// Log the new column names once per file.
+    #[default]
+    Warn,
+    /// The contract is exact: refuse the file.
+    Reject,
 }
 
 /// A local time that happens twice (the autumn change).

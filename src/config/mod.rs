@@ -199,6 +199,7 @@ pub const DEFAULT_RETRY_SCHEDULE: &[u64] = &[
 pub struct Config {
     pub path: PathBuf,
     pub data_dir: PathBuf,
+    pub mappings_dir: PathBuf,
     pub store_url: String,
     pub chunk_rows: usize,
     pub state_cache_entries: usize,
@@ -225,6 +226,7 @@ pub struct Connector {
     pub format: Format,
     pub on_row_error: OnRowError,
     pub max_rejects: Option<u64>,
+    pub extra_columns: connector::ExtraColumns,
 }
 
 #[derive(Debug, Clone)]
@@ -451,12 +453,18 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     // Mappings, then connectors that name them.
     let mappings_dir = resolve(&spec.mappings_dir);
     let mut mappings: BTreeMap<String, Arc<Mapping>> = BTreeMap::new();
+    // Mappings that exist but have errors: a connector naming one is not
+    // reported again as "no mapping named …".
+    let mut broken: Vec<String> = Vec::new();
     for file in toml_files(&mappings_dir) {
         match Mapping::load(&file) {
             Ok(m) => {
                 mappings.insert(m.name.clone(), Arc::new(m));
             }
-            Err(d) => diags.extend(d),
+            Err(d) => {
+                broken.extend(file.file_stem().map(|s| s.to_string_lossy().into_owned()));
+                diags.extend(d);
+            }
         }
     }
     let connectors_dir = resolve(&spec.connectors_dir);
@@ -464,7 +472,15 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     for file in toml_files(&connectors_dir) {
         match load_connector(&file, &mappings, &resolve, &data_dir) {
             Ok(c) => connectors.push(Arc::new(c)),
-            Err(d) => diags.extend(d),
+            Err(d) => diags.extend(Diagnostics(
+                d.0.into_iter()
+                    .filter(|x| {
+                        !broken
+                            .iter()
+                            .any(|b| x.message == format!("no mapping named `{b}` in the mappings folder"))
+                    })
+                    .collect(),
+            )),
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -483,6 +499,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     Ok(Config {
         path: path.to_path_buf(),
         data_dir,
+        mappings_dir,
         store_url,
         chunk_rows: spec.store.chunk_rows,
         state_cache_entries: spec.store.state_cache_entries,
@@ -619,6 +636,7 @@ fn load_connector(
             format,
             on_row_error: spec.on_row_error,
             max_rejects: spec.max_rejects,
+            extra_columns: spec.header.extra_columns,
         }),
         _ => Err(diags),
     }

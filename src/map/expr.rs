@@ -87,6 +87,7 @@ impl DateFormat {
     /// Compiles a strftime-style format, rejecting specifiers chrono does not
     /// know and formats that cannot name a calendar day.
     pub fn compile(text: &str, want_time: bool) -> Result<DateFormat, String> {
+        check_specifiers(text)?;
         let items = StrftimeItems::new(text)
             .parse_to_owned()
             .map_err(|_| format!("invalid date format `{text}`"))?;
@@ -118,6 +119,31 @@ impl DateFormat {
         chrono::format::parse(&mut parsed, s, self.items.iter()).ok()?;
         Some(parsed)
     }
+}
+
+/// Rejects strftime specifiers chrono would not parse, naming the culprit.
+fn check_specifiers(text: &str) -> Result<(), String> {
+    const KNOWN: &str = "YCymbBhdeaAwuUWGgVjDxFvHkIlPpMSfZzTRXrstn%";
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        // Padding flags, then `.3f`/`:z` style modifiers.
+        while matches!(chars.peek(), Some('-' | '_' | '0' | '#' | ':' | '.' | '1'..='9')) {
+            chars.next();
+        }
+        match chars.next() {
+            Some(spec) if KNOWN.contains(spec) => {}
+            Some(spec) => {
+                return Err(format!(
+                    "invalid date format `{text}`: unknown specifier `%{spec}`"
+                ))
+            }
+            None => return Err(format!("invalid date format `{text}`: it ends with a lone `%`")),
+        }
+    }
+    Ok(())
 }
 
 /// Built-in functions. The set is closed, so it is an enum.

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, TimeZone};
+use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -52,6 +52,20 @@ pub struct ValueMap {
 impl ValueMap {
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.entries.values().map(String::as_str)
+    }
+
+    /// The entry key `key` matches (upper-cased under `ignore_case`).
+    pub fn canonical_key(&self, key: &str) -> String {
+        if self.ignore_case {
+            key.to_uppercase()
+        } else {
+            key.to_string()
+        }
+    }
+
+    /// Entry keys, as stored.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -134,6 +148,16 @@ fn content_offset(src: &SourceFile, span: &Range<usize>) -> usize {
         }
     } else {
         span.start + 1
+    }
+}
+
+/// The span of a literal's text inside an expression string, for a caret
+/// under `pa.aproved` rather than under the quotes around it.
+fn literal_span(src: &SourceFile, s: &Spanned<String>, lit: &str) -> Range<usize> {
+    let base = content_offset(src, &s.span());
+    match s.get_ref().find(lit) {
+        Some(i) => base + i..base + i + lit.len(),
+        None => base..base + s.get_ref().len(),
     }
 }
 
@@ -288,9 +312,8 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
                             .iter()
                             .map(|c| c.as_str().to_string())
                             .collect();
-                        let base = content_offset(src, &m.code.span());
                         let mut diag = src.diag(
-                            base..base + m.code.get_ref().len(),
+                            literal_span(src, &m.code, lit),
                             format!("unknown milestone code `{lit}`"),
                         );
                         if let Some(c) = expr::closest(lit, &known) {
@@ -340,13 +363,9 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
             let c = compile(&mut diags, &s, &[Ty::Text], "`status`")?;
             if let Some(lit) = c.as_literal() {
                 if CaseStatus::parse(lit).is_none() {
-                    let base = content_offset(src, &s.span());
                     diags.push(
-                        src.diag(
-                            base..base + s.get_ref().len(),
-                            format!("unknown case status `{lit}`"),
-                        )
-                        .with_hint("one of PENDING, ACTIVE, ON_HOLD, CANCELLED, DISCONTINUED, CLOSED"),
+                        src.diag(literal_span(src, &s, lit), format!("unknown case status `{lit}`"))
+                            .with_hint("one of PENDING, ACTIVE, ON_HOLD, CANCELLED, DISCONTINUED, CLOSED"),
                     );
                 }
             } else if let Some(map) = c.as_map() {
@@ -492,6 +511,8 @@ pub enum HeaderError {
 #[derive(Debug, Clone)]
 pub struct Binding {
     pub slots: Vec<Option<usize>>,
+    /// Non-empty headers in the file that no declared column claims.
+    pub extras: Vec<String>,
 }
 
 impl Mapping {
@@ -531,7 +552,13 @@ impl Mapping {
             }
             slots.push(idx);
         }
-        Ok(Binding { slots })
+        let extras = header
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| !h.trim().is_empty() && !slots.contains(&Some(*i)))
+            .map(|(_, h)| h.trim().to_string())
+            .collect();
+        Ok(Binding { slots, extras })
     }
 }
 
@@ -558,17 +585,17 @@ impl TimePolicy {
             },
             LocalResult::None => match self.gap {
                 DstGap::ShiftForward => {
-                    // Walk forward to the first instant that exists; the gap is at
-                    // most a few hours in every IANA zone.
-                    for minutes in (15..=180).step_by(15) {
-                        if let LocalResult::Single(t) = self
-                            .tz
-                            .from_local_datetime(&(t + chrono::Duration::minutes(minutes)))
-                        {
-                            return Ok(t.fixed_offset());
-                        }
-                    }
-                    Err(format!("local time does not exist in {}", self.tz.name()))
+                    // Read the wall time with the offset in force just before
+                    // the gap, so 02:30 in a one-hour spring gap is 03:30, as a
+                    // clock that was not moved forward would have said.
+                    let before = self
+                        .tz
+                        .from_local_datetime(&(t - chrono::Duration::hours(6)))
+                        .earliest()
+                        .ok_or_else(|| format!("local time does not exist in {}", self.tz.name()))?;
+                    let utc =
+                        t - chrono::Duration::seconds(i64::from(before.offset().fix().local_minus_utc()));
+                    Ok(self.tz.from_utc_datetime(&utc).fixed_offset())
                 }
                 DstGap::Reject => Err(format!(
                     "local time does not exist in {} (it falls in the DST gap)",
@@ -627,6 +654,29 @@ pub struct Bound<'m> {
     pub pseudonymizer: &'m Pseudonymizer,
     /// Seeds the content hash, so that stored hashes are keyed too.
     pub content_seed: u64,
+    /// Value-map usage, collected by dry runs only.
+    pub coverage: Option<&'m Coverage>,
+}
+
+/// Which value-map entries a dry run used, and which codes were unmapped.
+/// Single-threaded by design: a dry run maps one file on one thread.
+#[derive(Debug, Default)]
+pub struct Coverage {
+    /// (map name, hub code as written) → records.
+    pub used: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+    pub unmapped: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+}
+
+impl Coverage {
+    fn count(
+        map: &std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+        name: &str,
+        key: &str,
+    ) {
+        *map.borrow_mut()
+            .entry((name.to_string(), key.to_string()))
+            .or_default() += 1;
+    }
 }
 
 struct RowEnv<'a> {
@@ -659,7 +709,14 @@ impl<'a> Env<'a> for RowEnv<'a> {
 
     fn lookup(&self, map: usize, key: &str) -> Result<Option<&'a str>, Stop> {
         let m = &self.bound.mapping.maps[map];
-        match m.get(key) {
+        let found = m.get(key);
+        if let Some(c) = self.bound.coverage {
+            match found {
+                Some(_) => Coverage::count(&c.used, &m.name, &m.canonical_key(key)),
+                None => Coverage::count(&c.unmapped, &m.name, key),
+            }
+        }
+        match found {
             Some(v) => Ok(Some(v)),
             None => match m.on_unmapped {
                 OnUnmapped::Reject => Err(Stop::Reject {

@@ -48,7 +48,9 @@ impl CsvFormat {
 pub struct CsvReader {
     inner: csv::Reader<Box<dyn Read + Send>>,
     file: String,
-    /// Lines consumed before the header (title rows), added to every locator.
+    /// Lines consumed before the header (title rows), added to every locator;
+    /// plus one for CRLF files, whose LF the csv crate counts only once the
+    /// next record has begun.
     line_offset: u64,
     header: Vec<String>,
 }
@@ -88,6 +90,11 @@ impl CsvReader {
                 break;
             }
         }
+        let head = buffered.fill_buf().map_err(io)?;
+        let crlf = head
+            .iter()
+            .position(|b| *b == b'\n')
+            .is_some_and(|i| i > 0 && head[i - 1] == b'\r');
         let boxed: Box<dyn Read + Send> = Box::new(buffered);
         let mut inner = csv::ReaderBuilder::new()
             .delimiter(fmt.delimiter)
@@ -113,7 +120,7 @@ impl CsvReader {
         Ok(CsvReader {
             inner,
             file: file_name,
-            line_offset: fmt.skip_lines,
+            line_offset: fmt.skip_lines + u64::from(crlf),
             header,
         })
     }
@@ -186,5 +193,30 @@ mod tests {
         let mut rec = csv::ByteRecord::new();
         r.next_record(&mut rec).expect("rec");
         assert_eq!(rec.get(0), Some("Café Health".as_bytes()));
+    }
+}
+
+#[cfg(test)]
+mod crlf_tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn crlf_lines_are_physical_lines() {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(b"A,B\r\n1,x\r\n2,y\r\n3,z\r\n").expect("write");
+        let fmt = CsvFormat {
+            delimiter: b',',
+            quote: b'"',
+            encoding: Encoding::Utf8,
+            skip_lines: 0,
+        };
+        let mut r = CsvReader::open(f.path(), &fmt).expect("open");
+        let mut rec = csv::ByteRecord::new();
+        let mut lines = Vec::new();
+        while let Some(Locator::Line(l)) = r.next_record(&mut rec).expect("rec") {
+            lines.push(l);
+        }
+        assert_eq!(lines, vec![2, 3, 4]);
     }
 }

@@ -291,6 +291,27 @@ impl Store {
         Err(StoreError::Url(url.to_string()))
     }
 
+    /// Opens an existing store read-only; `None` when there is none yet.
+    pub async fn open_read_only(url: &str) -> Result<Option<Store>, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(sqlite::SqliteStore::open_read_only(path)
+                .await?
+                .map(Store::Sqlite));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(postgres::PgStore::open_read_only(url).await?.map(Store::Postgres));
+        }
+        Err(StoreError::Url(url.to_string()))
+    }
+
+    /// Stored state rows by key hash (read-only; for dry runs).
+    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.state_rows(hashes).await,
+            Store::Postgres(s) => s.state_rows(hashes).await,
+        }
+    }
+
     /// The schema version applied to the database and the one this binary has.
     pub async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
         match self {

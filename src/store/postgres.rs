@@ -121,6 +121,33 @@ impl PgStore {
         })
     }
 
+    /// Connects without migrating (dry runs); `None` when the database has
+    /// no hubsync schema yet.
+    pub async fn open_read_only(url: &str) -> Result<Option<PgStore>, StoreError> {
+        let connect = PgConnectOptions::from_str(url)?.application_name("hubsync");
+        let pool = PgPoolOptions::new().max_connections(2).connect_with(connect).await?;
+        match applied_version(&pool).await? {
+            None => {
+                pool.close().await;
+                Ok(None)
+            }
+            Some(v) => {
+                check_schema(Some(v), &MIGRATOR)?;
+                Ok(Some(PgStore {
+                    pool,
+                    instance: super::instance_id(),
+                    lease_ms: StoreOptions::default().lease.as_millis() as i64,
+                }))
+            }
+        }
+    }
+
+    /// State rows by key hash, outside any transaction.
+    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_state_rows(&mut conn, hashes).await
+    }
+
     pub fn instance(&self) -> &str {
         &self.instance
     }
@@ -474,6 +501,31 @@ impl PgStore {
     }
 }
 
+async fn fetch_state_rows(conn: &mut sqlx::PgConnection, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+    let keys: Vec<i64> = hashes.iter().map(|h| *h as i64).collect();
+    let rows = sqlx::query(
+        "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body
+         FROM state WHERE key_hash = ANY($1)",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StateRow {
+                program: r.try_get("program")?,
+                case_id: r.try_get("case_id")?,
+                milestone: r.try_get("milestone")?,
+                occurrence: r.try_get("occurrence")?,
+                key_hash: r.try_get::<i64, _>("key_hash")? as u64,
+                content_hash: r.try_get::<i64, _>("content_hash")? as u64,
+                body: r.try_get("body")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
 impl PgTx {
     pub async fn lock_program(&mut self, program: &str) -> Result<Generation, StoreError> {
         // The no-op update still takes the row lock, and creates the row for
@@ -512,28 +564,7 @@ impl PgTx {
     }
 
     pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
-        let keys: Vec<i64> = hashes.iter().map(|h| *h as i64).collect();
-        let rows = sqlx::query(
-            "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body
-             FROM state WHERE key_hash = ANY($1)",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StateRow {
-                    program: r.try_get("program")?,
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    occurrence: r.try_get("occurrence")?,
-                    key_hash: r.try_get::<i64, _>("key_hash")? as u64,
-                    content_hash: r.try_get::<i64, _>("content_hash")? as u64,
-                    body: r.try_get("body")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        fetch_state_rows(&mut self.tx, hashes).await
     }
 
     pub async fn bump_cases(&mut self, cases: &[(&str, &str, i64)]) -> Result<Vec<i64>, StoreError> {

@@ -69,6 +69,18 @@ fn file_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow, sqlx::Error> {
     })
 }
 
+fn state_row(r: &sqlx::sqlite::SqliteRow) -> Result<StateRow, sqlx::Error> {
+    Ok(StateRow {
+        program: r.try_get("program")?,
+        case_id: r.try_get("case_id")?,
+        milestone: r.try_get("milestone")?,
+        occurrence: r.try_get("occurrence")?,
+        key_hash: r.try_get::<i64, _>("key_hash")? as u64,
+        content_hash: r.try_get::<i64, _>("content_hash")? as u64,
+        body: r.try_get("body")?,
+    })
+}
+
 const FILE_COLS: &str =
     "id, connector, sha256, name, status, records_done, records_read, emitted, unchanged, rejected, filtered, deltas, error";
 
@@ -85,6 +97,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-32000")
+            // Checkpoint every 64 MiB of WAL rather than every 4 MiB: a big
+            // first load writes several MiB per commit, and a checkpoint per
+            // commit doubles the I/O.
+            .pragma("wal_autocheckpoint", "16384")
             .pragma("temp_store", "memory");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -100,6 +116,44 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         Ok(SqliteStore { writer, reader })
+    }
+
+    /// Opens an existing database for reading only (dry runs): no file is
+    /// created, no migration runs, and any write fails.
+    pub async fn open_read_only(path: &str) -> Result<Option<SqliteStore>, StoreError> {
+        if !Path::new(path).is_file() {
+            return Ok(None);
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        Ok(Some(SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        }))
+    }
+
+    /// State rows by key hash, outside any transaction.
+    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hashes.chunks(MAX_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state WHERE key_hash IN (",
+            );
+            let mut sep = q.separated(", ");
+            for h in chunk {
+                sep.push_bind(*h as i64);
+            }
+            q.push(")");
+            for r in q.build().persistent(false).fetch_all(&self.reader).await? {
+                out.push(state_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn close(&self) {
@@ -305,7 +359,7 @@ impl SqliteStore {
                     .push_bind(r.http_status.map(i64::from))
                     .push_bind(&r.error);
             });
-            q.build().execute(&mut *tx).await?;
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         // Successes are the common case: one statement per subscriber batch.
         let mut delivered: HashMap<&str, Vec<i64>> = HashMap::new();
@@ -356,7 +410,7 @@ impl SqliteStore {
                     sep.push_bind(*p);
                 }
                 q.push(")");
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
         }
         tx.commit().await?;
@@ -416,17 +470,9 @@ impl SqliteTx {
                 sep.push_bind(*h as i64);
             }
             q.push(")");
-            let rows = q.build().fetch_all(&mut *self.tx).await?;
+            let rows = q.build().persistent(false).fetch_all(&mut *self.tx).await?;
             for r in rows {
-                out.push(StateRow {
-                    program: r.try_get("program")?,
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    occurrence: r.try_get("occurrence")?,
-                    key_hash: r.try_get::<i64, _>("key_hash")? as u64,
-                    content_hash: r.try_get::<i64, _>("content_hash")? as u64,
-                    body: r.try_get("body")?,
-                });
+                out.push(state_row(&r)?);
             }
         }
         Ok(out)
@@ -443,7 +489,7 @@ impl SqliteTx {
                 " ON CONFLICT (program, case_id) DO UPDATE SET last_seq = last_seq + excluded.last_seq
                  RETURNING program, case_id, last_seq",
             );
-            for r in q.build().fetch_all(&mut *self.tx).await? {
+            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 seqs.insert(
                     (r.try_get("program")?, r.try_get("case_id")?),
                     r.try_get("last_seq")?,
@@ -478,7 +524,7 @@ impl SqliteTx {
                     key_hash = excluded.key_hash, content_hash = excluded.content_hash, body = excluded.body,
                     file_id = excluded.file_id, updated_at = excluded.updated_at",
             );
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -514,7 +560,7 @@ impl SqliteTx {
                     .push_bind(now)
                     .push_bind(&r.body);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         let deliveries: Vec<(i64, i64, &str)> = positioned
             .iter()
@@ -524,7 +570,7 @@ impl SqliteTx {
                     .map(move |s| (*pos, r.lane as i64, s.as_str()))
             })
             .collect();
-        for chunk in deliveries.chunks(MAX_PARAMS / 4) {
+        for chunk in deliveries.chunks(MAX_PARAMS / 5) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO deliveries (subscriber, pos, lane, status, next_attempt_at) ",
             );
@@ -535,7 +581,7 @@ impl SqliteTx {
                     .push_bind(0i64)
                     .push_bind(now);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -549,7 +595,7 @@ impl SqliteTx {
                     .push_bind(&r.column)
                     .push_bind(&r.reason);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
