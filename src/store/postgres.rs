@@ -34,10 +34,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/
 /// Connections per instance: one committer per connector, one worker per
 /// subscriber, lease renewals and status reads, with room to spare.
 const MAX_CONNECTIONS: u32 = 10;
+/// Connections for claims and attempt records (one statement each).
+const DELIVERY_CONNECTIONS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Delivery bookkeeping's own connections, with relaxed commits (see
+    /// [`PgStore::open`]).
+    deliveries: PgPool,
     /// This process's name in lease columns.
     instance: String,
     lease_ms: i64,
@@ -85,27 +90,34 @@ async fn applied_version(pool: &PgPool) -> Result<Option<i64>, StoreError> {
         .await?)
 }
 
-/// Delivery bookkeeping (claims, attempt outcomes) commits without waiting
-/// for the WAL flush: a crash can lose the last few hundred milliseconds of
-/// it, which only means those messages are sent again, with the same
-/// webhook-id and body, which the at-least-once contract allows. It turns a
-/// ~3.5 ms fsync per worker round into microseconds. Chunk commits keep full
-/// durability: a file is archived once its last chunk has committed.
-async fn relaxed_commit(tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 impl PgStore {
     pub async fn open(url: &str, opts: &StoreOptions) -> Result<PgStore, StoreError> {
         let connect = PgConnectOptions::from_str(url)?.application_name("hubsync");
+        // No ping per acquire: a broken connection fails its query, which is
+        // retried like any database error; the ping was a round trip per call.
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(connect)
+            .test_before_acquire(false)
+            .connect_with(connect.clone())
             .await?;
+        // Claims and attempt outcomes commit without waiting for the WAL
+        // flush: a database crash can lose their last few hundred ms, which
+        // only means those messages are sent again, with the same webhook-id
+        // and body (at-least-once allows it). It takes a ~3.5 ms fsync out of
+        // every worker round. Chunk commits keep full durability: a file is
+        // archived once its last chunk has committed.
+        let deliveries = PgPoolOptions::new()
+            .max_connections(DELIVERY_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(60))
+            .test_before_acquire(false)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET synchronous_commit = off").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(connect);
         // Refuse a newer schema before the migrator sees it: its own error
         // ("migration N was previously applied but is missing") hides the cause.
         let version = check_schema(applied_version(&pool).await?, &MIGRATOR)?;
@@ -116,6 +128,7 @@ impl PgStore {
         }
         Ok(PgStore {
             pool,
+            deliveries,
             instance: super::instance_id(),
             lease_ms: opts.lease.as_millis() as i64,
         })
@@ -134,6 +147,7 @@ impl PgStore {
             Some(v) => {
                 check_schema(Some(v), &MIGRATOR)?;
                 Ok(Some(PgStore {
+                    deliveries: pool.clone(),
                     pool,
                     instance: super::instance_id(),
                     lease_ms: StoreOptions::default().lease.as_millis() as i64,
@@ -153,6 +167,7 @@ impl PgStore {
     }
 
     pub async fn close(&self) {
+        self.deliveries.close().await;
         self.pool.close().await;
     }
 
@@ -333,8 +348,6 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let lease_ms = (lease.as_millis() as i64).max(self.lease_ms);
-        let mut tx = self.pool.begin().await?;
-        relaxed_commit(&mut tx).await?;
         let rows = sqlx::query(
             "WITH heads AS (
                 SELECT d.subscriber, d.pos FROM deliveries d
@@ -355,9 +368,8 @@ impl PgStore {
         .bind(limit as i64)
         .bind(&self.instance)
         .bind(now + lease_ms)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.deliveries)
         .await?;
-        tx.commit().await?;
         let mut due = rows
             .iter()
             .map(|r| {
@@ -384,7 +396,7 @@ impl PgStore {
              FROM deliveries WHERE subscriber = $1 AND status = 0",
         )
         .bind(subscriber)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.deliveries)
         .await?)
     }
 
@@ -395,8 +407,6 @@ impl PgStore {
         if results.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        relaxed_commit(&mut tx).await?;
         let subs: Vec<&str> = results.iter().map(|r| r.subscriber.as_str()).collect();
         let pos: Vec<i64> = results.iter().map(|r| r.pos).collect();
         let attempt: Vec<i32> = results.iter().map(|r| r.attempt as i32).collect();
@@ -404,9 +414,37 @@ impl PgStore {
         let dur: Vec<i64> = results.iter().map(|r| r.duration_ms).collect();
         let http: Vec<Option<i32>> = results.iter().map(|r| r.http_status.map(i32::from)).collect();
         let err: Vec<Option<&str>> = results.iter().map(|r| r.error.as_deref()).collect();
+        let delivered: Vec<bool> = results
+            .iter()
+            .map(|r| r.outcome == AttemptOutcome::Delivered)
+            .collect();
+        // For retries, when; NULL for a final failure (a dead letter).
+        let next_at: Vec<Option<i64>> = results
+            .iter()
+            .map(|r| match r.outcome {
+                AttemptOutcome::RetryAt(t) => Some(t),
+                AttemptOutcome::Failed | AttemptOutcome::Delivered => None,
+            })
+            .collect();
+        // One statement (one round trip, atomic): the attempt rows, and the
+        // settlement of each delivery.
         sqlx::query(
-            "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error)
-             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::text[])",
+            "WITH logged AS (
+                INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error)
+                SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::text[])
+             )
+             UPDATE deliveries d SET
+                status = CASE WHEN u.delivered THEN 1 WHEN u.next_at IS NULL THEN 2 ELSE 0 END,
+                attempts = CASE WHEN u.delivered THEN d.attempts + 1 ELSE u.attempt END,
+                next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),
+                delivered_at = CASE WHEN u.delivered THEN $10 ELSE d.delivered_at END,
+                last_status = CASE WHEN u.delivered THEN 200 ELSE u.http END,
+                last_error = CASE WHEN u.delivered THEN NULL ELSE u.error END,
+                lease_owner = NULL, lease_until = NULL
+             FROM UNNEST($1::text[], $2::bigint[], $3::int[], $6::int[], $7::text[], $8::bigint[], $9::bool[])
+                  AS u(subscriber, pos, attempt, http, error, next_at, delivered)
+             WHERE d.subscriber = u.subscriber AND d.pos = u.pos AND d.status = 0
+               AND (u.delivered OR d.lease_owner = $11)",
         )
         .bind(&subs)
         .bind(&pos)
@@ -415,62 +453,12 @@ impl PgStore {
         .bind(&dur)
         .bind(&http)
         .bind(&err)
-        .execute(&mut *tx)
+        .bind(&next_at)
+        .bind(&delivered)
+        .bind(now_ms())
+        .bind(&self.instance)
+        .execute(&self.deliveries)
         .await?;
-
-        let (ok, not_ok): (Vec<&AttemptResult>, Vec<&AttemptResult>) = results
-            .iter()
-            .partition(|r| r.outcome == AttemptOutcome::Delivered);
-        if !ok.is_empty() {
-            let subs: Vec<&str> = ok.iter().map(|r| r.subscriber.as_str()).collect();
-            let pos: Vec<i64> = ok.iter().map(|r| r.pos).collect();
-            sqlx::query(
-                "UPDATE deliveries d SET status = 1, attempts = d.attempts + 1, delivered_at = $3,
-                    last_status = 200, last_error = NULL, lease_owner = NULL, lease_until = NULL
-                 FROM UNNEST($1::text[], $2::bigint[]) AS u(subscriber, pos)
-                 WHERE d.subscriber = u.subscriber AND d.pos = u.pos AND d.status = 0",
-            )
-            .bind(&subs)
-            .bind(&pos)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !not_ok.is_empty() {
-            let subs: Vec<&str> = not_ok.iter().map(|r| r.subscriber.as_str()).collect();
-            let pos: Vec<i64> = not_ok.iter().map(|r| r.pos).collect();
-            let attempt: Vec<i32> = not_ok.iter().map(|r| r.attempt as i32).collect();
-            let http: Vec<Option<i32>> = not_ok.iter().map(|r| r.http_status.map(i32::from)).collect();
-            let err: Vec<Option<&str>> = not_ok.iter().map(|r| r.error.as_deref()).collect();
-            // `next_at` NULL means "failed for good": the row becomes a dead letter.
-            let next_at: Vec<Option<i64>> = not_ok
-                .iter()
-                .map(|r| match r.outcome {
-                    AttemptOutcome::RetryAt(t) => Some(t),
-                    AttemptOutcome::Failed | AttemptOutcome::Delivered => None,
-                })
-                .collect();
-            sqlx::query(
-                "UPDATE deliveries d SET
-                    status = CASE WHEN u.next_at IS NULL THEN 2 ELSE 0 END,
-                    attempts = u.attempt,
-                    next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),
-                    last_status = u.http, last_error = u.error, lease_owner = NULL, lease_until = NULL
-                 FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::int[], $6::text[])
-                      AS u(subscriber, pos, attempt, next_at, http, error)
-                 WHERE d.subscriber = u.subscriber AND d.pos = u.pos AND d.status = 0 AND d.lease_owner = $7",
-            )
-            .bind(&subs)
-            .bind(&pos)
-            .bind(&attempt)
-            .bind(&next_at)
-            .bind(&http)
-            .bind(&err)
-            .bind(&self.instance)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
