@@ -203,7 +203,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;
             let v = store.schema_version().await?;
-            println!("schema at version {} (this binary supports {})", v.applied, v.supported);
+            println!(
+                "schema at version {} (this binary supports {})",
+                v.applied, v.supported
+            );
             store.close().await;
             Ok(())
         }
@@ -347,7 +350,10 @@ async fn ingest(
     });
     let t0 = std::time::Instant::now();
     let entries = pipeline.warm().await?;
-    eprintln!("state index: {entries} entries loaded in {:.2}s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "state index: {entries} entries loaded in {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
     // Hub files carry their date in the name; name order is date order.
     files.sort();
     let total_bytes: u64 = files

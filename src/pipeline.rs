@@ -194,7 +194,16 @@ impl Pipeline {
             let keep_skipped = self.store.is_shared();
             tokio::task::spawn_blocking(move || {
                 let mut emit = |c: Chunk| tx.blocking_send(c).map_err(|_| ProduceError::Stopped);
-                produce(&config, &connector, &file, resume, index, None, keep_skipped, &mut emit)
+                produce(
+                    &config,
+                    &connector,
+                    &file,
+                    resume,
+                    index,
+                    None,
+                    keep_skipped,
+                    &mut emit,
+                )
             })
         };
         let provenance = Provenance {
@@ -446,6 +455,8 @@ enum ProduceError {
 }
 
 /// The producer: runs on a blocking thread, streams the file and sends chunks.
+// Each input is distinct and used directly; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn produce(
     config: &Config,
     connector: &Connector,
@@ -660,7 +671,10 @@ async fn renew_lease(store: Store, file_id: i64, every: std::time::Duration) {
         match store.file_renew(file_id).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(file_id, "lost the lease on a file being processed; its next chunk will roll back");
+                tracing::warn!(
+                    file_id,
+                    "lost the lease on a file being processed; its next chunk will roll back"
+                );
                 return;
             }
             Err(e) => tracing::warn!(file_id, error = %e, "cannot renew a file lease; retrying"),

@@ -237,7 +237,9 @@ fn moved_by_peer(
 ) -> Result<Option<std::path::PathBuf>, crate::source::SourceError> {
     match moved {
         Ok(p) => Ok(Some(p)),
-        Err(crate::source::SourceError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(crate::source::SourceError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
             Ok(None)
         }
         Err(e) => Err(e),

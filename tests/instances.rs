@@ -33,7 +33,11 @@ fn expected_deltas(cluster: &Cluster, files: &[(String, String)]) -> u64 {
             let p = dir.path().join(name);
             std::fs::write(&p, content).expect("write");
             let dry = hubsync::pipeline::dry_run(&config, &connector, &p).expect("dry run");
-            assert!(dry.failed.is_none() && dry.rejects.is_empty(), "{name}: {:?}", dry.failed);
+            assert!(
+                dry.failed.is_none() && dry.rejects.is_empty(),
+                "{name}: {:?}",
+                dry.failed
+            );
             dry.counts.deltas
         })
         .sum()
@@ -49,9 +53,9 @@ struct Totals {
 async fn totals(store: &Store) -> Totals {
     let files = store.files(10_000).await.expect("files");
     let stats = store.subscriber_stats().await.expect("stats");
-    let (pending, delivered, failed) = stats
-        .iter()
-        .fold((0, 0, 0), |(p, d, f), s| (p + s.pending, d + s.delivered, f + s.failed));
+    let (pending, delivered, failed) = stats.iter().fold((0, 0, 0), |(p, d, f), s| {
+        (p + s.pending, d + s.delivered, f + s.failed)
+    });
     Totals {
         files,
         pending,
@@ -62,13 +66,23 @@ async fn totals(store: &Store) -> Totals {
 
 /// Waits until `n_files` are done and nothing is pending; panics with the
 /// instances' logs after `limit`.
-async fn wait_until_settled(store: &Store, cluster: &Cluster, receiver: &Receiver, n_files: usize, limit: Duration) -> Totals {
+async fn wait_until_settled(
+    store: &Store,
+    cluster: &Cluster,
+    receiver: &Receiver,
+    n_files: usize,
+    limit: Duration,
+) -> Totals {
     let started = Instant::now();
     loop {
         let t = totals(store).await;
         let done = t.files.iter().filter(|f| f.status == FileStatus::Done).count();
         let deltas: u64 = t.files.iter().map(|f| f.counts.deltas).sum();
-        if done == n_files && t.pending == 0 && t.delivered as u64 == deltas && receiver.unique() as u64 == deltas {
+        if done == n_files
+            && t.pending == 0
+            && t.delivered as u64 == deltas
+            && receiver.unique() as u64 == deltas
+        {
             return t;
         }
         if started.elapsed() > limit {
@@ -88,7 +102,11 @@ async fn wait_until_settled(store: &Store, cluster: &Cluster, receiver: &Receive
 fn check_arrivals(receiver: &Receiver) {
     let got = receiver.got.lock().expect("receiver state lock");
     assert_eq!(got.refused, 0, "every signature verifies");
-    assert!(got.conflicts.is_empty(), "a webhook-id was sent with two payloads: {:?}", got.conflicts);
+    assert!(
+        got.conflicts.is_empty(),
+        "a webhook-id was sent with two payloads: {:?}",
+        got.conflicts
+    );
     // Per case, first arrivals carry sequences 1, 2, 3, … in that order: the
     // lane FIFO held across instances, and no case sequence was skipped.
     let mut per_case: HashMap<&str, Vec<i64>> = HashMap::new();
@@ -120,7 +138,8 @@ fn check_files(cluster: &Cluster, t: &Totals, n_files: usize, rows: u64) {
     let names = |dir: &Path| -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for p in Cluster::files_in(dir) {
-            *m.entry(p.file_name().expect("a name").to_string_lossy().into_owned()).or_default() += 1;
+            *m.entry(p.file_name().expect("a name").to_string_lossy().into_owned())
+                .or_default() += 1;
         }
         m
     };
@@ -167,7 +186,11 @@ async fn three_instances_share_a_drop_of_many_files() {
     let workers = (0..3)
         .filter(|i| cluster.log_of(*i).contains("file processed"))
         .count();
-    assert!(workers >= 2, "the work was shared: {workers} instance(s) processed files\n{}", cluster.logs());
+    assert!(
+        workers >= 2,
+        "the work was shared: {workers} instance(s) processed files\n{}",
+        cluster.logs()
+    );
     store.close().await;
 }
 
@@ -214,10 +237,18 @@ async fn killing_instances_mid_file_and_mid_delivery_loses_nothing() {
         .fetch_all(&sql)
         .await
         .expect("query");
-        if let Some(i) = owners.iter().filter_map(|o| pid_of(o)).find_map(|p| live(&cluster, p)) {
+        if let Some(i) = owners
+            .iter()
+            .filter_map(|o| pid_of(o))
+            .find_map(|p| live(&cluster, p))
+        {
             break i;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no file mid-way\n{}", cluster.logs());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no file mid-way\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     cluster.kill(victim);
@@ -232,36 +263,106 @@ async fn killing_instances_mid_file_and_mid_delivery_loses_nothing() {
         .fetch_all(&sql)
         .await
         .expect("query");
-        let found = owners.iter().filter_map(|o| pid_of(o)).find_map(|p| live(&cluster, p));
+        let found = owners
+            .iter()
+            .filter_map(|o| pid_of(o))
+            .find_map(|p| live(&cluster, p));
         if let (Some(i), true) = (found, receiver.unique() > 0) {
             break i;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no delivery in flight\n{}", cluster.logs());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no delivery in flight\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_ne!(second, victim);
     cluster.kill(second);
-    eprintln!("killed instance {second} mid-delivery after {:?} more ({} received)", started.elapsed(), receiver.unique());
+    eprintln!(
+        "killed instance {second} mid-delivery after {:?} more ({} received)",
+        started.elapsed(),
+        receiver.unique()
+    );
     let started = Instant::now();
 
     // 3. The last instance finishes everything.
     let t = wait_until_settled(&store, &cluster, &receiver, files.len(), Duration::from_secs(180)).await;
-    eprintln!("settled {:?} after the second kill ({expected} milestones)", started.elapsed());
+    eprintln!(
+        "settled {:?} after the second kill ({expected} milestones)",
+        started.elapsed()
+    );
     cluster.stop_all();
     eprintln!("{}", cluster.logs());
     check_files(&cluster, &t, files.len(), per_file * files.len() as u64);
     check_arrivals(&receiver);
     let deltas: u64 = t.files.iter().map(|f| f.counts.deltas).sum();
-    assert_eq!(deltas, expected, "each milestone committed once, across the takeover");
+    assert_eq!(
+        deltas, expected,
+        "each milestone committed once, across the takeover"
+    );
     assert_eq!(t.delivered as u64, expected);
-    let got = receiver.got.lock().expect("receiver state lock");
-    assert_eq!(got.bodies.len() as u64, expected, "every milestone delivered");
-    assert!(got.arrivals.iter().all(|a| a.change == "created"));
-    let ids: HashSet<&str> = got.arrivals.iter().map(|a| a.id.as_str()).collect();
-    assert_eq!(ids.len() as u64, expected);
-    // Re-sends after the kill are allowed, and only as the same payloads.
-    assert!(got.requests as u64 >= expected);
-    drop(got);
+    {
+        let got = receiver.got.lock().expect("receiver state lock");
+        assert_eq!(got.bodies.len() as u64, expected, "every milestone delivered");
+        assert!(got.arrivals.iter().all(|a| a.change == "created"));
+        let ids: HashSet<&str> = got.arrivals.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids.len() as u64, expected);
+        // Re-sends after the kill are allowed, and only as the same payloads.
+        assert!(got.requests as u64 >= expected);
+    }
     sql.close().await;
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_schema_and_startup_refuses_a_newer_one() {
+    let db = PgDb::create().await;
+    let receiver = Receiver::start().await;
+    let cluster = Cluster::new(&bin(), &db.url, receiver.addr, &ClusterOpts::default());
+    let hubsync = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&cluster.config)
+            .env("HUBSYNC_PSEUDONYM_KEY", common::cluster::PSEUDONYM_KEY)
+            .env("HUBSYNC_TEST_SECRET", common::cluster::secret())
+            .output()
+            .expect("run hubsync")
+    };
+    let out = hubsync(&["migrate"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("schema at version 1 (this binary supports 1)"),
+        "{stdout}"
+    );
+    // Again: nothing to do, same answer.
+    assert!(hubsync(&["migrate"]).status.success());
+
+    let sql = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (2, 'from a newer hubsync', TRUE, '\\x00'::bytea, 0)",
+    )
+    .execute(&sql)
+    .await
+    .expect("insert");
+    sql.close().await;
+    for cmd in ["migrate", "run"] {
+        let out = hubsync(&[cmd]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "`hubsync {cmd}` must refuse a newer schema"
+        );
+        assert!(
+            stderr.contains("schema is at version 2, newer than this binary supports (1)"),
+            "{cmd}: {stderr}"
+        );
+    }
 }

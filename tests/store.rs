@@ -57,7 +57,13 @@ fn owned(c: Claim) -> FileRow {
     }
 }
 
-async fn progress(store: &Store, file_id: i64, done: u64, read: u64, finish: Option<(FileStatus, Option<&str>)>) {
+async fn progress(
+    store: &Store,
+    file_id: i64,
+    done: u64,
+    read: u64,
+    finish: Option<(FileStatus, Option<&str>)>,
+) {
     let mut tx = store.begin().await.expect("begin");
     let counts = Counts {
         read,
@@ -73,32 +79,65 @@ async fn progress(store: &Store, file_id: i64, done: u64, read: u64, finish: Opt
 
 async fn ledger_begin_resume_fail_done(b: &Backend) {
     let store = b.open().await;
-    let row = owned(store.file_claim("acme", "sha-1", "a.csv", 10).await.expect("claim"));
+    let row = owned(
+        store
+            .file_claim("acme", "sha-1", "a.csv", 10)
+            .await
+            .expect("claim"),
+    );
     assert_eq!((row.status, row.records_done), (FileStatus::Processing, 0));
 
     progress(&store, row.id, 5, 5, None).await;
     // The same instance resumes its own file from the checkpoint.
-    let again = owned(store.file_claim("acme", "sha-1", "a.csv", 10).await.expect("claim"));
+    let again = owned(
+        store
+            .file_claim("acme", "sha-1", "a.csv", 10)
+            .await
+            .expect("claim"),
+    );
     assert_eq!((again.id, again.records_done, again.counts.read), (row.id, 5, 5));
 
     // A failed file dropped again is processed again (after a lease on a
     // shared store: until then it is the failing instance's to move away).
     store.file_fail(row.id, "bad header").await.expect("fail");
     let failed = store.file_get("acme", "sha-1").await.expect("get").expect("row");
-    assert_eq!((failed.status, failed.error.as_deref()), (FileStatus::Failed, Some("bad header")));
+    assert_eq!(
+        (failed.status, failed.error.as_deref()),
+        (FileStatus::Failed, Some("bad header"))
+    );
     if store.is_shared() {
-        assert_eq!(store.file_claim("acme", "sha-1", "a.csv", 10).await.expect("claim"), Claim::Busy);
+        assert_eq!(
+            store
+                .file_claim("acme", "sha-1", "a.csv", 10)
+                .await
+                .expect("claim"),
+            Claim::Busy
+        );
         tokio::time::sleep(TEST_LEASE + Duration::from_millis(100)).await;
     }
-    let retried = owned(store.file_claim("acme", "sha-1", "a.csv", 10).await.expect("claim"));
+    let retried = owned(
+        store
+            .file_claim("acme", "sha-1", "a.csv", 10)
+            .await
+            .expect("claim"),
+    );
     assert_eq!((retried.id, retried.status), (row.id, FileStatus::Processing));
 
     progress(&store, row.id, 10, 5, Some((FileStatus::Done, None))).await;
     let done = store.file_get("acme", "sha-1").await.expect("get").expect("row");
-    assert_eq!((done.status, done.records_done, done.counts.read), (FileStatus::Done, 10, 10));
+    assert_eq!(
+        (done.status, done.records_done, done.counts.read),
+        (FileStatus::Done, 10, 10)
+    );
     assert!(done.counts.reconciles());
     if store.is_shared() {
-        assert_eq!(store.file_claim("acme", "sha-1", "a.csv", 10).await.expect("claim"), Claim::Busy);
+        assert_eq!(
+            store
+                .file_claim("acme", "sha-1", "a.csv", 10)
+                .await
+                .expect("claim"),
+            Claim::Busy
+        );
         tokio::time::sleep(TEST_LEASE + Duration::from_millis(100)).await;
     }
     assert!(matches!(
@@ -107,7 +146,12 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     ));
 
     // Same content under another connector is another file.
-    let other = owned(store.file_claim("other", "sha-1", "a.csv", 10).await.expect("claim"));
+    let other = owned(
+        store
+            .file_claim("other", "sha-1", "a.csv", 10)
+            .await
+            .expect("claim"),
+    );
     assert_ne!(other.id, row.id);
     let files = store.files(10).await.expect("files");
     assert_eq!(files.len(), 2);
@@ -133,16 +177,22 @@ async fn state_upsert_and_fetch_by_hash(b: &Backend) {
     let mut tx = store.begin().await.expect("begin");
     // Hashes above i64::MAX survive the round trip; two keys share a hash.
     let big = u64::MAX - 7;
-    tx.upsert_state(&[state("A", 1, 10), state("B", big, 20), state("C", big, 30)], file.id)
-        .await
-        .expect("upsert");
+    tx.upsert_state(
+        &[state("A", 1, 10), state("B", big, 20), state("C", big, 30)],
+        file.id,
+    )
+    .await
+    .expect("upsert");
     tx.commit().await.expect("commit");
 
     let mut tx = store.begin().await.expect("begin");
     let mut rows = tx.state_rows(&[big, 999]).await.expect("rows");
     rows.sort_by(|a, b| a.case_id.cmp(&b.case_id));
     assert_eq!(rows.len(), 2, "both keys with the colliding hash come back");
-    assert_eq!((rows[0].case_id.as_str(), rows[0].key_hash, rows[0].content_hash), ("B", big, 20));
+    assert_eq!(
+        (rows[0].case_id.as_str(), rows[0].key_hash, rows[0].content_hash),
+        ("B", big, 20)
+    );
     assert_eq!((rows[1].case_id.as_str(), rows[1].content_hash), ("C", 30));
     assert_eq!(rows[1].body, "{\"case\":\"C\",\"c\":30}");
     let mut hashes = tx.state_hashes(&[1, big]).await.expect("hashes");
@@ -150,12 +200,18 @@ async fn state_upsert_and_fetch_by_hash(b: &Backend) {
     assert_eq!(hashes, vec![(1, 10), (big, 20), (big, 30)]);
 
     // An upsert replaces the content of an existing key.
-    tx.upsert_state(&[state("A", 1, 11)], file.id).await.expect("upsert");
+    tx.upsert_state(&[state("A", 1, 11)], file.id)
+        .await
+        .expect("upsert");
     let rows = tx.state_rows(&[1]).await.expect("rows");
     assert_eq!((rows.len(), rows[0].content_hash), (1, 11));
     tx.commit().await.expect("commit");
 
-    let mut index = store.state_index(10).await.expect("index").expect("under the cap");
+    let mut index = store
+        .state_index(10)
+        .await
+        .expect("index")
+        .expect("under the cap");
     index.sort_unstable();
     assert_eq!(index, vec![(1, 11), (big, 20), (big, 30)]);
     assert_eq!(store.state_index(2).await.expect("index"), None, "over the cap");
@@ -172,7 +228,12 @@ async fn case_sequences_bump(b: &Backend) {
     assert_eq!(last, vec![2, 1, 3], "in the caller's order");
     tx.commit().await.expect("commit");
     let mut tx = store.begin().await.expect("begin");
-    assert_eq!(tx.bump_cases(&[("P", "A", 4), ("P", "B", 1)]).await.expect("bump"), vec![5, 3]);
+    assert_eq!(
+        tx.bump_cases(&[("P", "A", 4), ("P", "B", 1)])
+            .await
+            .expect("bump"),
+        vec![5, 3]
+    );
     drop(tx); // rolled back
     let mut tx = store.begin().await.expect("begin");
     assert_eq!(tx.bump_cases(&[("P", "A", 1)]).await.expect("bump"), vec![2]);
@@ -220,7 +281,11 @@ fn result(sub: &str, pos: i64, attempt: u32, outcome: AttemptOutcome) -> Attempt
         attempt,
         at_ms: now_ms(),
         duration_ms: 3,
-        http_status: Some(if outcome == AttemptOutcome::Delivered { 204 } else { 503 }),
+        http_status: Some(if outcome == AttemptOutcome::Delivered {
+            204
+        } else {
+            503
+        }),
         error: (outcome != AttemptOutcome::Delivered).then(|| "HTTP 503".to_string()),
         outcome,
     }
@@ -237,7 +302,10 @@ async fn outbox_and_deliveries(b: &Backend) {
     let s1 = claim(&store, "s1", 10).await;
     assert_eq!(s1.len(), 2);
     assert!(s1[0].pos < s1[1].pos, "oldest first");
-    assert_eq!((s1[0].webhook_id.as_str(), s1[0].body.as_str()), (rows[0].id.as_str(), rows[0].body.as_str()));
+    assert_eq!(
+        (s1[0].webhook_id.as_str(), s1[0].body.as_str()),
+        (rows[0].id.as_str(), rows[0].body.as_str())
+    );
     assert_eq!((s1[0].lane, s1[0].attempts), (1, 0));
     assert_eq!(s1[1].webhook_id, rows[1].id);
     let s2 = claim(&store, "s2", 10).await;
@@ -368,7 +436,11 @@ async fn rejects_are_kept_in_order(b: &Backend) {
 async fn subscriber_stats_count_by_status(b: &Backend) {
     let store = b.open().await;
     assert!(store.subscriber_stats().await.expect("stats").is_empty());
-    insert(&store, &[message("A", 1, 1, &["a", "b"]), message("B", 1, 2, &["b"])]).await;
+    insert(
+        &store,
+        &[message("A", 1, 1, &["a", "b"]), message("B", 1, 2, &["b"])],
+    )
+    .await;
     let due = claim(&store, "b", 10).await;
     store
         .record_attempts(&[result("b", due[0].pos, 1, AttemptOutcome::Delivered)])
@@ -380,7 +452,9 @@ async fn subscriber_stats_count_by_status(b: &Backend) {
         .map(|s| (s.subscriber.as_str(), s.pending, s.delivered, s.failed))
         .collect();
     assert_eq!(figures, vec![("a", 1, 0, 0), ("b", 1, 1, 0)]);
-    assert!(stats.iter().all(|s| s.oldest_pending_ms.is_some_and(|ms| ms >= 0)));
+    assert!(stats
+        .iter()
+        .all(|s| s.oldest_pending_ms.is_some_and(|ms| ms >= 0)));
     store.close().await;
 }
 
@@ -409,7 +483,12 @@ async fn schema_newer_than_the_binary_is_refused(b: &Backend) {
         }
     }
     match Store::open(&url).await {
-        Err(e @ StoreError::SchemaTooNew { found: 99990101000000, .. }) => {
+        Err(
+            e @ StoreError::SchemaTooNew {
+                found: 99990101000000,
+                ..
+            },
+        ) => {
             assert!(e.to_string().contains("newer than this binary supports"), "{e}")
         }
         Err(e) => panic!("expected SchemaTooNew, got {e}"),
@@ -449,18 +528,30 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     assert_ne!(one.instance(), two.instance());
     let row = owned(one.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
     progress(&one, row.id, 7, 7, None).await;
-    assert_eq!(two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"), Claim::Busy);
+    assert_eq!(
+        two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"),
+        Claim::Busy
+    );
     // Renewal keeps it; then `one` goes quiet (dies) and the lease runs out.
     tokio::time::sleep(TEST_LEASE / 2).await;
     assert!(one.file_renew(row.id).await.expect("renew"));
     tokio::time::sleep(TEST_LEASE / 2 + Duration::from_millis(50)).await;
-    assert_eq!(two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"), Claim::Busy);
+    assert_eq!(
+        two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"),
+        Claim::Busy
+    );
     tokio::time::sleep(TEST_LEASE).await;
     let taken = owned(two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
-    assert_eq!((taken.id, taken.records_done), (row.id, 7), "resumes from the checkpoint");
+    assert_eq!(
+        (taken.id, taken.records_done),
+        (row.id, 7),
+        "resumes from the checkpoint"
+    );
     // The old owner's next chunk is fenced off and rolls back.
     let mut tx = one.begin().await.expect("begin");
-    tx.upsert_state(&[state("A", 1, 1)], row.id).await.expect("upsert");
+    tx.upsert_state(&[state("A", 1, 1)], row.id)
+        .await
+        .expect("upsert");
     match tx.file_progress(row.id, 9, &Counts::default(), None).await {
         Err(StoreError::LeaseLost { file_id }) => assert_eq!(file_id, row.id),
         other => panic!("expected LeaseLost, got {other:?}"),
@@ -468,7 +559,10 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     drop(tx);
     assert!(!one.file_renew(row.id).await.expect("renew"));
     let mut tx = two.begin().await.expect("begin");
-    assert!(tx.state_rows(&[1]).await.expect("rows").is_empty(), "the fenced chunk left nothing");
+    assert!(
+        tx.state_rows(&[1]).await.expect("rows").is_empty(),
+        "the fenced chunk left nothing"
+    );
     drop(tx);
     // A release hands the file over at once.
     two.file_release(row.id).await.expect("release");
@@ -506,21 +600,31 @@ async fn pg_a_lane_leased_by_one_instance_is_not_due_for_another() {
     let a1 = retaken.iter().find(|d| d.pos == mine[0].pos).expect("A1 again");
     assert_eq!(a1.body, mine[0].body, "same webhook-id, same payload");
     // A late failure from the old owner is ignored; its success would count.
-    one.record_attempts(&[result("s", a1.pos, 1, AttemptOutcome::RetryAt(now_ms() + 3_600_000))])
-        .await
-        .expect("record");
+    one.record_attempts(&[result(
+        "s",
+        a1.pos,
+        1,
+        AttemptOutcome::RetryAt(now_ms() + 3_600_000),
+    )])
+    .await
+    .expect("record");
     two.record_attempts(&[result("s", a1.pos, 1, AttemptOutcome::Delivered)])
         .await
         .expect("record");
     let next = claim(&two, "s", 10).await;
-    assert!(next.iter().any(|d| d.lane == 1 && d.pos > a1.pos), "A2 is the new head");
+    assert!(
+        next.iter().any(|d| d.lane == 1 && d.pos > a1.pos),
+        "A2 is the new head"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_concurrent_claims_never_hand_out_a_message_twice() {
     let b = Backend::postgres().await;
     let seed = b.open().await;
-    let rows: Vec<OutboxWrite> = (0..400).map(|i| message(&format!("C{i}"), 1, i, &["s"])).collect();
+    let rows: Vec<OutboxWrite> = (0..400)
+        .map(|i| message(&format!("C{i}"), 1, i, &["s"]))
+        .collect();
     insert(&seed, &rows).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -556,7 +660,10 @@ async fn pg_chunk_commits_of_one_program_serialize() {
     let b = Backend::postgres().await;
     let (one, two) = (b.open().await, b.open().await);
     let mut first = one.begin().await.expect("begin");
-    assert_eq!(first.lock_program("P").await.expect("lock"), Generation::Shared(0));
+    assert_eq!(
+        first.lock_program("P").await.expect("lock"),
+        Generation::Shared(0)
+    );
     let waiter = tokio::spawn(async move {
         let mut tx = two.begin().await.expect("begin");
         let g = tx.lock_program("P").await.expect("lock");
@@ -565,7 +672,14 @@ async fn pg_chunk_commits_of_one_program_serialize() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished(), "the second chunk waits for the first");
-    assert_eq!(first.bump_program("P").await.expect("bump"), Generation::Shared(1));
+    assert_eq!(
+        first.bump_program("P").await.expect("bump"),
+        Generation::Shared(1)
+    );
     first.commit().await.expect("commit");
-    assert_eq!(waiter.await.expect("task"), Generation::Shared(1), "and sees its write");
+    assert_eq!(
+        waiter.await.expect("task"),
+        Generation::Shared(1),
+        "and sees its write"
+    );
 }

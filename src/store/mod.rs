@@ -89,7 +89,10 @@ pub struct SchemaVersion {
 }
 
 /// Refuses a database whose schema is newer than this binary's migrations.
-fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migrator) -> Result<SchemaVersion, StoreError> {
+fn check_schema(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<SchemaVersion, StoreError> {
     let supported = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     let applied = applied.unwrap_or(0);
     if applied > supported {

@@ -24,9 +24,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
-    check_schema, now_ms, AttemptOutcome, AttemptResult, Claim, Counts, Due, FileRow, FileStatus,
-    Generation, OutboxWrite, RejectRow, SchemaVersion, StateRow, StoreError, StoreOptions,
-    SubscriberStats,
+    check_schema, now_ms, AttemptOutcome, AttemptResult, Claim, Counts, Due, FileRow, FileStatus, Generation,
+    OutboxWrite, RejectRow, SchemaVersion, StateRow, StoreError, StoreOptions, SubscriberStats,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -54,7 +53,8 @@ pub struct PgTx {
     lease_ms: i64,
 }
 
-const FILE_COLS: &str = "id, connector, sha256, name, status, records_done, records_read, emitted, unchanged, \
+const FILE_COLS: &str =
+    "id, connector, sha256, name, status, records_done, records_read, emitted, unchanged, \
      rejected, filtered, deltas, error";
 
 fn file_row(r: &PgRow) -> Result<FileRow, sqlx::Error> {
@@ -85,9 +85,11 @@ async fn applied_version(pool: &PgPool) -> Result<Option<i64>, StoreError> {
     if !has_table {
         return Ok(None);
     }
-    Ok(sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 impl PgStore {
@@ -113,7 +115,9 @@ impl PgStore {
             .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::query("SET synchronous_commit = off").execute(&mut *conn).await?;
+                    sqlx::query("SET synchronous_commit = off")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             })
@@ -138,7 +142,10 @@ impl PgStore {
     /// no hubsync schema yet.
     pub async fn open_read_only(url: &str) -> Result<Option<PgStore>, StoreError> {
         let connect = PgConnectOptions::from_str(url)?.application_name("hubsync");
-        let pool = PgPoolOptions::new().max_connections(2).connect_with(connect).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(connect)
+            .await?;
         match applied_version(&pool).await? {
             None => {
                 pool.close().await;
@@ -275,10 +282,12 @@ impl PgStore {
     }
 
     pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {FILE_COLS} FROM files ORDER BY id DESC LIMIT $1"))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {FILE_COLS} FROM files ORDER BY id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(file_row).collect::<Result<_, _>>()?)
     }
 
@@ -495,7 +504,10 @@ impl PgStore {
     }
 }
 
-async fn fetch_state_rows(conn: &mut sqlx::PgConnection, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+async fn fetch_state_rows(
+    conn: &mut sqlx::PgConnection,
+    hashes: &[u64],
+) -> Result<Vec<StateRow>, StoreError> {
     let keys: Vec<i64> = hashes.iter().map(|h| *h as i64).collect();
     let rows = sqlx::query(
         "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body
@@ -580,8 +592,7 @@ impl PgTx {
         .bind(&ns)
         .fetch_all(&mut *self.tx)
         .await?;
-        let seqs: HashMap<(String, String), i64> =
-            rows.into_iter().map(|(p, c, s)| ((p, c), s)).collect();
+        let seqs: HashMap<(String, String), i64> = rows.into_iter().map(|(p, c, s)| ((p, c), s)).collect();
         Ok(cases
             .iter()
             .map(|(p, c, _)| seqs.get(&(p.to_string(), c.to_string())).copied().unwrap_or(0))

@@ -31,9 +31,11 @@ async fn applied_version(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
     if has_table.is_none() {
         return Ok(None);
     }
-    Ok(sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// SQLite's default limit on bound parameters is 32766; stay well below it.
@@ -179,7 +181,9 @@ impl SqliteStore {
                 return Ok(Claim::Done(row));
             }
         }
-        Ok(Claim::Owned(self.file_begin(connector, sha256, name, size).await?))
+        Ok(Claim::Owned(
+            self.file_begin(connector, sha256, name, size).await?,
+        ))
     }
 
     pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
@@ -294,7 +298,9 @@ impl SqliteStore {
     ) -> Result<Vec<Due>, StoreError> {
         // In-flight sends are still pending here, so they come back as heads:
         // ask for enough rows to fill `limit` after leaving them out.
-        let due = self.due(subscriber, now, (limit + in_flight.len()) as i64).await?;
+        let due = self
+            .due(subscriber, now, (limit + in_flight.len()) as i64)
+            .await?;
         Ok(due
             .into_iter()
             .filter(|d| !in_flight.contains(&d.pos))
@@ -446,7 +452,8 @@ impl SqliteTx {
     pub async fn state_hashes(&mut self, hashes: &[u64]) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut out = Vec::new();
         for chunk in hashes.chunks(MAX_PARAMS) {
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT key_hash, content_hash FROM state WHERE key_hash IN (");
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT key_hash, content_hash FROM state WHERE key_hash IN (");
             let mut sep = q.separated(", ");
             for h in chunk {
                 sep.push_bind(*h as i64);

@@ -18,7 +18,10 @@ pub const PSEUDONYM_KEY: &str = "test-pseudonym-key-0123456789abcdef";
 const SECRET_KEY: &[u8] = b"hubsync-test-signing-key-32bytes";
 
 pub fn secret() -> String {
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(SECRET_KEY))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(SECRET_KEY)
+    )
 }
 
 /// One webhook as first received.
@@ -69,7 +72,13 @@ impl Receiver {
                 if ms > 0 {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
-                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
                 let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
                 let now = chrono::Utc::now().timestamp();
                 let mut got = got.lock().expect("receiver state lock");
@@ -88,7 +97,13 @@ impl Receiver {
                         got.arrivals.push(Arrival {
                             id: id.clone(),
                             case: format!("{}/{}", s(&d["program"]), s(&d["case_id"])),
-                            key: format!("{}/{}/{}/{}", s(&d["program"]), s(&d["case_id"]), s(&d["milestone"]), s(&d["occurrence"])),
+                            key: format!(
+                                "{}/{}/{}/{}",
+                                s(&d["program"]),
+                                s(&d["case_id"]),
+                                s(&d["milestone"]),
+                                s(&d["occurrence"])
+                            ),
                             sequence: d["sequence"].as_i64().expect("a sequence"),
                             change: s(&d["change"]["kind"]),
                         });
@@ -99,7 +114,9 @@ impl Receiver {
             }
         };
         let app = axum::Router::new().fallback(axum::routing::post(handler));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -219,7 +236,8 @@ impl Cluster {
     /// Starts one more `hubsync run`; returns its index.
     pub fn spawn(&mut self) -> usize {
         let i = self.children.len();
-        let log = std::fs::File::create(self.root.path().join(format!("logs/instance-{i}.log"))).expect("log file");
+        let log =
+            std::fs::File::create(self.root.path().join(format!("logs/instance-{i}.log"))).expect("log file");
         let child = Command::new(&self.binary)
             .args(["run", "--config"])
             .arg(&self.config)
@@ -285,7 +303,9 @@ impl Cluster {
 
     pub fn files_in(dir: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(dir) else { return out };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return out;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
