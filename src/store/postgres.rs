@@ -442,7 +442,11 @@ impl PgStore {
             })
             .collect();
         // One statement (one round trip, atomic): the attempt rows, and the
-        // settlement of each delivery.
+        // settlement of each delivery. Pending is tested as `status < 1`, not
+        // `= 0`, so the partial indexes (predicate `status = 0`) cannot serve
+        // this primary-key lookup: on stale statistics (a fresh backlog) the
+        // planner chose `deliveries_lane` and scanned the subscriber's whole
+        // backlog per row (7 ms per batch at 30k pending, measured).
         sqlx::query(
             "WITH logged AS (
                 INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error)
@@ -458,7 +462,7 @@ impl PgStore {
                 lease_owner = NULL, lease_until = NULL
              FROM UNNEST($1::text[], $2::bigint[], $3::int[], $6::int[], $7::text[], $8::bigint[], $9::bool[])
                   AS u(subscriber, pos, attempt, http, error, next_at, delivered)
-             WHERE d.subscriber = u.subscriber AND d.pos = u.pos AND d.status = 0
+             WHERE d.subscriber = u.subscriber AND d.pos = u.pos AND d.status < 1
                AND (u.delivered OR d.lease_owner = $11)",
         )
         .bind(&subs)
