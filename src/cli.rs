@@ -84,6 +84,12 @@ pub enum Command {
         #[arg(long)]
         update: bool,
     },
+    /// Create or upgrade the store's schema (SQLite or PostgreSQL) and report its
+    /// version. `run` does this too; this is for doing it ahead of a deploy.
+    Migrate {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Files with their reconciliation counts, and delivery backlog per subscriber.
     Status {
         #[arg(long, short, default_value = "config.toml")]
@@ -197,6 +203,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             json,
             timestamps,
         } => listen(addr, &secret_env, json, timestamps).await,
+        Command::Migrate { config } => {
+            let c = load(&config)?;
+            let store = Store::open(&c.store_url).await?;
+            let v = store.schema_version().await?;
+            println!(
+                "schema at version {} (this binary supports {})",
+                v.applied, v.supported
+            );
+            store.close().await;
+            Ok(())
+        }
         Command::Status { config, files } => {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;
@@ -362,7 +379,7 @@ async fn ingest(
     let Some(conn) = c.connectors.iter().find(|x| x.name == connector).cloned() else {
         bail!("no connector named `{connector}`");
     };
-    let store = Store::open(&c.store_url).await?;
+    let store = Store::open_with(&c.store_url, &crate::store::StoreOptions { lease: c.lease }).await?;
     let mut pipeline = Pipeline::new(store.clone(), Arc::new(c), Vec::new());
     pipeline.seed = seed;
     let shutdown = CancellationToken::new();
@@ -461,6 +478,7 @@ async fn ingest(
                 format!("{name}: FAILED: {reason}")
             }
             FileOutcome::Interrupted => format!("{name}: interrupted at its checkpoint"),
+            FileOutcome::Elsewhere => format!("{name}: another instance is processing it, skipped"),
         };
         let elapsed = started.elapsed().as_secs_f64();
         let eta = if done_bytes > 0 {

@@ -18,7 +18,8 @@
 //!   ledger progress, state and outbox in one transaction per chunk.
 //! - [`runtime`]: spawns sources, pipelines and delivery workers; owns shutdown.
 //! - [`expect`]: per-connector deadlines; a missed drop becomes `feed.missing`.
-//! - [`store`]: the only place with SQL.
+//! - [`store`]: the only place with SQL; SQLite, or PostgreSQL shared by
+//!   several instances (see `src/store/design.md`).
 //! - [`config`]: config, connector and mapping files, validated at load.
 //! - [`model`]: the canonical milestone model.
 //! - [`telemetry`]: logging setup; no PHI ever reaches it.

@@ -14,6 +14,12 @@
 //! before the checkpoint are skipped. Nothing is sent twice because nothing
 //! is sent that is not committed, and nothing is lost because the file leaves
 //! the drop folder only after its last chunk commits.
+//!
+//! On a shared store (several instances, one PostgreSQL) a file is processed
+//! only under its ledger lease ([`Claim`]), renewed while the file is open and
+//! checked by every chunk commit; and the in-memory index is trusted only
+//! while no other instance has written the program's state (see
+//! `src/store/design.md`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +41,9 @@ use crate::parse::x12::{X12Next, X12Reader};
 use crate::parse::xml::XmlReader;
 use crate::parse::{Fields, Locator, ParseError, Row};
 use crate::source::ReadyFile;
-use crate::store::{Counts, FileRow, FileStatus, OutboxWrite, RejectRow, StateRow, Store, StoreError};
+use crate::store::{
+    Claim, Counts, FileRow, FileStatus, Generation, OutboxWrite, RejectRow, StateRow, Store, StoreError,
+};
 
 /// System errors: the file stays where it is and is retried later.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,11 @@ pub enum PipelineError {
     Json(#[from] serde_json::Error),
     #[error("the parsing thread failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(
+        "another instance changed program {program}'s state under this file's in-memory index; \
+         the index is reloaded and the file resumes from its checkpoint"
+    )]
+    StaleIndex { program: String },
 }
 
 /// How a file ended.
@@ -61,6 +74,8 @@ pub enum FileOutcome {
     Failed { file_id: i64, reason: String },
     /// Shutdown arrived; the checkpoint is committed and the file stays.
     Interrupted,
+    /// Another instance holds the file (or has just finished it): leave it be.
+    Elsewhere,
 }
 
 /// Candidates per chunk at most: about 1.5 KB each, so a few MB per chunk,
@@ -80,13 +95,35 @@ struct Chunk {
     /// already judged unchanged (in `unchanged`).
     counts: Counts,
     candidates: Vec<Candidate>,
+    /// (key, content) of milestones the index judged unchanged; collected only
+    /// on a shared store, where the commit may have to re-check them.
+    skipped: Vec<(u64, u64)>,
     rejects: Vec<RejectRow>,
     finish: Option<Finish>,
 }
 
 /// Shared, lazily loaded state index. `None` means "must be (re)loaded": it
 /// is dropped whenever a commit fails, because it may then be ahead of the store.
-pub type SharedIndex = Arc<Mutex<Option<StateIndex>>>;
+pub type SharedIndex = Arc<Mutex<Option<CachedIndex>>>;
+
+/// The index, and per program the state generation it is known to reflect
+/// (absent: 0). Only a shared store reports generations; when a chunk finds
+/// its program at another generation, someone else wrote that state, and from
+/// then on that program's skipped milestones are re-checked in the store.
+pub struct CachedIndex {
+    index: StateIndex,
+    generations: HashMap<String, i64>,
+}
+
+impl CachedIndex {
+    async fn load(store: &Store, cap: usize) -> Result<CachedIndex, StoreError> {
+        // Generations first: an index newer than its generations only costs a
+        // re-check; the other way round would trust stale entries.
+        let generations = store.state_generations().await?;
+        let index = StateIndex::new(store.state_index(cap).await?, cap);
+        Ok(CachedIndex { index, generations })
+    }
+}
 
 /// Everything needed to process files; cheap to clone.
 #[derive(Clone)]
@@ -116,10 +153,9 @@ impl Pipeline {
     pub async fn warm(&self) -> Result<usize, PipelineError> {
         let mut guard = self.index.lock().await;
         if guard.is_none() {
-            let cap = self.config.state_cache_entries;
-            *guard = Some(StateIndex::new(self.store.state_index(cap).await?, cap));
+            *guard = Some(CachedIndex::load(&self.store, self.config.state_cache_entries).await?);
         }
-        Ok(guard.as_ref().map_or(0, StateIndex::len))
+        Ok(guard.as_ref().map_or(0, |c| c.index.len()))
     }
 
     /// Processes one complete file. See the module docs for the guarantees.
@@ -129,34 +165,49 @@ impl Pipeline {
         file: &ReadyFile,
         shutdown: &CancellationToken,
     ) -> Result<FileOutcome, PipelineError> {
-        if let Some(row) = self.store.file_get(&connector.name, &file.sha256).await? {
-            if row.status == FileStatus::Done {
-                return Ok(FileOutcome::Duplicate);
-            }
-        }
-        let row = self
+        let row = match self
             .store
-            .file_begin(&connector.name, &file.sha256, &file.name, file.size)
-            .await?;
+            .file_claim(&connector.name, &file.sha256, &file.name, file.size)
+            .await?
+        {
+            Claim::Owned(row) => row,
+            Claim::Done(_) => return Ok(FileOutcome::Duplicate),
+            Claim::Busy => return Ok(FileOutcome::Elsewhere),
+        };
         // The index is held for the whole file: files are processed one at a
         // time per store writer anyway, and this keeps the producer lock-free.
         let mut guard = self.index.lock().await;
-        let index = match guard.take() {
-            Some(i) => i,
-            None => StateIndex::new(
-                self.store.state_index(self.config.state_cache_entries).await?,
-                self.config.state_cache_entries,
-            ),
+        let CachedIndex {
+            index,
+            mut generations,
+        } = match guard.take() {
+            Some(c) => c,
+            None => CachedIndex::load(&self.store, self.config.state_cache_entries).await?,
         };
+        let heartbeat = self.store.is_shared().then(|| {
+            let store = self.store.clone();
+            let (file_id, every) = (row.id, self.config.lease / 3);
+            tokio::spawn(async move { renew_lease(store, file_id, every).await })
+        });
         let (tx, mut rx) = mpsc::channel::<Chunk>(1);
         let producer = {
             let connector = connector.clone();
             let config = self.config.clone();
             let file = file.clone();
             let resume = row.records_done;
+            let keep_skipped = self.store.is_shared();
             tokio::task::spawn_blocking(move || {
                 let mut emit = |c: Chunk| tx.blocking_send(c).map_err(|_| ProduceError::Stopped);
-                produce(&config, &connector, &file, resume, index, None, &mut emit)
+                produce(
+                    &config,
+                    &connector,
+                    &file,
+                    resume,
+                    index,
+                    None,
+                    keep_skipped,
+                    &mut emit,
+                )
             })
         };
         let provenance = Provenance {
@@ -173,7 +224,10 @@ impl Pipeline {
                 Some(Finish::Done) => Some(None),
                 Some(Finish::Failed(r)) => Some(Some(r.clone())),
             };
-            if let Err(e) = self.commit(connector, row.id, &provenance, chunk).await {
+            if let Err(e) = self
+                .commit(connector, row.id, &provenance, chunk, &mut generations)
+                .await
+            {
                 failure = Some(e);
                 break;
             }
@@ -194,13 +248,20 @@ impl Pipeline {
         }
         drop(rx);
         let produced = producer.await;
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        if outcome == Some(FileOutcome::Interrupted) || (outcome.is_none() && failure.is_none()) {
+            // Let a peer resume the file now rather than when the lease runs out.
+            self.store.file_release(row.id).await?;
+        }
         if let Some(e) = failure {
             // The index may hold fingerprints the store never committed.
             *guard = None;
             return Err(e);
         }
         match produced? {
-            Ok(index) => *guard = Some(index),
+            Ok(index) => *guard = Some(CachedIndex { index, generations }),
             Err(ProduceError::Io(e)) => {
                 *guard = None;
                 return Err(PipelineError::Io(e));
@@ -228,8 +289,32 @@ impl Pipeline {
         file_id: i64,
         provenance: &Provenance,
         chunk: Chunk,
+        generations: &mut HashMap<String, i64>,
     ) -> Result<(), PipelineError> {
         let mut tx = self.store.begin().await?;
+        // First statement: on a shared store this serializes chunk commits of
+        // the program, so the state read below is settled.
+        let program = connector.program.as_str();
+        let generation = tx.lock_program(program).await?;
+        let in_sync = match generation {
+            Generation::SingleWriter => true,
+            Generation::Shared(g) => generations.get(program).copied().unwrap_or(0) == g,
+        };
+        if !in_sync && !chunk.skipped.is_empty() {
+            // Someone else wrote this program's state since the index was
+            // loaded: the index's "unchanged" verdicts must be confirmed.
+            let mut keys: Vec<u64> = chunk.skipped.iter().map(|(k, _)| *k).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let stored: std::collections::HashSet<(u64, u64)> =
+                tx.state_hashes(&keys).await?.into_iter().collect();
+            if chunk.skipped.iter().any(|fp| !stored.contains(fp)) {
+                // Rolled back on drop; those records' content was never kept.
+                return Err(PipelineError::StaleIndex {
+                    program: program.to_string(),
+                });
+            }
+        }
         let mut hashes: Vec<u64> = chunk.candidates.iter().map(|c| c.fp.key).collect();
         hashes.sort_unstable();
         hashes.dedup();
@@ -333,8 +418,10 @@ impl Pipeline {
                 }
             }
         }
+        let mut bumped = None;
         if !state_rows.is_empty() {
             tx.upsert_state(&state_rows, file_id).await?;
+            bumped = Some(tx.bump_program(program).await?);
         }
         if self.seed {
             outbox_rows.clear();
@@ -351,6 +438,11 @@ impl Pipeline {
         tx.file_progress(file_id, chunk.records_done, &counts, finish)
             .await?;
         tx.commit().await?;
+        // In sync and we wrote: the index has our writes, so it stays in sync.
+        // Out of sync: leave the old number, so every later chunk re-checks.
+        if let (true, Some(Generation::Shared(g))) = (in_sync, bumped) {
+            generations.insert(program.to_string(), g);
+        }
         if !outbox_rows.is_empty() {
             for w in &self.wakers {
                 w.notify_one();
@@ -367,6 +459,8 @@ enum ProduceError {
 }
 
 /// The producer: runs on a blocking thread, streams the file and sends chunks.
+// Each input is distinct and used directly; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn produce(
     config: &Config,
     connector: &Connector,
@@ -374,6 +468,7 @@ fn produce(
     resume_from: u64,
     mut index: StateIndex,
     coverage: Option<&crate::map::Coverage>,
+    keep_skipped: bool,
     emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>,
 ) -> Result<StateIndex, ProduceError> {
     let fail =
@@ -382,6 +477,7 @@ fn produce(
                 records_done,
                 counts: Counts::default(),
                 candidates: Vec::new(),
+                skipped: Vec::new(),
                 rejects: Vec::new(),
                 finish: Some(Finish::Failed(reason)),
             })
@@ -558,6 +654,9 @@ fn produce(
                 let mut any = false;
                 for (rule_idx, fp) in &fps {
                     if index.check(fp) == Verdict::Unchanged {
+                        if keep_skipped {
+                            chunk.skipped.push((fp.key, fp.content));
+                        }
                         continue;
                     }
                     any = true;
@@ -764,8 +863,29 @@ fn new_chunk(records_done: u64) -> Chunk {
         records_done,
         counts: Counts::default(),
         candidates: Vec::new(),
+        skipped: Vec::new(),
         rejects: Vec::new(),
         finish: None,
+    }
+}
+
+/// Keeps this instance's lease on a file while it is processed, for chunks
+/// slower than a lease. Losing it needs no action here: the next chunk commit
+/// is fenced by the lease and fails.
+async fn renew_lease(store: Store, file_id: i64, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match store.file_renew(file_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    file_id,
+                    "lost the lease on a file being processed; its next chunk will roll back"
+                );
+                return;
+            }
+            Err(e) => tracing::warn!(file_id, error = %e, "cannot renew a file lease; retrying"),
+        }
     }
 }
 
@@ -835,6 +955,7 @@ pub fn dry_run_with(
         0,
         StateIndex::new(None, 0),
         coverage,
+        false,
         &mut emit,
     ) {
         Ok(_) | Err(ProduceError::Stopped) => {}

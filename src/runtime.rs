@@ -19,7 +19,7 @@ use crate::pipeline::{FileOutcome, Pipeline};
 use crate::source::local::{self, DropFolder};
 use crate::source::sftp::{RemoteFile, Scope, SftpDrop, SftpError};
 use crate::store::{RemoteKey, RemoteStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::{FileDuplicateSkipped, FileFailed, FileProcessed};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ pub enum RuntimeError {
 /// Runs until `shutdown` is cancelled and every task has stopped.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RuntimeError> {
     let config = Arc::new(config);
-    let store = Store::open(&config.store_url).await?;
+    let store = Store::open_with(&config.store_url, &StoreOptions { lease: config.lease }).await?;
     let tracker = TaskTracker::new();
     let client = http_client();
     let mut wakers = Vec::new();
@@ -105,7 +105,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
             tracker.spawn(async move { crate::expect::watch(s, cfg, c, w, t).await });
         }
     }
-    tracing::info!(connectors = config.connectors.len(), subscribers = config.subscribers.len(), store = %redact_url(&config.store_url), "hubsync running");
+    tracing::info!(connectors = config.connectors.len(), subscribers = config.subscribers.len(), store = %redact_url(&config.store_url), instance = store.instance(), "hubsync running");
     tracker.close();
     shutdown.cancelled().await;
     tracing::info!("shutting down");
@@ -206,7 +206,9 @@ async fn handle_file(
     };
     match pipeline.process(connector, &file, shutdown).await? {
         FileOutcome::Done(row) => {
-            let archived = folder.archive(&file)?;
+            let Some(archived) = moved_by_peer(folder.archive(&file))? else {
+                return Ok(());
+            };
             write_rejects(pipeline, row.id, &archived).await?;
             FileProcessed {
                 connector: &connector.name,
@@ -217,7 +219,9 @@ async fn handle_file(
             .emit();
         }
         FileOutcome::Duplicate => {
-            folder.archive(&file)?;
+            if moved_by_peer(folder.archive(&file))?.is_none() {
+                return Ok(());
+            }
             FileDuplicateSkipped {
                 connector: &connector.name,
                 file: &file.name,
@@ -226,7 +230,9 @@ async fn handle_file(
         }
         FileOutcome::Failed { file_id, reason } => {
             pipeline.store.file_fail(file_id, &reason).await?;
-            let moved = folder.quarantine(&file, &reason)?;
+            let Some(moved) = moved_by_peer(folder.quarantine(&file, &reason))? else {
+                return Ok(());
+            };
             write_rejects(pipeline, file_id, &moved).await?;
             FileFailed {
                 connector: &connector.name,
@@ -238,8 +244,28 @@ async fn handle_file(
         FileOutcome::Interrupted => {
             tracing::info!(connector = %connector.name, file = %file.name, "interrupted; will resume from the checkpoint")
         }
+        FileOutcome::Elsewhere => {
+            tracing::debug!(connector = %connector.name, file = %file.name, "another instance has this file")
+        }
     }
     Ok(())
+}
+
+/// Instances sharing a drop folder may race to move a file another one just
+/// archived (a re-dropped duplicate seen by two): the loser finds it gone,
+/// which is no error. `None` when it was gone.
+fn moved_by_peer(
+    moved: Result<std::path::PathBuf, crate::source::SourceError>,
+) -> Result<Option<std::path::PathBuf>, crate::source::SourceError> {
+    match moved {
+        Ok(p) => Ok(Some(p)),
+        Err(crate::source::SourceError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `<file>.rejects.jsonl` beside the archived input, from the store
@@ -461,6 +487,11 @@ async fn handle_remote_file(
             // and resumes from it (same sha256).
             remote.discard(&staged.path);
             tracing::info!(connector = %connector.name, file = %file.path, "interrupted; will resume from the checkpoint")
+        }
+        FileOutcome::Elsewhere => {
+            // Another instance holds this file's lease; it records and tidies it.
+            remote.discard(&staged.path);
+            tracing::debug!(connector = %connector.name, file = %file.path, "another instance has this file")
         }
     }
     Ok(())

@@ -67,6 +67,10 @@ pub struct StoreSpec {
     /// State entries kept in memory to skip unchanged records without a query.
     #[serde(default = "default_state_cache")]
     pub state_cache_entries: usize,
+    /// PostgreSQL: how long an instance's claim on a file or delivery lasts
+    /// unrenewed, i.e. how soon others take over the work of one that died.
+    #[serde(default = "default_lease")]
+    pub lease: Dur,
 }
 
 impl Default for StoreSpec {
@@ -75,6 +79,7 @@ impl Default for StoreSpec {
             url: None,
             chunk_rows: default_chunk_rows(),
             state_cache_entries: default_state_cache(),
+            lease: default_lease(),
         }
     }
 }
@@ -84,6 +89,9 @@ fn default_chunk_rows() -> usize {
 }
 fn default_state_cache() -> usize {
     2_000_000
+}
+fn default_lease() -> Dur {
+    Dur::secs(30)
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +208,7 @@ pub struct Config {
     pub store_url: String,
     pub chunk_rows: usize,
     pub state_cache_entries: usize,
+    pub lease: Duration,
     pub connectors: Vec<Arc<Connector>>,
     pub subscribers: Vec<Arc<Subscriber>>,
     pub pseudonymizer: Arc<Pseudonymizer>,
@@ -416,6 +425,11 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             "store.chunk_rows must be at least 1",
         ));
     }
+    if spec.store.lease.0 < Duration::from_secs(1) {
+        // Renewals run every third of a lease; shorter ones would be lost to
+        // ordinary database latency and hand live work to other instances.
+        diags.push(Diagnostic::file_level(path, "store.lease must be at least 1s"));
+    }
 
     let key_env = spec.pseudonymization.key_env.get_ref();
     let key = match env(key_env) {
@@ -584,6 +598,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         store_url,
         chunk_rows: spec.store.chunk_rows,
         state_cache_entries: spec.store.state_cache_entries,
+        lease: spec.store.lease.0,
         connectors,
         subscribers,
         pseudonymizer,

@@ -55,15 +55,12 @@ impl Worker {
             let mut next_wake = self.poll;
             if draining.is_none() && in_flight.len() < max {
                 let room = max - in_flight.len();
-                let due = self
+                // On a shared store the claim leases each message to this
+                // instance; the lease outlives any request (twice the timeout).
+                let fresh: Vec<Due> = self
                     .store
-                    .due(&self.sub.name, now_ms(), (room + unsettled.len()) as i64)
+                    .claim_due(&self.sub.name, now_ms(), room, self.sub.timeout * 2, &unsettled)
                     .await?;
-                let fresh: Vec<Due> = due
-                    .into_iter()
-                    .filter(|d| !unsettled.contains(&d.pos))
-                    .take(room)
-                    .collect();
                 for d in fresh {
                     unsettled.insert(d.pos);
                     in_flight.spawn(call(self.client.clone(), self.sub.clone(), d));

@@ -5,8 +5,19 @@
 //! [`Tx`]: ledger progress, state, case sequences, outbox rows, delivery rows
 //! and rejects all commit together or not at all (the Quickwit rule: the
 //! checkpoint lives in the same transaction as the output).
+//!
+//! Two backends, one implementation each ([`sqlite`], [`postgres`]), each with
+//! its own migration folder; every public method dispatches by `match`.
+//! PostgreSQL also lets several instances share the work: files and
+//! deliveries are claimed with leases, and chunk commits of one program are
+//! serialized by a per-program generation row. SQLite is single-instance, so
+//! it grants every claim. See `design.md` beside this file.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -19,8 +30,90 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot prepare the database location: {0}")]
     Io(#[from] std::io::Error),
-    #[error("unsupported store url `{0}` (use sqlite://PATH)")]
+    #[error("unsupported store url `{0}` (use sqlite://PATH or postgres://USER@HOST/DB)")]
     Url(String),
+    #[error(
+        "the database schema is at version {found}, newer than this binary supports ({supported}); \
+         upgrade hubsync (a newer version migrated this database) rather than run an older one against it"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("file {file_id}: this instance no longer holds its lease (another instance took it over)")]
+    LeaseLost { file_id: i64 },
+}
+
+/// How a store behaves towards other instances sharing its database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a claim on a file or a delivery lasts without renewal. An
+    /// instance that dies holds its work this long before others take it.
+    pub lease: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The result of claiming a discovered file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This instance holds the file's lease: process it from `records_done`.
+    Owned(FileRow),
+    /// Already processed, and long enough ago that no instance is still
+    /// archiving it: a re-drop of a known file.
+    Done(FileRow),
+    /// Another instance holds the lease, or has just finished the file and is
+    /// moving it away: leave the file alone.
+    Busy,
+}
+
+/// Where a program's state stands, as seen inside a chunk transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// Only this process writes the store (SQLite): an in-memory index built
+    /// from it can only be changed by this process.
+    SingleWriter,
+    /// Shared store: the program's state generation, bumped by every chunk
+    /// that writes state, whichever instance wrote it.
+    Shared(i64),
+}
+
+/// The schema versions: what the database has applied, what this binary knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersion {
+    pub applied: i64,
+    pub supported: i64,
+}
+
+/// Refuses a database whose schema is newer than this binary's migrations.
+fn check_schema(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<SchemaVersion, StoreError> {
+    let supported = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied = applied.unwrap_or(0);
+    if applied > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: applied,
+            supported,
+        });
+    }
+    Ok(SchemaVersion { applied, supported })
+}
+
+/// A name for this process in lease columns: host, pid and a random suffix,
+/// so a restarted process on the same host and pid is still a new owner.
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}:{}:{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 /// A ledger row.
@@ -213,11 +306,13 @@ pub struct MissingDrop {
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 /// A chunk transaction.
 pub enum Tx {
     Sqlite(sqlite::SqliteTx),
+    Postgres(postgres::PgTx),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -226,10 +321,20 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the store at `url`.
+    /// Opens (creating if needed) and migrates the store at `url`, with
+    /// default options.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, &StoreOptions::default()).await
+    }
+
+    /// Opens and migrates the store at `url`. Refuses (before touching
+    /// anything) a schema newer than this binary's.
+    pub async fn open_with(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             return Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store::Postgres(postgres::PgStore::open(url, opts).await?));
         }
         Err(StoreError::Url(url.to_string()))
     }
@@ -241,6 +346,9 @@ impl Store {
                 .await?
                 .map(Store::Sqlite));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(postgres::PgStore::open_read_only(url).await?.map(Store::Postgres));
+        }
         Err(StoreError::Url(url.to_string()))
     }
 
@@ -248,26 +356,81 @@ impl Store {
     pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.state_rows(hashes).await,
+            Store::Postgres(s) => s.state_rows(hashes).await,
+        }
+    }
+
+    /// The schema version applied to the database and the one this binary has.
+    pub async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.schema_version().await,
+            Store::Postgres(s) => s.schema_version().await,
+        }
+    }
+
+    /// This process's name in lease columns.
+    pub fn instance(&self) -> &str {
+        match self {
+            Store::Sqlite(_) => "local",
+            Store::Postgres(s) => s.instance(),
+        }
+    }
+
+    /// Whether other instances may share this store's work.
+    pub fn is_shared(&self) -> bool {
+        match self {
+            Store::Sqlite(_) => false,
+            Store::Postgres(_) => true,
+        }
+    }
+
+    /// Claims a discovered file for this instance (see [`Claim`]). A file
+    /// that failed earlier is claimed again (it was dropped again).
+    pub async fn file_claim(
+        &self,
+        connector: &str,
+        sha256: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<Claim, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.file_claim(connector, sha256, name, size).await,
+            Store::Postgres(s) => s.file_claim(connector, sha256, name, size).await,
+        }
+    }
+
+    /// Extends this instance's lease on a file it is processing; `false` when
+    /// the lease was lost (expired and taken over).
+    pub async fn file_renew(&self, file_id: i64) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Postgres(s) => s.file_renew(file_id).await,
+        }
+    }
+
+    /// Gives up this instance's lease on a file (shutdown mid-file), so another
+    /// instance can resume it at once instead of after the lease expires.
+    pub async fn file_release(&self, file_id: i64) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.file_release(file_id).await,
+        }
+    }
+
+    /// Each program's state generation (empty for a single-writer store).
+    /// Read before [`Store::state_index`], so an index is never newer than the
+    /// generations it is checked against.
+    pub async fn state_generations(&self) -> Result<HashMap<String, i64>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(HashMap::new()),
+            Store::Postgres(s) => s.state_generations().await,
         }
     }
 
     pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.file_get(connector, sha256).await,
-        }
-    }
-
-    /// Creates the ledger row for a file about to be processed, or returns the
-    /// existing one (a crash left it `processing`, or an earlier try `failed`).
-    pub async fn file_begin(
-        &self,
-        connector: &str,
-        sha256: &str,
-        name: &str,
-        size: u64,
-    ) -> Result<FileRow, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.file_begin(connector, sha256, name, size).await,
+            Store::Postgres(s) => s.file_get(connector, sha256).await,
         }
     }
 
@@ -275,18 +438,21 @@ impl Store {
     pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.file_fail(file_id, reason).await,
+            Store::Postgres(s) => s.file_fail(file_id, reason).await,
         }
     }
 
     pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.files(limit).await,
+            Store::Postgres(s) => s.files(limit).await,
         }
     }
 
     pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.rejects(file_id).await,
+            Store::Postgres(s) => s.rejects(file_id).await,
         }
     }
 
@@ -294,19 +460,32 @@ impl Store {
     pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
         match self {
             Store::Sqlite(s) => s.state_index(cap).await,
+            Store::Postgres(s) => s.state_index(cap).await,
         }
     }
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         match self {
             Store::Sqlite(s) => Ok(Tx::Sqlite(s.begin().await?)),
+            Store::Postgres(s) => Ok(Tx::Postgres(s.begin().await?)),
         }
     }
 
-    /// Heads of lanes that are due for `subscriber`, oldest first.
-    pub async fn due(&self, subscriber: &str, now_ms: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
+    /// Claims up to `limit` heads of lanes that are due for `subscriber`,
+    /// oldest first, leaving out `in_flight` (this worker's unsettled sends).
+    /// On a shared store each is leased to this instance for `lease`, and a
+    /// lane whose head another instance holds is not due.
+    pub async fn claim_due(
+        &self,
+        subscriber: &str,
+        now_ms: i64,
+        limit: usize,
+        lease: Duration,
+        in_flight: &HashSet<i64>,
+    ) -> Result<Vec<Due>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.due(subscriber, now_ms, limit).await,
+            Store::Sqlite(s) => s.claim_due(subscriber, now_ms, limit, in_flight).await,
+            Store::Postgres(s) => s.claim_due(subscriber, now_ms, limit, lease, in_flight).await,
         }
     }
 
@@ -314,24 +493,28 @@ impl Store {
     pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError> {
         match self {
             Store::Sqlite(s) => s.next_due(subscriber).await,
+            Store::Postgres(s) => s.next_due(subscriber).await,
         }
     }
 
     pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.record_attempts(results).await,
+            Store::Postgres(s) => s.record_attempts(results).await,
         }
     }
 
     pub async fn subscriber_stats(&self) -> Result<Vec<SubscriberStats>, StoreError> {
         match self {
             Store::Sqlite(s) => s.subscriber_stats().await,
+            Store::Postgres(s) => s.subscriber_stats().await,
         }
     }
 
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 
@@ -341,6 +524,7 @@ impl Store {
     pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> {
         match self {
             Store::Sqlite(s) => s.remote_file_status(key).await,
+            Store::Postgres(s) => s.remote_file_status(key).await,
         }
     }
 
@@ -353,6 +537,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.remote_file_record(key, sha256, status).await,
+            Store::Postgres(s) => s.remote_file_record(key, sha256, status).await,
         }
     }
 
@@ -361,6 +546,7 @@ impl Store {
     pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> {
         match self {
             Store::Sqlite(s) => s.last_arrival(connector, until_ms).await,
+            Store::Postgres(s) => s.last_arrival(connector, until_ms).await,
         }
     }
 
@@ -374,6 +560,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.missing_drop(drop, message).await,
+            Store::Postgres(s) => s.missing_drop(drop, message).await,
         }
     }
 
@@ -381,6 +568,7 @@ impl Store {
     pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
         match self {
             Store::Sqlite(s) => s.missing_drops(limit).await,
+            Store::Postgres(s) => s.missing_drops(limit).await,
         }
     }
 }
@@ -390,6 +578,7 @@ impl Tx {
     pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
         match self {
             Tx::Sqlite(t) => t.state_rows(hashes).await,
+            Tx::Postgres(t) => t.state_rows(hashes).await,
         }
     }
 
@@ -397,24 +586,28 @@ impl Tx {
     pub async fn bump_cases(&mut self, cases: &[(&str, &str, i64)]) -> Result<Vec<i64>, StoreError> {
         match self {
             Tx::Sqlite(t) => t.bump_cases(cases).await,
+            Tx::Postgres(t) => t.bump_cases(cases).await,
         }
     }
 
     pub async fn upsert_state(&mut self, rows: &[StateRow], file_id: i64) -> Result<(), StoreError> {
         match self {
             Tx::Sqlite(t) => t.upsert_state(rows, file_id).await,
+            Tx::Postgres(t) => t.upsert_state(rows, file_id).await,
         }
     }
 
     pub async fn insert_outbox(&mut self, rows: &[OutboxWrite], file_id: i64) -> Result<(), StoreError> {
         match self {
             Tx::Sqlite(t) => t.insert_outbox(rows, file_id).await,
+            Tx::Postgres(t) => t.insert_outbox(rows, file_id).await,
         }
     }
 
     pub async fn insert_rejects(&mut self, file_id: i64, rows: &[RejectRow]) -> Result<(), StoreError> {
         match self {
             Tx::Sqlite(t) => t.insert_rejects(file_id, rows).await,
+            Tx::Postgres(t) => t.insert_rejects(file_id, rows).await,
         }
     }
 
@@ -428,12 +621,39 @@ impl Tx {
     ) -> Result<(), StoreError> {
         match self {
             Tx::Sqlite(t) => t.file_progress(file_id, records_done, counts, finish).await,
+            Tx::Postgres(t) => t.file_progress(file_id, records_done, counts, finish).await,
         }
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+
+    /// Locks `program`'s state for the rest of the transaction (chunk commits
+    /// of one program serialize across instances) and returns its generation.
+    pub async fn lock_program(&mut self, program: &str) -> Result<Generation, StoreError> {
+        match self {
+            Tx::Sqlite(_) => Ok(Generation::SingleWriter),
+            Tx::Postgres(t) => t.lock_program(program).await,
+        }
+    }
+
+    /// Records that this transaction wrote `program`'s state; returns the new generation.
+    pub async fn bump_program(&mut self, program: &str) -> Result<Generation, StoreError> {
+        match self {
+            Tx::Sqlite(_) => Ok(Generation::SingleWriter),
+            Tx::Postgres(t) => t.bump_program(program).await,
+        }
+    }
+
+    /// (key hash, content hash) of stored states whose key hash is in `hashes`.
+    pub async fn state_hashes(&mut self, hashes: &[u64]) -> Result<Vec<(u64, u64)>, StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.state_hashes(hashes).await,
+            Tx::Postgres(t) => t.state_hashes(hashes).await,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! archived only after its last chunk commits, so a commit that a power cut
 //! could undo would lose the file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,9 +15,29 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    now_ms, AttemptOutcome, AttemptResult, Counts, Due, FileRow, FileStatus, MissingDrop, OutboxWrite,
-    RejectRow, RemoteKey, RemoteStatus, StateRow, StoreError, SubscriberStats,
+    check_schema, now_ms, AttemptOutcome, AttemptResult, Claim, Counts, Due, FileRow, FileStatus,
+    MissingDrop, OutboxWrite, RejectRow, RemoteKey, RemoteStatus, SchemaVersion, StateRow, StoreError,
+    SubscriberStats,
 };
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+/// The highest migration applied to the database, if any.
+async fn applied_version(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
+    let has_table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if has_table.is_none() {
+        return Ok(None);
+    }
+    Ok(
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?,
+    )
+}
 
 /// SQLite's default limit on bound parameters is 32766; stay well below it.
 const MAX_PARAMS: usize = 30_000;
@@ -103,7 +123,10 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(300))
             .connect_with(opts.clone())
             .await?;
-        sqlx::migrate!("src/store/migrations/sqlite").run(&writer).await?;
+        // Refuse a newer schema before the migrator sees it: its own error
+        // ("migration N was previously applied but is missing") hides the cause.
+        check_schema(applied_version(&writer).await?, &MIGRATOR)?;
+        MIGRATOR.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.read_only(true))
@@ -147,6 +170,29 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
+    pub async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
+        check_schema(applied_version(&self.writer).await?, &MIGRATOR)
+    }
+
+    /// One instance owns a SQLite store, so every claim is granted: a file not
+    /// yet done is ours to (re)process from its checkpoint.
+    pub async fn file_claim(
+        &self,
+        connector: &str,
+        sha256: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<Claim, StoreError> {
+        if let Some(row) = self.file_get(connector, sha256).await? {
+            if row.status == FileStatus::Done {
+                return Ok(Claim::Done(row));
+            }
+        }
+        Ok(Claim::Owned(
+            self.file_begin(connector, sha256, name, size).await?,
+        ))
+    }
+
     pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"
@@ -158,7 +204,7 @@ impl SqliteStore {
         Ok(row.as_ref().map(file_row).transpose()?)
     }
 
-    pub async fn file_begin(
+    async fn file_begin(
         &self,
         connector: &str,
         sha256: &str,
@@ -249,7 +295,27 @@ impl SqliteStore {
         })
     }
 
-    pub async fn due(&self, subscriber: &str, now: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
+    /// Due lane heads; nothing to lease, since this process is the only sender.
+    pub async fn claim_due(
+        &self,
+        subscriber: &str,
+        now: i64,
+        limit: usize,
+        in_flight: &HashSet<i64>,
+    ) -> Result<Vec<Due>, StoreError> {
+        // In-flight sends are still pending here, so they come back as heads:
+        // ask for enough rows to fill `limit` after leaving them out.
+        let due = self
+            .due(subscriber, now, (limit + in_flight.len()) as i64)
+            .await?;
+        Ok(due
+            .into_iter()
+            .filter(|d| !in_flight.contains(&d.pos))
+            .take(limit)
+            .collect())
+    }
+
+    async fn due(&self, subscriber: &str, now: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
         // A delivery is due when it is the oldest pending one of its lane: that
         // is the per-case FIFO. A parked (failing) head holds back only its lane.
         let rows = sqlx::query(
@@ -316,7 +382,7 @@ impl SqliteStore {
                 AttemptOutcome::RetryAt(at) => {
                     sqlx::query(
                         "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?
-                         WHERE subscriber = ? AND pos = ?",
+                         WHERE subscriber = ? AND pos = ? AND status = 0",
                     )
                     .bind(r.attempt as i64)
                     .bind(at)
@@ -330,7 +396,7 @@ impl SqliteStore {
                 AttemptOutcome::Failed => {
                     sqlx::query(
                         "UPDATE deliveries SET status = 2, attempts = ?, last_status = ?, last_error = ?
-                         WHERE subscriber = ? AND pos = ?",
+                         WHERE subscriber = ? AND pos = ? AND status = 0",
                     )
                     .bind(r.attempt as i64)
                     .bind(r.http_status.map(i64::from))
@@ -351,7 +417,7 @@ impl SqliteStore {
                 q.push_bind(now);
                 q.push(", last_status = 200, last_error = NULL WHERE subscriber = ");
                 q.push_bind(sub);
-                q.push(" AND pos IN (");
+                q.push(" AND status = 0 AND pos IN (");
                 let mut sep = q.separated(", ");
                 for p in chunk {
                     sep.push_bind(*p);
@@ -495,6 +561,23 @@ impl SqliteStore {
 }
 
 impl SqliteTx {
+    pub async fn state_hashes(&mut self, hashes: &[u64]) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hashes.chunks(MAX_PARAMS) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT key_hash, content_hash FROM state WHERE key_hash IN (");
+            let mut sep = q.separated(", ");
+            for h in chunk {
+                sep.push_bind(*h as i64);
+            }
+            q.push(")");
+            for (k, c) in q.build_query_as::<(i64, i64)>().fetch_all(&mut *self.tx).await? {
+                out.push((k as u64, c as u64));
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in hashes.chunks(MAX_PARAMS) {
