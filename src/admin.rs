@@ -231,7 +231,9 @@ async fn enable(
     if let Some(w) = s.wakers.get(&name) {
         w.notify_one();
     }
-    Ok(Json(serde_json::json!({ "subscriber": name, "was_disabled": was_disabled })))
+    Ok(Json(
+        serde_json::json!({ "subscriber": name, "was_disabled": was_disabled }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,7 +279,10 @@ fn view(mut row: crate::store::MessageRow, with_payload: bool) -> MessageView {
     }
 }
 
-async fn message(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<MessageView>, AdminError> {
+async fn message(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, AdminError> {
     let row = s
         .store
         .message(&id)

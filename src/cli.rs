@@ -229,7 +229,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let store = Store::open(&c.store_url).await?;
             let recent = store.files(files.max(1000)).await?;
             println!("CONNECTORS (last file)");
-            println!("{:<16} {:<32} {:<10} {:>9} {:>7}  reconciles", "connector", "file", "status", "read", "deltas");
+            println!(
+                "{:<16} {:<32} {:<10} {:>9} {:>7}  reconciles",
+                "connector", "file", "status", "read", "deltas"
+            );
             for conn in &c.connectors {
                 match recent.iter().find(|f| f.connector == conn.name) {
                     Some(f) => println!(

@@ -75,7 +75,12 @@ impl Metrics {
     pub fn render(&self, stats: &[SubscriberStats], states: &[SubscriberState]) -> String {
         let mut out = String::with_capacity(4096);
         let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        header(&mut out, "hubsync_delivery_attempts_total", "counter", "HTTP attempts by result.");
+        header(
+            &mut out,
+            "hubsync_delivery_attempts_total",
+            "counter",
+            "HTTP attempts by result.",
+        );
         for (name, m) in &self.subscribers {
             for (result, v) in [
                 ("delivered", &m.delivered),
@@ -98,7 +103,12 @@ impl Metrics {
             "Deliveries collapsed into a later update of the same milestone.",
         );
         for (name, m) in &self.subscribers {
-            let _ = writeln!(out, "hubsync_delivery_coalesced_total{{subscriber=\"{}\"}} {}", esc(name), c(&m.coalesced));
+            let _ = writeln!(
+                out,
+                "hubsync_delivery_coalesced_total{{subscriber=\"{}\"}} {}",
+                esc(name),
+                c(&m.coalesced)
+            );
         }
         header(
             &mut out,
@@ -111,18 +121,32 @@ impl Metrics {
             let mut cumulative = 0;
             for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
                 cumulative += c(&m.latency_buckets[i]);
-                let _ = writeln!(out, "hubsync_delivery_latency_seconds_bucket{{subscriber=\"{n}\",le=\"{b}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "hubsync_delivery_latency_seconds_bucket{{subscriber=\"{n}\",le=\"{b}\"}} {cumulative}"
+                );
             }
             let count = c(&m.latency_count);
-            let _ = writeln!(out, "hubsync_delivery_latency_seconds_bucket{{subscriber=\"{n}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                out,
+                "hubsync_delivery_latency_seconds_bucket{{subscriber=\"{n}\",le=\"+Inf\"}} {count}"
+            );
             let _ = writeln!(
                 out,
                 "hubsync_delivery_latency_seconds_sum{{subscriber=\"{n}\"}} {}",
                 c(&m.latency_sum_ms) as f64 / 1000.0
             );
-            let _ = writeln!(out, "hubsync_delivery_latency_seconds_count{{subscriber=\"{n}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "hubsync_delivery_latency_seconds_count{{subscriber=\"{n}\"}} {count}"
+            );
         }
-        header(&mut out, "hubsync_subscriber_breaker_open", "gauge", "1 while the circuit breaker parks the subscriber.");
+        header(
+            &mut out,
+            "hubsync_subscriber_breaker_open",
+            "gauge",
+            "1 while the circuit breaker parks the subscriber.",
+        );
         for (name, m) in &self.subscribers {
             let _ = writeln!(
                 out,
@@ -131,16 +155,36 @@ impl Metrics {
                 u8::from(m.breaker_open.load(Ordering::Relaxed))
             );
         }
-        header(&mut out, "hubsync_subscriber_disabled", "gauge", "1 while disabled by a 410 Gone.");
+        header(
+            &mut out,
+            "hubsync_subscriber_disabled",
+            "gauge",
+            "1 while disabled by a 410 Gone.",
+        );
         for name in self.subscribers.keys() {
             let disabled = states
                 .iter()
                 .any(|s| &s.subscriber == name && s.disabled_at.is_some());
-            let _ = writeln!(out, "hubsync_subscriber_disabled{{subscriber=\"{}\"}} {}", esc(name), u8::from(disabled));
+            let _ = writeln!(
+                out,
+                "hubsync_subscriber_disabled{{subscriber=\"{}\"}} {}",
+                esc(name),
+                u8::from(disabled)
+            );
         }
-        header(&mut out, "hubsync_delivery_backlog", "gauge", "Pending deliveries.");
+        header(
+            &mut out,
+            "hubsync_delivery_backlog",
+            "gauge",
+            "Pending deliveries.",
+        );
         for s in stats {
-            let _ = writeln!(out, "hubsync_delivery_backlog{{subscriber=\"{}\"}} {}", esc(&s.subscriber), s.pending);
+            let _ = writeln!(
+                out,
+                "hubsync_delivery_backlog{{subscriber=\"{}\"}} {}",
+                esc(&s.subscriber),
+                s.pending
+            );
         }
         header(
             &mut out,
@@ -156,15 +200,40 @@ impl Metrics {
                 s.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0
             );
         }
-        header(&mut out, "hubsync_delivery_dead_letters", "gauge", "Deliveries failed for good (replayable).");
+        header(
+            &mut out,
+            "hubsync_delivery_dead_letters",
+            "gauge",
+            "Deliveries failed for good (replayable).",
+        );
         for s in stats {
-            let _ = writeln!(out, "hubsync_delivery_dead_letters{{subscriber=\"{}\"}} {}", esc(&s.subscriber), s.failed);
+            let _ = writeln!(
+                out,
+                "hubsync_delivery_dead_letters{{subscriber=\"{}\"}} {}",
+                esc(&s.subscriber),
+                s.failed
+            );
         }
-        header(&mut out, "hubsync_deliveries_delivered", "gauge", "Deliveries settled as delivered (stored).");
+        header(
+            &mut out,
+            "hubsync_deliveries_delivered",
+            "gauge",
+            "Deliveries settled as delivered (stored).",
+        );
         for s in stats {
-            let _ = writeln!(out, "hubsync_deliveries_delivered{{subscriber=\"{}\"}} {}", esc(&s.subscriber), s.delivered);
+            let _ = writeln!(
+                out,
+                "hubsync_deliveries_delivered{{subscriber=\"{}\"}} {}",
+                esc(&s.subscriber),
+                s.delivered
+            );
         }
-        header(&mut out, "hubsync_payloads_purged_total", "counter", "Outbox bodies nulled by the retention cleaner.");
+        header(
+            &mut out,
+            "hubsync_payloads_purged_total",
+            "counter",
+            "Outbox bodies nulled by the retention cleaner.",
+        );
         let _ = writeln!(out, "hubsync_payloads_purged_total {}", c(&self.payloads_purged));
         out
     }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use hubsync::config::DEFAULT_RETRY_SCHEDULE;
 use hubsync::deliver::retry::{self, Verdict};
-use support::{admin_get, admin_post, free_port, repo, wait_admin, write_snapshot, Hub, Receiver, Recorder, ADMIN_TOKEN};
+use support::{
+    admin_get, admin_post, free_port, repo, wait_admin, write_snapshot, Hub, Receiver, Recorder, ADMIN_TOKEN,
+};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     repo().join("fixtures/acme-hub").join(name)
@@ -57,6 +59,27 @@ async fn stats(hub: &Hub, sub: &str) -> hubsync::store::SubscriberStats {
     s
 }
 
+/// Waits until the store's figures for `sub` satisfy `ok` (outcomes are
+/// recorded just after the receiver answers).
+async fn wait_stats(
+    hub: &Hub,
+    sub: &str,
+    ok: impl Fn(&hubsync::store::SubscriberStats) -> bool,
+) -> hubsync::store::SubscriberStats {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(hub, sub).await;
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store figures never settled: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 async fn state(hub: &Hub, sub: &str) -> hubsync::store::SubscriberState {
     let store = hub.store().await;
     let s = store
@@ -98,7 +121,10 @@ async fn retry_schedule_under_a_paused_clock() {
     }
     let sum: Duration = schedule.iter().sum();
     let elapsed = start.elapsed();
-    assert!(elapsed >= sum.mul_f64(0.8) && elapsed <= sum.mul_f64(1.2), "{elapsed:?}");
+    assert!(
+        elapsed >= sum.mul_f64(0.8) && elapsed <= sum.mul_f64(1.2),
+        "{elapsed:?}"
+    );
     assert!(elapsed > Duration::from_secs(3 * 86400 - 3600 * 12));
 
     // 429 waits at least 60 s even where the schedule says 5 s; Retry-After
@@ -114,9 +140,18 @@ async fn retry_schedule_under_a_paused_clock() {
     };
     assert_eq!(min_wait, Some(clamp));
     // Other 4xx are permanent; 410 is permanent and marks the endpoint gone.
-    assert!(matches!(retry::classify_status(404, None, clamp), Verdict::Permanent { gone: false, .. }));
-    assert!(matches!(retry::classify_status(410, None, clamp), Verdict::Permanent { gone: true, .. }));
-    assert!(matches!(retry::classify_status(301, None, clamp), Verdict::Permanent { .. }));
+    assert!(matches!(
+        retry::classify_status(404, None, clamp),
+        Verdict::Permanent { gone: false, .. }
+    ));
+    assert!(matches!(
+        retry::classify_status(410, None, clamp),
+        Verdict::Permanent { gone: true, .. }
+    ));
+    assert!(matches!(
+        retry::classify_status(301, None, clamp),
+        Verdict::Permanent { .. }
+    ));
 }
 
 /// A receiver that accepts and never answers: the timeout is retried, not
@@ -186,7 +221,11 @@ async fn gone_disables_the_subscriber_until_enabled() {
     let rx = Recorder::start().await;
     rx.respond(|_, _| (410, vec![]));
     let hub = Hub::new(&rx.url("/w"), "", "", 1000);
-    hub.set_tail(&subscriber("mfr", &rx.url("/w"), "retry_schedule = [\"100ms\", \"100ms\"]\nmax_in_flight = 1"));
+    hub.set_tail(&subscriber(
+        "mfr",
+        &rx.url("/w"),
+        "retry_schedule = [\"100ms\", \"100ms\"]\nmax_in_flight = 1",
+    ));
     let file = snapshot(&hub, "three.csv", 3, None);
     let daemon = hub.start();
     hub.drop_file(&file, "three.csv");
@@ -210,14 +249,20 @@ async fn gone_disables_the_subscriber_until_enabled() {
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].status, Some(410));
     let excerpt = attempts[0].response_excerpt.clone().unwrap_or_default();
-    assert!(excerpt.contains("rejected") && !excerpt.contains("123456789"), "{excerpt}");
+    assert!(
+        excerpt.contains("rejected") && !excerpt.contains("123456789"),
+        "{excerpt}"
+    );
     store.close().await;
 
     rx.respond(|_, _| (204, vec![]));
     let out = hub.cli(&["enable", "--subscriber", "mfr"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = rx.wait_accepted(3, Duration::from_secs(10)).await;
-    assert!(got.iter().any(|h| h.id() == id), "the message that got the 410 is delivered");
+    assert!(
+        got.iter().any(|h| h.id() == id),
+        "the message that got the 410 is delivered"
+    );
     assert!(state(&hub, "mfr").await.disabled_at.is_none());
     daemon.stop().await;
 }
@@ -254,7 +299,13 @@ async fn circuit_breaker_parks_and_resumes() {
     let rx = Recorder::start().await;
     let healthy = Arc::new(AtomicBool::new(false));
     let h = healthy.clone();
-    rx.respond(move |_, _| if h.load(Ordering::SeqCst) { (204, vec![]) } else { (503, vec![]) });
+    rx.respond(move |_, _| {
+        if h.load(Ordering::SeqCst) {
+            (204, vec![])
+        } else {
+            (503, vec![])
+        }
+    });
     let hub = Hub::new(&rx.url("/w"), "", "", 1000);
     hub.set_tail(&subscriber(
         "mfr",
@@ -276,7 +327,7 @@ async fn circuit_breaker_parks_and_resumes() {
 
     healthy.store(true, Ordering::SeqCst);
     rx.wait_accepted(10, Duration::from_secs(10)).await;
-    let s = stats(&hub, "mfr").await;
+    let s = wait_stats(&hub, "mfr", |s| s.pending == 0).await;
     assert_eq!((s.delivered, s.failed, s.pending), (10, 0, 0), "{s:?}");
     assert!(state(&hub, "mfr").await.parked_until.is_none());
     daemon.stop().await;
@@ -312,7 +363,10 @@ async fn per_case_order_holds_while_another_case_keeps_failing() {
         let want: Vec<i64> = (1..=seqs.len() as i64).collect();
         assert_eq!(seqs, &want, "case {case} out of order or with a gap");
     }
-    assert!(per_case.values().any(|s| s.len() >= 2), "some case got two deltas");
+    assert!(
+        per_case.values().any(|s| s.len() >= 2),
+        "some case got two deltas"
+    );
     daemon.stop().await;
 }
 
@@ -324,7 +378,13 @@ async fn coalescing_collapses_superseded_updates_while_down() {
     let rx = Recorder::start().await;
     let healthy = Arc::new(AtomicBool::new(false));
     let h = healthy.clone();
-    rx.respond(move |_, _| if h.load(Ordering::SeqCst) { (204, vec![]) } else { (503, vec![]) });
+    rx.respond(move |_, _| {
+        if h.load(Ordering::SeqCst) {
+            (204, vec![])
+        } else {
+            (503, vec![])
+        }
+    });
     let hub = Hub::new(&rx.url("/w"), "", "", 1000);
     hub.set_tail(&subscriber(
         "mfr",
@@ -345,7 +405,7 @@ async fn coalescing_collapses_superseded_updates_while_down() {
     let got = rx.wait_accepted(21, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.accepted().len(), 21);
-    let s = stats(&hub, "mfr").await;
+    let s = wait_stats(&hub, "mfr", |s| s.pending == 0).await;
     assert_eq!((s.coalesced, s.pending, s.failed), (9, 0, 0), "{s:?}");
     let mut per_case: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for h in &got {
@@ -355,7 +415,11 @@ async fn coalescing_collapses_superseded_updates_while_down() {
             .push(h.json["data"]["sequence"].as_i64().expect("seq"));
     }
     assert_eq!(per_case["C00000000"], vec![1, 2]);
-    assert_eq!(per_case["C00000002"], vec![2], "sequence 1 coalesced: a gap the receiver can see");
+    assert_eq!(
+        per_case["C00000002"],
+        vec![2],
+        "sequence 1 coalesced: a gap the receiver can see"
+    );
     assert_eq!(per_case["C00000001"], vec![1]);
     // The superseded outbox rows are still there (timeline shows them).
     let store = hub.store().await;
@@ -450,7 +514,9 @@ async fn filters_by_milestone_program_and_connector() {
     assert_eq!(hits.len(), n_pa + n_bv);
     let on = |p: &str| hits.iter().filter(|h| h.path == p).collect::<Vec<_>>();
     assert_eq!(on("/pa").len(), n_pa);
-    assert!(on("/pa").iter().all(|h| h.json["type"].as_str().is_some_and(|t| t.starts_with("pa."))));
+    assert!(on("/pa")
+        .iter()
+        .all(|h| h.json["type"].as_str().is_some_and(|t| t.starts_with("pa."))));
     assert_eq!(on("/bv").len(), n_bv);
     assert!(on("/op").is_empty() && on("/oc").is_empty());
     assert_eq!(stats(&hub, "other-program").await.pending, 0);
@@ -483,7 +549,10 @@ async fn cloudevents_binary_mode_and_thin_payloads() {
         assert_eq!(h.header("ce-specversion"), "1.0");
         assert_eq!(h.header("ce-id"), h.id());
         assert_eq!(h.header("ce-source"), "/hubsync/connectors/acme-hub");
-        assert_eq!(h.header("ce-type"), h.json["milestone"].as_str().expect("milestone"));
+        assert_eq!(
+            h.header("ce-type"),
+            h.json["milestone"].as_str().expect("milestone")
+        );
         let case = h.json["case_id"].as_str().expect("body is the data");
         let program = h.json["program"].as_str().expect("program");
         assert_eq!(h.header("ce-subject"), case);
@@ -495,7 +564,10 @@ async fn cloudevents_binary_mode_and_thin_payloads() {
     for h in hits.iter().filter(|h| h.path == "/thin") {
         let d = &h.json["data"];
         assert_eq!(d["id"], h.id());
-        assert!(d.get("patient_ref").is_none() && d.get("attributes").is_none(), "thin: ids only");
+        assert!(
+            d.get("patient_ref").is_none() && d.get("attributes").is_none(),
+            "thin: ids only"
+        );
         let href = d["href"].as_str().expect("href");
         let path = href.trim_start_matches(&format!("http://127.0.0.1:{port}"));
         let (code, _) = admin_get(port, path, None).await;
@@ -517,14 +589,28 @@ async fn admin_api_metrics_and_operations() {
     let rx = Receiver::start().await;
     let port = free_port();
     let hub = Hub::new(&rx.url(), "", "", 1000);
-    hub.set_tail(&format!("{}{}", subscriber("mfr", &rx.url(), ""), admin_table(port)));
+    hub.set_tail(&format!(
+        "{}{}",
+        subscriber("mfr", &rx.url(), ""),
+        admin_table(port)
+    ));
     let n1 = milestones(&hub, &fixture("status_20261122.csv")).len();
     let daemon = hub.start();
     wait_admin(port).await;
 
-    for path in ["/healthz", "/readyz", "/metrics", "/v1/subscribers", "/v1/subscribers/mfr/dead-letters"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/subscribers",
+        "/v1/subscribers/mfr/dead-letters",
+    ] {
         assert_eq!(admin_get(port, path, None).await.0, 401, "{path} without a token");
-        assert_eq!(admin_get(port, path, Some("wrong-token-wrong-token")).await.0, 401, "{path}");
+        assert_eq!(
+            admin_get(port, path, Some("wrong-token-wrong-token")).await.0,
+            401,
+            "{path}"
+        );
     }
     let (code, _) = admin_post(port, "/v1/replay", None, serde_json::json!({"subscriber": "mfr"})).await;
     assert_eq!(code, 401);
@@ -542,7 +628,9 @@ async fn admin_api_metrics_and_operations() {
     let text = loop {
         let (code, text) = admin_get(port, "/metrics", Some(ADMIN_TOKEN)).await;
         assert_eq!(code, 200);
-        if text.contains(&format!("hubsync_delivery_attempts_total{{subscriber=\"mfr\",result=\"delivered\"}} {n}\n")) {
+        if text.contains(&format!(
+            "hubsync_delivery_attempts_total{{subscriber=\"mfr\",result=\"delivered\"}} {n}\n"
+        )) {
             break text;
         }
         assert!(std::time::Instant::now() < deadline, "{text}");
@@ -550,13 +638,29 @@ async fn admin_api_metrics_and_operations() {
     };
     let value = |name: &str| -> f64 {
         text.lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<f64>().expect("number")))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .map(|v| v.trim().parse::<f64>().expect("number"))
+            })
             .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
     };
     assert!(text.contains("# TYPE hubsync_delivery_latency_seconds histogram"));
-    assert_eq!(value("hubsync_delivery_latency_seconds_count{subscriber=\"mfr\"}"), n as f64);
-    assert_eq!(value("hubsync_delivery_latency_seconds_bucket{subscriber=\"mfr\",le=\"+Inf\"}"), n as f64);
-    assert_eq!(value("hubsync_delivery_backlog{subscriber=\"mfr\"}"), 0.0);
+    assert_eq!(
+        value("hubsync_delivery_latency_seconds_count{subscriber=\"mfr\"}"),
+        n as f64
+    );
+    assert_eq!(
+        value("hubsync_delivery_latency_seconds_bucket{subscriber=\"mfr\",le=\"+Inf\"}"),
+        n as f64
+    );
+    assert_eq!(
+        value("hubsync_delivery_backlog{subscriber=\"mfr\"}"),
+        0.0,
+        "accepted {} unique {} stats {:?}\n{text}",
+        rx.accepted().len(),
+        rx.unique().len(),
+        stats(&hub, "mfr").await
+    );
     assert_eq!(value("hubsync_delivery_dead_letters{subscriber=\"mfr\"}"), 0.0);
     assert_eq!(value("hubsync_subscriber_breaker_open{subscriber=\"mfr\"}"), 0.0);
     assert_eq!(value("hubsync_subscriber_disabled{subscriber=\"mfr\"}"), 0.0);
@@ -566,7 +670,10 @@ async fn admin_api_metrics_and_operations() {
     assert_eq!(subs[0]["name"], "mfr");
     assert_eq!(subs[0]["pending"], 0);
     assert_eq!(subs[0]["delivered"], n as i64);
-    assert!(!body.contains("127.0.0.1"), "no subscriber URL in the API: {body}");
+    assert!(
+        !body.contains("127.0.0.1"),
+        "no subscriber URL in the API: {body}"
+    );
 
     // A case's timeline: every milestone in sequence order with provenance.
     let day2 = all
@@ -577,7 +684,12 @@ async fn admin_api_metrics_and_operations() {
         day2.body["data"]["program"].as_str().expect("program"),
         day2.body["data"]["case_id"].as_str().expect("case"),
     );
-    let (code, body) = admin_get(port, &format!("/v1/cases/{program}/{case}/timeline"), Some(ADMIN_TOKEN)).await;
+    let (code, body) = admin_get(
+        port,
+        &format!("/v1/cases/{program}/{case}/timeline"),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     let tl: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
     let seqs: Vec<i64> = tl.iter().map(|m| m["sequence"].as_i64().expect("seq")).collect();
@@ -586,7 +698,10 @@ async fn admin_api_metrics_and_operations() {
     assert!(tl[0]["sha256"].as_str().is_some_and(|s| s.len() == 64));
     assert!(tl[0]["locator"].as_str().is_some_and(|l| l.starts_with("line")));
     assert_eq!(tl[0]["deliveries"][0]["status"], "delivered");
-    assert!(tl[0].get("payload").is_none_or(|p| p.is_null()), "the timeline carries no payloads");
+    assert!(
+        tl[0].get("payload").is_none_or(|p| p.is_null()),
+        "the timeline carries no payloads"
+    );
 
     // Attempts of a message; dead letters (none); replay through the API.
     let id = day2.id.clone();
@@ -596,7 +711,12 @@ async fn admin_api_metrics_and_operations() {
     assert_eq!(attempts[0]["status"], 204);
     let (_, body) = admin_get(port, "/v1/subscribers/mfr/dead-letters", Some(ADMIN_TOKEN)).await;
     assert_eq!(body, "[]");
-    assert_eq!(admin_get(port, "/v1/messages/msg_nope", Some(ADMIN_TOKEN)).await.0, 404);
+    assert_eq!(
+        admin_get(port, "/v1/messages/msg_nope", Some(ADMIN_TOKEN))
+            .await
+            .0,
+        404
+    );
     let (code, body) = admin_post(
         port,
         "/v1/replay",
@@ -661,7 +781,19 @@ async fn mtls_client_certificate_loads() {
     let hub = Hub::new("https://127.0.0.1:9/w", "", "", 1000);
     let (cert, key) = (hub.root().join("client.pem"), hub.root().join("client.key"));
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=hubsync-test"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hubsync-test",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -679,7 +811,10 @@ async fn mtls_client_certificate_loads() {
     let config = hub.load();
     let sub = &config.subscribers[0];
     assert!(sub.identity.is_some());
-    assert!(!format!("{sub:?}").contains("PRIVATE"), "the key is never printed");
+    assert!(
+        !format!("{sub:?}").contains("PRIVATE"),
+        "the key is never printed"
+    );
     hubsync::deliver::client_for(sub, &hubsync::deliver::http_client()).expect("client with identity");
 
     hub.set_tail(&subscriber(
@@ -689,5 +824,8 @@ async fn mtls_client_certificate_loads() {
     ));
     let err = hubsync::config::load_with_env(&hub.config, &Hub::env()).expect_err("missing key");
     let text = err.to_string();
-    assert!(text.contains("missing.key") && text.contains("config.toml:"), "{text}");
+    assert!(
+        text.contains("missing.key") && text.contains("config.toml:"),
+        "{text}"
+    );
 }

@@ -481,8 +481,11 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             }
             None => {
                 diags.push(
-                    src.diag(a.token_env.span(), format!("environment variable `{token_env}` is not set"))
-                        .with_hint("it holds the bearer token of the admin API"),
+                    src.diag(
+                        a.token_env.span(),
+                        format!("environment variable `{token_env}` is not set"),
+                    )
+                    .with_hint("it holds the bearer token of the admin API"),
                 );
                 None
             }
@@ -604,8 +607,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
                             Ok(id) => Some(ClientIdentity(id)),
                             Err(e) => {
                                 diags.push(
-                                    src.diag(k.span(), format!("client certificate or key is not usable PEM: {e}"))
-                                        .with_hint("the key must be PKCS#8, RSA or SEC1 PEM without a passphrase"),
+                                    src.diag(
+                                        k.span(),
+                                        format!("client certificate or key is not usable PEM: {e}"),
+                                    )
+                                    .with_hint(
+                                        "the key must be PKCS#8, RSA or SEC1 PEM without a passphrase",
+                                    ),
                                 );
                                 None
                             }
@@ -617,8 +625,11 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         };
         if s.payload == PayloadMode::Thin && spec.admin.is_none() {
             diags.push(
-                src.diag(s.name.span(), "payload = \"thin\" links to the admin API, which is not configured")
-                    .with_hint("add an [admin] table with listen and token_env (and public_url)"),
+                src.diag(
+                    s.name.span(),
+                    "payload = \"thin\" links to the admin API, which is not configured",
+                )
+                .with_hint("add an [admin] table with listen and token_env (and public_url)"),
             );
         }
         if s.breaker_probe_interval.0.is_zero() {

@@ -118,9 +118,13 @@ pub fn redact_excerpt(raw: &[u8]) -> String {
 /// The circuit breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Circuit {
-    Closed { failures: u32 },
+    Closed {
+        failures: u32,
+    },
     /// Parked until the next probe.
-    Open { probe_at: tokio::time::Instant },
+    Open {
+        probe_at: tokio::time::Instant,
+    },
     /// One probe is in flight.
     Probing,
 }
@@ -304,7 +308,8 @@ impl Worker {
                             circuit = match circuit {
                                 Circuit::Closed { failures } => {
                                     let failures = failures + 1;
-                                    if self.sub.breaker_failures > 0 && failures >= self.sub.breaker_failures {
+                                    if self.sub.breaker_failures > 0 && failures >= self.sub.breaker_failures
+                                    {
                                         tracing::warn!(subscriber = %self.sub.name, failures, "circuit breaker open: subscriber parked; nothing is dropped");
                                         self.open_breaker(&mut state, "consecutive failures").await?
                                     } else {
@@ -462,7 +467,12 @@ fn log_outcome(subscriber: &str, r: &AttemptResult) {
 /// Stages "prepare" and "call": build the request, sign, POST, classify.
 /// Returns the attempt, what it means for the subscriber, and the message's
 /// commit time (for the latency histogram).
-async fn call(client: reqwest::Client, sub: Arc<Subscriber>, d: Due, probe: bool) -> (AttemptResult, Signal, i64) {
+async fn call(
+    client: reqwest::Client,
+    sub: Arc<Subscriber>,
+    d: Due,
+    probe: bool,
+) -> (AttemptResult, Signal, i64) {
     let attempt = d.attempts + 1;
     let at_ms = now_ms();
     let created_at = d.created_at;
@@ -537,18 +547,20 @@ async fn call(client: reqwest::Client, sub: Arc<Subscriber>, d: Due, probe: bool
         // A probe's failure says the subscriber is still down; it is not the
         // message's fault and must not use up its retries.
         Verdict::Retry { reason, .. } if probe => (AttemptOutcome::Held, Some(reason), Signal::Failure),
-        Verdict::Retry { min_wait, reason } => match retry::next_delay(&sub.retry_schedule, attempt, min_wait) {
-            Some(delay) => (
-                AttemptOutcome::RetryAt(now_ms() + delay.as_millis() as i64),
-                Some(reason),
-                Signal::Failure,
-            ),
-            None => (
-                AttemptOutcome::Failed,
-                Some(format!("{reason}; retries exhausted")),
-                Signal::Failure,
-            ),
-        },
+        Verdict::Retry { min_wait, reason } => {
+            match retry::next_delay(&sub.retry_schedule, attempt, min_wait) {
+                Some(delay) => (
+                    AttemptOutcome::RetryAt(now_ms() + delay.as_millis() as i64),
+                    Some(reason),
+                    Signal::Failure,
+                ),
+                None => (
+                    AttemptOutcome::Failed,
+                    Some(format!("{reason}; retries exhausted")),
+                    Signal::Failure,
+                ),
+            }
+        }
         // The message stays pending: the subscriber, not the message, is gone.
         Verdict::Permanent { reason, gone: true } => (AttemptOutcome::Held, Some(reason), Signal::Gone),
         Verdict::Permanent { reason, gone: false } => (AttemptOutcome::Failed, Some(reason), Signal::Failure),

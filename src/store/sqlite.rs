@@ -15,9 +15,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    now_ms, AttemptOutcome, AttemptResult, AttemptRow, Counts, DeadLetter, DeliveryRow, DeliveryStatus,
-    Due, FileRow, FileStatus, MessageRow, OutboxWrite, RejectRow, ReplayCount, ReplayFilter, StateRow,
-    StoreError, SubscriberState, SubscriberStats,
+    now_ms, AttemptOutcome, AttemptResult, AttemptRow, Counts, DeadLetter, DeliveryRow, DeliveryStatus, Due,
+    FileRow, FileStatus, MessageRow, OutboxWrite, RejectRow, ReplayCount, ReplayFilter, StateRow, StoreError,
+    SubscriberState, SubscriberStats,
 };
 
 /// SQLite's default limit on bound parameters is 32766; stay well below it.
@@ -232,12 +232,17 @@ impl SqliteStore {
     }
 
     pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        // `fetch_all`, not `fetch_one`: sqlx resets a statement dropped before
+        // SQLITE_DONE later, on its worker thread, and until then the pooled
+        // reader connection pins an old WAL snapshot (sqlx #2543) — a later
+        // `due` on it could see delivered messages as pending.
+        let rows: Vec<Option<i64>> = sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscriber = ? AND status = 0",
         )
         .bind(subscriber)
-        .fetch_one(&self.reader)
-        .await?)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().next().flatten())
     }
 
     pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
@@ -455,14 +460,17 @@ impl SqliteStore {
             );
             filter(&mut q);
             q.push(" AND o.body IS NULL");
-            let n: i64 = q.build_query_scalar().persistent(false).fetch_one(&mut *tx).await?;
+            let n: i64 = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_one(&mut *tx)
+                .await?;
             count.purged = n as u64;
         }
-        let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 0, attempts = 0, next_attempt_at = ");
+        let mut q =
+            QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 0, attempts = 0, next_attempt_at = ");
         q.push_bind(now_ms());
-        q.push(
-            ", delivered_at = NULL WHERE subscriber = ",
-        );
+        q.push(", delivered_at = NULL WHERE subscriber = ");
         q.push_bind(f.subscriber.clone());
         q.push(" AND pos IN (SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos");
         filter(&mut q);
@@ -470,7 +478,12 @@ impl SqliteStore {
             q.push(" AND o.body IS NOT NULL");
         }
         q.push(")");
-        count.replayed = q.build().persistent(false).execute(&mut *tx).await?.rows_affected();
+        count.replayed = q
+            .build()
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(count)
     }
@@ -554,8 +567,11 @@ impl SqliteStore {
     }
 
     pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError> {
-        self.messages_where("o.program = ? AND o.case_id = ? ORDER BY o.seq, o.pos", &[program, case_id])
-            .await
+        self.messages_where(
+            "o.program = ? AND o.case_id = ? ORDER BY o.seq, o.pos",
+            &[program, case_id],
+        )
+        .await
     }
 
     pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {

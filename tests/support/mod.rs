@@ -543,12 +543,16 @@ impl Recorder {
                 for (k, v) in extra {
                     resp = resp.header(k, v);
                 }
-                resp.body(axum::body::Body::from("{\"error\":\"member 123456789 rejected\"}"))
-                    .expect("response builds")
+                resp.body(axum::body::Body::from(
+                    "{\"error\":\"member 123456789 rejected\"}",
+                ))
+                .expect("response builds")
             }
         };
         let app = axum::Router::new().fallback(axum::routing::post(handler));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("recorder serves");
@@ -573,12 +577,13 @@ impl Recorder {
         self.hits.lock().expect("lock").clone()
     }
 
-    /// Accepted (2xx) hits, first per webhook-id.
+    /// Accepted (2xx) hits, first per (path, webhook-id): one message goes
+    /// to every matching subscriber with the same id.
     pub fn accepted(&self) -> Vec<Hit> {
         let mut seen = std::collections::HashSet::new();
         self.hits()
             .into_iter()
-            .filter(|h| h.ok() && seen.insert(h.id().to_string()))
+            .filter(|h| h.ok() && seen.insert((h.path.clone(), h.id().to_string())))
             .collect()
     }
 
@@ -606,7 +611,11 @@ impl Recorder {
             if a.len() >= n {
                 return a;
             }
-            assert!(Instant::now() < deadline, "timed out: {} of {n} requests", a.len());
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {} of {n} requests",
+                a.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -623,7 +632,12 @@ pub async fn admin_get(port: u16, path: &str, token: Option<&str>) -> (u16, Stri
     (status, resp.text().await.expect("body"))
 }
 
-pub async fn admin_post(port: u16, path: &str, token: Option<&str>, body: serde_json::Value) -> (u16, String) {
+pub async fn admin_post(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, String) {
     let mut req = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}{path}"))
         .header("content-type", "application/json")
