@@ -79,7 +79,24 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(300))
             .connect_with(opts.clone())
             .await?;
-        sqlx::migrate!("src/store/migrations/sqlite").run(&writer).await?;
+        // Two processes opening a fresh database at once (the daemon and
+        // `hubsync status`, a test and its child) both see no migration
+        // applied and both try the first; the loser fails with "table …
+        // already exists". SQLite has no advisory lock for sqlx to take, so
+        // retry: the next run sees what the winner applied and skips it.
+        let migrator = sqlx::migrate!("src/store/migrations/sqlite");
+        let mut tries = 0;
+        loop {
+            match migrator.run(&writer).await {
+                Ok(()) => break,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "migration raced another process; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.read_only(true))
