@@ -233,7 +233,9 @@ fn default_breaker_failures() -> u32 {
     10
 }
 fn default_breaker_probe() -> Dur {
-    Dur::secs(30)
+    // The Standard Webhooks schedule's first retry: parking never delays a
+    // recovered subscriber by more than a first retry would have.
+    Dur::secs(5)
 }
 
 fn default_timeout() -> Dur {
