@@ -40,9 +40,25 @@ async fn receiver(rx: Arc<Rx>, port: u16) -> std::net::SocketAddr {
     let handler = move |headers: HeaderMap, body: Bytes| {
         let (rx, keys) = (rx.clone(), keys.clone());
         async move {
-            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let h = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
             let now = chrono::Utc::now();
-            if sign::verify(&keys, &h("webhook-id"), &h("webhook-timestamp"), &h("webhook-signature"), &body, now.timestamp(), 300).is_err() {
+            if sign::verify(
+                &keys,
+                &h("webhook-id"),
+                &h("webhook-timestamp"),
+                &h("webhook-signature"),
+                &body,
+                now.timestamp(),
+                300,
+            )
+            .is_err()
+            {
                 rx.bad.fetch_add(1, Ordering::Relaxed);
                 return StatusCode::UNAUTHORIZED;
             }
@@ -50,8 +66,14 @@ async fn receiver(rx: Arc<Rx>, port: u16) -> std::net::SocketAddr {
                 Ok(v) => v,
                 Err(_) => return StatusCode::BAD_REQUEST,
             };
-            if let Some(ts) = v["timestamp"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
-                let ms = (now - ts.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+            if let Some(ts) = v["timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            {
+                let ms = (now - ts.with_timezone(&chrono::Utc))
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1000.0;
                 rx.latencies_ms.lock().expect("lock").push(ms);
             }
             rx.received.fetch_add(1, Ordering::Relaxed);
@@ -59,7 +81,9 @@ async fn receiver(rx: Arc<Rx>, port: u16) -> std::net::SocketAddr {
         }
     };
     let app = axum::Router::new().fallback(axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     addr
@@ -133,7 +157,10 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("drain");
     let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
-    let in_flight: usize = std::env::var("IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let in_flight: usize = std::env::var("IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let rx = Arc::new(Rx::default());
     if mode == "serve" {
         let addr = receiver(rx.clone(), arg(1, 9911) as u16).await;
@@ -160,8 +187,13 @@ async fn main() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("bench.db");
-    let store = Store::open(&format!("sqlite://{}", db.display())).await.expect("store");
-    let file = store.file_begin("bench", "0", "bench.csv", 0).await.expect("ledger row");
+    let store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("store");
+    let file = store
+        .file_begin("bench", "0", "bench.csv", 0)
+        .await
+        .expect("ledger row");
     let addr = receiver(rx.clone(), 0).await;
     let sub = Arc::new(subscriber(&format!("http://{addr}/hook"), in_flight));
     let wake = Arc::new(tokio::sync::Notify::new());

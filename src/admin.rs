@@ -154,6 +154,8 @@ async fn metrics(State(s): State<AdminState>) -> Result<Response, AdminError> {
 pub struct SubscriberView {
     pub name: String,
     pub pending: i64,
+    /// Pending messages whose last attempt failed (being retried).
+    pub failing: i64,
     pub oldest_pending_age_s: Option<f64>,
     pub delivered: i64,
     pub dead_letters: i64,
@@ -177,6 +179,7 @@ pub async fn subscriber_views(store: &Store, config: &Config) -> Result<Vec<Subs
             SubscriberView {
                 name: sub.name.clone(),
                 pending: st.map_or(0, |s| s.pending),
+                failing: st.map_or(0, |s| s.failing),
                 oldest_pending_age_s: st.and_then(|s| s.oldest_pending_ms).map(|ms| ms as f64 / 1000.0),
                 delivered: st.map_or(0, |s| s.delivered),
                 dead_letters: st.map_or(0, |s| s.failed),

@@ -281,8 +281,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             println!("\nSUBSCRIBERS");
             println!(
-                "{:<20} {:>9} {:>14} {:>10} {:>12} {:>9}  state",
-                "subscriber", "pending", "oldest pending", "delivered", "dead letters", "coalesced"
+                "{:<20} {:>9} {:>14} {:>8} {:>10} {:>12} {:>9}  state",
+                "subscriber",
+                "pending",
+                "oldest pending",
+                "failing",
+                "delivered",
+                "dead letters",
+                "coalesced"
             );
             for s in crate::admin::subscriber_views(&store, &c).await? {
                 let age = s
@@ -303,8 +309,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     "active".to_string()
                 };
                 println!(
-                    "{:<20} {:>9} {:>14} {:>10} {:>12} {:>9}  {}",
-                    s.name, s.pending, age, s.delivered, s.dead_letters, s.coalesced, state
+                    "{:<20} {:>9} {:>14} {:>8} {:>10} {:>12} {:>9}  {}",
+                    s.name, s.pending, age, s.failing, s.delivered, s.dead_letters, s.coalesced, state
                 );
             }
             store.close().await;

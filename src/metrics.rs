@@ -202,6 +202,20 @@ impl Metrics {
         }
         header(
             &mut out,
+            "hubsync_delivery_failing",
+            "gauge",
+            "Pending deliveries whose last attempt failed (being retried).",
+        );
+        for s in stats {
+            let _ = writeln!(
+                out,
+                "hubsync_delivery_failing{{subscriber=\"{}\"}} {}",
+                esc(&s.subscriber),
+                s.failing
+            );
+        }
+        header(
+            &mut out,
             "hubsync_delivery_dead_letters",
             "gauge",
             "Deliveries failed for good (replayable).",

@@ -28,7 +28,7 @@ pub mod envelope;
 pub mod retry;
 pub mod sign;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +115,10 @@ pub fn redact_excerpt(raw: &[u8]) -> String {
     out
 }
 
+/// Finished calls: the attempt, what it says about the subscriber, and the
+/// message's commit time (for the latency histogram).
+type Settled = Vec<(AttemptResult, Signal, i64)>;
+
 /// The circuit breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Circuit {
@@ -153,12 +157,16 @@ impl Worker {
     /// Runs until `shutdown`, then drains in-flight requests for up to `grace`.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> Result<(), StoreError> {
         let mut in_flight: JoinSet<(AttemptResult, Signal, i64)> = JoinSet::new();
+        // At most one batch being committed, and the results waiting for it.
+        let mut recorder: JoinSet<(Settled, Result<(), StoreError>)> = JoinSet::new();
+        let mut to_record: Settled = Vec::new();
         // Positions sent but not yet recorded (still `pending` in the store,
         // so fetch must skip them), with their lane: a lane never has two
         // requests in flight, whatever coalescing did to its head meanwhile.
         let mut unsettled: HashMap<i64, i64> = HashMap::new();
         let mut draining: Option<tokio::time::Instant> = None;
         let max = self.sub.max_in_flight;
+        let refill = (max / 4).max(1);
         let mut state = self.initial_state().await?;
         let mut circuit = if state.parked_until.is_some() {
             // Parked before a restart: probe first rather than burst.
@@ -190,24 +198,26 @@ impl Worker {
             // Stage 1: fetch due lane heads and start calls.
             let sending = draining.is_none() && state.disabled_at.is_none();
             match circuit {
-                Circuit::Closed { .. } if sending && in_flight.len() < max => {
+                // Refill when a quarter of the window is free (or all of
+                // it): one fetch per few answers, not one per answer.
+                Circuit::Closed { .. }
+                    if sending && (in_flight.is_empty() || max - in_flight.len() >= refill) =>
+                {
                     let room = max - in_flight.len();
                     let due = self
                         .store
-                        .due(&self.sub.name, now_ms(), (room + unsettled.len()) as i64)
+                        .due(
+                            &self.sub.name,
+                            now_ms(),
+                            room as i64,
+                            &unsettled.keys().copied().collect::<Vec<_>>(),
+                        )
                         .await?;
-                    let mut lanes_taken: Vec<i64> = Vec::new();
+                    // Lanes with a request in flight or unrecorded: never two at once.
+                    let mut busy: HashSet<i64> = unsettled.values().copied().collect();
                     let fresh: Vec<Due> = due
                         .into_iter()
-                        .filter(|d| {
-                            let free = !unsettled.contains_key(&d.pos)
-                                && !unsettled.values().any(|l| *l == d.lane)
-                                && !lanes_taken.contains(&d.lane);
-                            if free {
-                                lanes_taken.push(d.lane);
-                            }
-                            free
-                        })
+                        .filter(|d| !unsettled.contains_key(&d.pos) && busy.insert(d.lane))
                         .take(room)
                         .collect();
                     for d in fresh {
@@ -229,7 +239,7 @@ impl Worker {
                             last_coalesce = Some(now);
                         }
                         // The oldest lane head, whatever its retry time.
-                        let probe = self.store.due(&self.sub.name, i64::MAX, 1).await?;
+                        let probe = self.store.due(&self.sub.name, i64::MAX, 1, &[]).await?;
                         match probe.into_iter().next() {
                             Some(d) => {
                                 tracing::info!(subscriber = %self.sub.name, "probing a parked subscriber");
@@ -246,21 +256,32 @@ impl Worker {
                 }
                 _ => {}
             }
-            // Stage 2: wait for a result, new work, a timer or shutdown.
+            // Stage 2: wait for a result, a recorded batch, new work, a timer
+            // or shutdown.
             let deadline = draining.unwrap_or_else(|| tokio::time::Instant::now() + next_wake);
-            let mut results = Vec::new();
+            let mut recorded: Option<Settled> = None;
             tokio::select! {
                 Some(r) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(r) = r { results.push(r) }
+                    if let Ok(r) = r { to_record.push(r) }
                     while let Some(r) = in_flight.try_join_next() {
-                        if let Ok(r) = r { results.push(r) }
+                        if let Ok(r) = r { to_record.push(r) }
                     }
+                }
+                Some(done) = recorder.join_next(), if !recorder.is_empty() => {
+                    let (batch, res) = done.expect("the recording task does not panic");
+                    res?;
+                    recorded = Some(batch);
                 }
                 _ = self.wake.notified(), if draining.is_none() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     if draining.is_some() {
                         tracing::warn!(subscriber = %self.sub.name, abandoned = in_flight.len(), "shutdown grace elapsed; unsettled deliveries stay pending");
                         in_flight.abort_all();
+                        while let Some(done) = recorder.join_next().await {
+                            done.expect("the recording task does not panic").1?;
+                        }
+                        let attempts: Vec<AttemptResult> = to_record.iter().map(|(a, _, _)| a.clone()).collect();
+                        self.store.record_attempts(&attempts).await?;
                         return Ok(());
                     }
                 }
@@ -268,10 +289,21 @@ impl Worker {
                     draining = Some(tokio::time::Instant::now() + grace);
                 }
             }
-            // Stage 3: record outcomes in one transaction.
-            if !results.is_empty() {
-                let attempts: Vec<AttemptResult> = results.iter().map(|(a, _, _)| a.clone()).collect();
-                self.store.record_attempts(&attempts).await?;
+            // Stage 3: record outcomes, one transaction per batch, in the
+            // background: the fsync of one batch overlaps the calls of the
+            // next instead of stalling every lane. Positions stay unsettled
+            // (not fetched again) until their batch is committed.
+            if recorder.is_empty() && !to_record.is_empty() {
+                let batch = std::mem::take(&mut to_record);
+                let store = self.store.clone();
+                recorder.spawn(async move {
+                    let attempts: Vec<AttemptResult> = batch.iter().map(|(a, _, _)| a.clone()).collect();
+                    let res = store.record_attempts(&attempts).await;
+                    (batch, res)
+                });
+            }
+            // Stage 4: act on what a committed batch says about the subscriber.
+            if let Some(results) = recorded {
                 let mut any_failure = false;
                 for (r, signal, created_at) in &results {
                     unsettled.remove(&r.pos);
@@ -342,7 +374,7 @@ impl Worker {
                     probe_at: tokio::time::Instant::now(),
                 };
             }
-            if draining.is_some() && in_flight.is_empty() {
+            if draining.is_some() && in_flight.is_empty() && recorder.is_empty() && to_record.is_empty() {
                 return Ok(());
             }
         }

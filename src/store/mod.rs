@@ -307,6 +307,8 @@ pub struct SubscriberStats {
     pub delivered: i64,
     pub failed: i64,
     pub coalesced: i64,
+    /// Pending deliveries whose last attempt failed (being retried).
+    pub failing: i64,
     pub oldest_pending_ms: Option<i64>,
 }
 
@@ -387,10 +389,17 @@ impl Store {
         }
     }
 
-    /// Heads of lanes that are due for `subscriber`, oldest first.
-    pub async fn due(&self, subscriber: &str, now_ms: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
+    /// Heads of lanes that are due for `subscriber`, oldest first, leaving
+    /// out the positions in `skip` (in flight).
+    pub async fn due(
+        &self,
+        subscriber: &str,
+        now_ms: i64,
+        limit: i64,
+        skip: &[i64],
+    ) -> Result<Vec<Due>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.due(subscriber, now_ms, limit).await,
+            Store::Sqlite(s) => s.due(subscriber, now_ms, limit, skip).await,
         }
     }
 

@@ -211,23 +211,41 @@ impl SqliteStore {
         })
     }
 
-    pub async fn due(&self, subscriber: &str, now: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
+    pub async fn due(
+        &self,
+        subscriber: &str,
+        now: i64,
+        limit: i64,
+        skip: &[i64],
+    ) -> Result<Vec<Due>, StoreError> {
         // A delivery is due when it is the oldest pending one of its lane: that
         // is the per-case FIFO. A parked (failing) head holds back only its lane.
-        let rows = sqlx::query(
+        // `skip` (in flight, still pending) is excluded here so their bodies
+        // are not read again on every refill.
+        let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.pos, d.lane, d.attempts, o.id, o.body, o.connector, o.program, o.case_id, o.milestone,
                     o.seq, o.created_at
              FROM deliveries d JOIN outbox o ON o.pos = d.pos
-             WHERE d.subscriber = ?1 AND d.status = 0 AND d.next_attempt_at <= ?2
-               AND NOT EXISTS (SELECT 1 FROM deliveries e
-                               WHERE e.subscriber = ?1 AND e.lane = d.lane AND e.status = 0 AND e.pos < d.pos)
-             ORDER BY d.pos LIMIT ?3",
-        )
-        .bind(subscriber)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+             WHERE d.subscriber = ",
+        );
+        q.push_bind(subscriber);
+        q.push(" AND d.status = 0 AND d.next_attempt_at <= ");
+        q.push_bind(now);
+        q.push(
+            " AND NOT EXISTS (SELECT 1 FROM deliveries e
+                              WHERE e.subscriber = d.subscriber AND e.lane = d.lane AND e.status = 0 AND e.pos < d.pos)",
+        );
+        if !skip.is_empty() {
+            q.push(" AND d.pos NOT IN (");
+            let mut sep = q.separated(", ");
+            for p in skip.iter().take(MAX_PARAMS) {
+                sep.push_bind(*p);
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY d.pos LIMIT ");
+        q.push_bind(limit);
+        let rows = q.build().persistent(false).fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| {
                 Ok(Due {
@@ -354,7 +372,7 @@ impl SqliteStore {
         let rows = sqlx::query(
             "SELECT d.subscriber,
                     SUM(d.status = 0) AS pending, SUM(d.status = 1) AS delivered, SUM(d.status = 2) AS failed,
-                    SUM(d.status = 3) AS coalesced,
+                    SUM(d.status = 3) AS coalesced, SUM(d.status = 0 AND d.last_error IS NOT NULL) AS failing,
                     MIN(CASE WHEN d.status = 0 THEN o.created_at END) AS oldest
              FROM deliveries d JOIN outbox o ON o.pos = d.pos GROUP BY d.subscriber ORDER BY d.subscriber",
         )
@@ -369,6 +387,7 @@ impl SqliteStore {
                     delivered: r.try_get("delivered")?,
                     failed: r.try_get("failed")?,
                     coalesced: r.try_get("coalesced")?,
+                    failing: r.try_get("failing")?,
                     oldest_pending_ms: r.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t),
                 })
             })
@@ -423,14 +442,17 @@ impl SqliteStore {
     }
 
     pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
-        // Never-attempted deliveries only: one that was attempted may have
-        // been processed by the receiver despite the error it answered.
+        // Never-attempted deliveries only (no attempt of any kind: not even a
+        // probe, which leaves `attempts` alone but sets `last_error`): one
+        // that was attempted may have been processed by the receiver despite
+        // the error it answered.
         let done = sqlx::query(
             "UPDATE deliveries SET status = 3 WHERE subscriber = ?1 AND status = 0 AND pos IN (
                 SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos
-                WHERE d.subscriber = ?1 AND d.status = 0 AND d.attempts = 0 AND o.key_hash IS NOT NULL
+                WHERE d.subscriber = ?1 AND d.status = 0 AND o.key_hash IS NOT NULL
+                  AND d.attempts = 0 AND d.last_status IS NULL AND d.last_error IS NULL
                   AND (?2 OR EXISTS (SELECT 1 FROM deliveries h WHERE h.subscriber = ?1 AND h.lane = d.lane
-                                     AND h.status = 0 AND h.attempts > 0))
+                                     AND h.status = 0 AND (h.attempts > 0 OR h.last_error IS NOT NULL)))
                   AND EXISTS (SELECT 1 FROM deliveries e JOIN outbox p ON p.pos = e.pos
                               WHERE e.subscriber = ?1 AND e.lane = d.lane AND e.status = 0 AND e.pos > d.pos
                                 AND p.key_hash = o.key_hash AND p.program = o.program AND p.case_id = o.case_id
