@@ -628,9 +628,12 @@ async fn admin_api_metrics_and_operations() {
     let text = loop {
         let (code, text) = admin_get(port, "/metrics", Some(ADMIN_TOKEN)).await;
         assert_eq!(code, 200);
+        // Counters move when the receiver answers; store gauges once the
+        // batch is committed a moment later.
         if text.contains(&format!(
             "hubsync_delivery_attempts_total{{subscriber=\"mfr\",result=\"delivered\"}} {n}\n"
-        )) {
+        )) && text.contains("hubsync_delivery_backlog{subscriber=\"mfr\"} 0\n")
+        {
             break text;
         }
         assert!(std::time::Instant::now() < deadline, "{text}");

@@ -181,6 +181,7 @@ impl Worker {
             .store(!matches!(circuit, Circuit::Closed { .. }), Ordering::Relaxed);
         let mut last_state_check = tokio::time::Instant::now();
         let mut last_coalesce: Option<tokio::time::Instant> = None;
+        let mut coalesce_wanted = false;
         loop {
             let mut next_wake = self.poll;
             // Another process (CLI, admin API) may re-enable us.
@@ -233,7 +234,8 @@ impl Worker {
                 }
                 Circuit::Open { probe_at } if sending => {
                     let now = tokio::time::Instant::now();
-                    if now >= probe_at && in_flight.is_empty() {
+                    if now >= probe_at && in_flight.is_empty() && recorder.is_empty() && to_record.is_empty()
+                    {
                         if self.sub.coalesce {
                             self.coalesce(true).await?;
                             last_coalesce = Some(now);
@@ -260,11 +262,12 @@ impl Worker {
             // or shutdown.
             let deadline = draining.unwrap_or_else(|| tokio::time::Instant::now() + next_wake);
             let mut recorded: Option<Settled> = None;
+            let mut arrived: Settled = Vec::new();
             tokio::select! {
                 Some(r) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(r) = r { to_record.push(r) }
+                    if let Ok(r) = r { arrived.push(r) }
                     while let Some(r) = in_flight.try_join_next() {
-                        if let Ok(r) = r { to_record.push(r) }
+                        if let Ok(r) = r { arrived.push(r) }
                     }
                 }
                 Some(done) = recorder.join_next(), if !recorder.is_empty() => {
@@ -280,6 +283,7 @@ impl Worker {
                         while let Some(done) = recorder.join_next().await {
                             done.expect("the recording task does not panic").1?;
                         }
+                        to_record.extend(arrived);
                         let attempts: Vec<AttemptResult> = to_record.iter().map(|(a, _, _)| a.clone()).collect();
                         self.store.record_attempts(&attempts).await?;
                         return Ok(());
@@ -289,24 +293,11 @@ impl Worker {
                     draining = Some(tokio::time::Instant::now() + grace);
                 }
             }
-            // Stage 3: record outcomes, one transaction per batch, in the
-            // background: the fsync of one batch overlaps the calls of the
-            // next instead of stalling every lane. Positions stay unsettled
-            // (not fetched again) until their batch is committed.
-            if recorder.is_empty() && !to_record.is_empty() {
-                let batch = std::mem::take(&mut to_record);
-                let store = self.store.clone();
-                recorder.spawn(async move {
-                    let attempts: Vec<AttemptResult> = batch.iter().map(|(a, _, _)| a.clone()).collect();
-                    let res = store.record_attempts(&attempts).await;
-                    (batch, res)
-                });
-            }
-            // Stage 4: act on what a committed batch says about the subscriber.
-            if let Some(results) = recorded {
+            // Stage 3: act at once on what the answers say about the
+            // subscriber (a 410 or a breaker trip stops the next fetch).
+            if !arrived.is_empty() {
                 let mut any_failure = false;
-                for (r, signal, created_at) in &results {
-                    unsettled.remove(&r.pos);
+                for (r, signal, created_at) in &arrived {
                     log_outcome(&self.sub.name, r);
                     self.count(r, *created_at);
                     match signal {
@@ -357,16 +348,40 @@ impl Worker {
                         }
                     }
                 }
-                // A failing lane is a backlog in the making: collapse it, at
-                // most once a second.
-                if any_failure
-                    && self.sub.coalesce
-                    && last_coalesce.map_or(true, |t| t.elapsed() >= Duration::from_secs(1))
-                {
-                    let open = matches!(circuit, Circuit::Open { .. });
-                    self.coalesce(open).await?;
-                    last_coalesce = Some(tokio::time::Instant::now());
+                coalesce_wanted |= any_failure && self.sub.coalesce;
+                to_record.extend(arrived);
+            }
+            // Stage 4: record outcomes, one transaction per batch, in the
+            // background: the fsync of one batch overlaps the calls of the
+            // next instead of stalling every lane. Positions stay unsettled
+            // (not fetched again) until their batch is committed.
+            if recorder.is_empty() && !to_record.is_empty() {
+                let batch = std::mem::take(&mut to_record);
+                let store = self.store.clone();
+                recorder.spawn(async move {
+                    let attempts: Vec<AttemptResult> = batch.iter().map(|(a, _, _)| a.clone()).collect();
+                    let res = store.record_attempts(&attempts).await;
+                    (batch, res)
+                });
+            }
+            if let Some(batch) = recorded {
+                for (r, _, _) in &batch {
+                    unsettled.remove(&r.pos);
                 }
+            }
+            // A failing lane is a backlog in the making: collapse it, at most
+            // once a second, and only when nothing is in flight or unrecorded
+            // (an attempted message is never coalesced).
+            if coalesce_wanted
+                && in_flight.is_empty()
+                && recorder.is_empty()
+                && to_record.is_empty()
+                && last_coalesce.map_or(true, |t| t.elapsed() >= Duration::from_secs(1))
+            {
+                let open = matches!(circuit, Circuit::Open { .. });
+                self.coalesce(open).await?;
+                last_coalesce = Some(tokio::time::Instant::now());
+                coalesce_wanted = false;
             }
             if circuit == Circuit::Probing && unsettled.is_empty() {
                 // The probe settled without a verdict on the subscriber: probe again.
