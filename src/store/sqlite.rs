@@ -221,18 +221,21 @@ impl SqliteStore {
         // A delivery is due when it is the oldest pending one of its lane: that
         // is the per-case FIFO. A parked (failing) head holds back only its lane.
         // `skip` (in flight, still pending) is excluded here so their bodies
-        // are not read again on every refill.
+        // are not read again on every refill. INDEXED BY: without statistics
+        // SQLite picks the primary key, which walks every delivered row and,
+        // in the lane check, every earlier position: 40 ms instead of 0.03 ms
+        // per call with 50k rows.
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.pos, d.lane, d.attempts, o.id, o.body, o.connector, o.program, o.case_id, o.milestone,
                     o.seq, o.created_at
-             FROM deliveries d JOIN outbox o ON o.pos = d.pos
+             FROM deliveries d INDEXED BY deliveries_pending JOIN outbox o ON o.pos = d.pos
              WHERE d.subscriber = ",
         );
         q.push_bind(subscriber);
         q.push(" AND d.status = 0 AND d.next_attempt_at <= ");
         q.push_bind(now);
         q.push(
-            " AND NOT EXISTS (SELECT 1 FROM deliveries e
+            " AND NOT EXISTS (SELECT 1 FROM deliveries e INDEXED BY deliveries_lane
                               WHERE e.subscriber = d.subscriber AND e.lane = d.lane AND e.status = 0 AND e.pos < d.pos)",
         );
         if !skip.is_empty() {
@@ -272,7 +275,7 @@ impl SqliteStore {
         // reader connection pins an old WAL snapshot (sqlx #2543) — a later
         // `due` on it could see delivered messages as pending.
         let rows: Vec<Option<i64>> = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscriber = ? AND status = 0",
+            "SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_pending WHERE subscriber = ? AND status = 0",
         )
         .bind(subscriber)
         .fetch_all(&self.reader)
@@ -448,12 +451,12 @@ impl SqliteStore {
         // the error it answered.
         let done = sqlx::query(
             "UPDATE deliveries SET status = 3 WHERE subscriber = ?1 AND status = 0 AND pos IN (
-                SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos
+                SELECT d.pos FROM deliveries d INDEXED BY deliveries_pending JOIN outbox o ON o.pos = d.pos
                 WHERE d.subscriber = ?1 AND d.status = 0 AND o.key_hash IS NOT NULL
                   AND d.attempts = 0 AND d.last_status IS NULL AND d.last_error IS NULL
-                  AND (?2 OR EXISTS (SELECT 1 FROM deliveries h WHERE h.subscriber = ?1 AND h.lane = d.lane
+                  AND (?2 OR EXISTS (SELECT 1 FROM deliveries h INDEXED BY deliveries_lane WHERE h.subscriber = ?1 AND h.lane = d.lane
                                      AND h.status = 0 AND (h.attempts > 0 OR h.last_error IS NOT NULL)))
-                  AND EXISTS (SELECT 1 FROM deliveries e JOIN outbox p ON p.pos = e.pos
+                  AND EXISTS (SELECT 1 FROM deliveries e INDEXED BY deliveries_lane JOIN outbox p ON p.pos = e.pos
                               WHERE e.subscriber = ?1 AND e.lane = d.lane AND e.status = 0 AND e.pos > d.pos
                                 AND p.key_hash = o.key_hash AND p.program = o.program AND p.case_id = o.case_id
                                 AND p.milestone = o.milestone))",
