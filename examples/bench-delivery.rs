@@ -141,6 +141,7 @@ fn subscriber(url: &str, in_flight: usize) -> Subscriber {
         coalesce: false,
         breaker_failures: 0,
         breaker_probe_interval: Duration::from_secs(30),
+        feed_missing: false,
     }
 }
 

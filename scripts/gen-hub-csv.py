@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seeded generator of Acme-Hub-style status snapshots for benchmarks.
 
-    gen-hub-csv.py ROWS OUT.csv [--changed-pct P --base-seed S]
+    gen-hub-csv.py CASES OUT.csv [--changed-pct P] [--base-seed S] [--repeat K]
 
 Writes ROWS cases (one row each) with realistic columns. With --changed-pct,
 writes the "next night" of the same seed: the same snapshot with P% of the
@@ -30,6 +30,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--changed-pct", type=float, default=0.0)
     ap.add_argument("--base-seed", type=int, default=42)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="write each case's row this many times (an event-log-like file whose size grows without new cases)")
     a = ap.parse_args()
     rng = random.Random(a.base_seed)
     change = random.Random(a.base_seed + 1)
@@ -58,7 +60,8 @@ def main():
                 row[14] = f"11/{rng.randint(1, 20):02d}/2026"
                 row[15], row[16], row[17] = "UPS", f"1Z{rng.randrange(10**15, 10**16)}", "0"
                 row[18], row[19], row[20] = "50242-0041-01", "30", "30"
-            w.writerow(row)
+            for _ in range(a.repeat):
+                w.writerow(row)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ pub enum Command {
         /// Print each body as JSON, one per line.
         #[arg(long)]
         json: bool,
+        /// Prefix each line with the receive time (Unix ms): for latency measurements.
+        #[arg(long)]
+        timestamps: bool,
     },
     /// Process files now, in name (date) order, without the daemon: onboarding
     /// a hub's history, or re-running archived files. Already-processed files
@@ -59,6 +62,27 @@ pub enum Command {
         seed: bool,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Dry run on a real file: the milestones it would emit (new, changed with
+    /// a field-level diff, unchanged) against the current state, rejects, and
+    /// value-map coverage. Writes nothing.
+    Map {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        connector: String,
+        /// `json` (JSON lines) or `table`.
+        #[arg(long, default_value = "json")]
+        format: String,
+        file: PathBuf,
+    },
+    /// Run the mapping tests in `<mappings_dir>/tests/`; non-zero exit on failure.
+    Test {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Rewrite the expected outputs from the current mappings.
+        #[arg(long)]
+        update: bool,
     },
     /// Files with their reconciliation counts, and delivery backlog per subscriber.
     Status {
@@ -165,11 +189,47 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             seed,
             files,
         } => ingest(&config, &connector, seed, files).await,
+        Command::Map {
+            config,
+            connector,
+            format,
+            file,
+        } => {
+            let c = load(&config)?;
+            let Some(conn) = c.connectors.iter().find(|x| x.name == connector) else {
+                bail!("no connector named `{connector}`");
+            };
+            let report = crate::workbench::map_file(&c, conn, &file).await?;
+            match format.as_str() {
+                "table" => print!("{}", report.to_table()),
+                "json" => print!("{}", report.to_json_lines()),
+                other => bail!("unknown format `{other}` (json or table)"),
+            }
+            Ok(())
+        }
+        Command::Test { config, update } => {
+            let c = load(&config)?;
+            let results = crate::workbench::run_mapping_tests(&c, update)?;
+            let failed = results.iter().filter(|r| r.failure.is_some()).count();
+            for r in &results {
+                match &r.failure {
+                    None if update => println!("updated {}", r.name),
+                    None => println!("PASS {}", r.name),
+                    Some(diff) => println!("FAIL {}\n{diff}", r.name),
+                }
+            }
+            println!("{} passed, {} failed", results.len() - failed, failed);
+            if failed > 0 {
+                bail!("{failed} mapping test(s) failed");
+            }
+            Ok(())
+        }
         Command::Listen {
             addr,
             secret_env,
             json,
-        } => listen(addr, &secret_env, json).await,
+            timestamps,
+        } => listen(addr, &secret_env, json, timestamps).await,
         Command::Replay {
             config,
             subscriber,
@@ -313,13 +373,44 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     s.name, s.pending, age, s.failing, s.delivered, s.dead_letters, s.coalesced, state
                 );
             }
+            print_missing_drops(&store).await?;
             store.close().await;
             Ok(())
         }
     }
 }
 
-async fn listen(addr: SocketAddr, secret_env: &str, json: bool) -> anyhow::Result<()> {
+/// Missed feed deadlines (`[expect]` in connector files), newest first.
+async fn print_missing_drops(store: &Store) -> anyhow::Result<()> {
+    let missing = store.missing_drops(20).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+            || "?".to_string(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+    };
+    println!("\nMISSING DROPS (newest first)");
+    println!(
+        "{:<16} {:<22} {:<22} {:<22} notified",
+        "connector", "expected by", "detected", "last arrival"
+    );
+    for m in missing {
+        println!(
+            "{:<16} {:<22} {:<22} {:<22} {}",
+            m.connector,
+            at(m.expected_by_ms),
+            at(m.detected_at_ms),
+            m.last_arrival_ms.map_or_else(|| "never".to_string(), at),
+            if m.webhook_id.is_some() { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool) -> anyhow::Result<()> {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
 
@@ -347,12 +438,17 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool) -> anyhow::Resul
                 return StatusCode::UNAUTHORIZED;
             }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let stamp = if timestamps {
+                format!("{} ", chrono::Utc::now().timestamp_millis())
+            } else {
+                String::new()
+            };
             if json {
-                println!("{}", String::from_utf8_lossy(&body));
+                println!("{stamp}{}", String::from_utf8_lossy(&body));
             } else {
                 let d = &v["data"];
                 println!(
-                    "{id} {:<22} program={} case={} seq={} occurred_at={} change={} {}",
+                    "{stamp}{id} {:<22} program={} case={} seq={} occurred_at={} change={} {}",
                     v["type"].as_str().unwrap_or("?"),
                     d["program"].as_str().unwrap_or("?"),
                     d["case_id"].as_str().unwrap_or("?"),
@@ -402,6 +498,12 @@ async fn ingest(
         let _ = tokio::signal::ctrl_c().await;
         t.cancel();
     });
+    let t0 = std::time::Instant::now();
+    let entries = pipeline.warm().await?;
+    eprintln!(
+        "state index: {entries} entries loaded in {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
     // Hub files carry their date in the name; name order is date order.
     files.sort();
     let total_bytes: u64 = files
@@ -429,7 +531,46 @@ async fn ingest(
             sha256,
             marker: None,
         };
-        let outcome = pipeline.process(&conn, &file, &shutdown).await?;
+        // A live progress line on terminals: the ledger's checkpoint is the
+        // truth of how far the file is, so the pipeline needs no callback.
+        let ticker = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let (store, connector, sha, label) = (
+                store.clone(),
+                conn.name.clone(),
+                file.sha256.clone(),
+                format!("[{}/{}] {name}", i + 1, files.len()),
+            );
+            let (rows_before, bytes_before, started) = (rows, done_bytes, started);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    if let Ok(Some(f)) = store.file_get(&connector, &sha).await {
+                        let elapsed = started.elapsed().as_secs_f64();
+                        let total = rows_before + f.records_done;
+                        let eta = if bytes_before > 0 {
+                            format!(
+                                "{:.0}s",
+                                elapsed * total_bytes.saturating_sub(bytes_before) as f64
+                                    / bytes_before as f64
+                            )
+                        } else {
+                            "?".to_string()
+                        };
+                        eprint!(
+                            "\r{label}: {} rows ({:.0} rows/s overall), ETA {eta}   ",
+                            f.records_done,
+                            total as f64 / elapsed.max(1e-9)
+                        );
+                    }
+                }
+            })
+        });
+        let outcome = pipeline.process(&conn, &file, &shutdown).await;
+        if let Some(t) = ticker {
+            t.abort();
+            eprint!("\r\x1b[2K");
+        }
+        let outcome = outcome?;
         done_bytes += size;
         let secs = t0.elapsed().as_secs_f64();
         let line = match outcome {

@@ -5,7 +5,7 @@
 //!
 //! A file travels through the stages in this order; each is a module:
 //!
-//! - [`source`]: finds complete files (local drop folders), hashes them.
+//! - [`source`]: finds complete files (local drop folders, SFTP drops), hashes them.
 //! - [`parse`]: streams records out of a file, each with its locator.
 //! - [`map`]: a declarative mapping turns a record into canonical milestones.
 //! - [`diff`]: compares milestones with stored state; keeps only deltas.
@@ -17,12 +17,14 @@
 //! - [`pipeline`]: wires parse → map → diff → outbox for one file, committing
 //!   ledger progress, state and outbox in one transaction per chunk.
 //! - [`runtime`]: spawns sources, pipelines and delivery workers; owns shutdown.
+//! - [`expect`]: per-connector deadlines; a missed drop becomes `feed.missing`.
 //! - [`store`]: the only place with SQL.
 //! - [`config`]: config, connector and mapping files, validated at load.
 //! - [`model`]: the canonical milestone model.
 //! - [`telemetry`]: logging setup; no PHI ever reaches it.
 //! - [`metrics`]: Prometheus counters and the exposition text.
 //! - [`admin`]: the admin HTTP API (health, metrics, backlog, replay).
+//! - [`workbench`]: dry runs and mapping tests for integration engineers.
 //! - [`cli`]: the `hubsync` command line.
 
 pub mod admin;
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod diff;
+pub mod expect;
 pub mod map;
 pub mod metrics;
 pub mod model;
@@ -40,3 +43,4 @@ pub mod runtime;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod workbench;

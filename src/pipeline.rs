@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::connector::OnRowError;
+use crate::config::connector::{ExtraColumns, OnRowError};
 use crate::config::{Config, Connector, Format};
 use crate::diff::{self, Candidate, StateIndex, Verdict};
 use crate::map::expr::Stop;
@@ -107,6 +107,17 @@ impl Pipeline {
         }
     }
 
+    /// Loads the state index now (at startup) rather than with the first
+    /// file; returns how many entries it holds.
+    pub async fn warm(&self) -> Result<usize, PipelineError> {
+        let mut guard = self.index.lock().await;
+        if guard.is_none() {
+            let cap = self.config.state_cache_entries;
+            *guard = Some(StateIndex::new(self.store.state_index(cap).await?, cap));
+        }
+        Ok(guard.as_ref().map_or(0, StateIndex::len))
+    }
+
     /// Processes one complete file. See the module docs for the guarantees.
     pub async fn process(
         &self,
@@ -141,7 +152,7 @@ impl Pipeline {
             let resume = row.records_done;
             tokio::task::spawn_blocking(move || {
                 let mut emit = |c: Chunk| tx.blocking_send(c).map_err(|_| ProduceError::Stopped);
-                produce(&config, &connector, &file, resume, index, &mut emit)
+                produce(&config, &connector, &file, resume, index, None, &mut emit)
             })
         };
         let provenance = Provenance {
@@ -359,6 +370,7 @@ fn produce(
     file: &ReadyFile,
     resume_from: u64,
     mut index: StateIndex,
+    coverage: Option<&crate::map::Coverage>,
     emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>,
 ) -> Result<StateIndex, ProduceError> {
     let fail =
@@ -394,7 +406,25 @@ fn produce(
         time: connector.time,
         pseudonymizer: &config.pseudonymizer,
         content_seed: config.content_seed,
+        coverage,
     };
+    if !bound.binding.extras.is_empty() {
+        let extras = format!("`{}`", bound.binding.extras.join("`, `"));
+        match connector.extra_columns {
+            ExtraColumns::Ignore => {}
+            ExtraColumns::Warn => {
+                tracing::warn!(connector = %connector.name, file = %file.name, columns = %extras, "unexpected columns in the header (ignored)")
+            }
+            ExtraColumns::Reject => {
+                fail(
+                    emit,
+                    resume_from,
+                    format!("{}: header: unexpected column(s) {extras} (header policy: extra_columns = \"reject\")", file.name),
+                )?;
+                return Ok(index);
+            }
+        }
+    }
     let chunk_rows = config.chunk_rows as u64;
     let mut rec = csv::ByteRecord::new();
     let mut ordinal: u64 = 0;
@@ -402,6 +432,7 @@ fn produce(
     let mut total_rejects = 0u64;
     // Fingerprints of one record, reused: most records produce one or two.
     let mut fps: Vec<(usize, crate::map::Fingerprint)> = Vec::with_capacity(4);
+    let mut hasher = HashSink::new(config.content_seed);
     loop {
         let locator = match reader.next_record(&mut rec) {
             Ok(Some(l)) => l,
@@ -440,12 +471,12 @@ fn produce(
             if !applies {
                 continue;
             }
-            let mut sink = HashSink::new(config.content_seed);
-            if let Err(s) = bound.walk(rule, fields, &mut sink) {
+            hasher.reset();
+            if let Err(s) = bound.walk(rule, fields, &mut hasher) {
                 stop = Some(s);
                 break;
             }
-            fps.push((i, sink.finish()));
+            fps.push((i, hasher.finish()));
         }
         match stop {
             Some(Stop::Reject { column, reason }) => {
@@ -551,6 +582,16 @@ pub fn dry_run(
     connector: &Connector,
     path: &std::path::Path,
 ) -> Result<DryRun, PipelineError> {
+    dry_run_with(config, connector, path, None)
+}
+
+/// [`dry_run`], collecting value-map coverage.
+pub fn dry_run_with(
+    config: &Config,
+    connector: &Connector,
+    path: &std::path::Path,
+    coverage: Option<&crate::map::Coverage>,
+) -> Result<DryRun, PipelineError> {
     let (sha256, size) =
         crate::source::local::hash_file(path).map_err(|e| PipelineError::Io(e.to_string()))?;
     let name = path
@@ -582,7 +623,15 @@ pub fn dry_run(
         Ok(())
     };
     // An empty, incomplete index makes every milestone a candidate.
-    match produce(config, connector, &file, 0, StateIndex::new(None, 0), &mut emit) {
+    match produce(
+        config,
+        connector,
+        &file,
+        0,
+        StateIndex::new(None, 0),
+        coverage,
+        &mut emit,
+    ) {
         Ok(_) | Err(ProduceError::Stopped) => {}
         Err(ProduceError::Io(e)) => return Err(PipelineError::Io(e)),
     }

@@ -19,6 +19,8 @@ use crate::deliver::{client_for, http_client, DeliverError, Worker};
 use crate::metrics::Metrics;
 use crate::pipeline::{FileOutcome, Pipeline};
 use crate::source::local::{self, DropFolder};
+use crate::source::sftp::{RemoteFile, Scope, SftpDrop, SftpError};
+use crate::store::{RemoteKey, RemoteStatus};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{FileDuplicateSkipped, FileFailed, FileProcessed};
 
@@ -32,6 +34,8 @@ pub enum RuntimeError {
     Deliver(#[from] DeliverError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Sftp(#[from] SftpError),
 }
 
 /// Runs until `shutdown` is cancelled and every task has stopped.
@@ -113,13 +117,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
         let (retention, every) = (config.payload_retention, config.cleaner_interval);
         tracker.spawn(async move { cleaner(store, metrics, retention, every, token).await });
     }
-    let pipeline = Pipeline::new(store.clone(), config.clone(), wakers);
+    let pipeline = Pipeline::new(store.clone(), config.clone(), wakers.clone());
+    // Load the state index before the first file arrives, so the first
+    // night's file is as fast as every other one.
+    match pipeline.warm().await {
+        Ok(n) => tracing::info!(entries = n, "state index loaded"),
+        Err(e) => tracing::warn!(error = %e, "state index not loaded; the first file will load it"),
+    }
     for connector in &config.connectors {
-        let Source::Local(src) = &connector.source;
-        let folder = DropFolder::new(src.clone());
-        folder.prepare()?;
         let (p, c, t) = (pipeline.clone(), connector.clone(), shutdown.clone());
-        tracker.spawn(async move { connector_loop(p, c, folder, t).await });
+        match &connector.source {
+            Source::Local(src) => {
+                let folder = DropFolder::new(src.clone());
+                folder.prepare()?;
+                let rescan = src.rescan;
+                tracker.spawn(async move { connector_loop(p, c, folder, rescan, t).await });
+            }
+            Source::Sftp(src) => {
+                let remote = SftpDrop::new(src.clone());
+                remote.prepare()?;
+                tracker.spawn(async move { sftp_connector_loop(p, c, remote, t).await });
+            }
+        }
+        if connector.expect.is_some() {
+            let (s, cfg, c, w, t) = (
+                store.clone(),
+                config.clone(),
+                connector.clone(),
+                wakers.clone(),
+                shutdown.clone(),
+            );
+            tracker.spawn(async move { crate::expect::watch(s, cfg, c, w, t).await });
+        }
     }
     tracing::info!(connectors = config.connectors.len(), subscribers = config.subscribers.len(), store = %redact_url(&config.store_url), "hubsync running");
     tracker.close();
@@ -188,10 +217,9 @@ async fn connector_loop(
     pipeline: Pipeline,
     connector: Arc<Connector>,
     mut folder: DropFolder,
+    rescan: Duration,
     shutdown: CancellationToken,
 ) {
-    let Source::Local(src) = &connector.source;
-    let rescan = src.rescan;
     // Events are hints; without a watcher the rescan still finds everything.
     let (_watcher, mut events) = match local::watch(folder.path()) {
         Ok((w, rx)) => (Some(w), rx),
@@ -321,4 +349,232 @@ async fn write_rejects(
     let path = std::path::PathBuf::from(format!("{}.rejects.jsonl", beside.display()));
     std::fs::write(&path, out).map_err(|e| crate::source::SourceError::io("write", &path, e))?;
     Ok(())
+}
+
+// ------------------------------------------------------------------ SFTP drops
+
+/// Polls one SFTP drop: connect (with backoff), list, fetch settled files one
+/// at a time in path order, process each through the same pipeline as local
+/// files. A connection error drops the connection and retries with backoff;
+/// a per-file error is reported and the next file goes on; a changed host
+/// key stops this connector (and only it).
+async fn sftp_connector_loop(
+    pipeline: Pipeline,
+    connector: Arc<Connector>,
+    mut remote: SftpDrop,
+    shutdown: CancellationToken,
+) {
+    let poll = remote.source().poll_interval;
+    let mut backoff = Duration::from_secs(1);
+    let mut outage = false;
+    loop {
+        let wait = match sftp_round(&pipeline, &connector, &mut remote, &shutdown).await {
+            Ok(wait) => {
+                if outage {
+                    tracing::info!(connector = %connector.name, "sftp connection restored");
+                    outage = false;
+                }
+                backoff = Duration::from_secs(1);
+                wait.min(poll)
+            }
+            Err(SftpRoundError::Sftp(e)) if e.scope() == Scope::Fatal => {
+                tracing::error!(connector = %connector.name, error = %e, "connector stopped");
+                remote.disconnect().await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(connector = %connector.name, error = %e, retry_in_s = backoff.as_secs(), "sftp round failed; reconnecting");
+                outage = true;
+                remote.disconnect().await;
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+                wait
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => {
+                remote.disconnect().await;
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SftpRoundError {
+    #[error(transparent)]
+    Sftp(#[from] SftpError),
+    #[error(transparent)]
+    Handle(#[from] HandleError),
+}
+
+/// One poll: returns how long to wait before the next.
+async fn sftp_round(
+    pipeline: &Pipeline,
+    connector: &Arc<Connector>,
+    remote: &mut SftpDrop,
+    shutdown: &CancellationToken,
+) -> Result<Duration, SftpRoundError> {
+    remote.connect().await?;
+    let (ready, next) = remote.scan().await?;
+    let mut wait = next.unwrap_or(Duration::MAX);
+    for file in ready {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match handle_remote_file(pipeline, connector, remote, &file, shutdown).await {
+            Ok(()) => {}
+            Err(SftpRoundError::Sftp(e)) if e.scope() == Scope::File => {
+                let first = remote.first_report(&file.path);
+                match &e {
+                    SftpError::NotFound { .. } => {
+                        tracing::info!(connector = %connector.name, file = %file.path, "file vanished between listing and fetch; skipped")
+                    }
+                    SftpError::Changed { .. } => {
+                        tracing::info!(connector = %connector.name, error = %e, "file changed during download; waiting for it to settle again");
+                        wait = wait.min(remote.source().settle);
+                    }
+                    _ if first => {
+                        tracing::warn!(connector = %connector.name, file = %file.path, error = %e, "remote file skipped; the connector goes on")
+                    }
+                    _ => {
+                        tracing::debug!(connector = %connector.name, file = %file.path, error = %e, "remote file still skipped")
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(wait)
+}
+
+/// One settled remote file: once-only by (path, size, mtime) and by sha256.
+async fn handle_remote_file(
+    pipeline: &Pipeline,
+    connector: &Arc<Connector>,
+    remote: &mut SftpDrop,
+    file: &RemoteFile,
+    shutdown: &CancellationToken,
+) -> Result<(), SftpRoundError> {
+    let key = RemoteKey {
+        connector: &connector.name,
+        path: &file.path,
+        size: file.size,
+        mtime: file.mtime,
+    };
+    let store = &pipeline.store;
+    match store.remote_file_status(&key).await.map_err(HandleError::from)? {
+        // Committed before: only the tidy-up may be left (it failed, or the
+        // connector leaves files in place). Never fetched again.
+        Some(RemoteStatus::Done) => {
+            tidy_remote(connector, remote, file).await?;
+            return Ok(());
+        }
+        // Refused as a whole before; a corrected upload has a new size or mtime.
+        Some(RemoteStatus::Failed) => return Ok(()),
+        None => {}
+    }
+    let started = Instant::now();
+    // Shutdown does not wait for a long download: the partial file is
+    // removed from staging at the next start and the file fetched again.
+    let staged = tokio::select! {
+        staged = remote.fetch(file) => staged?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let outcome = pipeline.process(connector, &staged, shutdown).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            remote.discard(&staged.path);
+            return Err(HandleError::from(e).into());
+        }
+    };
+    match outcome {
+        FileOutcome::Done(row) => {
+            store
+                .remote_file_record(&key, &staged.sha256, RemoteStatus::Done)
+                .await
+                .map_err(HandleError::from)?;
+            remote.discard(&staged.path);
+            let dir = remote
+                .source()
+                .archive
+                .join(chrono::Utc::now().format("%Y-%m-%d").to_string());
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| HandleError::from(crate::source::SourceError::io("create", &dir, e)))?;
+            write_rejects(pipeline, row.id, &dir.join(&staged.name)).await?;
+            FileProcessed {
+                connector: &connector.name,
+                file: &file.path,
+                counts: &row.counts,
+                millis: started.elapsed().as_millis(),
+            }
+            .emit();
+            tidy_remote(connector, remote, file).await?;
+        }
+        FileOutcome::Duplicate => {
+            store
+                .remote_file_record(&key, &staged.sha256, RemoteStatus::Done)
+                .await
+                .map_err(HandleError::from)?;
+            remote.discard(&staged.path);
+            FileDuplicateSkipped {
+                connector: &connector.name,
+                file: &file.path,
+            }
+            .emit();
+            tidy_remote(connector, remote, file).await?;
+        }
+        FileOutcome::Failed { file_id, reason } => {
+            store
+                .file_fail(file_id, &reason)
+                .await
+                .map_err(HandleError::from)?;
+            store
+                .remote_file_record(&key, &staged.sha256, RemoteStatus::Failed)
+                .await
+                .map_err(HandleError::from)?;
+            let moved = remote.quarantine(&staged, file, &reason)?;
+            write_rejects(pipeline, file_id, &moved).await?;
+            FileFailed {
+                connector: &connector.name,
+                file: &file.path,
+                reason: &reason,
+            }
+            .emit();
+        }
+        FileOutcome::Interrupted => {
+            // The checkpoint is committed; the next run fetches the file again
+            // and resumes from it (same sha256).
+            remote.discard(&staged.path);
+            tracing::info!(connector = %connector.name, file = %file.path, "interrupted; will resume from the checkpoint")
+        }
+    }
+    Ok(())
+}
+
+/// Applies `after_commit` to a committed remote file. A failure here is a
+/// per-file problem (e.g. a read-only account with `after_commit = "archive"`):
+/// the file is already in the ledger and is never processed again.
+async fn tidy_remote(
+    connector: &Connector,
+    remote: &mut SftpDrop,
+    file: &RemoteFile,
+) -> Result<(), SftpError> {
+    match remote.after_commit(file).await {
+        Ok(Some(to)) => {
+            tracing::info!(connector = %connector.name, file = %file.path, to = %to, "remote file archived");
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) if e.scope() == Scope::File => {
+            if remote.first_report(&file.path) {
+                tracing::warn!(connector = %connector.name, file = %file.path, error = %e,
+                    "committed, but the remote file could not be tidied; it will not be processed again");
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -403,46 +403,55 @@ fn check_points_at_mapping_errors() {
     assert!(stderr.contains('^'), "a caret under the spot:\n{stderr}");
 }
 
-/// Golden test: every acme-hub fixture maps to its committed expected output.
-/// Regenerate with `UPDATE_GOLDEN=1 cargo test --test pipeline golden`.
+/// Golden test: the shipped mapping tests (`mappings/tests/`) pass, and
+/// every sample file in `fixtures/` is covered by one of them.
+/// Regenerate with `hubsync test --update`.
 #[test]
-fn golden_fixtures_map_to_expected_output() {
-    let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
-    let config = hub.load();
-    let dir = repo().join("fixtures/acme-hub");
-    let mut checked = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+fn golden_every_fixture_maps_to_its_expected_output() {
+    let config = hubsync::config::load_with_env(&repo().join("config.example.toml"), &|k| match k {
+        "HUBSYNC_PSEUDONYM_KEY" => Some(support::PSEUDONYM_KEY.to_string()),
+        "HUBSYNC_LOCAL_SECRET" => Some(support::SECRET.to_string()),
+        _ => None,
+    })
+    .unwrap_or_else(|d| panic!("{d}"));
+    let results = hubsync::workbench::run_mapping_tests(&config, false).expect("mapping tests run");
+    for r in &results {
+        assert!(
+            r.failure.is_none(),
+            "mapping test {} failed:\n{}",
+            r.name,
+            r.failure.as_deref().unwrap_or("")
+        );
+    }
+    let tests_dir = repo().join("mappings/tests");
+    let specs: String = std::fs::read_dir(&tests_dir)
+        .expect("mappings/tests")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| std::fs::read_to_string(e.path()).expect("read test spec"))
+        .collect();
+    let mut fixtures = Vec::new();
+    for dir in std::fs::read_dir(repo().join("fixtures"))
         .expect("fixtures")
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
     {
-        let dry = hubsync::pipeline::dry_run(&config, &config.connectors[0], &path).expect("dry run");
-        let mut out = String::new();
-        for (locator, content) in &dry.milestones {
-            out.push_str(&serde_json::json!({"locator": locator, "milestone": content}).to_string());
-            out.push('\n');
+        if dir.path().is_dir() {
+            for f in std::fs::read_dir(dir.path())
+                .expect("fixture dir")
+                .filter_map(Result::ok)
+            {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".jsonl") && !name.ends_with(".md") {
+                    fixtures.push(format!("{}/{}", dir.file_name().to_string_lossy(), name));
+                }
+            }
         }
-        for r in &dry.rejects {
-            out.push_str(&serde_json::json!({"reject": r}).to_string());
-            out.push('\n');
-        }
-        if let Some(f) = &dry.failed {
-            out.push_str(&serde_json::json!({"file_failed": f}).to_string());
-            out.push('\n');
-        }
-        let golden = path.with_extension("expected.jsonl");
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&golden, &out).expect("write golden");
-        }
-        let want =
-            std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("missing {}", golden.display()));
-        assert_eq!(out, want, "{} differs from {}", path.display(), golden.display());
-        checked += 1;
     }
-    assert!(checked >= 4);
+    for f in &fixtures {
+        assert!(
+            specs.contains(f.as_str()),
+            "fixture {f} has no mapping test in mappings/tests/"
+        );
+    }
+    assert!(results.len() >= 4, "{} mapping tests", results.len());
 }

@@ -29,6 +29,44 @@ pub struct ConnectorSpec {
     pub on_row_error: OnRowError,
     /// Stop the file (error folder) once more than this many records were rejected.
     pub max_rejects: Option<u64>,
+    /// When this feed's file is due; a missed deadline is logged, stored and
+    /// can be sent as a `feed.missing` event.
+    pub expect: Option<ExpectSpec>,
+    #[serde(default)]
+    pub header: HeaderSpec,
+}
+
+/// `[expect]`: a daily deadline for the feed's file, in the connector's time zone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    /// Local time of day, `HH:MM` or `HH:MM:SS`: a file must have arrived in
+    /// the 24 hours before it.
+    pub daily_by: Spanned<String>,
+    /// Weekdays the file is expected (`mon` … `sun`); empty means every day.
+    #[serde(default)]
+    pub days: Vec<Spanned<String>>,
+}
+
+/// The header policy: what drift in a hub's columns means.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSpec {
+    #[serde(default)]
+    pub extra_columns: ExtraColumns,
+}
+
+/// A column in the file that the mapping does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtraColumns {
+    /// Hubs add columns all the time; the mapping reads only what it declares.
+    Ignore,
+    /// Log the new column names once per file.
+    #[default]
+    Warn,
+    /// The contract is exact: refuse the file.
+    Reject,
 }
 
 /// A local time that happens twice (the autumn change).
@@ -68,40 +106,82 @@ pub enum OnRowError {
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     Local,
+    Sftp,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     pub kind: Spanned<SourceKind>,
-    /// The drop folder, relative to the main config file.
-    pub path: PathBuf,
+    /// local: the drop folder, relative to the main config file.
+    /// sftp: the remote directory (absolute, or relative to the login directory).
+    pub path: Spanned<PathBuf>,
     /// Glob on file names (not paths), e.g. `status_*.csv`.
     #[serde(default = "default_pattern")]
     pub pattern: Spanned<String>,
     /// How long size and mtime must stay unchanged before a file counts as complete.
     #[serde(default = "default_settle")]
-    pub settle: Dur,
+    pub settle: Spanned<Dur>,
     /// A marker that says a file is complete, e.g. `{name}.done`; when set, the
     /// settle window is not used.
     pub done_marker: Option<Spanned<String>>,
-    /// How often the folder is rescanned even without filesystem events.
-    #[serde(default = "default_rescan")]
-    pub rescan: Dur,
-    /// Where processed files go; defaults to `<data_dir>/archive/<connector>`.
-    pub archive: Option<PathBuf>,
-    /// Where failed files go; defaults to `<data_dir>/error/<connector>`.
+    /// local: how often the folder is rescanned even without filesystem events.
+    pub rescan: Option<Spanned<Dur>>,
+    /// local: where processed files go; defaults to `<data_dir>/archive/<connector>`.
+    pub archive: Option<Spanned<PathBuf>>,
+    /// Where failed files go (a local folder, for both kinds); defaults to
+    /// `<data_dir>/error/<connector>`.
     pub error: Option<PathBuf>,
+
+    // ---- sftp only (see docs/sftp.md) ----
+    /// sftp: server host name or address.
+    pub host: Option<Spanned<String>>,
+    /// sftp: server port; 22 by default.
+    pub port: Option<Spanned<u16>>,
+    /// sftp: login name.
+    pub user: Option<Spanned<String>>,
+    /// sftp: an OpenSSH ed25519 private key file, relative to the main config file.
+    pub key_file: Option<Spanned<PathBuf>>,
+    /// sftp: environment variable holding the key file's passphrase.
+    pub key_passphrase_env: Option<Spanned<String>>,
+    /// sftp: environment variable holding the password (instead of a key).
+    pub password_env: Option<Spanned<String>>,
+    /// sftp: the server's pinned host key, `SHA256:…` as `ssh-keygen -lf` prints it.
+    pub host_key_fingerprint: Option<Spanned<String>>,
+    /// sftp: an OpenSSH known_hosts file to check the host key against.
+    pub known_hosts: Option<Spanned<PathBuf>>,
+    /// sftp: also list subdirectories.
+    pub recursive: Option<Spanned<bool>>,
+    /// sftp: how often the remote directory is listed.
+    pub poll_interval: Option<Spanned<Dur>>,
+    /// sftp: what happens to the remote file once committed.
+    pub after_commit: Option<Spanned<AfterCommit>>,
+    /// sftp: the remote folder `after_commit = "archive"` moves files into;
+    /// defaults to `<path>/archive`.
+    pub remote_archive: Option<Spanned<String>>,
+    /// sftp: how long one connection attempt or request may take.
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+/// What happens to a remote file after its last chunk is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCommit {
+    /// Rename into the remote archive folder (needs write access).
+    #[default]
+    Archive,
+    /// Remove it (needs write access).
+    Delete,
+    /// Leave it; the remote-file ledger keeps it from being processed again.
+    /// The choice for read-only accounts.
+    Leave,
 }
 
 fn default_pattern() -> Spanned<String> {
     Spanned::new(0..0, "*".to_string())
 }
-fn default_settle() -> Dur {
-    Dur::secs(2)
-}
-fn default_rescan() -> Dur {
-    Dur::secs(5)
+fn default_settle() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(2))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -81,6 +81,53 @@ pub struct DateFormat {
     /// is not applied.
     has_offset: bool,
     has_time: bool,
+    /// A hand-written parser for the most common formats; chrono is the
+    /// fallback (and the reference: the fast path accepts a subset of what
+    /// chrono accepts, never more).
+    fast: FastDate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FastDate {
+    None,
+    /// `%m/%d/%Y`
+    MonthDayYear,
+    /// `%Y-%m-%d`
+    YearMonthDay,
+}
+
+/// Parses 1-2 digits (`max_len` 2) or exactly 4 digits (`max_len` 4).
+fn digits_n(s: &[u8], min: usize, max: usize) -> Option<u32> {
+    if s.len() < min || s.len() > max || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+}
+
+impl FastDate {
+    fn parse(self, s: &str) -> Option<NaiveDate> {
+        let b = s.as_bytes();
+        let (y, m, d) = match self {
+            FastDate::None => return None,
+            FastDate::MonthDayYear => {
+                let mut it = b.split(|c| *c == b'/');
+                let (m, d, y) = (it.next()?, it.next()?, it.next()?);
+                if it.next().is_some() {
+                    return None;
+                }
+                (digits_n(y, 4, 4)?, digits_n(m, 1, 2)?, digits_n(d, 1, 2)?)
+            }
+            FastDate::YearMonthDay => {
+                let mut it = b.split(|c| *c == b'-');
+                let (y, m, d) = (it.next()?, it.next()?, it.next()?);
+                if it.next().is_some() {
+                    return None;
+                }
+                (digits_n(y, 4, 4)?, digits_n(m, 1, 2)?, digits_n(d, 1, 2)?)
+            }
+        };
+        NaiveDate::from_ymd_opt(y as i32, m, d)
+    }
 }
 
 impl DateFormat {
@@ -106,11 +153,17 @@ impl DateFormat {
             ));
         }
         let has_offset = spec("%z") || spec("%:z") || spec("%#z");
+        let fast = match text {
+            "%m/%d/%Y" if !want_time => FastDate::MonthDayYear,
+            "%Y-%m-%d" if !want_time => FastDate::YearMonthDay,
+            _ => FastDate::None,
+        };
         Ok(DateFormat {
             text: text.to_string(),
             items,
             has_offset,
             has_time,
+            fast,
         })
     }
 
@@ -963,6 +1016,9 @@ fn parse_date<'a, E: Env<'a>>(
     env: &E,
 ) -> Result<Val<'a>, String> {
     for f in formats {
+        if let Some(d) = f.fast.parse(s) {
+            return Ok(Val::Date(d));
+        }
         let Some(parsed) = f.parse(s) else { continue };
         if !time {
             if let Ok(d) = parsed.to_naive_date() {
@@ -1115,6 +1171,36 @@ mod tests {
         assert!(e.message.contains("condition"));
         let e = compile("uper($status)", &TestScope).expect_err("unknown fn");
         assert!(e.hint.as_deref().unwrap_or("").contains("upper"));
+    }
+
+    #[test]
+    fn fast_date_paths_agree_with_chrono() {
+        for fmt in ["%m/%d/%Y", "%Y-%m-%d"] {
+            let f = DateFormat::compile(fmt, false).expect("valid");
+            assert_ne!(f.fast, FastDate::None);
+            for s in [
+                "11/22/2026",
+                "1/2/2026",
+                "02/30/2026",
+                "13/01/2026",
+                "11/22/26",
+                "11/22/2026x",
+                "2026-11-22",
+                "2026-2-3",
+                "2026-02-30",
+                "2026-11-22 ",
+                "",
+                "//",
+                "--",
+                "11//2026",
+                "+1/2/2026",
+            ] {
+                let chrono = f.parse(s).and_then(|p| p.to_naive_date().ok());
+                if let Some(fast) = f.fast.parse(s) {
+                    assert_eq!(Some(fast), chrono, "{fmt} on {s:?}");
+                }
+            }
+        }
     }
 
     #[test]

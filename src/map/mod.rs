@@ -16,12 +16,12 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, TimeZone};
+use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use toml::Spanned;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::config::connector::{DstAmbiguous, DstGap};
 use crate::config::diag::{parse_toml, Diagnostic, Diagnostics, SourceFile};
@@ -52,6 +52,20 @@ pub struct ValueMap {
 impl ValueMap {
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.entries.values().map(String::as_str)
+    }
+
+    /// The entry key `key` matches (upper-cased under `ignore_case`).
+    pub fn canonical_key(&self, key: &str) -> String {
+        if self.ignore_case {
+            key.to_uppercase()
+        } else {
+            key.to_string()
+        }
+    }
+
+    /// Entry keys, as stored.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -100,6 +114,8 @@ pub struct Mapping {
     pub name: String,
     pub path: PathBuf,
     pub columns: Vec<Column>,
+    /// Normalized headers the mapping knowingly leaves unread.
+    pub ignored_headers: Vec<String>,
     pub maps: Vec<ValueMap>,
     pub rules: Vec<Rule>,
 }
@@ -461,6 +477,7 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
         Ok(Mapping {
             name,
             path: src.path.clone(),
+            ignored_headers: spec.ignored_headers.iter().map(|h| normalize_header(h)).collect(),
             columns,
             maps,
             rules,
@@ -497,6 +514,8 @@ pub enum HeaderError {
 #[derive(Debug, Clone)]
 pub struct Binding {
     pub slots: Vec<Option<usize>>,
+    /// Non-empty headers in the file that no declared column claims.
+    pub extras: Vec<String>,
 }
 
 impl Mapping {
@@ -536,7 +555,17 @@ impl Mapping {
             }
             slots.push(idx);
         }
-        Ok(Binding { slots })
+        let extras = header
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| {
+                !h.trim().is_empty()
+                    && !slots.contains(&Some(*i))
+                    && !self.ignored_headers.contains(&norm[*i])
+            })
+            .map(|(_, h)| h.trim().to_string())
+            .collect();
+        Ok(Binding { slots, extras })
     }
 }
 
@@ -563,17 +592,17 @@ impl TimePolicy {
             },
             LocalResult::None => match self.gap {
                 DstGap::ShiftForward => {
-                    // Walk forward to the first instant that exists; the gap is at
-                    // most a few hours in every IANA zone.
-                    for minutes in (15..=180).step_by(15) {
-                        if let LocalResult::Single(t) = self
-                            .tz
-                            .from_local_datetime(&(t + chrono::Duration::minutes(minutes)))
-                        {
-                            return Ok(t.fixed_offset());
-                        }
-                    }
-                    Err(format!("local time does not exist in {}", self.tz.name()))
+                    // Read the wall time with the offset in force just before
+                    // the gap, so 02:30 in a one-hour spring gap is 03:30, as a
+                    // clock that was not moved forward would have said.
+                    let before = self
+                        .tz
+                        .from_local_datetime(&(t - chrono::Duration::hours(6)))
+                        .earliest()
+                        .ok_or_else(|| format!("local time does not exist in {}", self.tz.name()))?;
+                    let utc =
+                        t - chrono::Duration::seconds(i64::from(before.offset().fix().local_minus_utc()));
+                    Ok(self.tz.from_utc_datetime(&utc).fixed_offset())
                 }
                 DstGap::Reject => Err(format!(
                     "local time does not exist in {} (it falls in the DST gap)",
@@ -632,6 +661,29 @@ pub struct Bound<'m> {
     pub pseudonymizer: &'m Pseudonymizer,
     /// Seeds the content hash, so that stored hashes are keyed too.
     pub content_seed: u64,
+    /// Value-map usage, collected by dry runs only.
+    pub coverage: Option<&'m Coverage>,
+}
+
+/// Which value-map entries a dry run used, and which codes were unmapped.
+/// Single-threaded by design: a dry run maps one file on one thread.
+#[derive(Debug, Default)]
+pub struct Coverage {
+    /// (map name, hub code as written) → records.
+    pub used: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+    pub unmapped: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+}
+
+impl Coverage {
+    fn count(
+        map: &std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+        name: &str,
+        key: &str,
+    ) {
+        *map.borrow_mut()
+            .entry((name.to_string(), key.to_string()))
+            .or_default() += 1;
+    }
 }
 
 struct RowEnv<'a> {
@@ -664,7 +716,14 @@ impl<'a> Env<'a> for RowEnv<'a> {
 
     fn lookup(&self, map: usize, key: &str) -> Result<Option<&'a str>, Stop> {
         let m = &self.bound.mapping.maps[map];
-        match m.get(key) {
+        let found = m.get(key);
+        if let Some(c) = self.bound.coverage {
+            match found {
+                Some(_) => Coverage::count(&c.used, &m.name, &m.canonical_key(key)),
+                None => Coverage::count(&c.unmapped, &m.name, key),
+            }
+        }
+        match found {
             Some(v) => Ok(Some(v)),
             None => match m.on_unmapped {
                 OnUnmapped::Reject => Err(Stop::Reject {
@@ -706,67 +765,79 @@ pub struct Fingerprint {
     pub content: u64,
 }
 
-/// Builds a [`Fingerprint`].
+/// Builds a [`Fingerprint`]: the parts are appended to reused buffers and
+/// hashed once, one-shot, at the end (cheaper than streaming hashers for
+/// the ~100 bytes a milestone has). Reuse one sink for a whole file:
+/// [`HashSink::reset`] keeps the buffers' capacity, so no row allocates.
 pub struct HashSink {
-    key: Xxh3,
-    lane: Xxh3,
-    content: Xxh3,
+    key: Vec<u8>,
+    /// `key[..lane_len]` is the lane (program and case).
+    lane_len: usize,
+    content: Vec<u8>,
+    seed: u64,
 }
 
 impl HashSink {
     pub fn new(seed: u64) -> HashSink {
         HashSink {
-            key: Xxh3::new(),
-            lane: Xxh3::new(),
-            content: Xxh3::with_seed(seed),
+            key: Vec::with_capacity(128),
+            lane_len: 0,
+            content: Vec::with_capacity(512),
+            seed,
         }
+    }
+    pub fn reset(&mut self) {
+        self.key.clear();
+        self.lane_len = 0;
+        self.content.clear();
     }
     pub fn finish(&self) -> Fingerprint {
         Fingerprint {
-            key: self.key.digest(),
-            lane: self.lane.digest(),
-            content: self.content.digest(),
+            key: xxh3_64(&self.key),
+            lane: xxh3_64(&self.key[..self.lane_len]),
+            content: xxh3_64_with_seed(&self.content, self.seed),
         }
     }
 }
 
 /// Length-prefixed so that ("ab","c") and ("a","bc") differ.
-fn put(h: &mut Xxh3, s: &[u8]) {
-    h.update(&(s.len() as u32).to_le_bytes());
-    h.update(s);
+fn put(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    buf.extend_from_slice(s);
 }
 
-/// Hashes the key and lane of a milestone; shared by the sink and the store's
-/// rehydration of state rows so both always agree.
+/// Hashes the key and lane of a milestone exactly as [`HashSink`] does, for
+/// code that starts from stored fields (dry runs).
 pub fn key_hash(program: &str, case_id: &str, code: &str, occurrence: &str) -> (u64, u64) {
-    let mut lane = Xxh3::new();
-    put(&mut lane, program.as_bytes());
-    put(&mut lane, case_id.as_bytes());
-    let mut key = lane.clone();
-    put(&mut key, code.as_bytes());
-    put(&mut key, occurrence.as_bytes());
-    (key.digest(), lane.digest())
+    let mut buf = Vec::with_capacity(64);
+    put(&mut buf, program.as_bytes());
+    put(&mut buf, case_id.as_bytes());
+    let lane = xxh3_64(&buf);
+    put(&mut buf, code.as_bytes());
+    put(&mut buf, occurrence.as_bytes());
+    (xxh3_64(&buf), lane)
 }
 
 impl Sink for HashSink {
     fn key(&mut self, program: &str, case_id: &str, code: MilestoneCode, occurrence: &str) {
-        put(&mut self.lane, program.as_bytes());
-        put(&mut self.lane, case_id.as_bytes());
-        self.key = self.lane.clone();
+        put(&mut self.key, program.as_bytes());
+        put(&mut self.key, case_id.as_bytes());
+        self.lane_len = self.key.len();
         put(&mut self.key, code.as_str().as_bytes());
         put(&mut self.key, occurrence.as_bytes());
     }
     fn occurred(&mut self, o: Occurred, tz: &str) {
         match o {
             Occurred::Date(d) => {
-                self.content.update(b"D");
+                self.content.extend_from_slice(b"D");
                 self.content
-                    .update(&chrono::Datelike::num_days_from_ce(&d).to_le_bytes());
+                    .extend_from_slice(&chrono::Datelike::num_days_from_ce(&d).to_le_bytes());
             }
             Occurred::DateTime(t) => {
-                self.content.update(b"T");
-                self.content.update(&t.timestamp().to_le_bytes());
-                self.content.update(&t.offset().local_minus_utc().to_le_bytes());
+                self.content.extend_from_slice(b"T");
+                self.content.extend_from_slice(&t.timestamp().to_le_bytes());
+                self.content
+                    .extend_from_slice(&t.offset().local_minus_utc().to_le_bytes());
             }
         }
         put(&mut self.content, tz.as_bytes());
@@ -774,10 +845,10 @@ impl Sink for HashSink {
     fn patient(&mut self, program: &str, patient_id: Option<&str>, p: &Pseudonymizer) {
         match patient_id {
             Some(id) => {
-                self.content.update(b"P");
-                self.content.update(&p.raw(program, id));
+                self.content.extend_from_slice(b"P");
+                self.content.extend_from_slice(&p.raw(program, id));
             }
-            None => self.content.update(b"p"),
+            None => self.content.extend_from_slice(b"p"),
         }
     }
     fn status(&mut self, s: Option<CaseStatus>) {
@@ -786,37 +857,38 @@ impl Sink for HashSink {
     fn sub_status(&mut self, s: Option<&str>) {
         match s {
             Some(s) => put(&mut self.content, s.as_bytes()),
-            None => self.content.update(b"\xff"),
+            None => self.content.extend_from_slice(b"\xff"),
         }
     }
     fn reason(&mut self, system: &str, code: &str) {
-        self.content.update(b"R");
+        self.content.extend_from_slice(b"R");
         put(&mut self.content, system.as_bytes());
         put(&mut self.content, code.as_bytes());
     }
     fn attr(&mut self, name: &str, v: &Val<'_>) {
-        self.content.update(b"A");
+        self.content.extend_from_slice(b"A");
         put(&mut self.content, name.as_bytes());
         match v {
-            Val::Null => self.content.update(b"n"),
+            Val::Null => self.content.extend_from_slice(b"n"),
             Val::Text(t) => {
-                self.content.update(b"s");
+                self.content.extend_from_slice(b"s");
                 put(&mut self.content, t.as_bytes());
             }
-            Val::Bool(b) => self.content.update(if *b { b"t" } else { b"f" }),
+            Val::Bool(b) => self.content.extend_from_slice(if *b { b"t" } else { b"f" }),
             Val::Int(n) => {
-                self.content.update(b"i");
-                self.content.update(&n.to_le_bytes());
+                self.content.extend_from_slice(b"i");
+                self.content.extend_from_slice(&n.to_le_bytes());
             }
             Val::Date(d) => {
-                self.content.update(b"d");
+                self.content.extend_from_slice(b"d");
                 self.content
-                    .update(&chrono::Datelike::num_days_from_ce(d).to_le_bytes());
+                    .extend_from_slice(&chrono::Datelike::num_days_from_ce(d).to_le_bytes());
             }
             Val::DateTime(t) => {
-                self.content.update(b"T");
-                self.content.update(&t.timestamp().to_le_bytes());
-                self.content.update(&t.offset().local_minus_utc().to_le_bytes());
+                self.content.extend_from_slice(b"T");
+                self.content.extend_from_slice(&t.timestamp().to_le_bytes());
+                self.content
+                    .extend_from_slice(&t.offset().local_minus_utc().to_le_bytes());
             }
         }
     }

@@ -15,6 +15,10 @@ pub struct MappingSpec {
     #[serde(default)]
     pub description: Option<String>,
     pub columns: BTreeMap<Spanned<String>, ColumnSpec>,
+    /// Headers the file is known to carry and the mapping deliberately does
+    /// not read (names, dates of birth): not reported as header drift.
+    #[serde(default)]
+    pub ignored_headers: Vec<String>,
     #[serde(default)]
     pub maps: BTreeMap<Spanned<String>, MapSpec>,
     #[serde(default)]

@@ -55,6 +55,39 @@ pub fn render(delta: &Delta, source: &Provenance, sequence: i64, timestamp: &str
     serde_json::to_string(&body).expect("a body of strings, numbers and maps always serializes")
 }
 
+/// The `data` of a `feed.missing` event: a connector's file did not arrive
+/// by its deadline. Carries no case and no patient: only the feed's identity
+/// and times (RFC 3339; `expected_by` in the connector's own zone).
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedMissing {
+    pub connector: String,
+    pub program: String,
+    pub expected_by: String,
+    pub time_zone: String,
+    /// A file arriving at or after this instant, and by `expected_by`, would have counted.
+    pub window_start: String,
+    /// When the latest file of this feed arrived, if one ever did.
+    pub last_arrival_at: Option<String>,
+}
+
+/// The JSON body of a `feed.missing` event: the same envelope as milestone
+/// webhooks, `{"type":"feed.missing","timestamp":…,"data":{…}}`.
+pub fn render_feed_missing(data: &FeedMissing, timestamp: &str) -> String {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        timestamp: &'a str,
+        data: &'a FeedMissing,
+    }
+    serde_json::to_string(&Envelope {
+        kind: "feed.missing",
+        timestamp,
+        data,
+    })
+    .expect("a body of strings always serializes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +151,24 @@ mod tests {
         assert_eq!(d["change"]["kind"], "updated");
         assert_eq!(d["source"]["locator"], "line 2");
         assert!(new_webhook_id().starts_with("msg_") && !new_webhook_id().contains('.'));
+    }
+
+    #[test]
+    fn feed_missing_has_the_envelope() {
+        let data = FeedMissing {
+            connector: "acme".into(),
+            program: "P".into(),
+            expected_by: "2026-11-23T06:00:00-05:00".into(),
+            time_zone: "America/New_York".into(),
+            window_start: "2026-11-22T06:00:00-05:00".into(),
+            last_arrival_at: None,
+        };
+        let body: serde_json::Value =
+            serde_json::from_str(&render_feed_missing(&data, "2026-11-23T11:00:00.000Z")).expect("json");
+        assert_eq!(body["type"], "feed.missing");
+        assert_eq!(body["timestamp"], "2026-11-23T11:00:00.000Z");
+        assert_eq!(body["data"]["connector"], "acme");
+        assert_eq!(body["data"]["expected_by"], "2026-11-23T06:00:00-05:00");
+        assert!(body["data"]["last_arrival_at"].is_null());
     }
 }

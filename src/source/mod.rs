@@ -4,8 +4,12 @@
 //! are complete (settled, or marked done), hashes them (the sha256 is the
 //! file's identity in the ledger) and, once the pipeline has committed, moves
 //! them to the archive or error folder.
+//!
+//! - [`local`]: drop folders on this machine (filesystem events plus rescans).
+//! - [`sftp`]: remote drops polled over SFTP, downloaded into local staging.
 
 pub mod local;
+pub mod sftp;
 
 use std::path::PathBuf;
 

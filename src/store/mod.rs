@@ -312,6 +312,51 @@ pub struct SubscriberStats {
     pub oldest_pending_ms: Option<i64>,
 }
 
+/// What the remote-file ledger says about a listed (path, size, mtime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteStatus {
+    /// Committed (or a duplicate of committed content).
+    Done,
+    /// Refused as a whole (bad header, too many rejects); the staged copy is
+    /// in the error folder and the same remote version is not fetched again.
+    Failed,
+}
+
+impl RemoteStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RemoteStatus::Done => "done",
+            RemoteStatus::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> RemoteStatus {
+        match s {
+            "failed" => RemoteStatus::Failed,
+            _ => RemoteStatus::Done,
+        }
+    }
+}
+
+/// A remote file version as listed: its identity in the remote-file ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteKey<'a> {
+    pub connector: &'a str,
+    pub path: &'a str,
+    pub size: u64,
+    pub mtime: u32,
+}
+
+/// A missed deadline, for `hubsync status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingDrop {
+    pub connector: String,
+    pub expected_by_ms: i64,
+    pub detected_at_ms: i64,
+    pub last_arrival_ms: Option<i64>,
+    pub webhook_id: Option<String>,
+}
+
 /// The store, over one backend.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -335,6 +380,23 @@ impl Store {
             return Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?));
         }
         Err(StoreError::Url(url.to_string()))
+    }
+
+    /// Opens an existing store read-only; `None` when there is none yet.
+    pub async fn open_read_only(url: &str) -> Result<Option<Store>, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(sqlite::SqliteStore::open_read_only(path)
+                .await?
+                .map(Store::Sqlite));
+        }
+        Err(StoreError::Url(url.to_string()))
+    }
+
+    /// Stored state rows by key hash (read-only; for dry runs).
+    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.state_rows(hashes).await,
+        }
     }
 
     pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
@@ -502,6 +564,55 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+        }
+    }
+
+    // ------------------------------------------------ remote files, expectations
+
+    /// The ledger's verdict on a listed remote file version, if it has one.
+    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.remote_file_status(key).await,
+        }
+    }
+
+    /// Records that a remote file version was handled (idempotent).
+    pub async fn remote_file_record(
+        &self,
+        key: &RemoteKey<'_>,
+        sha256: &str,
+        status: RemoteStatus,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.remote_file_record(key, sha256, status).await,
+        }
+    }
+
+    /// Unix ms of the latest file that arrived for `connector` at or before
+    /// `until_ms`: a ledger row started, or a remote file recorded.
+    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.last_arrival(connector, until_ms).await,
+        }
+    }
+
+    /// Records a missed deadline and, in the same transaction, its
+    /// `feed.missing` message when `message` has subscribers. Returns false
+    /// when the deadline was already recorded (nothing is written twice).
+    pub async fn missing_drop(
+        &self,
+        drop: &MissingDrop,
+        message: Option<&OutboxWrite>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.missing_drop(drop, message).await,
+        }
+    }
+
+    /// Missed deadlines, newest first.
+    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.missing_drops(limit).await,
         }
     }
 }

@@ -16,8 +16,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
     now_ms, AttemptOutcome, AttemptResult, AttemptRow, Counts, DeadLetter, DeliveryRow, DeliveryStatus, Due,
-    FileRow, FileStatus, MessageRow, OutboxWrite, RejectRow, ReplayCount, ReplayFilter, StateRow, StoreError,
-    SubscriberState, SubscriberStats,
+    FileRow, FileStatus, MessageRow, MissingDrop, OutboxWrite, RejectRow, RemoteKey, RemoteStatus,
+    ReplayCount, ReplayFilter, StateRow, StoreError, SubscriberState, SubscriberStats,
 };
 
 /// SQLite's default limit on bound parameters is 32766; stay well below it.
@@ -51,6 +51,31 @@ fn file_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow, sqlx::Error> {
         },
         error: r.try_get("error")?,
     })
+}
+
+fn state_row(r: &sqlx::sqlite::SqliteRow) -> Result<StateRow, sqlx::Error> {
+    Ok(StateRow {
+        program: r.try_get("program")?,
+        case_id: r.try_get("case_id")?,
+        milestone: r.try_get("milestone")?,
+        occurrence: r.try_get("occurrence")?,
+        key_hash: r.try_get::<i64, _>("key_hash")? as u64,
+        content_hash: r.try_get::<i64, _>("content_hash")? as u64,
+        body: r.try_get("body")?,
+    })
+}
+
+/// `SELECT … FROM state WHERE key_hash IN (…)` for one chunk of hashes.
+fn state_by_hash(hashes: &[u64]) -> QueryBuilder<'static, Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state WHERE key_hash IN (",
+    );
+    let mut sep = q.separated(", ");
+    for h in hashes {
+        sep.push_bind(*h as i64);
+    }
+    q.push(")");
+    q
 }
 
 const FILE_COLS: &str =
@@ -102,6 +127,37 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         Ok(SqliteStore { writer, reader })
+    }
+
+    /// Opens an existing database for reading only (dry runs): no file is
+    /// created, no migration runs, and any write fails.
+    pub async fn open_read_only(path: &str) -> Result<Option<SqliteStore>, StoreError> {
+        if !Path::new(path).is_file() {
+            return Ok(None);
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        Ok(Some(SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        }))
+    }
+
+    /// State rows by key hash, outside any transaction.
+    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hashes.chunks(MAX_PARAMS) {
+            let mut q = state_by_hash(chunk);
+            for r in q.build().persistent(false).fetch_all(&self.reader).await? {
+                out.push(state_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn close(&self) {
@@ -669,29 +725,119 @@ impl SqliteStore {
     }
 }
 
+// ------------------------------------------------ remote files, expectations
+
+impl SqliteStore {
+    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> {
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM remote_files WHERE connector = ? AND path = ? AND size = ? AND mtime = ?",
+        )
+        .bind(key.connector)
+        .bind(key.path)
+        .bind(key.size as i64)
+        .bind(i64::from(key.mtime))
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(status.as_deref().map(RemoteStatus::parse))
+    }
+
+    pub async fn remote_file_record(
+        &self,
+        key: &RemoteKey<'_>,
+        sha256: &str,
+        status: RemoteStatus,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO remote_files (connector, path, size, mtime, sha256, status, recorded_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (connector, path, size, mtime) DO UPDATE SET
+                sha256 = excluded.sha256, status = excluded.status",
+        )
+        .bind(key.connector)
+        .bind(key.path)
+        .bind(key.size as i64)
+        .bind(i64::from(key.mtime))
+        .bind(sha256)
+        .bind(status.as_str())
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(t) FROM (
+                SELECT MAX(started_at) AS t FROM files WHERE connector = ?1 AND started_at <= ?2
+                UNION ALL
+                SELECT MAX(recorded_at) AS t FROM remote_files WHERE connector = ?1 AND recorded_at <= ?2)",
+        )
+        .bind(connector)
+        .bind(until_ms)
+        .fetch_one(&self.writer)
+        .await?)
+    }
+
+    pub async fn missing_drop(
+        &self,
+        drop: &MissingDrop,
+        message: Option<&OutboxWrite>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (connector, expected_by) DO NOTHING",
+        )
+        .bind(&drop.connector)
+        .bind(drop.expected_by_ms)
+        .bind(drop.detected_at_ms)
+        .bind(drop.last_arrival_ms)
+        .bind(message.map(|m| m.id.as_str()))
+        .execute(&mut *tx.tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            if let Some(m) = message {
+                // Not from a file: file_id 0 marks outbox rows of feed events.
+                tx.insert_outbox(std::slice::from_ref(m), 0).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connector, expected_by, detected_at, last_arrival, webhook_id FROM missing_drops
+             ORDER BY expected_by DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MissingDrop {
+                    connector: r.try_get("connector")?,
+                    expected_by_ms: r.try_get("expected_by")?,
+                    detected_at_ms: r.try_get("detected_at")?,
+                    last_arrival_ms: r.try_get("last_arrival")?,
+                    webhook_id: r.try_get("webhook_id")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
 impl SqliteTx {
     pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in hashes.chunks(MAX_PARAMS) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state WHERE key_hash IN (",
-            );
-            let mut sep = q.separated(", ");
-            for h in chunk {
-                sep.push_bind(*h as i64);
-            }
-            q.push(")");
+            let mut q = state_by_hash(chunk);
             let rows = q.build().persistent(false).fetch_all(&mut *self.tx).await?;
             for r in rows {
-                out.push(StateRow {
-                    program: r.try_get("program")?,
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    occurrence: r.try_get("occurrence")?,
-                    key_hash: r.try_get::<i64, _>("key_hash")? as u64,
-                    content_hash: r.try_get::<i64, _>("content_hash")? as u64,
-                    body: r.try_get("body")?,
-                });
+                out.push(state_row(&r)?);
             }
         }
         Ok(out)

@@ -1,0 +1,420 @@
+//! The mapping workbench (issue 5): diagnostics with line and column for
+//! each class of mistake, dry runs that write nothing, header drift, DST,
+//! and reconciliation.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use hubsync::config::diag::Diagnostic;
+use support::{repo, Hub, Receiver};
+
+const CONNECTOR: &str = r#"program = "ACME-ONC"
+mapping = "m"
+time_zone = "America/New_York"
+[source]
+kind = "local"
+path = "drop"
+[format]
+kind = "csv"
+"#;
+
+const MAPPING: &str = r#"version = 1
+[columns]
+case_id = { header = "Case ID" }
+status = { header = "Status" }
+when_ = { header = "When" }
+
+[maps.codes]
+entries = { REF = "referral.received", BI = "bv.started" }
+
+[[milestones]]
+case_id = "$case_id"
+code = "map('codes', $status)"
+occurred_at = "date($when_, '%m/%d/%Y')"
+[milestones.attributes]
+payer = "$status"
+"#;
+
+const CONFIG: &str = r#"[pseudonymization]
+key_env = "HUBSYNC_PSEUDONYM_KEY"
+[[subscribers]]
+name = "mfr"
+url = "http://127.0.0.1:9/"
+secret_env = "HUBSYNC_TEST_SECRET"
+"#;
+
+/// Loads a project made of (config, connector, mapping) texts and returns
+/// its diagnostics (it must fail).
+fn diagnostics(config: &str, connector: &str, mapping: &str, env_ok: bool) -> Vec<Diagnostic> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("connectors")).expect("mkdir");
+    std::fs::create_dir_all(root.join("mappings")).expect("mkdir");
+    std::fs::write(root.join("config.toml"), config).expect("write");
+    std::fs::write(root.join("connectors/c.toml"), connector).expect("write");
+    std::fs::write(root.join("mappings/m.toml"), mapping).expect("write");
+    let env = move |k: &str| -> Option<String> {
+        if !env_ok && k == "HUBSYNC_TEST_SECRET" {
+            return None;
+        }
+        Hub::env()(k)
+    };
+    match hubsync::config::load_with_env(&root.join("config.toml"), &env) {
+        Ok(_) => panic!("expected diagnostics"),
+        Err(d) => d.0,
+    }
+}
+
+/// Asserts exactly one diagnostic, in `file`, at the line and column of
+/// `needle` (its first occurrence, offset by `skip` characters), mentioning `what`.
+fn assert_at(diags: &[Diagnostic], file: &str, text: &str, needle: &str, skip: usize, what: &str) {
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    let d = &diags[0];
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not in text"))
+        + skip;
+    let line = text[..offset].matches('\n').count() + 1;
+    let col = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+    assert!(d.path.ends_with(file), "{d}");
+    assert_eq!((d.line, d.col), (line, col), "{d}");
+    assert!(d.message.contains(what), "expected `{what}` in: {d}");
+    assert!(d.to_string().contains('^'), "{d}");
+}
+
+#[test]
+fn toml_syntax_error() {
+    let m = MAPPING.replace("version = 1", "version = = 1");
+    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
+    assert_at(&d, "m.toml", &m, "= 1", 0, "");
+}
+
+#[test]
+fn unknown_key() {
+    let c = CONNECTOR.replace("time_zone", "timezone");
+    let d = diagnostics(CONFIG, &c, MAPPING, true);
+    assert_at(&d, "c.toml", &c, "timezone", 0, "unknown field `timezone`");
+}
+
+#[test]
+fn column_not_in_the_declared_header() {
+    let m = MAPPING.replace("date($when_,", "date($whne,");
+    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
+    assert_at(&d, "m.toml", &m, "$whne", 0, "unknown column `$whne`");
+    assert!(d[0].hint.as_deref().unwrap_or("").contains("$when_"));
+}
+
+#[test]
+fn unknown_milestone_code() {
+    let m = MAPPING.replace("\"bv.started\"", "\"bv.startd\"");
+    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
+    assert_at(
+        &d,
+        "m.toml",
+        &m,
+        "bv.startd",
+        0,
+        "unknown milestone code `bv.startd`",
+    );
+}
+
+#[test]
+fn unknown_attribute() {
+    let m = MAPPING.replace("payer = \"$status\"", "payr = \"$status\"");
+    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
+    assert_at(&d, "m.toml", &m, "payr", 0, "unknown attribute `payr`");
+}
+
+#[test]
+fn invalid_date_format() {
+    let m = MAPPING.replace("'%m/%d/%Y'", "'%m/%d/%K'");
+    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
+    assert_at(&d, "m.toml", &m, "'%m/%d/%K'", 0, "unknown specifier `%K`");
+}
+
+#[test]
+fn unknown_time_zone() {
+    let c = CONNECTOR.replace("America/New_York", "America/NewYork");
+    let d = diagnostics(CONFIG, &c, MAPPING, true);
+    assert_at(&d, "c.toml", &c, "\"America/NewYork\"", 0, "unknown time zone");
+}
+
+#[test]
+fn unreachable_value_map_entry() {
+    let m = MAPPING.replace(
+        "entries = { REF",
+        "ignore_case = true\nentries = { ref = \"bv.started\", REF",
+    );
+    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(d[0].message.contains("can never be reached"), "{}", d[0]);
+    let line = m
+        .lines()
+        .position(|l| l.contains("entries = { ref"))
+        .expect("line")
+        + 1;
+    assert_eq!(d[0].line, line);
+}
+
+#[test]
+fn connector_pointing_to_a_missing_mapping() {
+    let c = CONNECTOR.replace("mapping = \"m\"", "mapping = \"n\"");
+    let d = diagnostics(CONFIG, &c, MAPPING, true);
+    assert_at(&d, "c.toml", &c, "\"n\"", 0, "no mapping named `n`");
+}
+
+#[test]
+fn secret_environment_variable_not_set() {
+    let d = diagnostics(CONFIG, CONNECTOR, MAPPING, false);
+    assert_at(
+        &d,
+        "config.toml",
+        CONFIG,
+        "\"HUBSYNC_TEST_SECRET\"",
+        0,
+        "`HUBSYNC_TEST_SECRET` is not set",
+    );
+}
+
+#[test]
+fn expression_error() {
+    let m = MAPPING.replace(
+        "code = \"map('codes', $status)\"",
+        "code = \"map('codes', $status\"",
+    );
+    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(d[0].message.contains("expected `)`"), "{}", d[0]);
+    let line = m.lines().position(|l| l.starts_with("code = ")).expect("line") + 1;
+    assert_eq!(d[0].line, line);
+}
+
+fn project(dir: &Path, mapping: &str, connector_extra: &str) -> hubsync::config::Config {
+    std::fs::create_dir_all(dir.join("connectors")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("mappings")).expect("mkdir");
+    std::fs::write(dir.join("config.toml"), CONFIG).expect("write");
+    // Top-level keys go before the tables; a table goes at the end.
+    let connector = if connector_extra.trim_start().starts_with('[') {
+        format!("{CONNECTOR}\n{connector_extra}")
+    } else {
+        format!("{connector_extra}\n{CONNECTOR}")
+    };
+    std::fs::write(dir.join("connectors/c.toml"), connector).expect("write");
+    std::fs::write(dir.join("mappings/m.toml"), mapping).expect("write");
+    hubsync::config::load_with_env(&dir.join("config.toml"), &Hub::env()).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// Daylight saving: a local time in the spring gap and one in the autumn
+/// overlap, under each policy. Output is always RFC 3339 with the offset, and
+/// a date-only value stays date-only.
+#[test]
+fn dst_policies() {
+    let mapping = r#"version = 1
+[columns]
+case_id = { header = "Case ID" }
+event = { header = "Event" }
+at = { header = "Event Time" }
+[[milestones]]
+case_id = "$case_id"
+code = "'referral.received'"
+occurred_at = "datetime($at, '%Y-%m-%d %H:%M:%S')"
+"#;
+    let data = repo().join("tests/data/dst_events.csv");
+    let run = |extra: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = project(dir.path(), mapping, extra);
+        hubsync::pipeline::dry_run(&config, &config.connectors[0], &data).expect("dry run")
+    };
+    let occurred = |d: &hubsync::pipeline::DryRun| -> Vec<(String, String)> {
+        d.milestones
+            .iter()
+            .map(|(_, c)| (c.case_id.clone(), c.occurred_at.clone()))
+            .collect()
+    };
+    let default = run("");
+    let got = occurred(&default);
+    // D-5 is date-only: datetime() refuses it (the date-only check is below).
+    assert_eq!(
+        default
+            .rejects
+            .iter()
+            .map(|r| r.locator.as_str())
+            .collect::<Vec<_>>(),
+        vec!["line 6"]
+    );
+    assert!(
+        got.contains(&("D-1".into(), "2026-03-08T01:30:00-05:00".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("D-2".into(), "2026-03-08T03:30:00-04:00".into())),
+        "gap shifts forward: {got:?}"
+    );
+    assert!(
+        got.contains(&("D-3".into(), "2026-11-01T01:30:00-04:00".into())),
+        "ambiguous takes the earlier: {got:?}"
+    );
+    assert!(
+        got.contains(&("D-4".into(), "2026-07-01T12:00:00-04:00".into())),
+        "{got:?}"
+    );
+    let later = occurred(&run("dst_ambiguous = \"later\""));
+    assert!(
+        later.contains(&("D-3".into(), "2026-11-01T01:30:00-05:00".into())),
+        "{later:?}"
+    );
+    let strict = run("dst_ambiguous = \"reject\"\ndst_gap = \"reject\"");
+    let rejected: Vec<&str> = strict.rejects.iter().map(|r| r.locator.as_str()).collect();
+    assert_eq!(
+        rejected,
+        vec!["line 3", "line 4", "line 6"],
+        "{:?}",
+        strict.rejects
+    );
+    assert!(
+        strict.rejects[0].reason.contains("does not exist"),
+        "{:?}",
+        strict.rejects[0]
+    );
+    assert!(
+        strict.rejects[1].reason.contains("ambiguous"),
+        "{:?}",
+        strict.rejects[1]
+    );
+
+    // date() stays date-only: no made-up midnight, no zone shift.
+    let date_only = mapping.replace(
+        "occurred_at = \"datetime($at, '%Y-%m-%d %H:%M:%S')\"",
+        "occurred_at = \"date($at, '%Y-%m-%d %H:%M:%S', '%Y-%m-%d')\"",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = project(dir.path(), &date_only, "");
+    let d = hubsync::pipeline::dry_run(&config, &config.connectors[0], &data).expect("dry run");
+    let last = &d.milestones.last().expect("D-5").1;
+    assert_eq!(
+        (last.occurred_at.as_str(), last.occurred_precision.as_str()),
+        ("2026-07-01", "date")
+    );
+}
+
+/// Header drift: the extra-column policy decides between mapping the file
+/// and refusing it; a duplicated header is always refused.
+#[test]
+fn header_drift_policies() {
+    let mapping = std::fs::read_to_string(repo().join("mappings/acme-hub-status.toml")).expect("mapping");
+    let file = repo().join("fixtures/acme-hub/status_drift_extra_column.csv");
+    for (policy, refused) in [("ignore", false), ("warn", false), ("reject", true)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = project(
+            dir.path(),
+            &mapping,
+            &format!("[header]\nextra_columns = \"{policy}\"\n"),
+        );
+        let d = hubsync::pipeline::dry_run(&config, &config.connectors[0], &file).expect("dry run");
+        assert_eq!(d.failed.is_some(), refused, "policy {policy}: {:?}", d.failed);
+        if refused {
+            assert!(d.failed.as_deref().unwrap_or("").contains("Hub Priority"));
+            assert!(d.milestones.is_empty(), "a refused file maps nothing");
+        } else {
+            assert_eq!(d.milestones.len(), 5, "policy {policy}");
+        }
+    }
+}
+
+/// Reconciliation on a file with emitted, unchanged, rejected and filtered
+/// records: read = emitted + unchanged + rejected + filtered, in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_counts() {
+    let rx = Receiver::start().await;
+    let hub = Hub::new(&rx.url(), "", "", 1000);
+    // Day 1 gives the state; then a file with: 3 changed records (emitted),
+    // 1 unchanged, 2 rejected (a bad date, an empty case id) and 1 filtered
+    // (an unmapped code under `skip`).
+    let mapping = std::fs::read_to_string(hub.root().join("mappings/acme-hub-status.toml"))
+        .expect("read")
+        .replace(
+            "[maps.status_milestone]\non_unmapped = \"reject\"",
+            "[maps.status_milestone]\non_unmapped = \"skip\"",
+        );
+    std::fs::write(hub.root().join("mappings/acme-hub-status.toml"), mapping).expect("write");
+    let daemon = hub.start();
+    let day1 = repo().join("fixtures/acme-hub/status_20261122.csv");
+    hub.drop_file(&day1, "day1.csv");
+    hub.wait_drained(Duration::from_secs(20)).await;
+    let text = std::fs::read_to_string(&day1).expect("read");
+    let mut lines: Vec<String> = text.lines().take(8).map(str::to_string).collect();
+    // lines[1..=7] are cases AC-100200..206. Change 3, keep 2, break 2 (+1 skip).
+    lines[1] = lines[1].replace("11/02/2026", "11/03/2026");
+    lines[2] = lines[2].replace(",BI,", ",BC,");
+    lines[3] = lines[3].replace(",BC,11/17/2026", ",BC,11/18/2026");
+    lines[6] = lines[6].replace(",SHP,", ",ZZZ,");
+    lines[7] = lines[7].replace("AC-100206", "");
+    let rejected_line = lines[4].replace(",PAS,11/17/2026", ",PAS,99/99/2026");
+    lines[4] = rejected_line;
+    lines.push(String::new());
+    let day2 = hub.root().join("day2.csv");
+    std::fs::write(&day2, lines.join("\r\n") + "\r\n").expect("write");
+    hub.drop_file(&day2, "day2.csv");
+    hub.wait_drained(Duration::from_secs(20)).await;
+    let store = hub.store().await;
+    let f = store.files(1).await.expect("files").remove(0);
+    assert_eq!(f.name, "day2.csv");
+    let c = f.counts;
+    assert!(c.reconciles(), "{c:?}");
+    assert_eq!(
+        (c.read, c.emitted, c.unchanged, c.rejected, c.filtered),
+        (7, 3, 1, 2, 1),
+        "{c:?}"
+    );
+    daemon.stop().await;
+}
+
+/// `hubsync map` is a dry run: the store file is byte-identical afterwards,
+/// and nothing is moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_writes_nothing() {
+    let rx = Receiver::start().await;
+    let hub = Hub::new(&rx.url(), "", "", 1000);
+    let daemon = hub.start();
+    hub.drop_file(&repo().join("fixtures/acme-hub/status_20261122.csv"), "day1.csv");
+    hub.wait_drained(Duration::from_secs(20)).await;
+    daemon.stop().await;
+    let db = hub.root().join("data/hubsync.db");
+    let before = std::fs::read(&db).expect("db");
+    let day2 = repo().join("fixtures/acme-hub/status_20261123.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+        .args(["map", "--connector", "acme-hub", "--config"])
+        .arg(&hub.config)
+        .arg(&day2)
+        .env("HUBSYNC_PSEUDONYM_KEY", support::PSEUDONYM_KEY)
+        .env("HUBSYNC_TEST_SECRET", support::SECRET)
+        .output()
+        .expect("run map");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let statuses: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["kind"] == "milestone")
+        .map(|l| l["entry"]["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "new").count(), 3, "{stdout}");
+    assert_eq!(statuses.iter().filter(|s| **s == "changed").count(), 0);
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["summary"]["records"]["emitted"], 3, "{summary}");
+    assert!(lines.iter().any(|l| l["kind"] == "coverage"));
+    let after = std::fs::read(&db).expect("db");
+    assert!(before == after, "the dry run changed the database file");
+    assert!(day2.exists());
+    let store = hub.store().await;
+    assert_eq!(
+        store.files(10).await.expect("files").len(),
+        1,
+        "no ledger row for a dry run"
+    );
+}
