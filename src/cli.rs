@@ -97,6 +97,39 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         files: i64,
     },
+    /// Re-send messages to a subscriber with their original webhook-id and
+    /// body. Criteria combine; at least one of --since, --until, --case,
+    /// --message or --failed-only is required.
+    Replay {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        subscriber: String,
+        /// Messages committed at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Messages committed before this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// A case id (with --program when case ids repeat across programs).
+        #[arg(long = "case")]
+        case_id: Option<String>,
+        #[arg(long)]
+        program: Option<String>,
+        /// One message, by webhook-id.
+        #[arg(long)]
+        message: Option<String>,
+        /// Only dead letters.
+        #[arg(long)]
+        failed_only: bool,
+    },
+    /// Re-enable a subscriber that a 410 Gone disabled.
+    Enable {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        subscriber: String,
+    },
 }
 
 /// Entry point used by `main`.
@@ -214,10 +247,84 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Replay {
+            config,
+            subscriber,
+            since,
+            until,
+            case_id,
+            program,
+            message,
+            failed_only,
+        } => {
+            let c = load(&config)?;
+            if since.is_none() && until.is_none() && case_id.is_none() && message.is_none() && !failed_only {
+                bail!("say what to replay: --since/--until, --case, --message or --failed-only");
+            }
+            let req = crate::admin::ReplayRequest {
+                subscriber,
+                since,
+                until,
+                program,
+                case_id,
+                message_id: message,
+                failed_only,
+            };
+            let filter = crate::admin::replay_filter(&c, &req).map_err(anyhow::Error::msg)?;
+            let store = Store::open(&c.store_url).await?;
+            let n = store.replay(&filter).await?;
+            store.close().await;
+            println!(
+                "{} message(s) queued again for `{}` (same webhook-id and body); a running daemon sends them within its poll interval",
+                n.replayed, req.subscriber
+            );
+            if n.purged > 0 {
+                println!(
+                    "{} matching message(s) skipped: their payload was purged by retention",
+                    n.purged
+                );
+            }
+            Ok(())
+        }
+        Command::Enable { config, subscriber } => {
+            let c = load(&config)?;
+            if !c.subscribers.iter().any(|s| s.name == subscriber) {
+                bail!("no subscriber named `{subscriber}`");
+            }
+            let store = Store::open(&c.store_url).await?;
+            let was = crate::admin::enable_subscriber(&store, &subscriber).await?;
+            store.close().await;
+            if was {
+                println!("`{subscriber}` re-enabled; a running daemon resumes within its poll interval");
+            } else {
+                println!("`{subscriber}` was not disabled");
+            }
+            Ok(())
+        }
         Command::Status { config, files } => {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;
-            println!("FILES (newest first)");
+            let recent = store.files(files.max(1000)).await?;
+            println!("CONNECTORS (last file)");
+            println!(
+                "{:<16} {:<32} {:<10} {:>9} {:>7}  reconciles",
+                "connector", "file", "status", "read", "deltas"
+            );
+            for conn in &c.connectors {
+                match recent.iter().find(|f| f.connector == conn.name) {
+                    Some(f) => println!(
+                        "{:<16} {:<32} {:<10} {:>9} {:>7}  {}",
+                        conn.name,
+                        f.name,
+                        f.status.label(),
+                        f.counts.read,
+                        f.counts.deltas,
+                        if f.counts.reconciles() { "yes" } else { "NO" }
+                    ),
+                    None => println!("{:<16} {:<32}", conn.name, "(no file yet)"),
+                }
+            }
+            println!("\nFILES (newest first)");
             println!(
                 "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7}  reconciles",
                 "connector",
@@ -251,16 +358,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             println!("\nSUBSCRIBERS");
             println!(
-                "{:<20} {:>9} {:>10} {:>7} {:>14}",
-                "subscriber", "pending", "delivered", "failed", "oldest pending"
+                "{:<20} {:>9} {:>14} {:>8} {:>10} {:>12} {:>9}  state",
+                "subscriber",
+                "pending",
+                "oldest pending",
+                "failing",
+                "delivered",
+                "dead letters",
+                "coalesced"
             );
-            for s in store.subscriber_stats().await? {
+            for s in crate::admin::subscriber_views(&store, &c).await? {
                 let age = s
-                    .oldest_pending_ms
-                    .map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+                    .oldest_pending_age_s
+                    .map_or("-".to_string(), |secs| format!("{secs:.1}s"));
+                let state = if s.disabled {
+                    format!(
+                        "DISABLED ({}); re-enable: hubsync enable --subscriber {}",
+                        s.disabled_reason.as_deref().unwrap_or("?"),
+                        s.name
+                    )
+                } else if s.parked {
+                    format!(
+                        "PARKED by the circuit breaker; next probe {}",
+                        s.next_probe_at.as_deref().unwrap_or("?")
+                    )
+                } else {
+                    "active".to_string()
+                };
                 println!(
-                    "{:<20} {:>9} {:>10} {:>7} {:>14}",
-                    s.subscriber, s.pending, s.delivered, s.failed, age
+                    "{:<20} {:>9} {:>14} {:>8} {:>10} {:>12} {:>9}  {}",
+                    s.name, s.pending, age, s.failing, s.delivered, s.dead_letters, s.coalesced, state
                 );
             }
             print_missing_drops(&store).await?;

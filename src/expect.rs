@@ -89,8 +89,12 @@ pub async fn judge(
         .map(|s| s.name.clone())
         .collect();
     let lane_key = format!("feed.missing\u{1f}{}", connector.name);
+    let id = outbox::new_webhook_id();
     let message = (!subscribers.is_empty()).then(|| OutboxWrite {
-        id: outbox::new_webhook_id(),
+        // Each feed event stands alone: a key of its own, so backlog
+        // coalescing never collapses one into another.
+        key_hash: xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
+        id,
         connector: connector.name.clone(),
         program: connector.program.clone(),
         // Feed events belong to no case; a lane of their own per connector

@@ -23,15 +23,19 @@
 //! - [`config`]: config, connector and mapping files, validated at load.
 //! - [`model`]: the canonical milestone model.
 //! - [`telemetry`]: logging setup; no PHI ever reaches it.
+//! - [`metrics`]: Prometheus counters and the exposition text.
+//! - [`admin`]: the admin HTTP API (health, metrics, backlog, replay).
 //! - [`workbench`]: dry runs and mapping tests for integration engineers.
 //! - [`cli`]: the `hubsync` command line.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod diff;
 pub mod expect;
 pub mod map;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod parse;

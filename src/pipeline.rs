@@ -393,6 +393,7 @@ impl Pipeline {
                 seq,
                 lane: d.candidate.fp.lane,
                 body,
+                key_hash: d.candidate.fp.key,
                 subscribers,
             });
             let row = StateRow {

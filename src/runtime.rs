@@ -13,8 +13,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{AdminError, AdminState};
 use crate::config::{Config, Connector, Source};
-use crate::deliver::{http_client, Worker};
+use crate::deliver::{client_for, http_client, DeliverError, Worker};
+use crate::metrics::Metrics;
 use crate::pipeline::{FileOutcome, Pipeline};
 use crate::source::local::{self, DropFolder};
 use crate::source::sftp::{RemoteFile, Scope, SftpDrop, SftpError};
@@ -29,6 +31,10 @@ pub enum RuntimeError {
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
     #[error(transparent)]
+    Deliver(#[from] DeliverError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
     Sftp(#[from] SftpError),
 }
 
@@ -37,17 +43,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
     let config = Arc::new(config);
     let store = Store::open_with(&config.store_url, &StoreOptions { lease: config.lease }).await?;
     let tracker = TaskTracker::new();
-    let client = http_client();
+    let shared_client = http_client();
+    let metrics = Arc::new(Metrics::new(config.subscribers.iter().map(|s| s.name.as_str())));
     let mut wakers = Vec::new();
+    let mut wakers_by_name = std::collections::HashMap::new();
     for sub in &config.subscribers {
         let wake = Arc::new(Notify::new());
         wakers.push(wake.clone());
+        wakers_by_name.insert(sub.name.clone(), wake.clone());
         let worker = Worker {
             store: store.clone(),
             sub: sub.clone(),
-            client: client.clone(),
+            client: client_for(sub, &shared_client)?,
             wake,
             poll: config.poll_interval,
+            metrics: metrics.subscriber(&sub.name),
         };
         let token = shutdown.clone();
         let grace = config.shutdown_grace;
@@ -57,7 +67,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
             // rather than let one database hiccup end delivery for good.
             let mut worker = Some(worker);
             while let Some(w) = worker.take() {
-                let (store, sub, client, wake, poll) = (w.store.clone(), w.sub.clone(), w.client.clone(), w.wake.clone(), w.poll);
+                let (store, sub, client, wake, poll, metrics) = (
+                    w.store.clone(),
+                    w.sub.clone(),
+                    w.client.clone(),
+                    w.wake.clone(),
+                    w.poll,
+                    w.metrics.clone(),
+                );
                 match w.run(token.clone(), grace).await {
                     Ok(()) => return,
                     Err(e) => {
@@ -66,11 +83,39 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
                             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                             _ = token.cancelled() => return,
                         }
-                        worker = Some(Worker { store, sub, client, wake, poll });
+                        worker = Some(Worker {
+                            store,
+                            sub,
+                            client,
+                            wake,
+                            poll,
+                            metrics,
+                        });
                     }
                 }
             }
         });
+    }
+    if let Some(admin) = &config.admin {
+        // Bind now so a taken port fails the start, not a background task.
+        let state = AdminState {
+            store: store.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            wakers: wakers_by_name,
+            token: admin.token.as_str().into(),
+        };
+        let (listen, token) = (admin.listen, shutdown.clone());
+        tracker.spawn(async move {
+            if let Err(e) = crate::admin::serve(listen, state, token).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    }
+    {
+        let (store, metrics, token) = (store.clone(), metrics.clone(), shutdown.clone());
+        let (retention, every) = (config.payload_retention, config.cleaner_interval);
+        tracker.spawn(async move { cleaner(store, metrics, retention, every, token).await });
     }
     let pipeline = Pipeline::new(store.clone(), config.clone(), wakers.clone());
     // Load the state index before the first file arrives, so the first
@@ -112,6 +157,49 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
     tracker.wait().await;
     store.close().await;
     Ok(())
+}
+
+/// Rows the cleaner purges per statement: short write transactions, so
+/// pipeline commits are never held up for long.
+const PURGE_BATCH: i64 = 5_000;
+
+/// The retention cleaner: every `every`, nulls the bodies of settled
+/// messages older than `retention` (ids and metadata stay).
+pub async fn cleaner(
+    store: Store,
+    metrics: Arc<Metrics>,
+    retention: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let cutoff = crate::store::now_ms() - retention.as_millis() as i64;
+        let mut purged = 0u64;
+        loop {
+            match store.purge_payloads(cutoff, PURGE_BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < PURGE_BATCH as u64 || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention cleaner failed; will try again");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            metrics
+                .payloads_purged
+                .fetch_add(purged, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(purged, "payloads past retention purged");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 fn redact_url(url: &str) -> String {

@@ -42,8 +42,22 @@ pub struct ConfigSpec {
     pub delivery: DeliverySpec,
     #[serde(default)]
     pub log: LogSpec,
+    /// The admin HTTP API; absent means not started.
+    pub admin: Option<AdminSpec>,
     #[serde(default)]
     pub subscribers: Vec<SubscriberSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    /// `host:port` to listen on, e.g. `127.0.0.1:8080`.
+    pub listen: Spanned<String>,
+    /// Environment variable holding the bearer token every request must carry.
+    pub token_env: Spanned<String>,
+    /// Base URL receivers use to reach the API (links in thin payloads).
+    /// Default: `http://<listen>`.
+    pub public_url: Option<Spanned<String>>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -108,6 +122,12 @@ pub struct DeliverySpec {
     pub poll_interval: Dur,
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
+    /// How long a delivered message's body is kept before the cleaner nulls it.
+    #[serde(default = "default_retention")]
+    pub payload_retention: Dur,
+    /// How often the retention cleaner runs.
+    #[serde(default = "default_cleaner_interval")]
+    pub cleaner_interval: Dur,
 }
 
 impl Default for DeliverySpec {
@@ -115,8 +135,17 @@ impl Default for DeliverySpec {
         DeliverySpec {
             poll_interval: default_poll(),
             shutdown_grace: default_grace(),
+            payload_retention: default_retention(),
+            cleaner_interval: default_cleaner_interval(),
         }
     }
+}
+
+fn default_retention() -> Dur {
+    Dur::secs(7 * 86400)
+}
+fn default_cleaner_interval() -> Dur {
+    Dur::secs(3600)
 }
 
 fn default_poll() -> Dur {
@@ -168,10 +197,58 @@ pub struct SubscriberSpec {
     pub connectors: Vec<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// mTLS: PEM client certificate (chain) and passphrase-free PEM key.
+    pub client_cert: Option<Spanned<PathBuf>>,
+    pub client_key: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub payload: PayloadMode,
+    #[serde(default)]
+    pub envelope: Envelope,
+    /// Collapse superseded updates of one milestone while the subscriber is down.
+    #[serde(default)]
+    pub coalesce: bool,
+    /// Consecutive failed attempts that open the circuit breaker; 0 = never.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// While open, how often one request probes the subscriber.
+    #[serde(default = "default_breaker_probe")]
+    pub breaker_probe_interval: Dur,
     /// Also receive `feed.missing` events (a connector's file did not arrive
     /// by its `[expect]` deadline). Filtered by `programs` and `connectors`.
     #[serde(default)]
     pub feed_missing: bool,
+}
+
+/// What a webhook body carries.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadMode {
+    /// The whole milestone.
+    #[default]
+    Full,
+    /// Ids and a link to fetch the milestone from the admin API.
+    Thin,
+}
+
+/// How the event is framed on the wire. Standard Webhooks signature headers
+/// are sent in both.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Envelope {
+    /// `{"type", "timestamp", "data"}` as the body.
+    #[default]
+    Standard,
+    /// CloudEvents binary mode: `ce-*` headers, the body is `data`.
+    Cloudevents,
+}
+
+fn default_breaker_failures() -> u32 {
+    10
+}
+fn default_breaker_probe() -> Dur {
+    // The Standard Webhooks schedule's first retry: parking never delays a
+    // recovered subscriber by more than a first retry would have.
+    Dur::secs(5)
 }
 
 fn default_timeout() -> Dur {
@@ -218,6 +295,37 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
+    pub payload_retention: Duration,
+    pub cleaner_interval: Duration,
+    pub admin: Option<Admin>,
+}
+
+/// The admin API, ready to start.
+#[derive(Clone)]
+pub struct Admin {
+    pub listen: std::net::SocketAddr,
+    pub token: String,
+    pub public_url: String,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .field("public_url", &self.public_url)
+            .finish()
+    }
+}
+
+/// A client certificate and key for mTLS; never printed.
+#[derive(Clone)]
+pub struct ClientIdentity(pub reqwest::Identity);
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity(<redacted>)")
+    }
 }
 
 /// One connector, ready to run.
@@ -351,6 +459,14 @@ pub struct Subscriber {
     pub programs: Vec<String>,
     pub connectors: Vec<String>,
     pub headers: Vec<(String, String)>,
+    pub identity: Option<ClientIdentity>,
+    pub payload: PayloadMode,
+    /// Base of thin payloads' links (`<admin public url>/v1/messages/`).
+    pub link_base: Option<String>,
+    pub envelope: Envelope,
+    pub coalesce: bool,
+    pub breaker_failures: u32,
+    pub breaker_probe_interval: Duration,
     pub feed_missing: bool,
 }
 
@@ -456,6 +572,56 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let seed_bytes = pseudonymizer.raw("hubsync:content-hash:v1", "");
     let content_seed = u64::from_le_bytes(seed_bytes[..8].try_into().expect("16 bytes hold 8"));
 
+    // The admin API, before subscribers: thin payloads link to it.
+    let admin = spec.admin.as_ref().and_then(|a| {
+        let listen = match a.listen.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                diags.push(src.diag(a.listen.span(), format!("admin.listen must be host:port: {e}")));
+                None
+            }
+        };
+        let token_env = a.token_env.get_ref();
+        let token = match env(token_env) {
+            Some(t) if t.trim().len() >= 16 => Some(t.trim().to_string()),
+            Some(_) => {
+                diags.push(src.diag(
+                    a.token_env.span(),
+                    format!("the admin token in ${token_env} is shorter than 16 characters"),
+                ));
+                None
+            }
+            None => {
+                diags.push(
+                    src.diag(
+                        a.token_env.span(),
+                        format!("environment variable `{token_env}` is not set"),
+                    )
+                    .with_hint("it holds the bearer token of the admin API"),
+                );
+                None
+            }
+        };
+        let public_url = match &a.public_url {
+            Some(u) => match reqwest::Url::parse(u.get_ref()) {
+                Ok(_) => Some(u.get_ref().trim_end_matches('/').to_string()),
+                Err(e) => {
+                    diags.push(src.diag(u.span(), format!("invalid url: {e}")));
+                    None
+                }
+            },
+            None => listen.map(|l| format!("http://{l}")),
+        };
+        match (listen, token, public_url) {
+            (Some(listen), Some(token), Some(public_url)) => Some(Admin {
+                listen,
+                token,
+                public_url,
+            }),
+            _ => None,
+        }
+    });
+
     // Subscribers.
     let mut subscribers = Vec::new();
     let mut names = std::collections::HashSet::new();
@@ -527,6 +693,60 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         if s.max_in_flight == 0 {
             diags.push(src.diag(s.name.span(), "max_in_flight must be at least 1"));
         }
+        let identity = match (&s.client_cert, &s.client_key) {
+            (None, None) => None,
+            (Some(c), None) => {
+                diags.push(src.diag(c.span(), "client_cert needs client_key"));
+                None
+            }
+            (None, Some(k)) => {
+                diags.push(src.diag(k.span(), "client_key needs client_cert"));
+                None
+            }
+            (Some(c), Some(k)) => {
+                let mut read = |p: &Spanned<PathBuf>| match std::fs::read(resolve(p.get_ref())) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        diags.push(src.diag(p.span(), format!("cannot read {}: {e}", p.get_ref().display())));
+                        None
+                    }
+                };
+                match (read(c), read(k)) {
+                    (Some(mut pem), Some(key)) => {
+                        pem.push(b'\n');
+                        pem.extend_from_slice(&key);
+                        match reqwest::Identity::from_pem(&pem) {
+                            Ok(id) => Some(ClientIdentity(id)),
+                            Err(e) => {
+                                diags.push(
+                                    src.diag(
+                                        k.span(),
+                                        format!("client certificate or key is not usable PEM: {e}"),
+                                    )
+                                    .with_hint(
+                                        "the key must be PKCS#8, RSA or SEC1 PEM without a passphrase",
+                                    ),
+                                );
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if s.payload == PayloadMode::Thin && spec.admin.is_none() {
+            diags.push(
+                src.diag(
+                    s.name.span(),
+                    "payload = \"thin\" links to the admin API, which is not configured",
+                )
+                .with_hint("add an [admin] table with listen and token_env (and public_url)"),
+            );
+        }
+        if s.breaker_probe_interval.0.is_zero() {
+            diags.push(src.diag(s.name.span(), "breaker_probe_interval must be more than 0"));
+        }
         if let Some(url) = url {
             subscribers.push(Arc::new(Subscriber {
                 name: s.name.get_ref().clone(),
@@ -540,6 +760,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 programs: s.programs.clone(),
                 connectors: s.connectors.clone(),
                 headers: s.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                identity,
+                payload: s.payload,
+                link_base: admin.as_ref().map(|a| format!("{}/v1/messages/", a.public_url)),
+                envelope: s.envelope,
+                coalesce: s.coalesce,
+                breaker_failures: s.breaker_failures,
+                breaker_probe_interval: s.breaker_probe_interval.0,
                 feed_missing: s.feed_missing,
             }));
         }
@@ -607,6 +834,9 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         shutdown_grace: spec.delivery.shutdown_grace.0,
         log_format: spec.log.format,
         log_level: spec.log.level,
+        payload_retention: spec.delivery.payload_retention.0,
+        cleaner_interval: spec.delivery.cleaner_interval.0,
+        admin,
     })
 }
 

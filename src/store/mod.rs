@@ -203,6 +203,9 @@ pub struct OutboxWrite {
     pub seq: i64,
     pub lane: u64,
     pub body: String,
+    /// The milestone key hash: later updates with the same key supersede
+    /// earlier ones (what backlog coalescing collapses).
+    pub key_hash: u64,
     /// Subscribers that receive it.
     pub subscribers: Vec<String>,
 }
@@ -215,14 +218,55 @@ pub struct RejectRow {
     pub reason: String,
 }
 
-/// A delivery that is due.
+/// A delivery that is due, with the message metadata thin payloads and
+/// CloudEvents headers are built from.
 #[derive(Debug, Clone)]
 pub struct Due {
     pub pos: i64,
     pub lane: i64,
     pub attempts: u32,
     pub webhook_id: String,
-    pub body: String,
+    /// `None` once the retention cleaner purged it.
+    pub body: Option<String>,
+    pub connector: String,
+    pub program: String,
+    pub case_id: String,
+    pub milestone: String,
+    pub seq: i64,
+    /// Unix ms of the outbox commit.
+    pub created_at: i64,
+}
+
+/// Where a (subscriber, message) delivery stands. Stored as an integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    /// Retries exhausted or a permanent error: a dead letter, replayable.
+    Failed,
+    /// Superseded by a later update of the same milestone key while the
+    /// subscriber was down; never sent (the receiver sees a sequence gap).
+    Coalesced,
+}
+
+impl DeliveryStatus {
+    pub fn code(self) -> i64 {
+        match self {
+            DeliveryStatus::Pending => 0,
+            DeliveryStatus::Delivered => 1,
+            DeliveryStatus::Failed => 2,
+            DeliveryStatus::Coalesced => 3,
+        }
+    }
+    pub fn from_code(c: i64) -> DeliveryStatus {
+        match c {
+            1 => DeliveryStatus::Delivered,
+            2 => DeliveryStatus::Failed,
+            3 => DeliveryStatus::Coalesced,
+            _ => DeliveryStatus::Pending,
+        }
+    }
 }
 
 /// What happened to one attempt; written in batches.
@@ -235,6 +279,8 @@ pub struct AttemptResult {
     pub duration_ms: i64,
     pub http_status: Option<u16>,
     pub error: Option<String>,
+    /// A capped, redacted excerpt of a failed response's body.
+    pub excerpt: Option<String>,
     pub outcome: AttemptOutcome,
 }
 
@@ -245,6 +291,105 @@ pub enum AttemptOutcome {
     RetryAt(i64),
     /// Retries exhausted or a permanent error: kept as a dead letter.
     Failed,
+    /// The attempt is logged but the delivery is left exactly as it was
+    /// (pending, same schedule): a circuit-breaker probe that failed, or the
+    /// 410 that disabled the subscriber. Neither may use up a message's retries.
+    Held,
+}
+
+/// Operator-visible state of a subscriber (absent row = enabled, closed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SubscriberState {
+    pub subscriber: String,
+    /// Set by a 410 Gone: unix ms and why. Nothing is sent while set.
+    pub disabled_at: Option<i64>,
+    pub disabled_reason: Option<String>,
+    /// The URL that answered 410; configuring another URL re-enables.
+    pub disabled_url: Option<String>,
+    /// Set while the circuit breaker is open: unix ms of the next probe.
+    pub parked_until: Option<i64>,
+    pub parked_reason: Option<String>,
+}
+
+/// Which deliveries `hubsync replay` resets to pending. Every given
+/// criterion must hold; `subscriber` is required.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub subscriber: String,
+    /// Outbox commit time range, unix ms, inclusive start, exclusive end.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub program: Option<String>,
+    pub case_id: Option<String>,
+    pub message_id: Option<String>,
+    /// Only dead letters (status failed).
+    pub failed_only: bool,
+    /// Also replay messages whose body was purged (thin subscribers only).
+    pub allow_purged: bool,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayCount {
+    pub replayed: u64,
+    /// Matched but skipped: the payload was purged by retention.
+    pub purged: u64,
+}
+
+/// One outbox message with its provenance, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageRow {
+    pub id: String,
+    #[serde(skip)]
+    pub pos: i64,
+    pub connector: String,
+    pub program: String,
+    pub case_id: String,
+    pub milestone: String,
+    pub sequence: i64,
+    pub created_at_ms: i64,
+    pub file: Option<String>,
+    pub sha256: Option<String>,
+    #[serde(skip)]
+    pub body: Option<String>,
+    pub deliveries: Vec<DeliveryRow>,
+}
+
+/// One subscriber's delivery of a message.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRow {
+    pub subscriber: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at_ms: Option<i64>,
+}
+
+/// One logged HTTP attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub subscriber: String,
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub duration_ms: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// A dead letter: a message whose delivery to a subscriber failed for good.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub program: String,
+    pub case_id: String,
+    pub milestone: String,
+    pub sequence: i64,
+    pub created_at_ms: i64,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
 }
 
 /// Per-subscriber delivery figures for `hubsync status`.
@@ -254,6 +399,9 @@ pub struct SubscriberStats {
     pub pending: i64,
     pub delivered: i64,
     pub failed: i64,
+    pub coalesced: i64,
+    /// Pending deliveries whose last attempt failed (being retried).
+    pub failing: i64,
     pub oldest_pending_ms: Option<i64>,
 }
 
@@ -508,6 +656,93 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.subscriber_stats().await,
             Store::Postgres(s) => s.subscriber_stats().await,
+        }
+    }
+
+    /// A trivial query: is the database answering?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Every stored subscriber state (subscribers never disabled or parked have none).
+    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.subscriber_states().await,
+            Store::Postgres(s) => s.subscriber_states().await,
+        }
+    }
+
+    /// Writes a subscriber's whole state (upsert). Rare: on 410, breaker
+    /// transitions and re-enable.
+    pub async fn set_subscriber_state(&self, state: &SubscriberState) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_subscriber_state(state).await,
+            Store::Postgres(s) => s.set_subscriber_state(state).await,
+        }
+    }
+
+    /// Marks as coalesced every pending, never-attempted delivery of
+    /// `subscriber` that a later pending delivery in the same lane with the
+    /// same milestone key supersedes. With `all_lanes` false, only lanes whose
+    /// head is failing (has attempts) are considered. Returns how many.
+    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.coalesce(subscriber, all_lanes).await,
+            Store::Postgres(s) => s.coalesce(subscriber, all_lanes).await,
+        }
+    }
+
+    /// Resets matching deliveries to pending, due now, attempts zero. The
+    /// outbox row (webhook-id and body) is reused as is.
+    pub async fn replay(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.replay(filter).await,
+            Store::Postgres(s) => s.replay(filter).await,
+        }
+    }
+
+    /// Nulls the body of up to `limit` messages committed before `cutoff_ms`
+    /// whose deliveries are all settled as delivered or coalesced. Ids and
+    /// metadata stay. Returns how many were purged.
+    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.purge_payloads(cutoff_ms, limit).await,
+            Store::Postgres(s) => s.purge_payloads(cutoff_ms, limit).await,
+        }
+    }
+
+    /// One message by webhook id, with provenance and deliveries.
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.message(id).await,
+            Store::Postgres(s) => s.message(id).await,
+        }
+    }
+
+    /// Logged attempts of a message, oldest first.
+    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.attempts(message_id).await,
+            Store::Postgres(s) => s.attempts(message_id).await,
+        }
+    }
+
+    /// Dead letters of `subscriber`, oldest first.
+    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.dead_letters(subscriber, limit).await,
+            Store::Postgres(s) => s.dead_letters(subscriber, limit).await,
+        }
+    }
+
+    /// All messages of a case in sequence order, with provenance and deliveries.
+    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.case_timeline(program, case_id).await,
+            Store::Postgres(s) => s.case_timeline(program, case_id).await,
         }
     }
 

@@ -20,8 +20,12 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{MissingDrop, RemoteKey, RemoteStatus};
+use super::{
+    AttemptRow, DeadLetter, DeliveryRow, DeliveryStatus, MessageRow, MissingDrop, RemoteKey, RemoteStatus,
+    ReplayCount, ReplayFilter, SubscriberState,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::QueryBuilder;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
@@ -377,7 +381,8 @@ impl PgStore {
              UPDATE deliveries d SET lease_owner = $4, lease_until = $5
              FROM heads JOIN outbox o ON o.pos = heads.pos
              WHERE d.subscriber = heads.subscriber AND d.pos = heads.pos
-             RETURNING d.pos, d.lane, d.attempts, o.id, o.body",
+             RETURNING d.pos, d.lane, d.attempts, o.id, o.body, o.connector, o.program, o.case_id, o.milestone,
+                       o.seq, o.created_at",
         )
         .bind(subscriber)
         .bind(now)
@@ -394,7 +399,13 @@ impl PgStore {
                     lane: r.try_get("lane")?,
                     attempts: r.try_get::<i32, _>("attempts")? as u32,
                     webhook_id: r.try_get("id")?,
-                    body: r.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
+                    body: r.try_get("body")?,
+                    connector: r.try_get("connector")?,
+                    program: r.try_get("program")?,
+                    case_id: r.try_get("case_id")?,
+                    milestone: r.try_get("milestone")?,
+                    seq: r.try_get("seq")?,
+                    created_at: r.try_get("created_at")?,
                 })
             })
             .collect::<Result<Vec<Due>, sqlx::Error>>()?;
@@ -430,6 +441,13 @@ impl PgStore {
         let dur: Vec<i64> = results.iter().map(|r| r.duration_ms).collect();
         let http: Vec<Option<i32>> = results.iter().map(|r| r.http_status.map(i32::from)).collect();
         let err: Vec<Option<&str>> = results.iter().map(|r| r.error.as_deref()).collect();
+        let excerpt: Vec<Option<&str>> = results.iter().map(|r| r.excerpt.as_deref()).collect();
+        // A held attempt (a breaker probe) is logged and noted, but neither
+        // settles its delivery nor uses up one of its retries.
+        let held: Vec<bool> = results
+            .iter()
+            .map(|r| r.outcome == AttemptOutcome::Held)
+            .collect();
         let delivered: Vec<bool> = results
             .iter()
             .map(|r| r.outcome == AttemptOutcome::Delivered)
@@ -439,7 +457,7 @@ impl PgStore {
             .iter()
             .map(|r| match r.outcome {
                 AttemptOutcome::RetryAt(t) => Some(t),
-                AttemptOutcome::Failed | AttemptOutcome::Delivered => None,
+                AttemptOutcome::Failed | AttemptOutcome::Delivered | AttemptOutcome::Held => None,
             })
             .collect();
         // One statement (one round trip, atomic): the attempt rows, and the
@@ -450,19 +468,19 @@ impl PgStore {
         // backlog per row (7 ms per batch at 30k pending, measured).
         sqlx::query(
             "WITH logged AS (
-                INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error)
-                SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::text[])
+                INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt)
+                SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::text[], $12::text[])
              )
              UPDATE deliveries d SET
-                status = CASE WHEN u.delivered THEN 1 WHEN u.next_at IS NULL THEN 2 ELSE 0 END,
-                attempts = CASE WHEN u.delivered THEN d.attempts + 1 ELSE u.attempt END,
+                status = CASE WHEN u.held THEN d.status WHEN u.delivered THEN 1 WHEN u.next_at IS NULL THEN 2 ELSE 0 END,
+                attempts = CASE WHEN u.held THEN d.attempts WHEN u.delivered THEN d.attempts + 1 ELSE u.attempt END,
                 next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),
                 delivered_at = CASE WHEN u.delivered THEN $10 ELSE d.delivered_at END,
                 last_status = CASE WHEN u.delivered THEN 200 ELSE u.http END,
                 last_error = CASE WHEN u.delivered THEN NULL ELSE u.error END,
                 lease_owner = NULL, lease_until = NULL
-             FROM UNNEST($1::text[], $2::bigint[], $3::int[], $6::int[], $7::text[], $8::bigint[], $9::bool[])
-                  AS u(subscriber, pos, attempt, http, error, next_at, delivered)
+             FROM UNNEST($1::text[], $2::bigint[], $3::int[], $6::int[], $7::text[], $8::bigint[], $9::bool[], $13::bool[])
+                  AS u(subscriber, pos, attempt, http, error, next_at, delivered, held)
              WHERE d.subscriber = u.subscriber AND d.pos = u.pos AND d.status < 1
                AND (u.delivered OR d.lease_owner = $11)",
         )
@@ -477,6 +495,8 @@ impl PgStore {
         .bind(&delivered)
         .bind(now_ms())
         .bind(&self.instance)
+        .bind(&excerpt)
+        .bind(&held)
         .execute(&self.deliveries)
         .await?;
         Ok(())
@@ -488,6 +508,8 @@ impl PgStore {
                     COUNT(*) FILTER (WHERE d.status = 0) AS pending,
                     COUNT(*) FILTER (WHERE d.status = 1) AS delivered,
                     COUNT(*) FILTER (WHERE d.status = 2) AS failed,
+                    COUNT(*) FILTER (WHERE d.status = 3) AS coalesced,
+                    COUNT(*) FILTER (WHERE d.status = 0 AND d.last_error IS NOT NULL) AS failing,
                     MIN(o.created_at) FILTER (WHERE d.status = 0) AS oldest
              FROM deliveries d JOIN outbox o ON o.pos = d.pos GROUP BY d.subscriber ORDER BY d.subscriber",
         )
@@ -501,6 +523,8 @@ impl PgStore {
                     pending: r.try_get("pending")?,
                     delivered: r.try_get("delivered")?,
                     failed: r.try_get("failed")?,
+                    coalesced: r.try_get("coalesced")?,
+                    failing: r.try_get("failing")?,
                     oldest_pending_ms: r.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t),
                 })
             })
@@ -668,9 +692,10 @@ impl PgTx {
         let milestone: Vec<&str> = rows.iter().map(|r| r.milestone.as_str()).collect();
         let seq: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let body: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+        let key_hash: Vec<i64> = rows.iter().map(|r| r.key_hash as i64).collect();
         sqlx::query(
-            "INSERT INTO outbox (pos, id, connector, program, case_id, milestone, seq, body, file_id, created_at)
-             SELECT u.*, $9, $10 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[]) AS u",
+            "INSERT INTO outbox (pos, id, connector, program, case_id, milestone, seq, body, key_hash, file_id, created_at)
+             SELECT u.*, $10, $11 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[]) AS u",
         )
         .bind(&positions)
         .bind(&id)
@@ -680,6 +705,7 @@ impl PgTx {
         .bind(&milestone)
         .bind(&seq)
         .bind(&body)
+        .bind(&key_hash)
         .bind(file_id)
         .bind(now)
         .execute(&mut *self.tx)
@@ -877,6 +903,266 @@ impl PgStore {
                     detected_at_ms: r.try_get("detected_at")?,
                     last_arrival_ms: r.try_get("last_arrival")?,
                     webhook_id: r.try_get("webhook_id")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+// ------------------------------------------------ delivery operations (issue 6)
+
+impl PgStore {
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT subscriber, disabled_at, disabled_reason, disabled_url, parked_until, parked_reason
+             FROM subscriber_state ORDER BY subscriber",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SubscriberState {
+                    subscriber: r.try_get("subscriber")?,
+                    disabled_at: r.try_get("disabled_at")?,
+                    disabled_reason: r.try_get("disabled_reason")?,
+                    disabled_url: r.try_get("disabled_url")?,
+                    parked_until: r.try_get("parked_until")?,
+                    parked_reason: r.try_get("parked_reason")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    pub async fn set_subscriber_state(&self, st: &SubscriberState) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO subscriber_state (subscriber, disabled_at, disabled_reason, disabled_url, parked_until, parked_reason)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (subscriber) DO UPDATE SET disabled_at = excluded.disabled_at,
+                disabled_reason = excluded.disabled_reason, disabled_url = excluded.disabled_url,
+                parked_until = excluded.parked_until, parked_reason = excluded.parked_reason",
+        )
+        .bind(&st.subscriber)
+        .bind(st.disabled_at)
+        .bind(&st.disabled_reason)
+        .bind(&st.disabled_url)
+        .bind(st.parked_until)
+        .bind(&st.parked_reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// As on SQLite: never-attempted, unleased deliveries superseded by a later
+    /// pending update of the same milestone key in the same lane.
+    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 3 WHERE subscriber = $1 AND status = 0 AND pos IN (
+                SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos
+                WHERE d.subscriber = $1 AND d.status = 0 AND o.key_hash IS NOT NULL AND d.lease_owner IS NULL
+                  AND d.attempts = 0 AND d.last_status IS NULL AND d.last_error IS NULL
+                  AND ($2 OR EXISTS (SELECT 1 FROM deliveries h WHERE h.subscriber = $1 AND h.lane = d.lane
+                                     AND h.status = 0 AND (h.attempts > 0 OR h.last_error IS NOT NULL)))
+                  AND EXISTS (SELECT 1 FROM deliveries e JOIN outbox p ON p.pos = e.pos
+                              WHERE e.subscriber = $1 AND e.lane = d.lane AND e.status = 0 AND e.pos > d.pos
+                                AND p.key_hash = o.key_hash AND p.program = o.program AND p.case_id = o.case_id
+                                AND p.milestone = o.milestone))",
+        )
+        .bind(subscriber)
+        .bind(all_lanes)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn replay(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
+        let filter = |q: &mut QueryBuilder<'_, Postgres>| {
+            q.push(" WHERE d.subscriber = ");
+            q.push_bind(f.subscriber.clone());
+            if f.failed_only {
+                q.push(" AND d.status = 2");
+            } else {
+                q.push(" AND d.status <> 0");
+            }
+            if let Some(t) = f.since_ms {
+                q.push(" AND o.created_at >= ").push_bind(t);
+            }
+            if let Some(t) = f.until_ms {
+                q.push(" AND o.created_at < ").push_bind(t);
+            }
+            if let Some(p) = &f.program {
+                q.push(" AND o.program = ").push_bind(p.clone());
+            }
+            if let Some(c) = &f.case_id {
+                q.push(" AND o.case_id = ").push_bind(c.clone());
+            }
+            if let Some(m) = &f.message_id {
+                q.push(" AND o.id = ").push_bind(m.clone());
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        let mut count = ReplayCount::default();
+        if !f.allow_purged {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "SELECT COUNT(*) FROM deliveries d JOIN outbox o ON o.pos = d.pos",
+            );
+            filter(&mut q);
+            q.push(" AND o.body IS NULL");
+            let n: i64 = q.build_query_scalar().fetch_one(&mut *tx).await?;
+            count.purged = n as u64;
+        }
+        let mut q = QueryBuilder::<Postgres>::new(
+            "UPDATE deliveries SET status = 0, attempts = 0, lease_owner = NULL, lease_until = NULL, next_attempt_at = ",
+        );
+        q.push_bind(now_ms());
+        q.push(", delivered_at = NULL WHERE subscriber = ");
+        q.push_bind(f.subscriber.clone());
+        q.push(" AND pos IN (SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos");
+        filter(&mut q);
+        if !f.allow_purged {
+            q.push(" AND o.body IS NOT NULL");
+        }
+        q.push(")");
+        count.replayed = q.build().execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET body = NULL WHERE pos IN (
+                SELECT o.pos FROM outbox o
+                WHERE o.created_at < $1 AND o.body IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.pos = o.pos AND d.status IN (0, 2))
+                LIMIT $2)",
+        )
+        .bind(cutoff_ms)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn messages_where(&self, clause: &str, binds: &[&str]) -> Result<Vec<MessageRow>, StoreError> {
+        let sql = format!(
+            "SELECT o.pos, o.id, o.connector, o.program, o.case_id, o.milestone, o.seq, o.created_at, o.body,
+                    f.name AS file, f.sha256
+             FROM outbox o LEFT JOIN files f ON f.id = o.file_id WHERE {clause}"
+        );
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut out: Vec<MessageRow> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(MessageRow {
+                pos: r.try_get("pos")?,
+                id: r.try_get("id")?,
+                connector: r.try_get("connector")?,
+                program: r.try_get("program")?,
+                case_id: r.try_get("case_id")?,
+                milestone: r.try_get("milestone")?,
+                sequence: r.try_get("seq")?,
+                created_at_ms: r.try_get("created_at")?,
+                file: r.try_get("file")?,
+                sha256: r.try_get("sha256")?,
+                body: r.try_get("body")?,
+                deliveries: Vec::new(),
+            });
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let positions: Vec<i64> = out.iter().map(|m| m.pos).collect();
+        let rows = sqlx::query(
+            "SELECT pos, subscriber, status, attempts, last_status, last_error, delivered_at
+             FROM deliveries WHERE pos = ANY($1) ORDER BY subscriber",
+        )
+        .bind(&positions)
+        .fetch_all(&self.pool)
+        .await?;
+        let slot: HashMap<i64, usize> = out.iter().enumerate().map(|(i, m)| (m.pos, i)).collect();
+        for r in &rows {
+            let pos: i64 = r.try_get("pos")?;
+            if let Some(i) = slot.get(&pos) {
+                out[*i].deliveries.push(DeliveryRow {
+                    subscriber: r.try_get("subscriber")?,
+                    status: DeliveryStatus::from_code(i64::from(r.try_get::<i32, _>("status")?)),
+                    attempts: i64::from(r.try_get::<i32, _>("attempts")?),
+                    last_status: r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
+                    last_error: r.try_get("last_error")?,
+                    delivered_at_ms: r.try_get("delivered_at")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
+        Ok(self.messages_where("o.id = $1", &[id]).await?.into_iter().next())
+    }
+
+    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError> {
+        self.messages_where(
+            "o.program = $1 AND o.case_id = $2 ORDER BY o.seq, o.pos",
+            &[program, case_id],
+        )
+        .await
+    }
+
+    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.subscriber, a.attempt, a.at, a.duration_ms, a.status, a.error, a.response_excerpt
+             FROM attempts a JOIN outbox o ON o.pos = a.pos WHERE o.id = $1 ORDER BY a.id",
+        )
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    subscriber: r.try_get("subscriber")?,
+                    attempt: i64::from(r.try_get::<i32, _>("attempt")?),
+                    at_ms: r.try_get("at")?,
+                    duration_ms: r.try_get("duration_ms")?,
+                    status: r.try_get::<Option<i32>, _>("status")?.map(i64::from),
+                    error: r.try_get("error")?,
+                    response_excerpt: r.try_get("response_excerpt")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.program, o.case_id, o.milestone, o.seq, o.created_at, d.attempts, d.last_status, d.last_error
+             FROM deliveries d JOIN outbox o ON o.pos = d.pos
+             WHERE d.subscriber = $1 AND d.status = 2 ORDER BY d.pos LIMIT $2",
+        )
+        .bind(subscriber)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    id: r.try_get("id")?,
+                    program: r.try_get("program")?,
+                    case_id: r.try_get("case_id")?,
+                    milestone: r.try_get("milestone")?,
+                    sequence: r.try_get("seq")?,
+                    created_at_ms: r.try_get("created_at")?,
+                    attempts: i64::from(r.try_get::<i32, _>("attempts")?),
+                    last_status: r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
+                    last_error: r.try_get("last_error")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -17,6 +17,10 @@ use sha2::Sha256;
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const PSEUDONYM_KEY: &str = "test-pseudonym-key-0123456789";
+/// A second signing secret, for key rotation tests.
+pub const SECRET2: &str = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY";
+/// The admin API's bearer token in tests.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// One request the receiver accepted (valid signature, answered 2xx).
 #[derive(Debug, Clone)]
@@ -273,6 +277,8 @@ impl Hub {
         |k| match k {
             "HUBSYNC_PSEUDONYM_KEY" => Some(PSEUDONYM_KEY.to_string()),
             "HUBSYNC_TEST_SECRET" => Some(SECRET.to_string()),
+            "HUBSYNC_TEST_SECRETS_ROTATING" => Some(format!("{SECRET} {SECRET2}")),
+            "HUBSYNC_TEST_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_string()),
             _ => None,
         }
     }
@@ -308,6 +314,8 @@ impl Hub {
             .arg(&self.config)
             .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
             .env("HUBSYNC_TEST_SECRET", SECRET)
+            .env("HUBSYNC_TEST_SECRETS_ROTATING", format!("{SECRET} {SECRET2}"))
+            .env("HUBSYNC_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn")
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -406,4 +414,257 @@ pub fn write_snapshot(path: &Path, n: usize, change_every: Option<usize>) {
         .expect("write");
     }
     w.flush().expect("flush");
+}
+
+// ------------------------------------------------------------ added for delivery tests
+
+impl Hub {
+    /// Replaces the config's subscriber section (and anything after it) with
+    /// `tail`: several `[[subscribers]]`, an `[admin]` table, and so on.
+    pub fn set_tail(&self, tail: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let head = &text[..text.find("[[subscribers]]").expect("config has a subscriber")];
+        std::fs::write(&self.config, format!("{head}{tail}\n")).expect("write config");
+    }
+
+    /// Inserts `lines` into the `[delivery]` table.
+    pub fn set_delivery(&self, lines: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text.replacen("[delivery]\n", &format!("[delivery]\n{lines}\n"), 1);
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// Runs the `hubsync` binary with this hub's config and environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
+            .env("HUBSYNC_TEST_SECRET", SECRET)
+            .env("HUBSYNC_TEST_SECRETS_ROTATING", format!("{SECRET} {SECRET2}"))
+            .env("HUBSYNC_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run hubsync")
+    }
+}
+
+/// A free loopback port (bound, then released: good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// One request a [`Recorder`] saw, whatever it answered.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub at: Instant,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub raw: Vec<u8>,
+    pub json: serde_json::Value,
+    /// For each known secret (SECRET, SECRET2): whether one `v1` entry verifies.
+    pub verified_by: Vec<bool>,
+    pub answered: u16,
+}
+
+impl Hit {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+    pub fn id(&self) -> &str {
+        self.header("webhook-id")
+    }
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.answered)
+    }
+}
+
+/// What a [`Recorder`] answers: a status and extra response headers.
+pub type Responder = Arc<dyn Fn(&Hit, usize) -> (u16, Vec<(String, String)>) + Send + Sync>;
+
+/// A webhook receiver on 127.0.0.1:0 that records every request (any path),
+/// verifies signatures independently against both test secrets, and answers
+/// what its responder says (given the request and how many came before).
+pub struct Recorder {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    responder: Arc<Mutex<Responder>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn signed_by(key: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
+    verify(key, headers, body)
+}
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        let keys: Vec<Vec<u8>> = [SECRET, SECRET2]
+            .iter()
+            .map(|s| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.trim_start_matches("whsec_"))
+                    .expect("test secret is base64")
+            })
+            .collect();
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let responder: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Arc::new(|_: &Hit, _| (204, vec![]))));
+        let (h, r) = (hits.clone(), responder.clone());
+        let handler = move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+            let (hits, responder, keys) = (h.clone(), r.clone(), keys.clone());
+            async move {
+                let verified_by: Vec<bool> = keys.iter().map(|k| signed_by(k, &headers, &body)).collect();
+                let mut hit = Hit {
+                    at: Instant::now(),
+                    path: uri.path().to_string(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect(),
+                    raw: body.to_vec(),
+                    json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                    verified_by,
+                    answered: 0,
+                };
+                let respond = responder.lock().expect("lock").clone();
+                let mut hits = hits.lock().expect("lock");
+                let (status, extra) = if hit.verified_by.iter().any(|v| *v) {
+                    respond(&hit, hits.len())
+                } else {
+                    (401, vec![])
+                };
+                hit.answered = status;
+                hits.push(hit);
+                let mut resp = axum::response::Response::builder().status(status);
+                for (k, v) in extra {
+                    resp = resp.header(k, v);
+                }
+                resp.body(axum::body::Body::from(
+                    "{\"error\":\"member 123456789 rejected\"}",
+                ))
+                .expect("response builds")
+            }
+        };
+        let app = axum::Router::new().fallback(axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("recorder serves");
+        });
+        Recorder {
+            addr,
+            hits,
+            responder,
+            _task: task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn respond(&self, f: impl Fn(&Hit, usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static) {
+        *self.responder.lock().expect("lock") = Arc::new(f);
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().expect("lock").clone()
+    }
+
+    /// Accepted (2xx) hits, first per (path, webhook-id): one message goes
+    /// to every matching subscriber with the same id.
+    pub fn accepted(&self) -> Vec<Hit> {
+        let mut seen = std::collections::HashSet::new();
+        self.hits()
+            .into_iter()
+            .filter(|h| h.ok() && seen.insert((h.path.clone(), h.id().to_string())))
+            .collect()
+    }
+
+    pub async fn wait_accepted(&self, n: usize, timeout: Duration) -> Vec<Hit> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let a = self.accepted();
+            if a.len() >= n {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {} of {n} accepted after {timeout:?} ({} requests)",
+                a.len(),
+                self.hits().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_hits(&self, n: usize, timeout: Duration) -> Vec<Hit> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let a = self.hits();
+            if a.len() >= n {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {} of {n} requests",
+                a.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// GET/POST against the admin API.
+pub async fn admin_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("admin API answers");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+pub async fn admin_post(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("admin API answers");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+/// Waits until the admin API answers /healthz.
+pub async fn wait_admin(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+        {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("admin API did not come up on port {port}");
 }
