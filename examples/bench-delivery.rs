@@ -191,10 +191,14 @@ async fn main() {
     let store = Store::open(&format!("sqlite://{}", db.display()))
         .await
         .expect("store");
-    let file = store
-        .file_begin("bench", "0", "bench.csv", 0)
+    let file = match store
+        .file_claim("bench", "0", "bench.csv", 0)
         .await
-        .expect("ledger row");
+        .expect("ledger row")
+    {
+        hubsync::store::Claim::Owned(row) => row,
+        other => panic!("a fresh store hands the file to this process: {other:?}"),
+    };
     let addr = receiver(rx.clone(), 0).await;
     let sub = Arc::new(subscriber(&format!("http://{addr}/hook"), in_flight));
     let wake = Arc::new(tokio::sync::Notify::new());
