@@ -165,9 +165,11 @@ def latency(hs, n, runs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, help="runs per scenario (default 3; 1 with --quick)")
+    ap.add_argument("--sizes", help="comma-separated snapshot sizes (default 100000,1000000)")
     a = ap.parse_args()
-    runs = 1 if a.quick else 3
-    sizes = [20_000] if a.quick else [100_000, 1_000_000]
+    runs = a.runs or (1 if a.quick else 3)
+    sizes = [int(x) for x in a.sizes.split(",")] if a.sizes else ([20_000] if a.quick else [100_000, 1_000_000])
     OUT.mkdir(parents=True, exist_ok=True)
     data = OUT / "data"
     data.mkdir(exist_ok=True)
@@ -226,7 +228,7 @@ def main():
         listener.send_signal(signal.SIGINT)
         listener.wait()
     nproc = os.cpu_count()
-    lines = [f"Machine: {nproc} cores. {'Quick mode (small sizes, 1 run).' if a.quick else f'Medians of {runs} runs.'}",
+    lines = [f"Machine: {nproc} cores. {'Quick mode (small sizes, 1 run).' if a.quick else f'Medians of {runs} run(s).'}",
              "", "| scenario | rows | hubsync | peer | peer value | hubsync / peer |", "|---|---:|---:|---|---:|---:|"]
     for scenario, n, v, peer, pv in rows:
         ratio = f"{v / pv:.1f}×" if pv else ""
