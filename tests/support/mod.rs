@@ -22,6 +22,19 @@ pub const SECRET2: &str = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY";
 /// The admin API's bearer token in tests.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
+/// Polls `f` every 20 ms until it returns `Ok`; after `timeout`, fails the
+/// test with `f`'s last explanation of what it was still waiting for.
+pub async fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "timed out after {timeout:?}: {why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// One request the receiver accepted (valid signature, answered 2xx).
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -172,19 +185,15 @@ impl Receiver {
 
     /// Waits until at least `n` distinct ids were accepted.
     pub async fn wait_unique(&self, n: usize, timeout: Duration) -> BTreeMap<String, Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll_until(timeout, || {
             let u = self.unique();
             if u.len() >= n {
-                return u;
+                Ok(u)
+            } else {
+                Err(format!("{} of {n} webhooks", u.len()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out: {} of {n} webhooks after {timeout:?}",
-                u.len()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 
     /// Asserts that the count of distinct ids stays at `n` for `quiet`.
@@ -331,19 +340,20 @@ impl Hub {
 
     /// Waits until the drop folder has no partner files left.
     pub async fn wait_drained(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll_until(timeout, || {
             let left: Vec<_> = std::fs::read_dir(self.drop_dir())
                 .expect("read drop")
                 .filter_map(Result::ok)
                 .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.file_name())
                 .collect();
             if left.is_empty() {
-                return;
+                Ok(())
+            } else {
+                Err(format!("drop folder not drained: {left:?}"))
             }
-            assert!(Instant::now() < deadline, "drop folder not drained: {left:?}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 
     /// Files under `sub` (archive or error), recursively.
@@ -588,36 +598,31 @@ impl Recorder {
     }
 
     pub async fn wait_accepted(&self, n: usize, timeout: Duration) -> Vec<Hit> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll_until(timeout, || {
             let a = self.accepted();
             if a.len() >= n {
-                return a;
+                Ok(a)
+            } else {
+                Err(format!(
+                    "{} of {n} accepted ({} requests)",
+                    a.len(),
+                    self.hits().len()
+                ))
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out: {} of {n} accepted after {timeout:?} ({} requests)",
-                a.len(),
-                self.hits().len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     pub async fn wait_hits(&self, n: usize, timeout: Duration) -> Vec<Hit> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll_until(timeout, || {
             let a = self.hits();
             if a.len() >= n {
-                return a;
+                Ok(a)
+            } else {
+                Err(format!("{} of {n} requests", a.len()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out: {} of {n} requests",
-                a.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 }
 
