@@ -1,14 +1,30 @@
 #!/usr/bin/env python3
 """hubsync's benchmark suite: one command, generated data, peers in the same run.
 
-    bench/run            # full sizes, 3 runs each (medians)
-    bench/run --quick    # small sizes, 1 run: keeps the scripts working in CI
+    bench/run            # full sizes, medians of 3 runs
+    bench/run --quick    # small sizes, 1 run, debug build: keeps the scripts working in CI
+    bench/run --only csv,x12,xlsx,latency,delivery,rss   # a subset
 
-Writes bench/out/results.md (a markdown table for BENCHMARKS.md) and prints it.
-Peers are installed from the package registries into bench/.peers/ on first use.
+Writes bench/out/results.md (the markdown tables for BENCHMARKS.md) and
+bench/out/results.json (every sample), and prints the tables.
+
+Data sets are generated, seeded and cached in bench/out/data/: hub CSV
+snapshots (100k and 1M cases) with a day-2 variant where 1% of cases moved
+on, a 4-tab xlsx of 100k rows (and its day 2), an X12 file of 278 responses
+over 100 MB (and its day 2), and a ~1 GB CSV.
+
+Peers run on the same data in the same run; they are installed on first use
+into bench/.peers/: Python packages with pip (requests, pyx12, openpyxl,
+python-calamine, and xlsxwriter for the generator), xsv with cargo, and wrk
+from Debian's archive with `apt-get download` (unpacked, not installed)
+unless wrk is already on PATH.
+
 Timings are never asserted: this measures, it does not test.
 """
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -23,218 +39,467 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
+DATA = OUT / "data"
 PEERS = ROOT / "bench" / ".peers"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ENV = dict(os.environ, HUBSYNC_PSEUDONYM_KEY="dev-only-pseudonym-key-0123", HUBSYNC_LOCAL_SECRET=SECRET,
            RUST_LOG="error")
+PY_ENV = dict(ENV, PYTHONPATH=str(PEERS / "py"))
+PY_PEERS = ["requests", "pyx12", "openpyxl", "python-calamine", "xlsxwriter"]
 
 
-def sh(cmd, **kw):
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, env=ENV, **kw)
+class Results:
+    """Rows of the report, grouped in sections. A row compares one hubsync
+    figure with one peer's figure on the same data (ratio = hubsync / peer,
+    or peer / hubsync where lower is better), or stands alone."""
+
+    def __init__(self):
+        self.sections = {}
+        self.samples = []
+
+    def add(self, section, scenario, size, value, unit, peer=None, peer_value=None, lower_is_better=False):
+        self.sections.setdefault(section, []).append((scenario, size, value, unit, peer, peer_value, lower_is_better))
+
+    def sample(self, name, values):
+        self.samples.append({"name": name, "values": values})
+
+    def markdown(self, header):
+        out = [header, ""]
+        for section, rows in self.sections.items():
+            out += [f"### {section}", "", "| scenario | data | hubsync | peer | peer's figure | hubsync vs peer |",
+                    "|---|---|---:|---|---:|---:|"]
+            for scenario, size, v, unit, peer, pv, lower in rows:
+                ratio = ""
+                if pv and v:
+                    ratio = f"{(pv / v if lower else v / pv):.1f}×"
+                peer_cell = f"{pv:,.1f} {unit}" if pv is not None else ""
+                out.append(f"| {scenario} | {size} | {v:,.1f} {unit} | {peer or ''} | {peer_cell} | {ratio} |")
+            out.append("")
+        return "\n".join(out)
 
 
-def binary(quick):
-    """Release build for real figures; quick mode (CI) reuses the debug build
-    the tests already made, since its figures are not reported."""
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    profile = [] if quick else ["--release"]
-    sh(["cargo", "build", "--quiet", *profile], cwd=ROOT)
-    return str(target / ("debug" if quick else "release") / "hubsync")
-
-
-def gen(cases, path, changed=0.0, repeat=1):
-    if not path.exists():
-        cmd = [sys.executable, str(ROOT / "scripts/gen-hub-csv.py"), str(cases), str(path), "--repeat", str(repeat)]
-        if changed:
-            cmd += ["--changed-pct", str(changed)]
-        sh(cmd)
-    return path
-
-
-def project(workdir):
-    """A hubsync project in workdir using the shipped acme-hub mapping."""
-    (workdir / "connectors").mkdir(parents=True, exist_ok=True)
-    (workdir / "mappings").mkdir(exist_ok=True)
-    shutil.copy(ROOT / "mappings/acme-hub-status.toml", workdir / "mappings")
-    (workdir / "connectors/acme-hub.toml").write_text(
-        'program = "ACME-ONC"\nmapping = "acme-hub-status"\ntime_zone = "America/New_York"\n'
-        '[source]\nkind = "local"\npath = "drop"\n[format]\nkind = "csv"\n')
-    (workdir / "config.toml").write_text(
-        'data_dir = "data"\n[pseudonymization]\nkey_env = "HUBSYNC_PSEUDONYM_KEY"\n'
-        '[[subscribers]]\nname = "mfr"\nurl = "http://127.0.0.1:9/"\nsecret_env = "HUBSYNC_LOCAL_SECRET"\n')
-    return workdir / "config.toml"
-
-
-def ingest(hs, config, files, seed=False):
-    """Runs `hubsync ingest`; returns per-file rows/s, the index load time and peak RSS (MiB)."""
-    cmd = ["/usr/bin/time", "-f", "RSS_KB %M", hs, "ingest", "-c", str(config), "--connector", "acme-hub"]
-    if seed:
-        cmd.append("--seed")
-    p = sh(cmd + [str(f) for f in files])
-    rates = [float(m) for m in re.findall(r"\(([\d.]+) rows/s\):", p.stderr)]
-    index = float(re.search(r"loaded in ([\d.]+)s", p.stderr).group(1))
-    rss = int(re.search(r"RSS_KB (\d+)", p.stderr).group(1)) / 1024
-    return rates, index, rss
+def sh(cmd, env=ENV, **kw):
+    return subprocess.run([str(c) for c in cmd], check=True, text=True, capture_output=True, env=env, **kw)
 
 
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def peer_python(db, csv_path, url):
-    env = dict(ENV, PYTHONPATH=str(PEERS / "py"))
-    p = subprocess.run([sys.executable, str(ROOT / "bench/peers/python_pipeline.py"), str(db), str(csv_path), url, SECRET],
-                       check=True, text=True, capture_output=True, env=env)
-    return json.loads(p.stdout.strip().splitlines()[-1])
+# ---------------------------------------------------------------- set-up
+
+def binary(quick):
+    """Release build for real figures; quick mode (CI) reuses the debug build
+    the tests already made, since its figures are not reported."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    profile = [] if quick else ["--release"]
+    sh(["cargo", "build", "--quiet", "--bin", "hubsync", *profile], cwd=ROOT)
+    return str(target / ("debug" if quick else "release") / "hubsync")
 
 
 def install_python_peers():
-    marker = PEERS / "py" / ".installed"
+    marker = PEERS / "py" / ".installed-v2"
     if marker.exists():
         return
     (PEERS / "py").mkdir(parents=True, exist_ok=True)
-    sh([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(PEERS / "py"), "requests"])
+    sh([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+        PEERS / "py", *PY_PEERS])
     marker.touch()
 
 
-def start_listener(hs, port):
-    p = subprocess.Popen([hs, "listen", "--addr", f"127.0.0.1:{port}", "--secret-env", "HUBSYNC_LOCAL_SECRET"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    time.sleep(0.5)
-    return p
+def wrk_command():
+    """wrk from PATH, else Debian's package (and its LuaJIT) unpacked into
+    bench/.peers/wrk: fetched from the archive, not installed system-wide."""
+    if shutil.which("wrk"):
+        return ["wrk"], ENV
+    root = PEERS / "wrk"
+    binary_path = root / "usr/bin/wrk"
+    if not binary_path.exists():
+        debs = PEERS / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        pkgs = ["wrk", "libluajit2-5.1-2", "libluajit2-5.1-common"]
+        try:
+            sh(["apt-get", "download", *pkgs], cwd=debs)
+        except subprocess.CalledProcessError:
+            sh(["apt-get", "update", "-qq"])
+            sh(["apt-get", "download", *pkgs], cwd=debs)
+        for deb in debs.glob("*.deb"):
+            sh(["dpkg-deb", "-x", deb, root])
+    libs = ":".join(str(p) for p in root.glob("usr/lib/*-linux-gnu"))
+    return [str(binary_path)], dict(ENV, LD_LIBRARY_PATH=libs)
 
 
-def csv_ceiling(path, runs):
-    """The csv crate's raw parse speed (xsv count), the ceiling for CSV."""
-    xsv = PEERS / "bin" / "bin" / "xsv"
-    if not xsv.exists():
-        sh(["cargo", "install", "--quiet", "xsv", "--root", str(PEERS / "bin")])
-    times = []
+def gen_csv(cases, path, changed=0.0, repeat=1):
+    if not path.exists():
+        cmd = [sys.executable, ROOT / "scripts/gen-hub-csv.py", cases, path, "--repeat", repeat]
+        if changed:
+            cmd += ["--changed-pct", changed]
+        sh(cmd)
+    return path
+
+
+def gen_x12(mb, path, control_base=0, changed=0.0):
+    if not path.exists():
+        sh([sys.executable, ROOT / "scripts/gen-x12-bench.py", path, mb, 42, control_base, changed])
+    return path
+
+
+def gen_xlsx(rows, path, changed=0.0):
+    if not path.exists():
+        sh([sys.executable, ROOT / "bench/gen_xlsx.py", path, rows, "--changed-pct", changed], env=PY_ENV)
+    return path
+
+
+def project(workdir, connector="acme-hub", url="http://127.0.0.1:9/", connector_extra="", config_extra=""):
+    """A hubsync project in `workdir`: the shipped mappings, one connector
+    reading `workdir/drop`, one subscriber at `url`."""
+    (workdir / "connectors").mkdir(parents=True, exist_ok=True)
+    (workdir / "mappings").mkdir(exist_ok=True)
+    (workdir / "drop").mkdir(exist_ok=True)
+    for m in (ROOT / "mappings").glob("*.toml"):
+        shutil.copy(m, workdir / "mappings")
+    if connector == "acme-hub":
+        # The shipped acme-hub connector matches `status_*.csv`; the bench's
+        # files have other names, so this one matches everything.
+        text = ('program = "ACME-ONC"\nmapping = "acme-hub-status"\ntime_zone = "America/New_York"\n'
+                '[source]\nkind = "local"\npath = "drop"\n[format]\nkind = "csv"\n')
+    else:
+        text = (ROOT / "connectors" / f"{connector}.toml").read_text()
+        text = re.sub(r'(?m)^path = ".*"$', 'path = "drop"', text, count=1)
+    text = text.replace('path = "drop"', 'path = "drop"\n' + connector_extra, 1)
+    (workdir / "connectors" / f"{connector}.toml").write_text(text)
+    cfg = workdir / "config.toml"
+    cfg.write_text(f'data_dir = "data"\n{config_extra}\n[pseudonymization]\nkey_env = "HUBSYNC_PSEUDONYM_KEY"\n'
+                   f'[[subscribers]]\nname = "mfr"\nurl = "{url}"\nsecret_env = "HUBSYNC_LOCAL_SECRET"\n'
+                   'max_in_flight = 64\n')
+    return cfg
+
+
+def ingest(hs, config, connector, files, seed=False):
+    """Runs `hubsync ingest`; returns [(rows, seconds, deltas)] per file, the
+    state index load time and the peak RSS (MiB)."""
+    cmd = ["/usr/bin/time", "-f", "RSS_KB %M", hs, "ingest", "-c", config, "--connector", connector]
+    if seed:
+        cmd.append("--seed")
+    p = sh(cmd + list(files))
+    per_file = [(int(r), float(s), int(d)) for r, s, d in
+                re.findall(r": (\d+) rows in ([\d.]+)s \([\d.]+ rows/s\): (\d+) deltas", p.stderr)]
+    if len(per_file) != len(files):
+        raise RuntimeError(f"ingest did not process every file:\n{p.stderr}")
+    index = float(re.search(r"loaded in ([\d.]+)s", p.stderr).group(1))
+    rss = int(re.search(r"RSS_KB (\d+)", p.stderr).group(1)) / 1024
+    return per_file, index, rss
+
+
+def parse_alone(hs, config, connector, path):
+    """`hubsync parse`: the parser alone. Returns (records, seconds)."""
+    p = sh([hs, "parse", "-c", config, "--connector", connector, path])
+    m = re.search(r": (\d+) records, (\d+) refused, \d+ bytes in ([\d.]+)s", p.stdout)
+    return int(m.group(1)), float(m.group(3))
+
+
+def py_peer(script, *args):
+    p = sh([sys.executable, ROOT / "bench/peers" / script, *args], env=PY_ENV)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+class Listener:
+    """`hubsync listen`: a local receiver that verifies every signature and
+    logs each message with its receive time (Unix ms)."""
+
+    def __init__(self, hs, port, log):
+        self.log = Path(log)
+        self.proc = subprocess.Popen([hs, "listen", "--addr", f"127.0.0.1:{port}", "--timestamps"],
+                                     stdout=open(self.log, "w"), stderr=subprocess.DEVNULL, env=ENV)
+        self.url = f"http://127.0.0.1:{port}/"
+        time.sleep(0.5)
+
+    def lines(self):
+        return self.log.read_text().splitlines()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait()
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------- scenarios
+
+def scenario_csv(hs, res, sizes, runs, listener_url):
+    """CSV first load and re-load (1% changed), drop to every delta committed
+    to the outbox, against the Python pipeline and the csv crate's raw parse."""
+    sec = "CSV: first load and re-load (1% changed), file to outbox commit"
+    for n in sizes:
+        day1 = gen_csv(n, DATA / f"snap_{n}_day1.csv")
+        day2 = gen_csv(n, DATA / f"snap_{n}_day2.csv", changed=1.0)
+        first, warm, cold, index_s, rss_first, rss_reload = [], [], [], [], [], []
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory() as d:
+                cfg = project(Path(d))
+                [(rows, secs, _)], _, rss = ingest(hs, cfg, "acme-hub", [day1])
+                first.append(rows / secs)
+                rss_first.append(rss)
+                [(rows, secs, _)], idx, rss = ingest(hs, cfg, "acme-hub", [day2])
+                warm.append(rows / secs)  # index loaded up front: the daemon's steady state
+                index_s.append(idx)
+                rss_reload.append(rss)
+                cold.append(rows / (secs + idx))
+        py_first, py_reload = [], []
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory() as d:
+                db = Path(d) / "state.db"
+                # Compared up to its commit: hubsync's figure stops at the
+                # outbox commit too; delivery is measured on its own.
+                py_first.append(py_peer("python_pipeline.py", db, day1, listener_url, SECRET)["rows_per_s_to_commit"])
+                py_reload.append(py_peer("python_pipeline.py", db, day2, listener_url, SECRET)["rows_per_s_to_commit"])
+        raw = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            sh([xsv(), "count", day1])
+            raw.append(n / (time.perf_counter() - t))
+        size = f"{n:,} cases"
+        py = "Python pipeline (csv + SQLite + requests), to its commit"
+        res.add(sec, "first load", size, median(first), "rows/s", py, median(py_first))
+        res.add(sec, "re-load, state index in memory (the daemon)", size, median(warm), "rows/s", py, median(py_reload))
+        res.add(sec, "re-load, cold process (index load included)", size, median(cold), "rows/s", py, median(py_reload))
+        res.add(sec, "re-load vs the raw parse ceiling", size, median(warm), "rows/s", "xsv count (csv crate)", median(raw))
+        res.add(sec, "state index load", size, median(index_s), "s")
+        res.add(sec, "peak RSS, first load", size, median(rss_first), "MiB")
+        res.add(sec, "peak RSS, re-load", size, median(rss_reload), "MiB")
+        res.sample(f"csv {n}", {"first": first, "warm": warm, "cold": cold, "py_first": py_first,
+                                "py_reload": py_reload, "xsv": raw})
+
+
+def scenario_x12(hs, res, quick, runs):
+    """X12 278 responses: the parser alone against pyx12's reader, and first
+    load / re-load (1% of events changed) through the whole pipeline."""
+    sec = "X12 278: parse alone, first load and re-load (1% changed)"
+    mb = 2 if quick else 110
+    day1 = gen_x12(mb, DATA / f"x12_278_{mb}mb_day1.x12")
+    day2 = gen_x12(mb, DATA / f"x12_278_{mb}mb_day2.x12", control_base=500_000, changed=1.0)
+    size_mb = day1.stat().st_size / 1e6
+    label = f"{size_mb:,.0f} MB"
+    parse, first, reload, events = [], [], [], 0
     for _ in range(runs):
-        t = time.perf_counter()
-        sh([str(xsv), "count", str(path)])
-        times.append(time.perf_counter() - t)
-    return median(times)
+        with tempfile.TemporaryDirectory() as d:
+            cfg = project(Path(d), "payer-278")
+            records, secs = parse_alone(hs, cfg, "payer-278", day1)
+            parse.append(size_mb / secs)
+            [(events, secs, _)], _, _ = ingest(hs, cfg, "payer-278", [day1])
+            first.append(size_mb / secs)
+            [(_, secs2, _)], _, _ = ingest(hs, cfg, "payer-278", [day2])
+            reload.append(day2.stat().st_size / 1e6 / secs2)
+    # pyx12 reads ~1 MB/s: one run on the full file is minutes; it is run
+    # once unless --runs asks for more.
+    pyx12 = [py_peer("pyx12_parse.py", day1)["mb_per_s"] for _ in range(runs if quick else 1)]
+    peer = "pyx12 X12Reader (parse alone)"
+    res.add(sec, "parse alone (tokenize, envelopes, records)", label, median(parse), "MB/s", peer, median(pyx12))
+    res.add(sec, f"first load ({events:,} events, all new)", label, median(first), "MB/s", peer, median(pyx12))
+    res.add(sec, "re-load, 1% of events changed", label, median(reload), "MB/s", peer, median(pyx12))
+    res.sample("x12", {"parse": parse, "first": first, "reload": reload, "pyx12": pyx12})
 
 
-def latency(hs, n, runs):
-    """Drop-to-webhook latency: a running daemon with day 1 delivered; day 2
-    (1% changed) is dropped with a done-marker, so it is complete at a known
-    instant; each webhook's receipt time is measured against that instant."""
-    day1 = gen(n, OUT / "data" / f"snap_{n}_day1.csv")
-    day2 = gen(n, OUT / "data" / f"snap_{n}_day2.csv", changed=1.0)
+def scenario_xlsx(hs, res, quick, runs):
+    """A 4-tab workbook: the parser alone against openpyxl and python-calamine
+    reading every row, and first load / re-load through the pipeline."""
+    sec = "Excel (xlsx, 4 tabs): parse alone, first load and re-load (1% changed)"
+    n = 5_000 if quick else 100_000
+    day1 = gen_xlsx(n, DATA / f"summit_{n}_day1.xlsx")
+    day2 = gen_xlsx(n, DATA / f"summit_{n}_day2.xlsx", changed=1.0)
+    parse, first, reload = [], [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            cfg = project(Path(d), "summit-excel")
+            records, secs = parse_alone(hs, cfg, "summit-excel", day1)
+            parse.append(records / secs)
+            [(rows, secs, _)], _, _ = ingest(hs, cfg, "summit-excel", [day1])
+            first.append(rows / secs)
+            [(rows, secs, _)], _, _ = ingest(hs, cfg, "summit-excel", [day2])
+            reload.append(rows / secs)
+    # openpyxl takes tens of seconds on 100k rows: once unless --runs asks.
+    openpyxl = [py_peer("read_xlsx.py", "openpyxl", day1)["rows_per_s"] for _ in range(runs if quick else 1)]
+    calamine = [py_peer("read_xlsx.py", "calamine", day1)["rows_per_s"] for _ in range(runs)]
+    label = f"{n:,} rows"
+    for scenario, v in [("parse alone (every row of every tab)", parse), ("first load, all new", first),
+                        ("re-load, 1% changed", reload)]:
+        res.add(sec, scenario, label, median(v), "rows/s", "openpyxl, read-only mode", median(openpyxl))
+        res.add(sec, scenario, label, median(v), "rows/s", "python-calamine", median(calamine))
+    res.sample("xlsx", {"parse": parse, "first": first, "reload": reload, "openpyxl": openpyxl,
+                        "calamine": calamine})
+
+
+def scenario_latency(hs, res, quick, runs):
+    """File complete → each webhook received: a running daemon with day 1
+    delivered; day 2 (1% changed) is dropped with a done-marker, so it is
+    complete at a known instant; each webhook's receipt time is measured
+    against that instant."""
+    sec = "Latency: file complete → webhook received (100k-case snapshot, 1% changed)"
+    n = 20_000 if quick else 100_000
+    day1 = gen_csv(n, DATA / f"snap_{n}_day1.csv")
+    day2 = gen_csv(n, DATA / f"snap_{n}_day2.csv", changed=1.0)
     samples = []
+    port = 19322
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as d:
             d = Path(d)
-            cfg = project(d)
-            text = (d / "connectors/acme-hub.toml").read_text().replace('path = "drop"', 'path = "drop"\ndone_marker = "{name}.done"\nrescan = "100ms"')
-            (d / "connectors/acme-hub.toml").write_text(text)
-            cfg.write_text(cfg.read_text().replace("http://127.0.0.1:9/", "http://127.0.0.1:19322/")
-                           + 'max_in_flight = 64\n\n[delivery]\npoll_interval = "50ms"\n')
-            ingest(hs, cfg, [day1], seed=True)  # state as after night 1, nothing pending
-            log = d / "received.log"
-            rx = subprocess.Popen([hs, "listen", "--addr", "127.0.0.1:19322", "--timestamps"], stdout=open(log, "w"),
-                                  stderr=subprocess.DEVNULL, env=ENV)
-            daemon = subprocess.Popen([hs, "run", "-c", str(cfg)], stderr=subprocess.DEVNULL, env=ENV)
+            cfg = project(d, url=f"http://127.0.0.1:{port}/",
+                          connector_extra='done_marker = "{name}.done"\nrescan = "100ms"',
+                          config_extra='[delivery]\npoll_interval = "50ms"')
+            ingest(hs, cfg, "acme-hub", [day1], seed=True)  # state as after night 1, nothing pending
+            [(_, _, deltas)], _, _ = ingest(hs, cfg, "acme-hub", [day2])  # how many deltas day 2 makes
+            # ... then forget day 2: back to the state after night 1.
+            shutil.rmtree(d / "data")
+            ingest(hs, cfg, "acme-hub", [day1], seed=True)
+            rx = Listener(hs, port, d / "received.log")
+            daemon = subprocess.Popen([hs, "run", "-c", cfg], stderr=subprocess.DEVNULL, env=ENV)
             time.sleep(1.5)
             shutil.copy(day2, d / "drop" / "day2.csv")
             t0 = time.time()
             (d / "drop" / "day2.csv.done").touch()
-            expected = None
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                lines = log.read_text().splitlines()
-                if expected is None:
-                    p = sh([hs, "status", "-c", str(cfg)])
-                    m = re.search(r"day2\.csv\s+done\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+(\d+)", p.stdout)
-                    expected = int(m.group(1)) if m else None
-                if expected is not None and len(lines) >= expected:
-                    break
-                time.sleep(0.05)
+            wait_for(lambda: len(rx.lines()) >= deltas, 120, "day 2's webhooks")
             daemon.send_signal(signal.SIGINT)
             daemon.wait()
-            rx.send_signal(signal.SIGINT)
-            rx.wait()
-            samples += [int(l.split()[0]) / 1000 - t0 for l in log.read_text().splitlines()]
+            rx.stop()
+            samples += [int(line.split()[0]) / 1000 - t0 for line in rx.lines()]
     samples.sort()
     pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
-    return len(samples), pick(0.5), pick(0.99), samples[-1] * 1000
+    label = f"{n:,} cases, {len(samples):,} webhooks"
+    res.add(sec, "p50", label, pick(0.5), "ms")
+    res.add(sec, "p99", label, pick(0.99), "ms")
+    res.add(sec, "max", label, samples[-1] * 1000, "ms")
+    res.sample("latency_ms", [s * 1000 for s in samples])
+
+
+def wrk_script(path):
+    """A wrk script POSTing one validly signed milestone-sized body, so the
+    receiver does the same work (verify, parse, log) as for hubsync."""
+    body = json.dumps({"type": "pa.approved", "timestamp": "2026-11-20T08:15:00Z",
+                       "data": {"program": "ACME-ONC", "case_id": "CASE-00000001", "milestone": "pa.approved",
+                                "occurred_at": "2026-11-19", "sequence": 3, "padding": "x" * 700}})
+    msg_id, ts = "msg_wrk", str(int(time.time()))
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    sig = base64.b64encode(hmac.new(key, f"{msg_id}.{ts}.{body}".encode(), hashlib.sha256).digest()).decode()
+    lua = lambda s: json.dumps(s)  # a JSON string literal is a valid Lua string literal here
+    path.write_text(f'wrk.method = "POST"\nwrk.body = {lua(body)}\n'
+                    f'wrk.headers["content-type"] = "application/json"\n'
+                    f'wrk.headers["webhook-id"] = {lua(msg_id)}\nwrk.headers["webhook-timestamp"] = {lua(ts)}\n'
+                    f'wrk.headers["webhook-signature"] = {lua("v1," + sig)}\n')
+
+
+def scenario_delivery(hs, res, quick, runs):
+    """Sustained signed deliveries: a backlog committed by `hubsync ingest`,
+    drained by `hubsync run` into `hubsync listen`; the same receiver driven
+    by wrk (the loopback ceiling) and by Python `requests`."""
+    sec = "Deliveries: sustained signed webhooks to a local receiver"
+    n = 2_000 if quick else 50_000
+    day1 = gen_csv(n, DATA / f"snap_{n}_day1.csv")
+    port = 19323
+    rates, count = [], 0
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            cfg = project(d, url=f"http://127.0.0.1:{port}/", config_extra='[delivery]\npoll_interval = "50ms"')
+            [(_, _, count)], _, _ = ingest(hs, cfg, "acme-hub", [day1])  # the backlog: one message per delta
+            rx = Listener(hs, port, d / "received.log")
+            daemon = subprocess.Popen([hs, "run", "-c", cfg], stderr=subprocess.DEVNULL, env=ENV)
+            wait_for(lambda: len(rx.lines()) >= count, 600, "the backlog to drain")
+            daemon.send_signal(signal.SIGINT)
+            daemon.wait()
+            rx.stop()
+            stamps = sorted(int(line.split()[0]) for line in rx.lines())
+            # First to last receipt: the daemon's start-up is left out.
+            rates.append((len(stamps) - 1) / max((stamps[-1] - stamps[0]) / 1000, 1e-3))
+    wrk, wrk_env = wrk_command()
+    wrk_rates, py_rates = [], []
+    secs = 3 if quick else 10
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        for _ in range(runs):
+            rx = Listener(hs, port, d / "wrk.log")
+            wrk_script(d / "post.lua")
+            p = sh([*wrk, "-t2", "-c64", f"-d{secs}s", "-s", d / "post.lua", rx.url], env=wrk_env)
+            rx.stop()
+            non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", p.stdout)
+            if non2xx:
+                raise RuntimeError(f"the receiver refused wrk's requests:\n{p.stdout}")
+            wrk_rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", p.stdout).group(1)))
+            rx = Listener(hs, port, d / "py.log")
+            py_rates.append(py_peer("python_deliver.py", rx.url, SECRET, 500 if quick else 5_000)["per_s"])
+            rx.stop()
+    label = f"{count:,} messages"
+    res.add(sec, "hubsync run → hubsync listen, max_in_flight 64", label, median(rates), "msg/s",
+            "Python requests (one Session, sequential)", median(py_rates))
+    res.add(sec, "hubsync run → hubsync listen, max_in_flight 64", label, median(rates), "msg/s",
+            "wrk -t2 -c64, same receiver (ceiling)", median(wrk_rates))
+    res.sample("delivery", {"hubsync": rates, "wrk": wrk_rates, "requests": py_rates})
+
+
+def scenario_rss(hs, res, quick):
+    """Peak RSS on a ~1 GB CSV: a few cases repeated, so the file is large
+    and the state is not (what is measured is streaming, not state size)."""
+    sec = "Peak RSS on a large CSV"
+    cases, repeat = (2_000, 20) if quick else (100_000, 74)
+    big = gen_csv(cases, DATA / f"big_{cases}x{repeat}.csv", repeat=repeat)
+    with tempfile.TemporaryDirectory() as d:
+        cfg = project(Path(d))
+        [(rows, _, _)], _, rss = ingest(hs, cfg, "acme-hub", [big], seed=True)
+    res.add(sec, "hubsync ingest, peak RSS", f"{big.stat().st_size / 1e9:.2f} GB, {rows:,} rows", rss, "MiB")
+
+
+def xsv():
+    path = PEERS / "bin" / "bin" / "xsv"
+    if not path.exists():
+        sh(["cargo", "install", "--quiet", "xsv", "--root", PEERS / "bin"])
+    return path
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="small sizes, 1 run, debug build (CI)")
     ap.add_argument("--runs", type=int, help="runs per scenario (default 3; 1 with --quick)")
-    ap.add_argument("--sizes", help="comma-separated snapshot sizes (default 100000,1000000)")
+    ap.add_argument("--sizes", help="CSV snapshot sizes, comma-separated (default 100000,1000000)")
+    ap.add_argument("--only", help="scenarios to run: csv,x12,xlsx,latency,delivery,rss (default all)")
     a = ap.parse_args()
     runs = a.runs or (1 if a.quick else 3)
     sizes = [int(x) for x in a.sizes.split(",")] if a.sizes else ([20_000] if a.quick else [100_000, 1_000_000])
-    OUT.mkdir(parents=True, exist_ok=True)
-    data = OUT / "data"
-    data.mkdir(exist_ok=True)
+    only = set(a.only.split(",")) if a.only else {"csv", "x12", "xlsx", "latency", "delivery", "rss"}
+    DATA.mkdir(parents=True, exist_ok=True)
     hs = binary(a.quick)
     install_python_peers()
-    rows = []  # (scenario, size, hubsync, peer, peer value, ratio)
-    listener = start_listener(hs, 19321)
-    try:
-        for n in sizes:
-            day1 = gen(n, data / f"snap_{n}_day1.csv")
-            day2 = gen(n, data / f"snap_{n}_day2.csv", changed=1.0)
-            first, warm, cold, index_s, rss_first, rss_reload = [], [], [], [], [], []
-            for _ in range(runs):
-                with tempfile.TemporaryDirectory() as d:
-                    cfg = project(Path(d))
-                    r, _, rss = ingest(hs, cfg, [day1])
-                    first.append(r[0])
-                    rss_first.append(rss)
-                    snapshot = Path(d) / "after_day1.db"
-                    shutil.copy(Path(d) / "data/hubsync.db", snapshot)
-                    r, idx, rss = ingest(hs, cfg, [day2])  # index loaded up front: the daemon's steady state
-                    warm.append(r[0])
-                    index_s.append(idx)
-                    rss_reload.append(rss)
-                    cold.append(n / (n / r[0] + idx))
-            # Peer: the Python pipeline on the same files, posting to the same kind of receiver.
-            py_first, py_reload = [], []
-            for _ in range(runs):
-                with tempfile.TemporaryDirectory() as d:
-                    db = Path(d) / "state.db"
-                    # Compared up to its commit (hubsync's figure stops at the
-                    # outbox commit too; delivery is measured separately).
-                    py_first.append(peer_python(db, day1, "http://127.0.0.1:19321/")["rows_per_s_to_commit"])
-                    py_reload.append(peer_python(db, day2, "http://127.0.0.1:19321/")["rows_per_s_to_commit"])
-            ceiling = n / csv_ceiling(day1, runs)
-            rows.append(("CSV first load, rows/s", n, median(first), "Python pipeline (to commit)", median(py_first)))
-            rows.append(("CSV re-load 1% changed, rows/s (state index in memory)", n, median(warm), "Python pipeline (to commit)", median(py_reload)))
-            rows.append(("CSV re-load 1% changed, rows/s (including index load)", n, median(cold), "Python pipeline (to commit)", median(py_reload)))
-            rows.append(("CSV re-load, rows/s vs raw parse", n, median(warm), "xsv count (csv crate)", ceiling))
-            rows.append(("peak RSS first load, MiB", n, median(rss_first), None, None))
-            rows.append(("peak RSS re-load, MiB", n, median(rss_reload), None, None))
-            rows.append(("state index load, s", n, median(index_s), None, None))
-        n = 20_000 if a.quick else 100_000
-        count, p50, p99, worst = latency(hs, n, runs)
-        rows.append(("drop-to-webhook latency p50, ms (file complete → received)", count, p50, None, None))
-        rows.append(("drop-to-webhook latency p99, ms", count, p99, None, None))
-        rows.append(("drop-to-webhook latency max, ms", count, worst, None, None))
-        # Peak RSS on a ~1 GB CSV (a few cases repeated: the file is large, the state is not).
-        big_cases, repeat = (2_000, 20) if a.quick else (100_000, 70)
-        big = gen(big_cases, data / f"big_{big_cases}x{repeat}.csv", repeat=repeat)
-        with tempfile.TemporaryDirectory() as d:
-            cfg = project(Path(d))
-            r, _, rss = ingest(hs, cfg, [big], seed=True)
-            rows.append((f"peak RSS on a {big.stat().st_size / 2**30:.2f} GiB CSV, MiB", big_cases * repeat, rss, None, None))
-    finally:
-        listener.send_signal(signal.SIGINT)
-        listener.wait()
-    nproc = os.cpu_count()
-    lines = [f"Machine: {nproc} cores. {'Quick mode (small sizes, 1 run).' if a.quick else f'Medians of {runs} run(s).'}",
-             "", "| scenario | rows | hubsync | peer | peer value | hubsync / peer |", "|---|---:|---:|---|---:|---:|"]
-    for scenario, n, v, peer, pv in rows:
-        ratio = f"{v / pv:.1f}×" if pv else ""
-        lines.append(f"| {scenario} | {n:,} | {v:,.1f} | {peer or ''} | {'' if pv is None else f'{pv:,.1f}'} | {ratio} |")
-    table = "\n".join(lines) + "\n"
+    res = Results()
+    started = time.time()
+    load = os.getloadavg()[0]
+    if "csv" in only:
+        rx = Listener(hs, 19321, OUT / "csv-peer.log")
+        try:
+            scenario_csv(hs, res, sizes, runs, rx.url)
+        finally:
+            rx.stop()
+    if "x12" in only:
+        scenario_x12(hs, res, a.quick, runs)
+    if "xlsx" in only:
+        scenario_xlsx(hs, res, a.quick, runs)
+    if "latency" in only:
+        scenario_latency(hs, res, a.quick, runs)
+    if "delivery" in only:
+        scenario_delivery(hs, res, a.quick, runs)
+    if "rss" in only:
+        scenario_rss(hs, res, a.quick)
+    mode = "Quick mode: small sizes, 1 run, debug build; not figures to quote." if a.quick else \
+        f"Medians of {runs} runs (pyx12 and openpyxl: 1 run, each takes minutes), release build."
+    header = (f"Machine: {os.cpu_count()} cores, load average {load:.2f} at start; {mode} "
+              f"Whole run: {time.time() - started:.0f} s. Command: `bench/run {' '.join(sys.argv[1:])}`.")
+    table = res.markdown(header)
     (OUT / "results.md").write_text(table)
+    (OUT / "results.json").write_text(json.dumps({"header": header, "samples": res.samples}, indent=1))
     print(table)
 
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Writes a large, valid X12 278-response file for the throughput benchmark.
 
-Usage: scripts/gen-x12-bench.py OUT.x12 [MEGABYTES=110] [SEED=42] [CONTROL_BASE=0]
+Usage: scripts/gen-x12-bench.py OUT.x12 [MEGABYTES=110] [SEED=42] [CONTROL_BASE=0] [CHANGED_PCT=0]
 
 CONTROL_BASE shifts the interchange control numbers only: the same seed with
 another base gives a different file (new sha256) with the same milestones,
 which measures the re-sent-snapshot path (everything unchanged).
+CHANGED_PCT moves that share of events to another decision (a pended or
+denied request approved, an approval modified), drawn from a second seeded
+stream, so the rest of the file stays byte-identical in content: the day-2
+re-load with 1% changed.
 
 Seeded, so the same arguments give the same bytes. Interchanges of 50
 transaction sets, each set with 1-4 patient events (HL EV), decisions drawn
@@ -25,6 +29,8 @@ def main():
     written = 0
     isa_ctl = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     trace = 0
+    changed_pct = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+    change = random.Random(7919)  # its own stream: changing events must not shift the others
     with open(out, "w", newline="") as f:
         while written < target_bytes:
             isa_ctl += 1
@@ -40,7 +46,9 @@ def main():
                     hl += 1
                     ev = hl
                     trace += 1
-                    d = rng.choice(decisions)
+                    d = drawn = rng.choice(decisions)
+                    if changed_pct and change.random() * 100 < changed_pct:
+                        d = "A6" if d == "A1" else "A1"
                     hcr = {"A1": f"HCR*A1*AUTH{trace}", "A2": f"HCR*A2*AUTH{trace}", "A6": f"HCR*A6*AUTH{trace}",
                            "A3": "HCR*A3**0U", "A4": "HCR*A4", "CT": "HCR*CT", "C": "HCR*C"}[d]
                     has_ss = rng.random() < 0.3
@@ -48,7 +56,7 @@ def main():
                              "UM*SC*I*3*11:B", hcr, "DTP*007*D8*20261201", "DTP*036*D8*20270531",
                              f"DTP*102*D8*202611{rng.randint(1, 28):02d}", "HI*ABK:C50911", "HSD*VS*1",
                              "NM1*SJ*1*DOE*RILEY****XX*1234567893", "PER*IC**TE*4029993456"]
-                    if d == "A4" and rng.random() < 0.5:
+                    if drawn == "A4" and rng.random() < 0.5 and d == "A4":
                         segs.append("PWK*OZ*EL")
                     if has_ss:
                         hl += 1

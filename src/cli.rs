@@ -76,6 +76,17 @@ pub enum Command {
         format: String,
         file: PathBuf,
     },
+    /// Parse a file with a connector's format only (no mapping, no store):
+    /// does it parse, how many records and refused envelopes, and how fast.
+    /// Exits non-zero if the parser gives up on the file.
+    Parse {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        connector: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run the mapping tests in `<mappings_dir>/tests/`; non-zero exit on failure.
     Test {
         #[arg(long, short, default_value = "config.toml")]
@@ -195,6 +206,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             seed,
             files,
         } => ingest(&config, &connector, seed, files).await,
+        Command::Parse {
+            config,
+            connector,
+            files,
+        } => parse(&config, &connector, &files),
         Command::Map {
             config,
             connector,
@@ -491,6 +507,41 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    Ok(())
+}
+
+fn parse(config_path: &std::path::Path, connector: &str, files: &[PathBuf]) -> anyhow::Result<()> {
+    let c = load(config_path)?;
+    let Some(conn) = c.connectors.iter().find(|x| x.name == connector) else {
+        bail!("no connector named `{connector}`");
+    };
+    let mut failed = false;
+    for path in files {
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
+        let t0 = std::time::Instant::now();
+        let count = crate::pipeline::parse_only(conn, path)?;
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        println!(
+            "{}: {} records, {} refused, {size} bytes in {secs:.3}s ({:.1} MB/s, {:.0} records/s)",
+            path.display(),
+            count.records,
+            count.rejected,
+            size as f64 / 1e6 / secs,
+            count.records as f64 / secs
+        );
+        for (locator, reason) in &count.reasons {
+            println!("  refused at {locator}: {reason}");
+        }
+        if let Some(reason) = count.failed {
+            println!("  FAILED: {reason}");
+            failed = true;
+        }
+    }
+    if failed {
+        bail!("some files did not parse");
+    }
     Ok(())
 }
 

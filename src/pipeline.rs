@@ -965,3 +965,51 @@ pub fn dry_run_with(
     out.counts.deltas = out.milestones.len() as u64;
     Ok(out)
 }
+
+/// What the parser alone yields for a file: [`parse_only`].
+#[derive(Debug, Default)]
+pub struct ParseCount {
+    /// Records the parser produced (CSV lines, sheet rows, X12 or XML records).
+    pub records: u64,
+    /// Units refused as a whole (a broken X12 envelope), with their reasons;
+    /// only the first few reasons are kept.
+    pub rejected: u64,
+    pub reasons: Vec<(String, String)>,
+    /// Headers bound (one per CSV file or sheet).
+    pub headers: u64,
+    /// Set when the parser gave up on the file.
+    pub failed: Option<String>,
+}
+
+/// Streams `path` through `connector`'s parser only (no mapping, no hashing,
+/// no store): does the file parse, and how fast is the parser on its own.
+pub fn parse_only(connector: &Connector, path: &std::path::Path) -> Result<ParseCount, PipelineError> {
+    const KEEP_REASONS: usize = 10;
+    let mut out = ParseCount::default();
+    let mut reader = match Records::open(connector, path) {
+        Ok(r) => r,
+        Err(ParseError::Io { source, .. }) => return Err(PipelineError::Io(source.to_string())),
+        Err(e) => {
+            out.failed = Some(e.to_string());
+            return Ok(out);
+        }
+    };
+    loop {
+        match reader.next() {
+            Ok(Some(Next::Header { .. })) => out.headers += 1,
+            Ok(Some(Next::Record { .. })) => out.records += 1,
+            Ok(Some(Next::Rejected { locator, reason })) => {
+                out.rejected += 1;
+                if out.reasons.len() < KEEP_REASONS {
+                    out.reasons.push((locator.to_string(), reason));
+                }
+            }
+            Ok(None) => return Ok(out),
+            Err(ParseError::Io { source, .. }) => return Err(PipelineError::Io(source.to_string())),
+            Err(e) => {
+                out.failed = Some(e.to_string());
+                return Ok(out);
+            }
+        }
+    }
+}

@@ -579,3 +579,47 @@ async fn bench_pipeline() -> Result<()> {
     store.close().await;
     Ok(())
 }
+
+/// `hubsync parse`: the parser alone counts records and refused envelopes
+/// (with the segment and reason), and fails only when the parser gives up.
+#[test]
+fn parse_command_counts_records_and_refused_envelopes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    repo_config(dir.path())?;
+    let run = |file: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["parse", "-c"])
+            .arg(dir.path().join("config.toml"))
+            .args(["--connector", "payer-278"])
+            .arg(repo().join(file))
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .output()
+    };
+    let good = run("fixtures/x12/278-three-events.x12")?;
+    let out = String::from_utf8(good.stdout)?;
+    assert!(good.status.success(), "{out}");
+    assert!(out.contains(": 3 records, 0 refused,"), "{out}");
+
+    let bad = run("fixtures/x12/278-bad-set-count.x12")?;
+    let out = String::from_utf8(bad.stdout)?;
+    assert!(
+        bad.status.success(),
+        "a refused set is data, not a failed file: {out}"
+    );
+    assert!(out.contains(": 1 records, 1 refused,"), "{out}");
+    assert!(
+        out.contains("refused at 000000107/107/0002#1") && out.contains("SE01=99"),
+        "{out}"
+    );
+
+    // A broken interchange trailer fails the whole file: non-zero exit, with
+    // the segment and the reason.
+    let broken = run("fixtures/x12/278-bad-iea.x12")?;
+    let text = String::from_utf8(broken.stdout)?;
+    assert!(!broken.status.success(), "{text}");
+    assert!(
+        text.contains("FAILED") && text.contains("IEA02=000000110"),
+        "{text}"
+    );
+    Ok(())
+}
