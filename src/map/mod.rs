@@ -712,6 +712,9 @@ impl TimePolicy {
 #[derive(Clone)]
 pub struct Pseudonymizer {
     mac: Hmac<Sha256>,
+    /// Unique per key loaded in this process (clones share it): lets a memo
+    /// of pseudonyms tell keys apart without holding or comparing them.
+    id: u64,
 }
 
 impl std::fmt::Debug for Pseudonymizer {
@@ -722,8 +725,10 @@ impl std::fmt::Debug for Pseudonymizer {
 
 impl Pseudonymizer {
     pub fn new(key: &[u8]) -> Pseudonymizer {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Pseudonymizer {
             mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length"),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -875,6 +880,34 @@ pub struct HashSink {
     lane_len: usize,
     content: Vec<u8>,
     seed: u64,
+    pseudonym: PseudonymMemo,
+}
+
+/// The last pseudonym computed, by (pseudonymizer, program, patient id). The
+/// HMAC is the costliest step of a fingerprint, and the rules of one record
+/// (or consecutive records of one patient) nearly always share a patient id.
+/// The buffers keep their capacity, so a miss does not allocate either.
+struct PseudonymMemo {
+    /// [`Pseudonymizer::id`] of the key used, so a sink reused with another
+    /// key can never return a pseudonym made under the old one (0: none yet).
+    by: u64,
+    program: String,
+    patient_id: String,
+    raw: [u8; 16],
+}
+
+impl PseudonymMemo {
+    fn get(&mut self, p: &Pseudonymizer, program: &str, patient_id: &str) -> [u8; 16] {
+        if self.by != p.id || self.patient_id != patient_id || self.program != program {
+            self.raw = p.raw(program, patient_id);
+            self.by = p.id;
+            self.program.clear();
+            self.program.push_str(program);
+            self.patient_id.clear();
+            self.patient_id.push_str(patient_id);
+        }
+        self.raw
+    }
 }
 
 impl HashSink {
@@ -884,6 +917,12 @@ impl HashSink {
             lane_len: 0,
             content: Vec::with_capacity(512),
             seed,
+            pseudonym: PseudonymMemo {
+                by: 0,
+                program: String::with_capacity(32),
+                patient_id: String::with_capacity(32),
+                raw: [0; 16],
+            },
         }
     }
     pub fn reset(&mut self) {
@@ -946,7 +985,8 @@ impl Sink for HashSink {
         match patient_id {
             Some(id) => {
                 self.content.extend_from_slice(b"P");
-                self.content.extend_from_slice(&p.raw(program, id));
+                let raw = self.pseudonym.get(p, program, id);
+                self.content.extend_from_slice(&raw);
             }
             None => self.content.extend_from_slice(b"p"),
         }
@@ -1241,6 +1281,29 @@ mod itoa_buf {
             write!(cursor, "{n}").expect("an i64 fits in 24 bytes");
             let len = cursor.position() as usize;
             std::str::from_utf8(&self.0[..len]).expect("digits are UTF-8")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonym_memo_matches_the_hmac_and_tells_keys_apart() {
+        let a = Pseudonymizer::new(b"key-a");
+        let b = Pseudonymizer::new(b"key-b");
+        let mut sink = HashSink::new(7);
+        for (p, program, id) in [
+            (&a, "P1", "123"),
+            (&a, "P1", "123"),
+            (&a, "P2", "123"),
+            (&a, "P2", "124"),
+            (&b, "P2", "124"),
+            (&a, "P2", "124"),
+            (&a.clone(), "P2", "124"),
+        ] {
+            assert_eq!(sink.pseudonym.get(p, program, id), p.raw(program, id));
         }
     }
 }
