@@ -796,15 +796,10 @@ impl<'a> Env<'a> for RowEnv<'a> {
         let Some(index) = self.bound.binding.slots[slot] else {
             return Ok(None);
         };
-        let Some(raw) = self.fields.get(index) else {
-            return Ok(None);
-        };
-        match std::str::from_utf8(raw) {
-            Ok(s) => {
-                let t = s.trim();
-                Ok(if t.is_empty() { None } else { Some(t) })
-            }
-            Err(e) => Err(Stop::Reject {
+        match self.fields.trimmed(index) {
+            None => Ok(None),
+            Some(Ok(t)) => Ok(if t.is_empty() { None } else { Some(t) }),
+            Some(Err(e)) => Err(Stop::Reject {
                 column: Some(self.bound.mapping.columns[slot].name.clone()),
                 reason: format!(
                     "invalid UTF-8 at byte {} of the value (is the connector's encoding right?)",
