@@ -13,6 +13,7 @@ pub mod expr;
 pub mod spec;
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -57,7 +58,27 @@ pub struct ValueMap {
     pub on_unmapped: OnUnmapped,
     pub ignore_case: bool,
     /// Keyed by the hub code (upper-cased when `ignore_case`).
-    entries: HashMap<String, String>,
+    entries: HashMap<String, String, BuildHasherDefault<CodeHasher>>,
+}
+
+/// Hashes value-map keys: one short string looked up per map use per record,
+/// where SipHash cost more than the rest of the lookup. Unkeyed on purpose:
+/// the map is fixed when the mapping loads and a file's codes are only looked
+/// up, never inserted, so crafted codes cannot lengthen any probe sequence.
+#[derive(Default)]
+struct CodeHasher(u64);
+
+impl std::hash::Hasher for CodeHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+    /// `str`'s terminator byte: mixed in without another xxh3 call.
+    fn write_u8(&mut self, b: u8) {
+        self.0 = self.0.rotate_left(8) ^ u64::from(b);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl ValueMap {
@@ -80,7 +101,9 @@ impl ValueMap {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        if !self.ignore_case {
+        // Hub codes are mostly upper-case ASCII already: then the key is its
+        // own canonical form.
+        if !self.ignore_case || key.bytes().all(|b| b.is_ascii() && !b.is_ascii_lowercase()) {
             return self.entries.get(key).map(String::as_str);
         }
         // Upper-case into a stack buffer: this runs for every record.
@@ -300,7 +323,7 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
 
     let mut maps = Vec::new();
     for (key, m) in &spec.maps {
-        let mut entries = HashMap::new();
+        let mut entries = HashMap::default();
         for (k, v) in &m.entries {
             let raw = k.get_ref();
             if raw.trim() != raw || raw.is_empty() {
@@ -1299,6 +1322,40 @@ mod tests {
             (&a.clone(), "P2", "124"),
         ] {
             assert_eq!(sink.pseudonym.get(p, program, id), p.raw(program, id));
+        }
+    }
+
+    #[test]
+    fn value_map_lookup_honours_ignore_case() {
+        let map = |ignore_case| ValueMap {
+            name: "m".into(),
+            on_unmapped: OnUnmapped::Reject,
+            ignore_case,
+            entries: [("REF", "a"), ("ÉTÉ", "b"), ("x-1", "c")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let ci = map(true);
+        for (key, want) in [
+            ("REF", Some("a")),
+            ("ref", Some("a")),
+            ("rEf", Some("a")),
+            ("été", Some("b")),
+            ("ÉTÉ", Some("b")),
+            ("RE", None),
+            ("x-1", None),
+        ] {
+            assert_eq!(ci.get(key), want, "{key}");
+        }
+        let cs = map(false);
+        for (key, want) in [
+            ("REF", Some("a")),
+            ("ref", None),
+            ("x-1", Some("c")),
+            ("X-1", None),
+        ] {
+            assert_eq!(cs.get(key), want, "{key}");
         }
     }
 }
