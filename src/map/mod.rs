@@ -1192,14 +1192,6 @@ impl<'m> Bound<'m> {
     pub fn walk<'a, S: Sink>(&'a self, rule: &'a Rule, fields: Fields<'a>, sink: &mut S) -> Result<(), Stop> {
         let env = self.env(fields);
         let ev = |c: &'a Compiled| expr::eval(&c.expr, &env).map_err(|s| with_column(s, c));
-        let text = |v: &Val<'_>, c: &Compiled| -> Result<Option<String>, Stop> {
-            Ok(match v {
-                Val::Null => None,
-                Val::Text(t) => Some(t.to_string()),
-                Val::Int(n) => Some(n.to_string()),
-                _ => return Err(reject(first_column(&c.expr), "expected text")),
-            })
-        };
         let code = match &rule.code {
             CodeSource::Fixed(c) => *c,
             CodeSource::Dynamic(c) => match ev(c)? {
@@ -1265,9 +1257,17 @@ impl<'m> Bound<'m> {
         }
         match &rule.sub_status {
             Some(s) => {
+                // Borrowed, and numbers formatted on the stack: no allocation
+                // per record for a value that is usually only hashed.
                 let v = ev(s)?;
-                let t = text(&v, s)?;
-                sink.sub_status(t.as_deref());
+                let mut num = itoa_buf::Buf::new();
+                let t = match &v {
+                    Val::Null => None,
+                    Val::Text(t) => Some(&**t),
+                    Val::Int(n) => Some(num.format(*n)),
+                    _ => return Err(reject(first_column(&s.expr), "expected text")),
+                };
+                sink.sub_status(t);
             }
             None => sink.sub_status(None),
         }
