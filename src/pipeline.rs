@@ -843,7 +843,7 @@ impl Records {
     /// The current record's fields.
     fn fields(&self) -> Fields<'_> {
         match self {
-            Records::Csv { rec, .. } => Fields::Csv(rec),
+            Records::Csv { rec, .. } => Fields::csv(rec),
             Records::Excel(r) => Fields::Row(r.row()),
             Records::X12 { row, .. } | Records::Xml { row, .. } => Fields::Row(row),
         }

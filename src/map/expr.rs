@@ -961,7 +961,9 @@ pub fn eval<'a, E: Env<'a>>(e: &'a Expr, env: &E) -> Result<Val<'a>, Stop> {
                     if t.bytes().all(|b| b.is_ascii_digit()) {
                         Val::Text(t)
                     } else {
-                        let d: String = t.chars().filter(char::is_ascii_digit).collect();
+                        // Sized once: collecting grows the String two or three times.
+                        let mut d = String::with_capacity(t.len());
+                        d.extend(t.chars().filter(char::is_ascii_digit));
                         if d.is_empty() {
                             Val::Null
                         } else {

@@ -13,6 +13,7 @@ pub mod expr;
 pub mod spec;
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -57,7 +58,27 @@ pub struct ValueMap {
     pub on_unmapped: OnUnmapped,
     pub ignore_case: bool,
     /// Keyed by the hub code (upper-cased when `ignore_case`).
-    entries: HashMap<String, String>,
+    entries: HashMap<String, String, BuildHasherDefault<CodeHasher>>,
+}
+
+/// Hashes value-map keys: one short string looked up per map use per record,
+/// where SipHash cost more than the rest of the lookup. Unkeyed on purpose:
+/// the map is fixed when the mapping loads and a file's codes are only looked
+/// up, never inserted, so crafted codes cannot lengthen any probe sequence.
+#[derive(Default)]
+struct CodeHasher(u64);
+
+impl std::hash::Hasher for CodeHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+    /// `str`'s terminator byte: mixed in without another xxh3 call.
+    fn write_u8(&mut self, b: u8) {
+        self.0 = self.0.rotate_left(8) ^ u64::from(b);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl ValueMap {
@@ -80,7 +101,9 @@ impl ValueMap {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        if !self.ignore_case {
+        // Hub codes are mostly upper-case ASCII already: then the key is its
+        // own canonical form.
+        if !self.ignore_case || key.bytes().all(|b| b.is_ascii() && !b.is_ascii_lowercase()) {
             return self.entries.get(key).map(String::as_str);
         }
         // Upper-case into a stack buffer: this runs for every record.
@@ -300,7 +323,7 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
 
     let mut maps = Vec::new();
     for (key, m) in &spec.maps {
-        let mut entries = HashMap::new();
+        let mut entries = HashMap::default();
         for (k, v) in &m.entries {
             let raw = k.get_ref();
             if raw.trim() != raw || raw.is_empty() {
@@ -712,6 +735,9 @@ impl TimePolicy {
 #[derive(Clone)]
 pub struct Pseudonymizer {
     mac: Hmac<Sha256>,
+    /// Unique per key loaded in this process (clones share it): lets a memo
+    /// of pseudonyms tell keys apart without holding or comparing them.
+    id: u64,
 }
 
 impl std::fmt::Debug for Pseudonymizer {
@@ -722,8 +748,10 @@ impl std::fmt::Debug for Pseudonymizer {
 
 impl Pseudonymizer {
     pub fn new(key: &[u8]) -> Pseudonymizer {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Pseudonymizer {
             mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length"),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -791,15 +819,10 @@ impl<'a> Env<'a> for RowEnv<'a> {
         let Some(index) = self.bound.binding.slots[slot] else {
             return Ok(None);
         };
-        let Some(raw) = self.fields.get(index) else {
-            return Ok(None);
-        };
-        match std::str::from_utf8(raw) {
-            Ok(s) => {
-                let t = s.trim();
-                Ok(if t.is_empty() { None } else { Some(t) })
-            }
-            Err(e) => Err(Stop::Reject {
+        match self.fields.trimmed(index) {
+            None => Ok(None),
+            Some(Ok(t)) => Ok(if t.is_empty() { None } else { Some(t) }),
+            Some(Err(e)) => Err(Stop::Reject {
                 column: Some(self.bound.mapping.columns[slot].name.clone()),
                 reason: format!(
                     "invalid UTF-8 at byte {} of the value (is the connector's encoding right?)",
@@ -875,6 +898,34 @@ pub struct HashSink {
     lane_len: usize,
     content: Vec<u8>,
     seed: u64,
+    pseudonym: PseudonymMemo,
+}
+
+/// The last pseudonym computed, by (pseudonymizer, program, patient id). The
+/// HMAC is the costliest step of a fingerprint, and the rules of one record
+/// (or consecutive records of one patient) nearly always share a patient id.
+/// The buffers keep their capacity, so a miss does not allocate either.
+struct PseudonymMemo {
+    /// [`Pseudonymizer::id`] of the key used, so a sink reused with another
+    /// key can never return a pseudonym made under the old one (0: none yet).
+    by: u64,
+    program: String,
+    patient_id: String,
+    raw: [u8; 16],
+}
+
+impl PseudonymMemo {
+    fn get(&mut self, p: &Pseudonymizer, program: &str, patient_id: &str) -> [u8; 16] {
+        if self.by != p.id || self.patient_id != patient_id || self.program != program {
+            self.raw = p.raw(program, patient_id);
+            self.by = p.id;
+            self.program.clear();
+            self.program.push_str(program);
+            self.patient_id.clear();
+            self.patient_id.push_str(patient_id);
+        }
+        self.raw
+    }
 }
 
 impl HashSink {
@@ -884,6 +935,12 @@ impl HashSink {
             lane_len: 0,
             content: Vec::with_capacity(512),
             seed,
+            pseudonym: PseudonymMemo {
+                by: 0,
+                program: String::with_capacity(32),
+                patient_id: String::with_capacity(32),
+                raw: [0; 16],
+            },
         }
     }
     pub fn reset(&mut self) {
@@ -946,7 +1003,8 @@ impl Sink for HashSink {
         match patient_id {
             Some(id) => {
                 self.content.extend_from_slice(b"P");
-                self.content.extend_from_slice(&p.raw(program, id));
+                let raw = self.pseudonym.get(p, program, id);
+                self.content.extend_from_slice(&raw);
             }
             None => self.content.extend_from_slice(b"p"),
         }
@@ -1134,14 +1192,6 @@ impl<'m> Bound<'m> {
     pub fn walk<'a, S: Sink>(&'a self, rule: &'a Rule, fields: Fields<'a>, sink: &mut S) -> Result<(), Stop> {
         let env = self.env(fields);
         let ev = |c: &'a Compiled| expr::eval(&c.expr, &env).map_err(|s| with_column(s, c));
-        let text = |v: &Val<'_>, c: &Compiled| -> Result<Option<String>, Stop> {
-            Ok(match v {
-                Val::Null => None,
-                Val::Text(t) => Some(t.to_string()),
-                Val::Int(n) => Some(n.to_string()),
-                _ => return Err(reject(first_column(&c.expr), "expected text")),
-            })
-        };
         let code = match &rule.code {
             CodeSource::Fixed(c) => *c,
             CodeSource::Dynamic(c) => match ev(c)? {
@@ -1207,9 +1257,17 @@ impl<'m> Bound<'m> {
         }
         match &rule.sub_status {
             Some(s) => {
+                // Borrowed, and numbers formatted on the stack: no allocation
+                // per record for a value that is usually only hashed.
                 let v = ev(s)?;
-                let t = text(&v, s)?;
-                sink.sub_status(t.as_deref());
+                let mut num = itoa_buf::Buf::new();
+                let t = match &v {
+                    Val::Null => None,
+                    Val::Text(t) => Some(&**t),
+                    Val::Int(n) => Some(num.format(*n)),
+                    _ => return Err(reject(first_column(&s.expr), "expected text")),
+                };
+                sink.sub_status(t);
             }
             None => sink.sub_status(None),
         }
@@ -1241,6 +1299,63 @@ mod itoa_buf {
             write!(cursor, "{n}").expect("an i64 fits in 24 bytes");
             let len = cursor.position() as usize;
             std::str::from_utf8(&self.0[..len]).expect("digits are UTF-8")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonym_memo_matches_the_hmac_and_tells_keys_apart() {
+        let a = Pseudonymizer::new(b"key-a");
+        let b = Pseudonymizer::new(b"key-b");
+        let mut sink = HashSink::new(7);
+        for (p, program, id) in [
+            (&a, "P1", "123"),
+            (&a, "P1", "123"),
+            (&a, "P2", "123"),
+            (&a, "P2", "124"),
+            (&b, "P2", "124"),
+            (&a, "P2", "124"),
+            (&a.clone(), "P2", "124"),
+        ] {
+            assert_eq!(sink.pseudonym.get(p, program, id), p.raw(program, id));
+        }
+    }
+
+    #[test]
+    fn value_map_lookup_honours_ignore_case() {
+        let map = |ignore_case| ValueMap {
+            name: "m".into(),
+            on_unmapped: OnUnmapped::Reject,
+            ignore_case,
+            entries: [("REF", "a"), ("ÉTÉ", "b"), ("x-1", "c")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let ci = map(true);
+        for (key, want) in [
+            ("REF", Some("a")),
+            ("ref", Some("a")),
+            ("rEf", Some("a")),
+            ("été", Some("b")),
+            ("ÉTÉ", Some("b")),
+            ("RE", None),
+            ("x-1", None),
+        ] {
+            assert_eq!(ci.get(key), want, "{key}");
+        }
+        let cs = map(false);
+        for (key, want) in [
+            ("REF", Some("a")),
+            ("ref", None),
+            ("x-1", Some("c")),
+            ("X-1", None),
+        ] {
+            assert_eq!(cs.get(key), want, "{key}");
         }
     }
 }

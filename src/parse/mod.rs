@@ -174,22 +174,58 @@ impl Row {
 /// A borrowed view of one record's fields, by physical position.
 #[derive(Debug, Clone, Copy)]
 pub enum Fields<'r> {
-    Csv(&'r ::csv::ByteRecord),
+    Csv {
+        rec: &'r ::csv::ByteRecord,
+        /// The record's field bytes, back to back, when they are valid UTF-8:
+        /// validated once per record (see [`Fields::csv`]), not per read.
+        text: Option<&'r str>,
+    },
     Row(&'r Row),
 }
 
+/// `str::trim`, with a shortcut for the common value that starts and ends
+/// with a printable ASCII character, which `trim` returns whole (no Unicode
+/// white space is printable ASCII).
+pub fn trim(s: &str) -> &str {
+    match s.as_bytes() {
+        [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        [only] if only.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 impl<'r> Fields<'r> {
-    /// Raw bytes of field `index`, `None` past the end of a short row.
-    pub fn get(&self, index: usize) -> Option<&'r [u8]> {
-        match self {
-            Fields::Csv(r) => r.get(index),
-            Fields::Row(r) => r.get(index).map(str::as_bytes),
+    /// A CSV record, its UTF-8 validated in one pass over all its fields
+    /// (the mapping reads most fields, several of them more than once).
+    pub fn csv(rec: &'r ::csv::ByteRecord) -> Fields<'r> {
+        Fields::Csv {
+            rec,
+            text: std::str::from_utf8(rec.as_slice()).ok(),
         }
     }
+
+    /// Trimmed text of field `index`, `None` past the end of a short row, an
+    /// error when the field is not UTF-8.
+    pub fn trimmed(&self, index: usize) -> Option<Result<&'r str, std::str::Utf8Error>> {
+        match self {
+            Fields::Csv { rec, text } => {
+                // A slice of valid UTF-8 cut at character boundaries (which
+                // `str::get` checks) is valid UTF-8: no need to look again.
+                if let Some(s) = text.and_then(|t| t.get(rec.range(index)?)) {
+                    return Some(Ok(trim(s)));
+                }
+                // Out of range, or a record with a bad byte somewhere: the
+                // field's own check says which (and where, for the reject).
+                rec.get(index).map(|f| std::str::from_utf8(f).map(trim))
+            }
+            Fields::Row(r) => r.get(index).map(|s| Ok(trim(s))),
+        }
+    }
+
     /// The exact date-time of a typed date cell (Excel), when field `index` is one.
     pub fn date(&self, index: usize) -> Option<NaiveDateTime> {
         match self {
-            Fields::Csv(_) => None,
+            Fields::Csv { .. } => None,
             Fields::Row(r) => r.date(index),
         }
     }
@@ -223,4 +259,60 @@ pub(crate) fn file_label(path: &std::path::Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: &Fields<'_>, i: usize) -> Option<Result<String, usize>> {
+        f.trimmed(i)
+            .map(|r| r.map(str::to_string).map_err(|e| e.valid_up_to()))
+    }
+
+    #[test]
+    fn csv_fields_are_checked_one_by_one_whatever_the_record_as_a_whole() {
+        // "é" split across two fields: the record's bytes are valid UTF-8,
+        // neither field is.
+        let split = ::csv::ByteRecord::from(vec![&b"a\xC3"[..], &b"\xA9b"[..], b" ok "]);
+        let f = Fields::csv(&split);
+        assert!(matches!(f, Fields::Csv { text: Some(_), .. }));
+        for _ in 0..2 {
+            assert_eq!(check(&f, 0), Some(Err(1)));
+            assert_eq!(check(&f, 1), Some(Err(0)));
+            assert_eq!(check(&f, 2), Some(Ok("ok".into())));
+            assert_eq!(check(&f, 3), None);
+        }
+
+        let bad = ::csv::ByteRecord::from(vec![&b"caf\xE9"[..], " café\u{a0}".as_bytes(), b""]);
+        let f = Fields::csv(&bad);
+        assert!(matches!(f, Fields::Csv { text: None, .. }));
+        assert_eq!(check(&f, 0), Some(Err(3)));
+        assert_eq!(check(&f, 1), Some(Ok("café".into())));
+        assert_eq!(check(&f, 2), Some(Ok("".into())));
+        assert_eq!(check(&f, 3), None);
+    }
+
+    #[test]
+    fn trim_shortcut_agrees_with_str_trim() {
+        for s in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "ab",
+            "a b",
+            "\u{b}a",
+            "a\u{b}",
+            "\u{a0}x",
+            "x\u{3000}",
+            "é",
+            "é ",
+            "\tUPS\r",
+            " \u{3000} ",
+        ] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+    }
 }
