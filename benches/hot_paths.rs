@@ -348,9 +348,9 @@ fn bench_csv(c: &mut Criterion) {
     let mut milestones = 0;
     for r in &records {
         for rule in &bound.mapping.rules {
-            if bound.applies(rule, Fields::Csv(r)).expect("row maps") {
+            if bound.applies(rule, Fields::csv(r)).expect("row maps") {
                 hasher.reset();
-                bound.walk(rule, Fields::Csv(r), &mut hasher).expect("row maps");
+                bound.walk(rule, Fields::csv(r), &mut hasher).expect("row maps");
                 milestones += 1;
             }
         }
@@ -388,7 +388,7 @@ fn bench_csv(c: &mut Criterion) {
     g.bench_function("fingerprint", |b| {
         let mut i = 0;
         b.iter(|| {
-            let fields = Fields::Csv(&records[i]);
+            let fields = Fields::csv(&records[i]);
             i = (i + 1) % records.len();
             fingerprint(&bound, black_box(fields), &mut hasher, &mut fps);
             black_box(&fps);
@@ -405,7 +405,7 @@ fn bench_csv(c: &mut Criterion) {
         let mut i = 0;
         let mut contents = Vec::with_capacity(4);
         b.iter(|| {
-            let fields = Fields::Csv(&records[i]);
+            let fields = Fields::csv(&records[i]);
             i = (i + 1) % records.len();
             fingerprint(&bound, black_box(fields), &mut hasher, &mut fps);
             contents.clear();
@@ -587,8 +587,8 @@ fn bench_webhook(c: &mut Criterion) {
         .find(|r| r.get(4) == Some(&b"SHP"[..]))
         .expect("200 generated rows include a shipment");
     let (mut hasher, mut fps, mut contents) = (HashSink::new(config.content_seed), Vec::new(), Vec::new());
-    fingerprint(&bound, Fields::Csv(shipped), &mut hasher, &mut fps);
-    materialize(&bound, Fields::Csv(shipped), &fps, &mut contents);
+    fingerprint(&bound, Fields::csv(shipped), &mut hasher, &mut fps);
+    materialize(&bound, Fields::csv(shipped), &fps, &mut contents);
     let (fp, content) = fps
         .last()
         .map(|(_, fp)| *fp)
