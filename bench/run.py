@@ -198,6 +198,21 @@ def parse_alone(hs, config, connector, path):
     return int(m.group(1)), float(m.group(3))
 
 
+def parse_first_reload(hs, connector, day1, day2, runs):
+    """Per run, in a fresh project: the parser alone on day 1, then day 1's
+    first load and day 2's re-load through the pipeline. Returns, per run,
+    {"parse" | "first" | "reload": (records, seconds)}."""
+    out = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            cfg = project(Path(d), connector)
+            parse = parse_alone(hs, cfg, connector, day1)
+            [(rows1, secs1, _)], _, _ = ingest(hs, cfg, connector, [day1])
+            [(rows2, secs2, _)], _, _ = ingest(hs, cfg, connector, [day2])
+            out.append({"parse": parse, "first": (rows1, secs1), "reload": (rows2, secs2)})
+    return out
+
+
 def py_peer(script, *args):
     p = sh([sys.executable, ROOT / "bench/peers" / script, *args], env=PY_ENV)
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -287,18 +302,12 @@ def scenario_x12(hs, res, quick, runs):
     day2 = gen_x12(mb, DATA / f"x12_278_{mb}mb_day2.x12", control_base=500_000, changed=1.0)
     size_mb = day1.stat().st_size / 1e6
     label = f"{size_mb:,.0f} MB"
-    parse, first, reload, events = [], [], [], 0
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as d:
-            cfg = project(Path(d), "payer-278")
-            records, secs = parse_alone(hs, cfg, "payer-278", day1)
-            parse.append(size_mb / secs)
-            [(events, secs, _)], _, _ = ingest(hs, cfg, "payer-278", [day1])
-            first.append(size_mb / secs)
-            [(_, secs2, _)], _, _ = ingest(hs, cfg, "payer-278", [day2])
-            reload.append(day2.stat().st_size / 1e6 / secs2)
-    # pyx12 reads ~1 MB/s: one run on the full file is minutes; it is run
-    # once unless --runs asks for more.
+    timings = parse_first_reload(hs, "payer-278", day1, day2, runs)
+    events = timings[0]["first"][0]
+    mb_per_s = lambda stage, path: [path.stat().st_size / 1e6 / t[stage][1] for t in timings]
+    parse, first, reload = mb_per_s("parse", day1), mb_per_s("first", day1), mb_per_s("reload", day2)
+    # pyx12 reads ~1-3 MB/s: one run on the full file takes a minute or more,
+    # so full mode runs it once.
     pyx12 = [py_peer("pyx12_parse.py", day1)["mb_per_s"] for _ in range(runs if quick else 1)]
     peer = "pyx12 X12Reader (parse alone)"
     res.add(sec, "parse alone (tokenize, envelopes, records)", label, median(parse), "MB/s", peer, median(pyx12))
@@ -314,17 +323,10 @@ def scenario_xlsx(hs, res, quick, runs):
     n = 5_000 if quick else 100_000
     day1 = gen_xlsx(n, DATA / f"summit_{n}_day1.xlsx")
     day2 = gen_xlsx(n, DATA / f"summit_{n}_day2.xlsx", changed=1.0)
-    parse, first, reload = [], [], []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as d:
-            cfg = project(Path(d), "summit-excel")
-            records, secs = parse_alone(hs, cfg, "summit-excel", day1)
-            parse.append(records / secs)
-            [(rows, secs, _)], _, _ = ingest(hs, cfg, "summit-excel", [day1])
-            first.append(rows / secs)
-            [(rows, secs, _)], _, _ = ingest(hs, cfg, "summit-excel", [day2])
-            reload.append(rows / secs)
-    # openpyxl takes tens of seconds on 100k rows: once unless --runs asks.
+    timings = parse_first_reload(hs, "summit-excel", day1, day2, runs)
+    rows_per_s = lambda stage: [t[stage][0] / t[stage][1] for t in timings]
+    parse, first, reload = rows_per_s("parse"), rows_per_s("first"), rows_per_s("reload")
+    # openpyxl takes several seconds to a minute on 100k rows: once in full mode.
     openpyxl = [py_peer("read_xlsx.py", "openpyxl", day1)["rows_per_s"] for _ in range(runs if quick else 1)]
     calamine = [py_peer("read_xlsx.py", "calamine", day1)["rows_per_s"] for _ in range(runs)]
     label = f"{n:,} rows"
