@@ -36,11 +36,16 @@ pub enum RuntimeError {
     Admin(#[from] AdminError),
     #[error(transparent)]
     Sftp(#[from] SftpError),
+    #[error(transparent)]
+    Lock(#[from] crate::store::lock::LockError),
 }
 
 /// Runs until `shutdown` is cancelled and every task has stopped.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RuntimeError> {
     let config = Arc::new(config);
+    // Before the store is opened: a second daemon on a SQLite file must not
+    // even run its migrations. Held until this function returns.
+    let _writer = crate::store::lock::acquire(&config.store_url)?;
     let store = Store::open_with(&config.store_url, &StoreOptions { lease: config.lease }).await?;
     let tracker = TaskTracker::new();
     let shared_client = http_client();

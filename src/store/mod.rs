@@ -13,6 +13,7 @@
 //! serialized by a per-program generation row. SQLite is single-instance, so
 //! it grants every claim. See `design.md` beside this file.
 
+pub mod lock;
 pub mod postgres;
 pub mod sqlite;
 
@@ -107,13 +108,22 @@ fn check_schema(
 /// A name for this process in lease columns: host, pid and a random suffix,
 /// so a restarted process on the same host and pid is still a new owner.
 pub fn instance_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!(
+        "{}:{}:{:04x}",
+        host_name(),
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// This machine's host name (`host` when it cannot be found).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string());
-    format!("{host}:{}:{:04x}", std::process::id(), rand::random::<u16>())
+        .unwrap_or_else(|| "host".to_string())
 }
 
 /// A ledger row.
