@@ -12,6 +12,55 @@ use crate::config;
 use crate::deliver::sign;
 use crate::store::Store;
 
+/// Standard output went away (`hubsync status | head`): the command ends
+/// quietly with success, as a reader that has seen enough asks. `println!`
+/// would panic instead, because Rust ignores SIGPIPE; the default SIGPIPE is
+/// not restored either, since in the daemon a socket write must never kill
+/// the process.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output is closed")]
+pub struct OutputClosed;
+
+/// Whether `e` only says that standard output was closed (nothing to report).
+pub fn output_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<OutputClosed>())
+}
+
+/// Writes to standard output; a closed pipe becomes [`OutputClosed`].
+fn write_out(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(args) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
+/// `print!` for commands: returns early with [`OutputClosed`] on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*))? };
+}
+
+/// `println!` for commands: returns early with [`OutputClosed`] on a closed pipe.
+macro_rules! outln {
+    () => { write_out(format_args!("\n"))? };
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*)))? };
+}
+
+/// `eprint!` for progress and diagnostics: a closed standard error loses the
+/// message and nothing else (an ingest goes on to its end).
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = std::io::stderr().write_fmt(format_args!($($arg)*));
+    }};
+}
+
+/// `eprintln!` that a closed standard error cannot turn into a panic.
+macro_rules! errln {
+    ($($arg:tt)*) => { err!("{}\n", format_args!($($arg)*)) };
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hubsync",
@@ -157,7 +206,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<config::Config> {
     match config::load(path) {
         Ok(c) => Ok(c),
         Err(d) => {
-            eprintln!("{d}");
+            errln!("{d}");
             bail!("{}: configuration has errors", path.display())
         }
     }
@@ -168,7 +217,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Check { config } => {
             let c = load(&config)?;
             let rules: usize = c.connectors.iter().map(|c| c.mapping.rules.len()).sum();
-            println!(
+            outln!(
                 "ok: {} connector(s), {} milestone rule(s), {} subscriber(s)",
                 c.connectors.len(),
                 rules,
@@ -223,8 +272,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             let report = crate::workbench::map_file(&c, conn, &file).await?;
             match format.as_str() {
-                "table" => print!("{}", report.to_table()),
-                "json" => print!("{}", report.to_json_lines()),
+                "table" => out!("{}", report.to_table()),
+                "json" => out!("{}", report.to_json_lines()),
                 other => bail!("unknown format `{other}` (json or table)"),
             }
             Ok(())
@@ -235,12 +284,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let failed = results.iter().filter(|r| r.failure.is_some()).count();
             for r in &results {
                 match &r.failure {
-                    None if update => println!("updated {}", r.name),
-                    None => println!("PASS {}", r.name),
-                    Some(diff) => println!("FAIL {}\n{diff}", r.name),
+                    None if update => outln!("updated {}", r.name),
+                    None => outln!("PASS {}", r.name),
+                    Some(diff) => outln!("FAIL {}\n{diff}", r.name),
                 }
             }
-            println!("{} passed, {} failed", results.len() - failed, failed);
+            outln!("{} passed, {} failed", results.len() - failed, failed);
             if failed > 0 {
                 bail!("{failed} mapping test(s) failed");
             }
@@ -256,9 +305,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;
             let v = store.schema_version().await?;
-            println!(
+            outln!(
                 "schema at version {} (this binary supports {})",
-                v.applied, v.supported
+                v.applied,
+                v.supported
             );
             store.close().await;
             Ok(())
@@ -290,12 +340,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let store = Store::open(&c.store_url).await?;
             let n = store.replay(&filter).await?;
             store.close().await;
-            println!(
+            outln!(
                 "{} message(s) queued again for `{}` (same webhook-id and body); a running daemon sends them within its poll interval",
                 n.replayed, req.subscriber
             );
             if n.purged > 0 {
-                println!(
+                outln!(
                     "{} matching message(s) skipped: their payload was purged by retention",
                     n.purged
                 );
@@ -311,9 +361,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let was = crate::admin::enable_subscriber(&store, &subscriber).await?;
             store.close().await;
             if was {
-                println!("`{subscriber}` re-enabled; a running daemon resumes within its poll interval");
+                outln!("`{subscriber}` re-enabled; a running daemon resumes within its poll interval");
             } else {
-                println!("`{subscriber}` was not disabled");
+                outln!("`{subscriber}` was not disabled");
             }
             Ok(())
         }
@@ -321,14 +371,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;
             let recent = store.files(files.max(1000)).await?;
-            println!("CONNECTORS (last file)");
-            println!(
+            outln!("CONNECTORS (last file)");
+            outln!(
                 "{:<16} {:<32} {:<10} {:>9} {:>7}  reconciles",
-                "connector", "file", "status", "read", "deltas"
+                "connector",
+                "file",
+                "status",
+                "read",
+                "deltas"
             );
             for conn in &c.connectors {
                 match recent.iter().find(|f| f.connector == conn.name) {
-                    Some(f) => println!(
+                    Some(f) => outln!(
                         "{:<16} {:<32} {:<10} {:>9} {:>7}  {}",
                         conn.name,
                         f.name,
@@ -337,11 +391,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         f.counts.deltas,
                         if f.counts.reconciles() { "yes" } else { "NO" }
                     ),
-                    None => println!("{:<16} {:<32}", conn.name, "(no file yet)"),
+                    None => outln!("{:<16} {:<32}", conn.name, "(no file yet)"),
                 }
             }
-            println!("\nFILES (newest first)");
-            println!(
+            outln!("\nFILES (newest first)");
+            outln!(
                 "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7}  reconciles",
                 "connector",
                 "file",
@@ -355,7 +409,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             for f in store.files(files).await? {
                 let c = f.counts;
-                println!(
+                outln!(
                     "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7}  {}",
                     f.connector,
                     f.name,
@@ -369,11 +423,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     if c.reconciles() { "yes" } else { "NO" }
                 );
                 if let Some(e) = f.error {
-                    println!("    error: {e}");
+                    outln!("    error: {e}");
                 }
             }
-            println!("\nSUBSCRIBERS");
-            println!(
+            outln!("\nSUBSCRIBERS");
+            outln!(
                 "{:<20} {:>9} {:>14} {:>8} {:>10} {:>12} {:>9}  state",
                 "subscriber",
                 "pending",
@@ -401,9 +455,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     "active".to_string()
                 };
-                println!(
+                outln!(
                     "{:<20} {:>9} {:>14} {:>8} {:>10} {:>12} {:>9}  {}",
-                    s.name, s.pending, age, s.failing, s.delivered, s.dead_letters, s.coalesced, state
+                    s.name,
+                    s.pending,
+                    age,
+                    s.failing,
+                    s.delivered,
+                    s.dead_letters,
+                    s.coalesced,
+                    state
                 );
             }
             print_missing_drops(&store).await?;
@@ -425,13 +486,16 @@ async fn print_missing_drops(store: &Store) -> anyhow::Result<()> {
             |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         )
     };
-    println!("\nMISSING DROPS (newest first)");
-    println!(
+    outln!("\nMISSING DROPS (newest first)");
+    outln!(
         "{:<16} {:<22} {:<22} {:<22} notified",
-        "connector", "expected by", "detected", "last arrival"
+        "connector",
+        "expected by",
+        "detected",
+        "last arrival"
     );
     for m in missing {
-        println!(
+        outln!(
             "{:<16} {:<22} {:<22} {:<22} {}",
             m.connector,
             at(m.expected_by_ms),
@@ -454,8 +518,12 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
         .map(|s| config::decode_secret(s).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<_>>()?;
     let keys = Arc::new(keys);
+    // Set when printing fails (a closed pipe): the server stops with it.
+    let stop = CancellationToken::new();
+    let stopped: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
+    let (stop_handler, stopped_handler) = (stop.clone(), stopped.clone());
     let handler = move |headers: HeaderMap, body: Bytes| {
-        let keys = keys.clone();
+        let (keys, stop, stopped) = (keys.clone(), stop_handler.clone(), stopped_handler.clone());
         async move {
             let h = |n: &str| {
                 headers
@@ -467,7 +535,7 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
             let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
             let now = chrono::Utc::now().timestamp();
             if let Err(e) = sign::verify(&keys, &id, &ts, &sig, &body, now, 300) {
-                eprintln!("REFUSED {id}: {e}");
+                errln!("REFUSED {id}: {e}");
                 return StatusCode::UNAUTHORIZED;
             }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
@@ -476,12 +544,12 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
             } else {
                 String::new()
             };
-            if json {
-                println!("{stamp}{}", String::from_utf8_lossy(&body));
+            let printed = if json {
+                write_out(format_args!("{stamp}{}\n", String::from_utf8_lossy(&body)))
             } else {
                 let d = &v["data"];
-                println!(
-                    "{stamp}{id} {:<22} program={} case={} seq={} occurred_at={} change={} {}",
+                write_out(format_args!(
+                    "{stamp}{id} {:<22} program={} case={} seq={} occurred_at={} change={} {}\n",
                     v["type"].as_str().unwrap_or("?"),
                     d["program"].as_str().unwrap_or("?"),
                     d["case_id"].as_str().unwrap_or("?"),
@@ -489,7 +557,17 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
                     d["occurred_at"].as_str().unwrap_or("?"),
                     d["change"]["kind"].as_str().unwrap_or("?"),
                     d["change"]["fields"]
-                );
+                ))
+            };
+            if let Err(e) = printed {
+                // Nobody sees the events any more: stop listening, and do
+                // not acknowledge an event that was not shown.
+                stopped
+                    .lock()
+                    .expect("no panic while holding it")
+                    .get_or_insert(e);
+                stop.cancel();
+                return StatusCode::SERVICE_UNAVAILABLE;
             }
             StatusCode::NO_CONTENT
         }
@@ -498,16 +576,20 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    eprintln!(
+    errln!(
         "listening on http://{} (any path); verifying signatures with ${secret_env}",
         listener.local_addr()?
     );
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = stop.cancelled() => {}
+            }
         })
         .await?;
-    Ok(())
+    let failed = stopped.lock().expect("no panic while holding it").take();
+    failed.map_or(Ok(()), Err)
 }
 
 fn parse(config_path: &std::path::Path, connector: &str, files: &[PathBuf]) -> anyhow::Result<()> {
@@ -523,7 +605,7 @@ fn parse(config_path: &std::path::Path, connector: &str, files: &[PathBuf]) -> a
         let t0 = std::time::Instant::now();
         let count = crate::pipeline::parse_only(conn, path)?;
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
-        println!(
+        outln!(
             "{}: {} records, {} refused, {size} bytes in {secs:.3}s ({:.1} MB/s, {:.0} records/s)",
             path.display(),
             count.records,
@@ -532,10 +614,10 @@ fn parse(config_path: &std::path::Path, connector: &str, files: &[PathBuf]) -> a
             count.records as f64 / secs
         );
         for (locator, reason) in &count.reasons {
-            println!("  refused at {locator}: {reason}");
+            outln!("  refused at {locator}: {reason}");
         }
         if let Some(reason) = count.failed {
-            println!("  FAILED: {reason}");
+            outln!("  FAILED: {reason}");
             failed = true;
         }
     }
@@ -557,6 +639,8 @@ async fn ingest(
     let Some(conn) = c.connectors.iter().find(|x| x.name == connector).cloned() else {
         bail!("no connector named `{connector}`");
     };
+    // `ingest` runs the pipeline with its own state index: a writer, like the daemon.
+    let _writer = crate::store::lock::acquire(&c.store_url)?;
     let store = Store::open_with(&c.store_url, &crate::store::StoreOptions { lease: c.lease }).await?;
     let mut pipeline = Pipeline::new(store.clone(), Arc::new(c), Vec::new());
     pipeline.seed = seed;
@@ -568,7 +652,7 @@ async fn ingest(
     });
     let t0 = std::time::Instant::now();
     let entries = pipeline.warm().await?;
-    eprintln!(
+    errln!(
         "state index: {entries} entries loaded in {:.2}s",
         t0.elapsed().as_secs_f64()
     );
@@ -583,7 +667,7 @@ async fn ingest(
     let (mut rows, mut done_bytes) = (0u64, 0u64);
     for (i, path) in files.iter().enumerate() {
         if shutdown.is_cancelled() {
-            eprintln!("interrupted: re-run the same command to resume");
+            errln!("interrupted: re-run the same command to resume");
             break;
         }
         let t0 = std::time::Instant::now();
@@ -624,7 +708,7 @@ async fn ingest(
                         } else {
                             "?".to_string()
                         };
-                        eprint!(
+                        err!(
                             "\r{label}: {} rows ({:.0} rows/s overall), ETA {eta}   ",
                             f.records_done,
                             total as f64 / elapsed.max(1e-9)
@@ -636,7 +720,7 @@ async fn ingest(
         let outcome = pipeline.process(&conn, &file, &shutdown).await;
         if let Some(t) = ticker {
             t.abort();
-            eprint!("\r\x1b[2K");
+            err!("\r\x1b[2K");
         }
         let outcome = outcome?;
         done_bytes += size;
@@ -664,7 +748,7 @@ async fn ingest(
         } else {
             0.0
         };
-        eprintln!(
+        errln!(
             "[{}/{}] {line}  (total {rows} rows, {:.0} rows/s, ETA {eta:.0}s)",
             i + 1,
             files.len(),
@@ -672,7 +756,7 @@ async fn ingest(
         );
     }
     if let Some(kb) = peak_rss_kb() {
-        eprintln!("peak RSS: {:.1} MiB", kb as f64 / 1024.0);
+        errln!("peak RSS: {:.1} MiB", kb as f64 / 1024.0);
     }
     store.close().await;
     Ok(())

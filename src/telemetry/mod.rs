@@ -15,7 +15,11 @@ pub fn init(json: bool, level: Option<&str>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: `2>&1 | head`)
+        // is lost, nothing more: reporting it would `eprintln!`, which
+        // panics on that same closed pipe, inside whatever task logged.
+        .log_internal_errors(false);
     // A second init (tests) is harmless.
     let _ = if json {
         builder.json().try_init()
