@@ -1131,27 +1131,99 @@ fn parse_date<'a, E: Env<'a>>(
     ))
 }
 
-/// Redacts a value for error messages and reject files: letters become `x`/`X`,
-/// digits `9`; punctuation and length stay, so a wrong date format is still
-/// diagnosable (`99/99/9999` vs `9999-99-99`) while no identifier leaks.
+/// Redacts a value for error messages and reject files: its **shape**,
+/// never its content. Runs of digits and of letters become counts, and
+/// punctuation and spaces stay, so a wrong date format is still diagnosable
+/// (`<2 digits/2 digits/4 digits>` vs `<4 digits-2 digits-2 digits>`) while
+/// no identifier leaks. The angle brackets and words keep a shape from being
+/// mistaken for a value the file holds (`'XXX'` looked like one).
+///
+/// - letters: `3 letters` (all upper case), `3 lowercase letters`,
+///   `5 mixed-case letters`; digits: `4 digits`;
+/// - two runs that touch are joined by `+` (`PA123` is `<2 letters+3 digits>`);
+/// - a tab is `\t`, other control characters `?`; an empty value is `<empty>`;
+/// - past 64 characters the shape ends with `…`.
+///
+/// `docs/mapping.md` ("Rejects") documents the same rules for users.
 pub fn redact(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(64) + 2);
-    out.push('\'');
+    #[derive(Clone, Copy, PartialEq)]
+    enum Run {
+        Digits,
+        Letters { upper: bool, lower: bool },
+    }
+    fn push_run(out: &mut String, run: Run, n: usize) {
+        use std::fmt::Write;
+        let plural = if n == 1 { "" } else { "s" };
+        let _ = match run {
+            Run::Digits => write!(out, "{n} digit{plural}"),
+            Run::Letters {
+                upper: false,
+                lower: true,
+            } => write!(out, "{n} lowercase letter{plural}"),
+            Run::Letters {
+                upper: true,
+                lower: true,
+            } => write!(out, "{n} mixed-case letter{plural}"),
+            Run::Letters { .. } => write!(out, "{n} letter{plural}"),
+        };
+    }
+    if s.is_empty() {
+        return "<empty>".to_string();
+    }
+    let mut out = String::with_capacity(32);
+    out.push('<');
+    // The open run, and whether the last thing written was a run (so a run
+    // right after it is joined with `+`).
+    let mut open: Option<(Run, usize)> = None;
+    let mut after_run = false;
     for c in s.chars().take(64) {
-        out.push(if c.is_ascii_digit() {
-            '9'
-        } else if c.is_uppercase() {
-            'X'
+        let class = if c.is_ascii_digit() {
+            Some(Run::Digits)
         } else if c.is_alphabetic() {
-            'x'
+            Some(Run::Letters {
+                upper: c.is_uppercase(),
+                lower: c.is_lowercase(),
+            })
         } else {
-            c
-        });
+            None
+        };
+        match (class, &mut open) {
+            (Some(Run::Digits), Some((Run::Digits, n))) => *n += 1,
+            (Some(Run::Letters { upper, lower }), Some((Run::Letters { upper: u, lower: l }, n))) => {
+                *u |= upper;
+                *l |= lower;
+                *n += 1;
+            }
+            (Some(class), _) => {
+                if let Some((run, n)) = open.take() {
+                    push_run(&mut out, run, n);
+                    after_run = true;
+                }
+                if after_run {
+                    out.push('+');
+                }
+                open = Some((class, 1));
+            }
+            (None, _) => {
+                if let Some((run, n)) = open.take() {
+                    push_run(&mut out, run, n);
+                }
+                after_run = false;
+                match c {
+                    '\t' => out.push_str("\\t"),
+                    c if c.is_control() => out.push('?'),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+    if let Some((run, n)) = open {
+        push_run(&mut out, run, n);
     }
     if s.chars().count() > 64 {
         out.push('…');
     }
-    out.push('\'');
+    out.push('>');
     out
 }
 
@@ -1232,7 +1304,10 @@ mod tests {
         match run("date($date, '%m/%d/%Y')", &e) {
             Err(Stop::Reject { column, reason }) => {
                 assert_eq!(column.as_deref(), Some("date"));
-                assert!(reason.contains("'99/99/99X9'"), "{reason}");
+                assert!(
+                    reason.contains("date <2 digits/2 digits/2 digits+1 letter+1 digit> does not match"),
+                    "{reason}"
+                );
             }
             other => panic!("expected reject, got {other:?}"),
         }
@@ -1289,6 +1364,24 @@ mod tests {
 
     #[test]
     fn redact_keeps_shape_only() {
-        assert_eq!(redact("Smith, J 1234"), "'Xxxxx, X 9999'");
+        assert_eq!(
+            redact("Smith, J 1234"),
+            "<5 mixed-case letters, 1 letter 4 digits>"
+        );
+        assert_eq!(redact("PAS"), "<3 letters>");
+        assert_eq!(redact("pas"), "<3 lowercase letters>");
+        assert_eq!(redact("11/17/2026"), "<2 digits/2 digits/4 digits>");
+        assert_eq!(
+            redact("2026-11-17T10:00"),
+            "<4 digits-2 digits-2 digits+1 letter+2 digits:2 digits>"
+        );
+        assert_eq!(redact("PA1"), "<2 letters+1 digit>");
+        assert_eq!(redact("a\tb"), "<1 lowercase letter\\t1 lowercase letter>");
+        assert_eq!(redact(""), "<empty>");
+        let long = redact(&"9".repeat(100));
+        assert_eq!(long, "<64 digits…>");
+        // Nothing of the value itself survives: no letter or digit but the counts.
+        let r = redact("Jane Q. Public 555-0100");
+        assert!(!r.contains("Jane") && !r.contains("555"), "{r}");
     }
 }
