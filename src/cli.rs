@@ -468,6 +468,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             print_missing_drops(&store).await?;
+            print_unmatched_files(&c)?;
             store.close().await;
             Ok(())
         }
@@ -502,6 +503,46 @@ async fn print_missing_drops(store: &Store) -> anyhow::Result<()> {
             at(m.detected_at_ms),
             m.last_arrival_ms.map_or_else(|| "never".to_string(), at),
             if m.webhook_id.is_some() { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+/// Files in watched folders that no connector's pattern matches: they are
+/// never processed, so say so (a re-drop under the wrong name, a typo).
+fn print_unmatched_files(c: &config::Config) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for (folder, watchers) in crate::source::local::folders(&c.connectors) {
+        let names = match crate::source::local::strays(&folder, &watchers) {
+            Ok(names) => names,
+            // A folder the daemon has not created yet holds nothing.
+            Err(crate::source::SourceError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !names.is_empty() {
+            rows.push((folder, watchers, names));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    outln!("\nUNMATCHED FILES (in a watched folder, matching no connector's pattern: never processed)");
+    outln!("{:<40} {:>6}  {:<24} names", "folder", "files", "patterns");
+    for (folder, watchers, names) in rows {
+        let patterns: Vec<&str> = watchers.iter().map(|w| w.pattern.glob().glob()).collect();
+        let mut shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if names.len() > 5 {
+            shown.push_str(&format!(", … ({} more)", names.len() - 5));
+        }
+        outln!(
+            "{:<40} {:>6}  {:<24} {shown}",
+            folder.display(),
+            names.len(),
+            patterns.join(" ")
         );
     }
     Ok(())

@@ -129,11 +129,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
         Ok(n) => tracing::info!(entries = n, "state index loaded"),
         Err(e) => tracing::warn!(error = %e, "state index not loaded; the first file will load it"),
     }
+    // The connectors watching each local folder: the first of them reports
+    // the folder's files that none of them matches.
+    let mut watchers: std::collections::HashMap<_, _> =
+        local::folders(&config.connectors).into_iter().collect();
     for connector in &config.connectors {
         let (p, c, t) = (pipeline.clone(), connector.clone(), shutdown.clone());
         match &connector.source {
             Source::Local(src) => {
-                let folder = DropFolder::new(src.clone());
+                let mut folder = DropFolder::new(src.clone());
+                if let Some(all) = watchers.remove(src.path.as_path()) {
+                    folder.report_strays(all);
+                }
                 folder.prepare()?;
                 let rescan = src.rescan;
                 tracker.spawn(async move { connector_loop(p, c, folder, rescan, t).await });

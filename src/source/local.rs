@@ -5,7 +5,7 @@
 //! in from elsewhere shows up as a rename, and network filesystems may send no
 //! events at all. Events only make the next scan come sooner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,16 @@ struct Observation {
 pub struct DropFolder {
     src: LocalSource,
     seen: HashMap<PathBuf, Observation>,
+    strays: Option<Strays>,
+}
+
+/// Files in a drop folder that no connector watching it picks up: a hub's
+/// file under a name its pattern does not match would otherwise sit there
+/// unnoticed. Each one is reported once while it stays.
+struct Strays {
+    /// Every connector watching this folder (this one included).
+    watchers: Vec<LocalSource>,
+    reported: HashSet<String>,
 }
 
 /// Names that are never partner files: hidden files and partial uploads.
@@ -40,12 +50,72 @@ fn is_temporary(name: &str) -> bool {
             .any(|s| name.to_ascii_lowercase().ends_with(s))
 }
 
+/// Whether `name` is `src`'s done-marker for some file.
+fn is_marker_of(src: &LocalSource, name: &str) -> bool {
+    let Some(template) = &src.done_marker else {
+        return false;
+    };
+    let (prefix, suffix) = template
+        .split_once("{name}")
+        .expect("validated at load: done_marker contains {name}");
+    name.len() > prefix.len() + suffix.len() && name.starts_with(prefix) && name.ends_with(suffix)
+}
+
+/// Whether a file named `name`, in a folder these connectors watch, is one
+/// that none of them will ever process (not a temporary name, not a marker).
+fn is_stray(name: &str, watchers: &[LocalSource]) -> bool {
+    !is_temporary(name)
+        && !watchers
+            .iter()
+            .any(|w| w.pattern.is_match(name) || is_marker_of(w, name))
+}
+
+/// The local drop folders of `connectors`, each with every connector
+/// source watching it, in the order the folders first appear.
+pub fn folders(connectors: &[std::sync::Arc<crate::config::Connector>]) -> Vec<(PathBuf, Vec<LocalSource>)> {
+    let mut out: Vec<(PathBuf, Vec<LocalSource>)> = Vec::new();
+    for c in connectors {
+        if let crate::config::Source::Local(src) = &c.source {
+            match out.iter_mut().find(|(p, _)| *p == src.path) {
+                Some((_, w)) => w.push(src.clone()),
+                None => out.push((src.path.clone(), vec![src.clone()])),
+            }
+        }
+    }
+    out
+}
+
+/// The files in `dir` that none of `watchers` (the connectors watching it)
+/// will ever process, in name order: for `hubsync status`.
+pub fn strays(dir: &Path, watchers: &[LocalSource]) -> Result<Vec<String>, SourceError> {
+    let entries = fs::read_dir(dir).map_err(|e| SourceError::io("list", dir, e))?;
+    let mut out: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.metadata().is_ok_and(|m| m.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| is_stray(name, watchers))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 impl DropFolder {
     pub fn new(src: LocalSource) -> DropFolder {
         DropFolder {
             src,
             seen: HashMap::new(),
+            strays: None,
         }
+    }
+
+    /// Makes this folder's scans report (once each, as a warning) the files
+    /// that none of `watchers`, the connectors watching the same folder,
+    /// matches. One connector per folder should report, or each would.
+    pub fn report_strays(&mut self, watchers: Vec<LocalSource>) {
+        self.strays = Some(Strays {
+            watchers,
+            reported: HashSet::new(),
+        });
     }
 
     /// Creates the drop, archive and error folders.
@@ -63,16 +133,6 @@ impl DropFolder {
             .map(|m| self.src.path.join(m.replace("{name}", name)))
     }
 
-    fn is_marker(&self, name: &str) -> bool {
-        let Some(template) = &self.src.done_marker else {
-            return false;
-        };
-        let (prefix, suffix) = template
-            .split_once("{name}")
-            .expect("validated at load: done_marker contains {name}");
-        name.len() > prefix.len() + suffix.len() && name.starts_with(prefix) && name.ends_with(suffix)
-    }
-
     /// Lists the folder and returns the files that are complete, in name order,
     /// plus how long until the next candidate could become complete.
     pub fn scan(&mut self) -> Result<(Vec<PathBuf>, Option<Duration>), SourceError> {
@@ -81,10 +141,26 @@ impl DropFolder {
         let mut present = Vec::new();
         let mut ready = Vec::new();
         let mut next: Option<Duration> = None;
+        let mut strays_present = HashSet::new();
         for entry in entries {
             let Ok(entry) = entry else { continue };
             let name = entry.file_name().to_string_lossy().into_owned();
-            if is_temporary(&name) || self.is_marker(&name) || !self.src.pattern.is_match(&name) {
+            if let Some(strays) = &mut self.strays {
+                if is_stray(&name, &strays.watchers) && entry.metadata().is_ok_and(|m| m.is_file()) {
+                    if !strays.reported.contains(&name) {
+                        crate::telemetry::FileUnmatched {
+                            folder: &self.src.path,
+                            file: &name,
+                            patterns: &strays.watchers,
+                        }
+                        .emit();
+                        strays.reported.insert(name.clone());
+                    }
+                    strays_present.insert(name);
+                    continue;
+                }
+            }
+            if is_temporary(&name) || is_marker_of(&self.src, &name) || !self.src.pattern.is_match(&name) {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
@@ -120,6 +196,10 @@ impl DropFolder {
             }
         }
         self.seen.retain(|p, _| present.contains(p));
+        if let Some(strays) = &mut self.strays {
+            // Gone (moved away or renamed): reported again if it comes back.
+            strays.reported.retain(|n| strays_present.contains(n));
+        }
         ready.sort();
         Ok((ready, next))
     }

@@ -88,3 +88,25 @@ impl FileDuplicateSkipped<'_> {
         );
     }
 }
+
+/// A file in a watched folder matches no connector's pattern: it will never
+/// be processed. Reported once per file while it stays. The file name is
+/// the partner's, not a record's content.
+pub struct FileUnmatched<'a> {
+    pub folder: &'a std::path::Path,
+    pub file: &'a str,
+    /// The connectors watching the folder.
+    pub patterns: &'a [crate::config::LocalSource],
+}
+
+impl FileUnmatched<'_> {
+    pub fn emit(&self) {
+        let patterns: Vec<&str> = self.patterns.iter().map(|p| p.pattern.glob().glob()).collect();
+        tracing::warn!(
+            folder = %self.folder.display(),
+            file = self.file,
+            patterns = ?patterns,
+            "file matches no connector's pattern in this folder; it will not be processed"
+        );
+    }
+}
