@@ -312,6 +312,86 @@ async fn killed_mid_file_loses_nothing_and_duplicates_nothing() {
     child.wait().expect("reap");
 }
 
+/// SIGKILL while the daemon delivers, three times, each while it is also
+/// committing a big file's chunks (delivery bookkeeping then competes with
+/// chunk commits for SQLite's one writer, as when this was found): the
+/// receiver sees again only what was unsettled at each kill, at most
+/// 1.5 × `max_in_flight` (`docs/durability.md`). A kill's redeliveries are
+/// the ids received before it and again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_mid_delivery_redelivers_at_most_about_max_in_flight() {
+    const MAX_IN_FLIGHT: usize = 32;
+    const ROWS: u64 = 20_000;
+    const KILLS: u64 = 3;
+    let rx = Receiver::start().await;
+    let hub = Hub::new(&rx.url(), &format!("max_in_flight = {MAX_IN_FLIGHT}"), "", 2_000);
+    let big = hub.root().join("big.csv");
+    support::write_snapshot(&big, ROWS as usize, None);
+    let mut child = hub.spawn();
+    hub.drop_file(&big, "big.csv");
+    let store = hub.store().await;
+    // Positions in the receiver's log where each kill happened.
+    let mut kills = Vec::new();
+    for k in 1..=KILLS {
+        // Kill k: past k quarters of the file, with deliveries flowing since the restart.
+        let from = rx.accepted().len();
+        let mut done = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while done < k * ROWS / (KILLS + 1) || rx.accepted().len() < from + 100 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress before kill {k}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            done = store
+                .files(1)
+                .await
+                .expect("files")
+                .first()
+                .map_or(0, |f| f.records_done);
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        kills.push(rx.accepted().len());
+        let file = store.files(1).await.expect("files").remove(0);
+        assert_ne!(
+            file.status,
+            hubsync::store::FileStatus::Done,
+            "kill {k} came after the file"
+        );
+        child = hub.spawn();
+    }
+    rx.wait_unique(ROWS as usize, Duration::from_secs(300)).await;
+    hub.wait_drained(Duration::from_secs(30)).await;
+    rx.assert_stays(ROWS as usize, Duration::from_millis(500)).await;
+    rx.assert_ids_stable();
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+
+    let all = rx.accepted();
+    let mut per_kill = Vec::new();
+    for (k, &at) in kills.iter().enumerate() {
+        let before: std::collections::HashSet<&str> = all[..at].iter().map(|r| r.id.as_str()).collect();
+        let until = kills.get(k + 1).copied().unwrap_or(all.len());
+        per_kill.push(
+            all[at..until]
+                .iter()
+                .filter(|r| before.contains(r.id.as_str()))
+                .count(),
+        );
+    }
+    eprintln!(
+        "redeliveries per kill (max_in_flight {MAX_IN_FLIGHT}): {per_kill:?}; {} in all",
+        all.len() - rx.unique().len()
+    );
+    for n in &per_kill {
+        assert!(
+            *n <= MAX_IN_FLIGHT * 3 / 2,
+            "a kill redelivered {n} acknowledged messages (max_in_flight {MAX_IN_FLIGHT}): {per_kill:?}"
+        );
+    }
+}
+
 /// Ctrl-C (SIGINT) mid-file: the process exits promptly and cleanly, and a
 /// restart completes the file from its checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,13 @@
 //! parallel; a failing case is parked by its `next_attempt_at` without
 //! holding anyone else back.
 //!
+//! A message is *unsettled* from its send until its outcome's batch commits;
+//! a crash sends the unsettled ones again (same id, same body). A worker
+//! keeps at most `max_in_flight` + `max_in_flight / 2` unsettled: when
+//! recording lags (SQLite's one writer busy with a chunk commit), sending
+//! waits for it rather than pile up answers a crash would repeat
+//! (`docs/durability.md`).
+//!
 //! Around the stages, two subscriber-wide gates:
 //!
 //! - **Disabled** (persisted): a `410 Gone` stops all sending until an
@@ -167,6 +174,13 @@ impl Worker {
         let mut draining: Option<tokio::time::Instant> = None;
         let max = self.sub.max_in_flight;
         let refill = (max / 4).max(1);
+        // Sent but not yet recorded (in flight, or answered and waiting for
+        // their batch to commit): what a crash would send again. Bounded,
+        // so that a recorder held up (a chunk commit holding SQLite's one
+        // writer for half a second) stops new sends instead of letting
+        // hundreds of acknowledged answers pile up unrecorded. Half a window
+        // of answers covers a batch commit at full speed.
+        let max_unsettled = max + (max / 2).max(1);
         let mut state = self.initial_state().await?;
         let mut circuit = if state.parked_until.is_some() {
             // Parked before a restart: probe first rather than burst.
@@ -198,13 +212,11 @@ impl Worker {
             }
             // Stage 1: fetch due lane heads and start calls.
             let sending = draining.is_none() && state.disabled_at.is_none();
+            let room = (max - in_flight.len()).min(max_unsettled.saturating_sub(unsettled.len()));
             match circuit {
                 // Refill when a quarter of the window is free (or all of
                 // it): one fetch per few answers, not one per answer.
-                Circuit::Closed { .. }
-                    if sending && (in_flight.is_empty() || max - in_flight.len() >= refill) =>
-                {
-                    let room = max - in_flight.len();
+                Circuit::Closed { .. } if sending && room > 0 && (in_flight.is_empty() || room >= refill) => {
                     // On a shared store the claim leases each message to this
                     // instance; the lease outlives any request (twice the timeout).
                     let skip: HashSet<i64> = unsettled.keys().copied().collect();
