@@ -10,25 +10,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{repo, Hub, Receiver, ADMIN_TOKEN, PSEUDONYM_KEY, SECRET, SECRET2};
+use support::{repo, Hub, Receiver, SECRET};
 
 fn fixture(name: &str) -> PathBuf {
     repo().join("fixtures/acme-hub").join(name)
 }
 
-/// `hubsync ARGS --config <hub>` with the hub's environment; stdio is the caller's to set.
+/// `hubsync ARGS --config <hub>`, reading nothing from stdin.
 fn hubsync(hub: &Hub, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubsync"));
-    cmd.args(args)
-        .arg("--config")
-        .arg(&hub.config)
-        .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
-        .env("HUBSYNC_TEST_SECRET", SECRET)
-        .env("HUBSYNC_TEST_SECRETS_ROTATING", format!("{SECRET} {SECRET2}"))
-        .env("HUBSYNC_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
+    let mut cmd = hub.command(args);
+    cmd.stdin(Stdio::null());
     cmd
+}
+
+/// The commands that must work beside a running daemon: dry runs, reads,
+/// and the small admin writes.
+fn beside_the_daemon(day1: &str) -> Vec<Vec<&str>> {
+    vec![
+        vec!["status"],
+        vec!["check"],
+        vec!["map", "--connector", "acme-hub", day1],
+        vec!["map", "--connector", "acme-hub", "--format", "table", day1],
+        vec!["parse", "--connector", "acme-hub", day1],
+        vec!["test"],
+        vec!["migrate"],
+        vec!["replay", "--subscriber", "mfr", "--failed-only"],
+        vec!["enable", "--subscriber", "mfr"],
+    ]
 }
 
 /// Runs a command to its end, failing the test if it takes over 60 s (a
@@ -123,16 +131,7 @@ async fn one_daemon_per_sqlite_store_and_the_other_commands_beside_it() {
     // Beside the daemon: dry runs, reads and the small admin writes.
     let day1 = fixture("status_20261122.csv");
     let day1 = day1.to_str().expect("utf-8 path");
-    for args in [
-        vec!["status"],
-        vec!["check"],
-        vec!["map", "--connector", "acme-hub", day1],
-        vec!["parse", "--connector", "acme-hub", day1],
-        vec!["test"],
-        vec!["migrate"],
-        vec!["replay", "--subscriber", "mfr", "--failed-only"],
-        vec!["enable", "--subscriber", "mfr"],
-    ] {
+    for args in beside_the_daemon(day1) {
         let out = finish(hubsync(&hub, &args));
         assert!(
             out.status.success(),
@@ -175,18 +174,9 @@ async fn every_command_exits_quietly_on_a_closed_pipe() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let day1 = fixture("status_20261122.csv");
     let day1 = day1.to_str().expect("utf-8 path");
-    for args in [
-        vec!["status"],
-        vec!["check"],
-        vec!["map", "--connector", "acme-hub", day1],
-        vec!["map", "--connector", "acme-hub", "--format", "table", day1],
-        vec!["parse", "--connector", "acme-hub", day1],
-        vec!["test"],
-        vec!["migrate"],
-        vec!["replay", "--subscriber", "mfr", "--failed-only"],
-        vec!["enable", "--subscriber", "mfr"],
-        vec!["--help"],
-    ] {
+    let mut commands = beside_the_daemon(day1);
+    commands.push(vec!["--help"]);
+    for args in commands {
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader);
         let mut cmd = hubsync(&hub, &args);

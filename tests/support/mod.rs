@@ -318,17 +318,24 @@ impl Hub {
 
     /// Starts the daemon as a child process (for crash tests).
     pub fn spawn(&self) -> std::process::Child {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
-            .args(["run", "--config"])
+        self.command(&["run"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn hubsync")
+    }
+
+    /// `hubsync ARGS --config <this hub>` with the hub's environment.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"));
+        cmd.args(args)
+            .arg("--config")
             .arg(&self.config)
             .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
             .env("HUBSYNC_TEST_SECRET", SECRET)
             .env("HUBSYNC_TEST_SECRETS_ROTATING", format!("{SECRET} {SECRET2}"))
             .env("HUBSYNC_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "warn")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn hubsync")
+            .env("RUST_LOG", "warn");
+        cmd
     }
 
     pub async fn store(&self) -> hubsync::store::Store {
@@ -446,17 +453,7 @@ impl Hub {
 
     /// Runs the `hubsync` binary with this hub's config and environment.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
-            .env("HUBSYNC_TEST_SECRET", SECRET)
-            .env("HUBSYNC_TEST_SECRETS_ROTATING", format!("{SECRET} {SECRET2}"))
-            .env("HUBSYNC_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run hubsync")
+        self.command(args).output().expect("run hubsync")
     }
 }
 
