@@ -358,6 +358,35 @@ mod tests {
     }
 
     #[test]
+    fn strays_are_the_files_no_watcher_of_the_folder_takes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let csv = src(tmp.path(), Duration::from_secs(1), Some("{name}.done"));
+        let xml = LocalSource {
+            pattern: globset::Glob::new("*.xml").expect("glob").compile_matcher(),
+            ..csv.clone()
+        };
+        let f = DropFolder::new(csv.clone());
+        f.prepare().expect("prepare");
+        for name in [
+            "a.csv",
+            "a.csv.done",
+            "b.xml",
+            "notes.txt",
+            "c.csv.part",
+            ".hidden",
+        ] {
+            fs::write(tmp.path().join("drop").join(name), "x").expect("write");
+        }
+        fs::create_dir(tmp.path().join("drop/sub")).expect("mkdir");
+        let dir = tmp.path().join("drop");
+        assert_eq!(
+            strays(&dir, &[csv.clone(), xml]).expect("list"),
+            vec!["notes.txt"]
+        );
+        assert_eq!(strays(&dir, &[csv]).expect("list"), vec!["b.xml", "notes.txt"]);
+    }
+
+    #[test]
     fn done_marker_decides_and_is_not_a_file_itself() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut f = DropFolder::new(src(tmp.path(), Duration::from_secs(3600), Some("{name}.done")));
