@@ -4,10 +4,7 @@
 //! met by queueing rather than by `SQLITE_BUSY` retries; reads use a separate
 //! pool and see committed data through WAL. `synchronous = FULL`: a file is
 //! archived only after its last chunk commits, so a commit that a power cut
-//! could undo would lose the file. Delivery outcomes are the one exception
-//! (`record_attempts`): losing the last of them to a power cut re-sends
-//! those messages under the same id, and waiting for the disk would hold
-//! sending back (a worker keeps few messages unrecorded).
+//! could undo would lose the file.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -399,21 +396,92 @@ impl SqliteStore {
         Ok(rows.into_iter().next().flatten())
     }
 
-    /// Records delivery outcomes in one transaction, committed without an
-    /// fsync (`synchronous = NORMAL` for this transaction only): a power cut
-    /// may lose the last outcomes, and those messages are sent again with
-    /// the same id (at-least-once, as with PostgreSQL's bookkeeping), while
-    /// the batch no longer waits for the disk. A `kill -9` loses nothing: the
-    /// WAL write is in the OS. The next FULL commit (every chunk commit)
-    /// syncs the WAL and these frames with it, in order.
     pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
         if results.is_empty() {
             return Ok(());
         }
-        let mut conn = RelaxedSync::new(&self.writer).await?;
-        let written = write_attempts(conn.connection(), results).await;
-        conn.restore().await?;
-        written
+        let mut tx = self.writer.begin().await?;
+        for chunk in results.chunks(MAX_PARAMS / 9) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.subscriber)
+                    .push_bind(r.pos)
+                    .push_bind(r.attempt as i64)
+                    .push_bind(r.at_ms)
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.http_status.map(i64::from))
+                    .push_bind(&r.error)
+                    .push_bind(&r.excerpt);
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        // Successes are the common case: one statement per subscriber batch.
+        let mut delivered: HashMap<&str, Vec<i64>> = HashMap::new();
+        for r in results {
+            match r.outcome {
+                AttemptOutcome::Delivered => delivered.entry(r.subscriber.as_str()).or_default().push(r.pos),
+                AttemptOutcome::RetryAt(at) => {
+                    sqlx::query(
+                        "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?
+                         WHERE subscriber = ? AND pos = ? AND status = 0",
+                    )
+                    .bind(r.attempt as i64)
+                    .bind(at)
+                    .bind(r.http_status.map(i64::from))
+                    .bind(&r.error)
+                    .bind(&r.subscriber)
+                    .bind(r.pos)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AttemptOutcome::Held => {
+                    sqlx::query(
+                        "UPDATE deliveries SET last_status = ?, last_error = ? WHERE subscriber = ? AND pos = ?",
+                    )
+                    .bind(r.http_status.map(i64::from))
+                    .bind(&r.error)
+                    .bind(&r.subscriber)
+                    .bind(r.pos)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AttemptOutcome::Failed => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 2, attempts = ?, last_status = ?, last_error = ?
+                         WHERE subscriber = ? AND pos = ? AND status = 0",
+                    )
+                    .bind(r.attempt as i64)
+                    .bind(r.http_status.map(i64::from))
+                    .bind(&r.error)
+                    .bind(&r.subscriber)
+                    .bind(r.pos)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        let now = now_ms();
+        for (sub, positions) in delivered {
+            for chunk in positions.chunks(MAX_PARAMS - 4) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "UPDATE deliveries SET status = 1, attempts = attempts + 1, delivered_at = ",
+                );
+                q.push_bind(now);
+                q.push(", last_status = 200, last_error = NULL WHERE subscriber = ");
+                q.push_bind(sub);
+                q.push(" AND status = 0 AND pos IN (");
+                let mut sep = q.separated(", ");
+                for p in chunk {
+                    sep.push_bind(*p);
+                }
+                q.push(")");
+                q.build().persistent(false).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn subscriber_stats(&self) -> Result<Vec<SubscriberStats>, StoreError> {
@@ -1008,176 +1076,5 @@ impl SqliteTx {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
-    }
-}
-
-/// The writer connection with `synchronous = NORMAL`, for delivery
-/// bookkeeping only. It goes back to the pool only after `restore` set
-/// `FULL` again; dropped otherwise (an error, a cancelled task), it is
-/// closed instead, so a chunk commit never runs without its fsync.
-struct RelaxedSync {
-    conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
-}
-
-impl RelaxedSync {
-    async fn new(pool: &SqlitePool) -> Result<RelaxedSync, StoreError> {
-        let mut conn = pool.acquire().await?;
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await?;
-        Ok(RelaxedSync { conn: Some(conn) })
-    }
-
-    fn connection(&mut self) -> &mut sqlx::SqliteConnection {
-        self.conn.as_mut().expect("present until restore or drop")
-    }
-
-    async fn restore(mut self) -> Result<(), StoreError> {
-        let mut conn = self.conn.take().expect("present until restore or drop");
-        match sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                drop(conn.detach());
-                Err(e.into())
-            }
-        }
-    }
-}
-
-impl Drop for RelaxedSync {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
-        }
-    }
-}
-
-/// The statements of [`SqliteStore::record_attempts`], in one transaction on `conn`.
-async fn write_attempts(
-    conn: &mut sqlx::SqliteConnection,
-    results: &[AttemptResult],
-) -> Result<(), StoreError> {
-    use sqlx::Connection;
-    let mut tx = conn.begin().await?;
-    for chunk in results.chunks(MAX_PARAMS / 9) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt) ",
-        );
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(&r.subscriber)
-                .push_bind(r.pos)
-                .push_bind(r.attempt as i64)
-                .push_bind(r.at_ms)
-                .push_bind(r.duration_ms)
-                .push_bind(r.http_status.map(i64::from))
-                .push_bind(&r.error)
-                .push_bind(&r.excerpt);
-        });
-        q.build().persistent(false).execute(&mut *tx).await?;
-    }
-    // Successes are the common case: one statement per subscriber batch.
-    let mut delivered: HashMap<&str, Vec<i64>> = HashMap::new();
-    for r in results {
-        match r.outcome {
-            AttemptOutcome::Delivered => delivered.entry(r.subscriber.as_str()).or_default().push(r.pos),
-            AttemptOutcome::RetryAt(at) => {
-                sqlx::query(
-                    "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?
-                     WHERE subscriber = ? AND pos = ? AND status = 0",
-                )
-                .bind(r.attempt as i64)
-                .bind(at)
-                .bind(r.http_status.map(i64::from))
-                .bind(&r.error)
-                .bind(&r.subscriber)
-                .bind(r.pos)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AttemptOutcome::Held => {
-                sqlx::query(
-                    "UPDATE deliveries SET last_status = ?, last_error = ? WHERE subscriber = ? AND pos = ?",
-                )
-                .bind(r.http_status.map(i64::from))
-                .bind(&r.error)
-                .bind(&r.subscriber)
-                .bind(r.pos)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AttemptOutcome::Failed => {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 2, attempts = ?, last_status = ?, last_error = ?
-                     WHERE subscriber = ? AND pos = ? AND status = 0",
-                )
-                .bind(r.attempt as i64)
-                .bind(r.http_status.map(i64::from))
-                .bind(&r.error)
-                .bind(&r.subscriber)
-                .bind(r.pos)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-    }
-    let now = now_ms();
-    for (sub, positions) in delivered {
-        for chunk in positions.chunks(MAX_PARAMS - 4) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "UPDATE deliveries SET status = 1, attempts = attempts + 1, delivered_at = ",
-            );
-            q.push_bind(now);
-            q.push(", last_status = 200, last_error = NULL WHERE subscriber = ");
-            q.push_bind(sub);
-            q.push(" AND status = 0 AND pos IN (");
-            let mut sep = q.separated(", ");
-            for p in chunk {
-                sep.push_bind(*p);
-            }
-            q.push(")");
-            q.build().persistent(false).execute(&mut *tx).await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn synchronous(pool: &SqlitePool) -> i64 {
-        sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(pool)
-            .await
-            .expect("pragma")
-    }
-
-    #[tokio::test]
-    async fn bookkeeping_relaxes_sync_for_itself_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("h.db").display().to_string())
-            .await
-            .expect("open");
-        const FULL: i64 = 2;
-        assert_eq!(synchronous(&store.writer).await, FULL);
-        let attempt = AttemptResult {
-            subscriber: "mfr".into(),
-            pos: 1,
-            attempt: 1,
-            at_ms: 0,
-            duration_ms: 1,
-            http_status: Some(204),
-            error: None,
-            excerpt: None,
-            outcome: AttemptOutcome::Delivered,
-        };
-        store.record_attempts(&[attempt]).await.expect("record");
-        assert_eq!(synchronous(&store.writer).await, FULL, "restored after the batch");
-        // Dropped half-way (an error, an aborted task): the connection is
-        // closed, never handed to a chunk commit with NORMAL.
-        let relaxed = RelaxedSync::new(&store.writer).await.expect("relax");
-        drop(relaxed);
-        assert_eq!(synchronous(&store.writer).await, FULL, "a fresh connection");
     }
 }
