@@ -188,9 +188,8 @@ async fn main() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("bench.db");
-    let store = Store::open(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("store");
+    let url = format!("sqlite://{}", db.display());
+    let store = Store::open(&url).await.expect("store");
     let file = match store
         .file_claim("bench", "0", "bench.csv", 0)
         .await
@@ -211,6 +210,8 @@ async fn main() {
             wake: wake.clone(),
             poll: Duration::from_millis(100),
             metrics: Arc::default(),
+            // As the daemon does on SQLite.
+            journal: hubsync::deliver::journal::dir_for(&url, &sub.name),
         };
         let t = shutdown.clone();
         tokio::spawn(async move { w.run(t, Duration::from_secs(5)).await })

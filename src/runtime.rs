@@ -63,6 +63,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
             wake,
             poll: config.poll_interval,
             metrics: metrics.subscriber(&sub.name),
+            journal: crate::deliver::journal::dir_for(&config.store_url, &sub.name),
         };
         let token = shutdown.clone();
         let grace = config.shutdown_grace;
@@ -70,17 +71,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
         tracker.spawn(async move {
             // A store error stops the worker's loop; restart it after a pause
             // rather than let one database hiccup end delivery for good.
-            let mut worker = Some(worker);
-            while let Some(w) = worker.take() {
-                let (store, sub, client, wake, poll, metrics) = (
-                    w.store.clone(),
-                    w.sub.clone(),
-                    w.client.clone(),
-                    w.wake.clone(),
-                    w.poll,
-                    w.metrics.clone(),
-                );
-                match w.run(token.clone(), grace).await {
+            loop {
+                match worker.clone().run(token.clone(), grace).await {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::error!(subscriber = %name, error = %e, "delivery worker failed; restarting in 5s");
@@ -88,14 +80,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
                             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                             _ = token.cancelled() => return,
                         }
-                        worker = Some(Worker {
-                            store,
-                            sub,
-                            client,
-                            wake,
-                            poll,
-                            metrics,
-                        });
                     }
                 }
             }

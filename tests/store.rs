@@ -688,3 +688,52 @@ async fn pg_chunk_commits_of_one_program_serialize() {
         "and sees its write"
     );
 }
+
+/// The outcome journal (SQLite: `deliver::journal`) is applied after a
+/// crash: once, whatever the number of times, and never over a replay an
+/// operator queued in between.
+#[tokio::test]
+async fn sqlite_a_journal_applies_once_and_a_replay_wins() {
+    let backend = Backend::sqlite().await;
+    let store = backend.open().await;
+    let rows = [
+        message("A", 1, 1, &["s"]),
+        message("B", 1, 2, &["s"]),
+        message("C", 1, 3, &["s"]),
+    ];
+    insert(&store, &rows).await;
+    let due = claim(&store, "s", 10).await;
+    assert_eq!(due.len(), 3);
+    let sent = |pos, outcome| result("s", pos, 1, outcome);
+    let journal = [
+        sent(due[0].pos, AttemptOutcome::Delivered),
+        sent(due[1].pos, AttemptOutcome::RetryAt(now_ms() + 60_000)),
+        sent(due[2].pos, AttemptOutcome::Delivered),
+    ];
+    assert_eq!(store.apply_journal(&journal).await.expect("apply"), 3);
+    let stats = store.subscriber_stats().await.expect("stats");
+    assert_eq!((stats[0].pending, stats[0].delivered), (1, 2));
+    assert!(claim(&store, "s", 10).await.is_empty(), "B waits for its retry");
+    // Applied again (a crash before the segment was removed): no change,
+    // and no second attempt row.
+    assert_eq!(store.apply_journal(&journal).await.expect("apply"), 0);
+    assert_eq!(store.attempts(&rows[0].id).await.expect("attempts").len(), 1);
+    // An operator replays C before the daemon restarts: the journal's old
+    // answer for C does not settle it again.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let replay = hubsync::store::ReplayFilter {
+        subscriber: "s".into(),
+        since_ms: None,
+        until_ms: None,
+        program: None,
+        case_id: None,
+        message_id: Some(rows[2].id.clone()),
+        failed_only: false,
+        allow_purged: false,
+    };
+    assert_eq!(store.replay(&replay).await.expect("replay").replayed, 1);
+    assert_eq!(store.apply_journal(&journal[2..]).await.expect("apply"), 0);
+    let again = claim(&store, "s", 10).await;
+    assert_eq!(again.iter().map(|d| d.pos).collect::<Vec<_>>(), vec![due[2].pos]);
+    store.close().await;
+}

@@ -32,6 +32,7 @@
 //! pending update of the same milestone supersedes are marked `coalesced`.
 
 pub mod envelope;
+pub mod journal;
 pub mod retry;
 pub mod sign;
 
@@ -151,6 +152,7 @@ enum Signal {
     Neutral,
 }
 
+#[derive(Clone)]
 pub struct Worker {
     pub store: Store,
     pub sub: Arc<Subscriber>,
@@ -158,6 +160,8 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     pub poll: Duration,
     pub metrics: Arc<SubscriberMetrics>,
+    /// The outcome journal's folder ([`journal::dir_for`]): SQLite stores.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl Worker {
@@ -174,13 +178,11 @@ impl Worker {
         let mut draining: Option<tokio::time::Instant> = None;
         let max = self.sub.max_in_flight;
         let refill = (max / 4).max(1);
-        // Sent but not yet recorded (in flight, or answered and waiting for
-        // their batch to commit): what a crash would send again. Bounded,
-        // so that a recorder held up (a chunk commit holding SQLite's one
-        // writer for half a second) stops new sends instead of letting
-        // hundreds of acknowledged answers pile up unrecorded. Half a window
-        // of answers covers a batch commit at full speed.
-        let max_unsettled = max + (max / 2).max(1);
+        // Answers written down before their batch commits (SQLite): a crash
+        // then re-sends only what was in flight. The segment of the batch
+        // being committed is removed when it returns.
+        let mut journal = self.open_journal().await?;
+        let mut recording_segment: Option<u64> = None;
         let mut state = self.initial_state().await?;
         let mut circuit = if state.parked_until.is_some() {
             // Parked before a restart: probe first rather than burst.
@@ -212,6 +214,11 @@ impl Worker {
             }
             // Stage 1: fetch due lane heads and start calls.
             let sending = draining.is_none() && state.disabled_at.is_none();
+            // Without a journal, what is sent and not yet recorded (in
+            // flight, or answered and waiting for its batch) is what a crash
+            // sends again: at most two windows, so that a slow commit stops
+            // new sends rather than pile up answers to repeat.
+            let max_unsettled = if journal.is_some() { usize::MAX } else { 2 * max };
             let room = (max - in_flight.len()).min(max_unsettled.saturating_sub(unsettled.len()));
             match circuit {
                 // Refill when a quarter of the window is free (or all of
@@ -299,6 +306,7 @@ impl Worker {
                         to_record.extend(arrived);
                         let attempts: Vec<AttemptResult> = to_record.iter().map(|(a, _, _)| a.clone()).collect();
                         self.store.record_attempts(&attempts).await?;
+                        self.journal_settled(journal.as_mut());
                         return Ok(());
                     }
                 }
@@ -306,9 +314,26 @@ impl Worker {
                     draining = Some(tokio::time::Instant::now() + grace);
                 }
             }
+            // A batch committed: its journal segment goes, before the next
+            // batch closes a segment of its own (and before its positions
+            // may be sent again).
+            if recorded.is_some() {
+                if let (Some(j), Some(n)) = (journal.as_mut(), recording_segment.take()) {
+                    if let Err(e) = j.release(n) {
+                        self.journal_lost(&e);
+                        journal = None;
+                    }
+                }
+            }
             // Stage 3: act at once on what the answers say about the
             // subscriber (a 410 or a breaker trip stops the next fetch).
             if !arrived.is_empty() {
+                if let Some(j) = journal.as_mut() {
+                    if let Err(e) = j.append(arrived.iter().map(|(a, _, _)| a)) {
+                        self.journal_lost(&e);
+                        journal = None;
+                    }
+                }
                 let mut any_failure = false;
                 for (r, signal, created_at) in &arrived {
                     log_outcome(&self.sub.name, r);
@@ -369,6 +394,15 @@ impl Worker {
             // next instead of stalling every lane. Positions stay unsettled
             // (not fetched again) until their batch is committed.
             if recorder.is_empty() && !to_record.is_empty() {
+                if let Some(j) = journal.as_mut() {
+                    match j.rotate() {
+                        Ok(n) => recording_segment = Some(n),
+                        Err(e) => {
+                            self.journal_lost(&e);
+                            journal = None;
+                        }
+                    }
+                }
                 let batch = std::mem::take(&mut to_record);
                 let store = self.store.clone();
                 recorder.spawn(async move {
@@ -403,9 +437,47 @@ impl Worker {
                 };
             }
             if draining.is_some() && in_flight.is_empty() && recorder.is_empty() && to_record.is_empty() {
+                self.journal_settled(journal.as_mut());
                 return Ok(());
             }
         }
+    }
+
+    /// Opens the outcome journal and records in the store what it kept from
+    /// a run that crashed, before anything is sent: those messages were
+    /// answered, and are not sent again. Without a usable journal the worker
+    /// runs as on PostgreSQL (at most two windows unrecorded).
+    async fn open_journal(&self) -> Result<Option<journal::Journal>, StoreError> {
+        let Some(dir) = &self.journal else {
+            return Ok(None);
+        };
+        let (mut j, kept) = match journal::Journal::open(dir) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.journal_lost(&e);
+                return Ok(None);
+            }
+        };
+        if !kept.is_empty() {
+            let settled = self.store.apply_journal(&kept).await?;
+            tracing::info!(subscriber = %self.sub.name, answers = kept.len(), settled, "answers received before a crash recorded; not sent again");
+        }
+        if let Err(e) = j.release_all() {
+            self.journal_lost(&e);
+            return Ok(None);
+        }
+        Ok(Some(j))
+    }
+
+    /// Everything written to the journal is in the store: empty it.
+    fn journal_settled(&self, journal: Option<&mut journal::Journal>) {
+        if let Some(Err(e)) = journal.map(journal::Journal::release_all) {
+            self.journal_lost(&e);
+        }
+    }
+
+    fn journal_lost(&self, e: &std::io::Error) {
+        tracing::warn!(subscriber = %self.sub.name, error = %e, "outcome journal unavailable; a crash may re-send up to twice max_in_flight messages");
     }
 
     /// The stored state; a disabled subscriber whose configured URL changed

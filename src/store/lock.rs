@@ -77,7 +77,7 @@ impl std::fmt::Display for Holder {
 
 /// The store file of a `sqlite://` url; `None` for other backends and for
 /// in-memory databases (private to their process anyway).
-fn sqlite_path(store_url: &str) -> Option<&Path> {
+pub fn sqlite_path(store_url: &str) -> Option<&Path> {
     let rest = store_url.strip_prefix("sqlite://")?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && !path.starts_with(":memory:")).then(|| Path::new(path))

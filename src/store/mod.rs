@@ -279,8 +279,9 @@ impl DeliveryStatus {
     }
 }
 
-/// What happened to one attempt; written in batches.
-#[derive(Debug, Clone)]
+/// What happened to one attempt; written in batches (and, on SQLite, to
+/// the outcome journal first: `deliver::journal`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AttemptResult {
     pub subscriber: String,
     pub pos: i64,
@@ -294,7 +295,7 @@ pub struct AttemptResult {
     pub outcome: AttemptOutcome,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum AttemptOutcome {
     Delivered,
     /// Try again at this unix-ms time.
@@ -652,6 +653,18 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.next_due(subscriber).await,
             Store::Postgres(s) => s.next_due(subscriber).await,
+        }
+    }
+
+    /// Applies the outcomes an outcome journal kept (`deliver::journal`)
+    /// after a crash. Idempotent: an outcome already recorded, or overtaken
+    /// since (a replay re-queued the message), changes nothing. Returns how
+    /// many deliveries it settled or rescheduled.
+    pub async fn apply_journal(&self, results: &[AttemptResult]) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.apply_journal(results).await,
+            // Journals are kept for SQLite stores only (one process).
+            Store::Postgres(s) => s.record_attempts(results).await.map(|()| results.len() as u64),
         }
     }
 

@@ -396,6 +396,59 @@ impl SqliteStore {
         Ok(rows.into_iter().next().flatten())
     }
 
+    /// See `Store::apply_journal`. One statement pair per outcome (a few
+    /// dozen, once at start), each guarded: the attempt row only if it is
+    /// not there yet; the delivery only if it is still pending at the
+    /// attempt count and due time the journaled attempt saw (a replay resets
+    /// both, and wins).
+    pub async fn apply_journal(&self, results: &[AttemptResult]) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut applied = 0;
+        for r in results {
+            sqlx::query(
+                "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS
+                   (SELECT 1 FROM attempts WHERE subscriber = ?1 AND pos = ?2 AND attempt = ?3 AND at = ?4)",
+            )
+            .bind(&r.subscriber)
+            .bind(r.pos)
+            .bind(r.attempt as i64)
+            .bind(r.at_ms)
+            .bind(r.duration_ms)
+            .bind(r.http_status.map(i64::from))
+            .bind(&r.error)
+            .bind(&r.excerpt)
+            .execute(&mut *tx)
+            .await?;
+            let (status, next_at, delivered_at) = match r.outcome {
+                AttemptOutcome::Delivered => (1, None, Some(r.at_ms + r.duration_ms)),
+                AttemptOutcome::RetryAt(at) => (0, Some(at), None),
+                AttemptOutcome::Failed => (2, None, None),
+                // Leaves the delivery exactly as it was.
+                AttemptOutcome::Held => continue,
+            };
+            let done = sqlx::query(
+                "UPDATE deliveries SET status = ?1, attempts = ?2, next_attempt_at = COALESCE(?3, next_attempt_at),
+                        delivered_at = COALESCE(?4, delivered_at), last_status = ?5, last_error = ?6
+                 WHERE subscriber = ?7 AND pos = ?8 AND status = 0 AND attempts = ?2 - 1 AND next_attempt_at <= ?9",
+            )
+            .bind(status)
+            .bind(r.attempt as i64)
+            .bind(next_at)
+            .bind(delivered_at)
+            .bind(r.http_status.map(i64::from))
+            .bind(&r.error)
+            .bind(&r.subscriber)
+            .bind(r.pos)
+            .bind(r.at_ms)
+            .execute(&mut *tx)
+            .await?;
+            applied += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
     pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
         if results.is_empty() {
             return Ok(());
