@@ -9,10 +9,11 @@
 //! holding anyone else back.
 //!
 //! A message is *unsettled* from its send until its outcome's batch commits;
-//! a crash sends the unsettled ones again (same id, same body). A worker
-//! keeps at most `max_in_flight` + `max_in_flight / 2` unsettled: when
-//! recording lags (SQLite's one writer busy with a chunk commit), sending
-//! waits for it rather than pile up answers a crash would repeat
+//! a crash sends the unsettled ones again (same id, same body). On SQLite,
+//! whose one writer a chunk commit can hold for a while, each answer is
+//! written to the outcome [`journal`] as it arrives and applied at the next
+//! start, so a crash re-sends only what was in flight. On PostgreSQL a worker
+//! keeps at most two windows (`2 × max_in_flight`) unsettled
 //! (`docs/durability.md`).
 //!
 //! Around the stages, two subscriber-wide gates:
