@@ -46,7 +46,7 @@ use sqlx::Connection;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PSEUDONYM_KEY: &str = "chaos-pseudonym-key-0123456789";
 /// The subscriber's per-request timeout; a stall lasts longer.
-const TIMEOUT_MS: u64 = 600;
+const TIMEOUT_MS: u64 = 2000;
 
 // ------------------------------------------------------------------ model
 
@@ -118,6 +118,10 @@ struct Row {
     date: NaiveDate,
     payer: &'static str,
     bad: Option<Bad>,
+    /// A record no rule maps (status PAA without an approval date; an X12
+    /// event without a decision): read, filtered, no delta. Fillers make
+    /// files long enough for a kill to land while one is mid-way.
+    filler: bool,
 }
 
 /// One generated file.
@@ -151,6 +155,8 @@ const PAYERS: [&str; 4] = ["Aetna", "Cigna", "Humana", "Kaiser"];
 struct Size {
     phases: usize,
     cases: [usize; 4],
+    /// At most this many filler records per file, per feed.
+    fillers: [usize; 4],
     kills: (usize, usize),
 }
 
@@ -159,12 +165,14 @@ fn size(long: bool) -> Size {
         Size {
             phases: 4,
             cases: [120, 40, 40, 60],
+            fillers: [6000, 1500, 1000, 8000],
             kills: (2, 5),
         }
     } else {
         Size {
             phases: 3,
             cases: [30, 12, 10, 16],
+            fillers: [2500, 600, 400, 4000],
             kills: (1, 3),
         }
     }
@@ -224,12 +232,29 @@ fn generate(rng: &mut StdRng, sz: Size, sftp: bool) -> Vec<Vec<GenFile>> {
                     date: base + chrono::Duration::days(c.0 as i64 * 3 + c.1),
                     payer: c.2,
                     bad,
+                    filler: false,
                 };
                 buckets[rng.random_range(0..files)].push(row);
             }
-            for (k, rows) in buckets.into_iter().enumerate() {
+            for (k, mut rows) in buckets.into_iter().enumerate() {
                 if rows.is_empty() {
                     continue;
+                }
+                let fillers = rng.random_range(0..=sz.fillers[fi]);
+                for j in 0..fillers {
+                    let at = rng.random_range(0..=rows.len());
+                    rows.insert(
+                        at,
+                        Row {
+                            case: format!("F{}{:06}", feed.prefix(), j),
+                            patient: format!("{:09}", 900_000_000 + j),
+                            stage: 0,
+                            date: base,
+                            payer: "Aetna",
+                            bad: None,
+                            filler: true,
+                        },
+                    );
                 }
                 let broken_header = feed == Feed::Csv && rng.random_range(0..12) == 0;
                 let name = format!("{}_d{}_{k}.{}", feed.connector(), p + 1, feed.ext());
@@ -295,6 +320,7 @@ fn us_date(d: NaiveDate) -> String {
 /// A row's status code and date as the hub writes them (bad ones included).
 fn cells(feed: Feed, r: &Row) -> (String, String) {
     let code = match r.bad {
+        _ if r.filler => "PAA".to_string(),
         Some(Bad::Code) => "ZZ".to_string(),
         _ => feed.stages()[r.stage].0.to_string(),
     };
@@ -361,7 +387,9 @@ fn render_x12(rows: &[Row], control: usize) -> Vec<u8> {
         segs.push(format!("HL*{}*3*EV*0", i + 4));
         segs.push(format!("TRN*2*{}*9012345678", r.case));
         segs.push("UM*SC*I*3*11:B".to_string());
-        segs.push(format!("HCR*{code}"));
+        if !r.filler {
+            segs.push(format!("HCR*{code}"));
+        }
         segs.push(format!("DTP*102*D8*{date}"));
     }
     let n = segs.len() + 1;
@@ -387,7 +415,7 @@ fn oracle(phases: &[Vec<GenFile>]) -> Vec<Vec<Delta>> {
     for files in phases {
         let mut deltas = BTreeSet::new();
         for f in files.iter().filter(|f| !f.broken_header && f.copy_of.is_none()) {
-            for r in f.rows.iter().filter(|r| r.bad.is_none()) {
+            for r in f.rows.iter().filter(|r| r.bad.is_none() && !r.filler) {
                 let milestone = f.feed.stages()[r.stage].1.to_string();
                 let content = (
                     r.date.format("%Y-%m-%d").to_string(),
@@ -476,6 +504,58 @@ fn kill9(pid: u32) {
     let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
 }
 
+/// Kills an armed pid the moment a file event matches: a write to the
+/// SQLite WAL (a commit under way) or a download appearing in SFTP staging.
+struct Tripwire {
+    armed: Arc<AtomicU32>,
+    fired: Arc<AtomicBool>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl Tripwire {
+    fn new(dir: &Path, hit: fn(&Path) -> bool) -> Tripwire {
+        use notify::Watcher;
+        let armed = Arc::new(AtomicU32::new(0));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (a, f) = (armed.clone(), fired.clone());
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev {
+                if ev.kind.is_create() || ev.kind.is_modify() {
+                    if ev.paths.iter().any(|p| hit(p)) {
+                        let pid = a.swap(0, Ordering::SeqCst);
+                        if pid != 0 {
+                            kill9(pid);
+                            f.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        })
+        .expect("an inotify watcher");
+        std::fs::create_dir_all(dir).expect("mkdir watched");
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .expect("watch a folder");
+        Tripwire {
+            armed,
+            fired,
+            _watcher: watcher,
+        }
+    }
+
+    /// Arms the wire for `pid`, waits up to `cap` for it to fire; disarms.
+    async fn wait(&self, pid: u32, cap: Duration) -> bool {
+        self.fired.store(false, Ordering::SeqCst);
+        self.armed.store(pid, Ordering::SeqCst);
+        let t0 = Instant::now();
+        while t0.elapsed() < cap && !self.fired.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.armed.store(0, Ordering::SeqCst);
+        self.fired.swap(false, Ordering::SeqCst)
+    }
+}
+
 impl Receiver {
     async fn start(seed: u64, fail_pct: u32, stall_pct: u32) -> Receiver {
         let key = base64::engine::general_purpose::STANDARD
@@ -536,8 +616,12 @@ impl Receiver {
                 let status = match answer {
                     Err(code) => code,
                     Ok(None) => {
-                        // Longer than the subscriber's timeout: hubsync gives up.
-                        tokio::time::sleep(Duration::from_millis(TIMEOUT_MS + 300)).await;
+                        // A slow answer, inside the subscriber's timeout (a
+                        // timeout makes hubsync slow down for a minute, which
+                        // would stall the run, so past-timeout stalls are
+                        // left to tests/delivery.rs).
+                        tokio::time::sleep(Duration::from_millis(TIMEOUT_MS / 3 + u64::from(roll) * 10))
+                            .await;
                         StatusCode::SERVICE_UNAVAILABLE
                     }
                     Ok(Some(id)) => {
@@ -780,7 +864,7 @@ fn write_config(
         )
         .expect("write connector");
     }
-    let chunk_rows = rng.random_range(3..=25);
+    let chunk_rows = rng.random_range(20..=200);
     let in_flight = rng.random_range(1..=8);
     let schedule = vec!["\"150ms\""; 60].join(", ");
     std::fs::write(
@@ -859,6 +943,7 @@ struct Figures {
     kills_mid_file: u64,
     kills_mid_delivery: u64,
     kills_mid_fetch: u64,
+    kills_mid_commit: u64,
     restarts: u64,
     files: u64,
     rows: u64,
@@ -881,6 +966,7 @@ impl Figures {
         self.kills_mid_file += o.kills_mid_file;
         self.kills_mid_delivery += o.kills_mid_delivery;
         self.kills_mid_fetch += o.kills_mid_fetch;
+        self.kills_mid_commit += o.kills_mid_commit;
         self.restarts += o.restarts;
         self.files += o.files;
         self.rows += o.rows;
@@ -904,6 +990,7 @@ enum Trigger {
     MidFile,
     MidDelivery,
     MidFetch,
+    MidCommit,
 }
 
 async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
@@ -912,6 +999,9 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
     let sz = size(long);
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().to_path_buf();
+    if std::env::var("CHAOS_KEEP").is_ok() {
+        eprintln!("  chaos root: {}", tmp.keep().display());
+    }
     let rx = Receiver::start(seed, rng.random_range(5..=20), rng.random_range(0..=4)).await;
     let pg = match backend {
         Backend::Postgres { .. } => Some(PgDb::create().await),
@@ -980,6 +1070,12 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
         ..Figures::default()
     };
     let staging = root.join("data/staging").join(Feed::Sftp.connector());
+    let fetch_wire = Tripwire::new(&staging, |p| p.to_string_lossy().ends_with(".part"));
+    let commit_wire = (backend == Backend::Sqlite).then(|| {
+        Tripwire::new(&root.join("data"), |p| {
+            p.to_string_lossy().ends_with("hubsync.db-wal")
+        })
+    });
     for (p, files) in phases.iter().enumerate() {
         let mut writers = Vec::new();
         for f in files {
@@ -991,17 +1087,19 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
         }
         let kills = rng.random_range(sz.kills.0..=sz.kills.1);
         for _ in 0..kills {
-            let trigger = match rng.random_range(0..10) {
+            let trigger = match rng.random_range(0..12) {
                 0..=2 => Trigger::Timer(rng.random_range(20..900)),
-                3..=5 => Trigger::MidFile,
-                6..=8 => Trigger::MidDelivery,
-                _ if sftp => Trigger::MidFetch,
+                3..=4 => Trigger::MidFile,
+                5..=7 => Trigger::MidDelivery,
+                8 | 9 if sftp => Trigger::MidFetch,
+                10 | 11 if commit_wire.is_some() => Trigger::MidCommit,
                 _ => Trigger::Timer(rng.random_range(20..300)),
             };
+            let mut wired = false;
             let slot = rng.random_range(0..instances);
             let pid = env.pid(slot);
             let t0 = Instant::now();
-            let cap = Duration::from_secs(3);
+            let cap = Duration::from_secs(2);
             match trigger {
                 Trigger::Timer(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
                 Trigger::MidFile => {
@@ -1024,26 +1122,24 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
                     }
                     rx.kill_pid.store(0, Ordering::SeqCst);
                 }
-                Trigger::MidFetch => {
-                    while t0.elapsed() < cap
-                        && !std::fs::read_dir(&staging)
-                            .map(|rd| {
-                                rd.filter_map(Result::ok)
-                                    .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
-                            })
-                            .unwrap_or(false)
-                    {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                Trigger::MidFetch => wired = fetch_wire.wait(pid, cap).await,
+                Trigger::MidCommit => {
+                    wired = commit_wire
+                        .as_ref()
+                        .expect("sqlite has a WAL wire")
+                        .wait(pid, cap)
+                        .await;
+                    fig.kills_mid_commit += u64::from(wired);
                 }
             }
             // What was under way at the moment of the kill.
-            let mid_fetch = std::fs::read_dir(&staging)
-                .map(|rd| {
-                    rd.filter_map(Result::ok)
-                        .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
-                })
-                .unwrap_or(false);
+            let mid_fetch = (wired && matches!(trigger, Trigger::MidFetch))
+                || std::fs::read_dir(&staging)
+                    .map(|rd| {
+                        rd.filter_map(Result::ok)
+                            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+                    })
+                    .unwrap_or(false);
             let in_flight =
                 rx.in_flight.load(Ordering::SeqCst) > 0 || rx.killed_in_flight.swap(false, Ordering::SeqCst);
             kill9(pid);
@@ -1058,6 +1154,9 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
             fig.kills_mid_file += u64::from(mid_file);
             fig.kills_mid_delivery += u64::from(in_flight);
             fig.kills_mid_fetch += u64::from(mid_fetch);
+            if std::env::var("CHAOS_TRACE").is_ok() {
+                eprintln!("  phase {p}: kill {trigger:?} after {:?} (file {mid_file}, delivery {in_flight}, fetch {mid_fetch})", t0.elapsed());
+            }
             if rng.random_range(0..3) == 0 {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
             }
@@ -1066,6 +1165,9 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
         }
         for w in writers {
             w.join().expect("a slow writer finishes");
+        }
+        if std::env::var("CHAOS_TRACE").is_ok() {
+            eprintln!("  phase {p}: kills done at {:?}", started.elapsed());
         }
         // The phase is over when every drop folder is empty (committed and
         // moved), so the next day's files come after this day's state.
@@ -1090,11 +1192,24 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
         }
     }
 
+    if std::env::var("CHAOS_TRACE").is_ok() {
+        eprintln!(
+            "  drained at {:?}; {} of {} accepted",
+            started.elapsed(),
+            rx.accepted_ids(),
+            expected.iter().flatten().count()
+        );
+    }
     // Every expected delta arrives (or the wait gives up and the check says what is missing).
     let want: BTreeSet<Delta> = expected.iter().flatten().cloned().collect();
     let t0 = Instant::now();
+    let mut last = 0;
     while rx.accepted_ids() < want.len() && t0.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        if std::env::var("CHAOS_TRACE").is_ok() && rx.accepted_ids() != last {
+            last = rx.accepted_ids();
+            eprintln!("  {:?}: {last} accepted", started.elapsed());
+        }
     }
     // A quiet moment: anything sent twice would show up now.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -1266,8 +1381,8 @@ async fn suite(name: &str, offset: u64, backend: Backend) {
         );
         let f = run_one(seed, backend, long).await;
         eprintln!(
-            "chaos {name}: seed {seed}: {} kills ({} mid-file, {} mid-delivery, {} mid-fetch), {} files, {} deltas, {} requests, {:.1}s",
-            f.kills, f.kills_mid_file, f.kills_mid_delivery, f.kills_mid_fetch, f.files, f.deltas, f.requests, f.seconds
+            "chaos {name}: seed {seed}: {} kills ({} mid-file, {} mid-commit, {} mid-delivery, {} mid-fetch), {} files, {} deltas, {} requests, {:.1}s",
+            f.kills, f.kills_mid_file, f.kills_mid_commit, f.kills_mid_delivery, f.kills_mid_fetch, f.files, f.deltas, f.requests, f.seconds
         );
         total.add(&f);
     }
@@ -1325,6 +1440,7 @@ fn the_oracle_replays_rows_in_phase_order() {
         date,
         payer,
         bad,
+        filler: false,
     };
     let file = |rows: Vec<Row>, broken_header, copy: bool| GenFile {
         feed: Feed::Csv,
