@@ -18,10 +18,11 @@
 //! case in phase order. Files: each ends in the archive or in error, never
 //! both, and nothing stays in a drop folder.
 //!
-//! `CHAOS_SEED=N` replays one seed; `CHAOS_SEEDS=K` runs K seeds per test
-//! (default: the short CI mode); `CHAOS_LONG=1` makes each run bigger;
-//! `CHAOS_REPORT=path` appends one JSON line of figures per test.
-//! `scripts/chaos --seeds 200` is the long mode.
+//! `CHAOS_SEED=N` replays one seed; `CHAOS_SEEDS=K` (or
+//! `CHAOS_SEEDS_CHAOS_SQLITE=K`, …) runs K seeds per test (default, the
+//! short CI mode: 8 SQLite, 6 PostgreSQL, 6 PostgreSQL with two instances);
+//! `CHAOS_LONG=1` makes each run bigger; `CHAOS_REPORT=path` appends one JSON
+//! line of figures per test. `scripts/chaos --seeds 200` is the long mode.
 
 mod sftp_support;
 
@@ -1355,27 +1356,25 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
     fig
 }
 
-/// Seeds for one test: `CHAOS_SEED` alone, or `CHAOS_SEEDS` (default 7)
-/// starting at a per-test offset, so the three tests cover different seeds.
-fn seeds(offset: u64) -> Vec<u64> {
-    if let Some(s) = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()) {
+/// Seeds for one test: `CHAOS_SEED` alone, or `CHAOS_SEEDS_<TEST>` /
+/// `CHAOS_SEEDS` of them (default: the short CI mode) from `CHAOS_BASE`, at
+/// a per-test offset so the tests cover different seeds.
+fn seeds(name: &str, offset: u64, default: u64) -> Vec<u64> {
+    let var = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
+    if let Some(s) = var("CHAOS_SEED") {
         return vec![s];
     }
-    let n: u64 = std::env::var("CHAOS_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
-    let base: u64 = std::env::var("CHAOS_BASE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (0..n).map(|i| base + offset * 1_000_000 + i).collect()
+    let n = var(&format!("CHAOS_SEEDS_{}", name.to_uppercase()))
+        .or_else(|| var("CHAOS_SEEDS"))
+        .unwrap_or(default);
+    let base = var("CHAOS_BASE").unwrap_or(0);
+    (0..n).map(|i| offset * 1_000_000 + base + i).collect()
 }
 
-async fn suite(name: &str, offset: u64, backend: Backend) {
+async fn suite(name: &str, offset: u64, default_seeds: u64, backend: Backend) {
     let long = std::env::var("CHAOS_LONG").is_ok_and(|v| v == "1");
     let mut total = Figures::default();
-    for seed in seeds(offset) {
+    for seed in seeds(name, offset, default_seeds) {
         eprintln!(
             "chaos {name}: seed {seed} (replay: CHAOS_SEED={seed} cargo nextest run --test chaos {name})"
         );
@@ -1410,12 +1409,12 @@ async fn suite(name: &str, offset: u64, backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_sqlite() {
-    suite("chaos_sqlite", 1, Backend::Sqlite).await;
+    suite("chaos_sqlite", 1, 8, Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_postgres() {
-    suite("chaos_postgres", 2, Backend::Postgres { instances: 1 }).await;
+    suite("chaos_postgres", 2, 6, Backend::Postgres { instances: 1 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
