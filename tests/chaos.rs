@@ -1422,6 +1422,7 @@ async fn chaos_postgres_two_instances() {
     suite(
         "chaos_postgres_two_instances",
         3,
+        6,
         Backend::Postgres { instances: 2 },
     )
     .await;
