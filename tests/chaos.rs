@@ -747,7 +747,7 @@ impl Env {
             .append(true)
             .open(self.root.join(format!("daemon-{slot}.log")))
             .expect("open the daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_hubsync"))
+        let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&self.config)
             .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
@@ -933,6 +933,14 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn sha_of(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).expect("read a file")))
+}
+
+/// The binary under test; `HUBSYNC_TEST_BIN` overrides it (scripts/chaos
+/// runs a private copy, so a rebuild during a long run changes nothing).
+fn bin() -> PathBuf {
+    std::env::var_os("HUBSYNC_TEST_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hubsync").into())
 }
 
 // --------------------------------------------------------------- the run
