@@ -153,7 +153,12 @@ pub fn assert_limits(what: &str, o: &Outcome) {
         o.status,
         o.stderr
     );
-    assert!(o.status < 128, "{what}: killed by signal {}\n{}", o.status - 128, o.stderr);
+    assert!(
+        o.status < 128,
+        "{what}: killed by signal {}\n{}",
+        o.status - 128,
+        o.stderr
+    );
     assert!(
         o.max_rss_kb < MAX_RSS_KB,
         "{what}: peak RSS {} MB > 256 MB",
@@ -170,14 +175,16 @@ fn ten_mb_line(dir: &Path) -> PathBuf {
     let p = dir.join("ten_mb_line.csv");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&p).expect("create"));
     f.write_all(HEADER.as_bytes()).expect("write");
-    f.write_all(b"MF-0001,P7700001,Zabriskie,02/29/1952,REF,11/20/2026,Aetna\n").expect("write");
+    f.write_all(b"MF-0001,P7700001,Zabriskie,02/29/1952,REF,11/20/2026,Aetna\n")
+        .expect("write");
     f.write_all(b"MF-0002,P7700002,").expect("write");
     let chunk = vec![b'A'; 1 << 20];
     for _ in 0..10 {
         f.write_all(&chunk).expect("write");
     }
     f.write_all(b",02/29/1952,REF,11/20/2026,Aetna\n").expect("write");
-    f.write_all(b"MF-0003,P7700003,Zabriskie,02/29/1952,REF,11/20/2026,Aetna\n").expect("write");
+    f.write_all(b"MF-0003,P7700003,Zabriskie,02/29/1952,REF,11/20/2026,Aetna\n")
+        .expect("write");
     f.flush().expect("flush");
     p
 }
@@ -201,7 +208,9 @@ fn x12_ten_mb_segment(dir: &Path) -> PathBuf {
     let p = dir.join("x12_ten_mb_segment.x12");
     let isa = "ISA*00*          *00*          *ZZ*ACMEPAYER      *ZZ*HUBSYNC        *261120*0815*^*00501*000000501*0*P*:~\n";
     let mut body = String::from(isa);
-    body.push_str("GS*HI*ACMEPAYER*HUBSYNC*20261120*0815*501*X*005010X217~\nST*278*0001*005010X217~\nNTE*ADD*");
+    body.push_str(
+        "GS*HI*ACMEPAYER*HUBSYNC*20261120*0815*501*X*005010X217~\nST*278*0001*005010X217~\nNTE*ADD*",
+    );
     body.push_str(&"N".repeat(10 << 20));
     body.push_str("~\nSE*3*0001~\nGE*1*501~\nIEA*1*000000501~\n");
     std::fs::write(&p, body).expect("write");
@@ -222,7 +231,15 @@ fn workbook(rows: &[[&str; 7]]) -> rust_xlsxwriter::Workbook {
     wb
 }
 
-const XROW: [&str; 7] = ["MF-0001", "P7700001", "Zabriskie", "02/29/1952", "REF", "11/20/2026", "Aetna"];
+const XROW: [&str; 7] = [
+    "MF-0001",
+    "P7700001",
+    "Zabriskie",
+    "02/29/1952",
+    "REF",
+    "11/20/2026",
+    "Aetna",
+];
 
 /// A sheet whose only far cell is XFD1048576: the declared range is a
 /// million rows by 16,384 columns (17 billion cells), almost all empty.
@@ -254,7 +271,9 @@ fn million_empty_cells(dir: &Path) -> PathBuf {
         }
         empty.push_str("</row>");
     }
-    sheet.1 = xml.replacen("</sheetData>", &format!("{empty}</sheetData>"), 1).into_bytes();
+    sheet.1 = xml
+        .replacen("</sheetData>", &format!("{empty}</sheetData>"), 1)
+        .into_bytes();
     std::fs::write(&p, zip_stored(&entries, None)).expect("write");
     p
 }
@@ -290,7 +309,11 @@ fn zip_huge_declared_size(dir: &Path) -> PathBuf {
     let p = dir.join("zip_huge_declared_size.xlsx");
     let bytes = workbook(&[XROW]).save_to_buffer().expect("xlsx");
     let entries = unzip_stored(&bytes);
-    std::fs::write(&p, zip_stored(&entries, Some(("xl/worksheets/sheet1.xml", 0xFFFF_FFF0)))).expect("write");
+    std::fs::write(
+        &p,
+        zip_stored(&entries, Some(("xl/worksheets/sheet1.xml", 0xFFFF_FFF0))),
+    )
+    .expect("write");
     p
 }
 
@@ -360,7 +383,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -376,12 +403,19 @@ fn u32le(b: &[u8], at: usize) -> usize {
 /// The entries of a zip (stored or deflated), found through its central
 /// directory; deflated data goes through [`inflate`].
 fn unzip_stored(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let eocd = (0..zip.len() - 21).rev().find(|&i| zip[i..i + 4] == [0x50, 0x4b, 0x05, 0x06]).expect("EOCD");
+    let eocd = (0..zip.len() - 21)
+        .rev()
+        .find(|&i| zip[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .expect("EOCD");
     let n = u16le(zip, eocd + 10);
     let mut at = u32le(zip, eocd + 16);
     let mut out = Vec::new();
     for _ in 0..n {
-        assert_eq!(zip[at..at + 4], [0x50, 0x4b, 0x01, 0x02], "central directory entry");
+        assert_eq!(
+            zip[at..at + 4],
+            [0x50, 0x4b, 0x01, 0x02],
+            "central directory entry"
+        );
         let method = u16le(zip, at + 10);
         let csize = u32le(zip, at + 20);
         let name_len = u16le(zip, at + 28);
@@ -496,10 +530,20 @@ fn inflate(data: &[u8]) -> Vec<u8> {
         }
         panic!("bad Huffman code");
     }
-    const LBASE: [u16; 29] = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
-    const LEXT: [u8; 29] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
-    const DBASE: [u16; 30] = [1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577];
-    const DEXT: [u8; 30] = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
+    const LBASE: [u16; 29] = [
+        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163,
+        195, 227, 258,
+    ];
+    const LEXT: [u8; 29] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+    ];
+    const DBASE: [u16; 30] = [
+        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049,
+        3073, 4097, 6145, 8193, 12289, 16385, 24577,
+    ];
+    const DEXT: [u8; 30] = [
+        0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
+    ];
     let mut b = Bits { d: data, pos: 0 };
     let mut out: Vec<u8> = Vec::new();
     loop {
@@ -523,7 +567,8 @@ fn inflate(data: &[u8]) -> Vec<u8> {
                     let hlit = b.bits(5) as usize + 257;
                     let hdist = b.bits(5) as usize + 1;
                     let hclen = b.bits(4) as usize + 4;
-                    const ORDER: [usize; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
+                    const ORDER: [usize; 19] =
+                        [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
                     let mut cl = [0u8; 19];
                     for &o in ORDER.iter().take(hclen) {
                         cl[o] = b.bits(3) as u8;
@@ -575,8 +620,9 @@ fn inflate(data: &[u8]) -> Vec<u8> {
 #[test]
 fn every_malformed_file_has_its_declared_outcome_within_limits() {
     let dir = repo().join("fixtures/malformed");
-    let manifest: Manifest = toml::from_str(&std::fs::read_to_string(dir.join("manifest.toml")).expect("manifest"))
-        .unwrap_or_else(|e| panic!("manifest.toml: {e}"));
+    let manifest: Manifest =
+        toml::from_str(&std::fs::read_to_string(dir.join("manifest.toml")).expect("manifest"))
+            .unwrap_or_else(|e| panic!("manifest.toml: {e}"));
     let ws = workspace();
     let gen_dir = tempfile::tempdir().expect("tempdir");
     // Every committed file is declared.
@@ -584,11 +630,17 @@ fn every_malformed_file_has_its_declared_outcome_within_limits() {
     for e in std::fs::read_dir(&dir).expect("dir").flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         if n != "manifest.toml" && n != "README.md" {
-            assert!(declared.contains(&n.as_str()), "{n} has no entry in manifest.toml");
+            assert!(
+                declared.contains(&n.as_str()),
+                "{n} has no entry in manifest.toml"
+            );
         }
     }
     for g in GENERATORS {
-        assert!(manifest.case.iter().any(|c| c.generate.as_deref() == Some(g)), "generator {g} has no entry");
+        assert!(
+            manifest.case.iter().any(|c| c.generate.as_deref() == Some(g)),
+            "generator {g} has no entry"
+        );
     }
     let mut failures = Vec::new();
     for case in &manifest.case {
@@ -621,7 +673,11 @@ fn every_malformed_file_has_its_declared_outcome_within_limits() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{label}: not JSON ({e}): {l}")))
             .collect();
-        let Some(summary) = lines.iter().find(|l| l["kind"] == "summary").map(|l| &l["summary"]) else {
+        let Some(summary) = lines
+            .iter()
+            .find(|l| l["kind"] == "summary")
+            .map(|l| &l["summary"])
+        else {
             failures.push(format!("{label}: no summary (exit {}): {}", o.status, o.stderr));
             continue;
         };
@@ -630,7 +686,13 @@ fn every_malformed_file_has_its_declared_outcome_within_limits() {
             let rj: Vec<String> = lines
                 .iter()
                 .filter(|l| l["kind"] == "reject")
-                .map(|l| format!("{}: {}", l["reject"]["locator"].as_str().unwrap_or(""), l["reject"]["reason"].as_str().unwrap_or("")))
+                .map(|l| {
+                    format!(
+                        "{}: {}",
+                        l["reject"]["locator"].as_str().unwrap_or(""),
+                        l["reject"]["reason"].as_str().unwrap_or("")
+                    )
+                })
                 .collect();
             eprintln!(
                 "OUTCOME {label} refused={refused:?} read={} milestones={} rejected={rj:?}",
@@ -678,14 +740,21 @@ fn every_malformed_file_has_its_declared_outcome_within_limits() {
             failures.push(format!("{label}: rejects {rejects:?}, want {:?}", case.rejected));
         }
     }
-    assert!(failures.is_empty(), "outcomes differ from manifest.toml:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "outcomes differ from manifest.toml:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn the_test_zip_tools_round_trip() {
     let bytes = workbook(&[XROW]).save_to_buffer().expect("xlsx");
     let entries = unzip_stored(&bytes);
-    let sheet = entries.iter().find(|(n, _)| n == "xl/worksheets/sheet1.xml").expect("sheet");
+    let sheet = entries
+        .iter()
+        .find(|(n, _)| n == "xl/worksheets/sheet1.xml")
+        .expect("sheet");
     assert!(String::from_utf8_lossy(&sheet.1).contains("<sheetData>"));
     let again = unzip_stored(&zip_stored(&entries, None));
     assert_eq!(again, entries);

@@ -87,7 +87,11 @@ struct LineTooLong;
 
 impl std::fmt::Display for LineTooLong {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a line longer than {} MiB: not a line-based text file?", MAX_LINE_BYTES >> 20)
+        write!(
+            f,
+            "a line longer than {} MiB: not a line-based text file?",
+            MAX_LINE_BYTES >> 20
+        )
     }
 }
 
@@ -133,7 +137,10 @@ impl CsvReader {
             .iter()
             .position(|b| *b == b'\n')
             .is_some_and(|i| i > 0 && head[i - 1] == b'\r');
-        let boxed: Box<dyn Read + Send> = Box::new(LineCap { inner: buffered, run: 0 });
+        let boxed: Box<dyn Read + Send> = Box::new(LineCap {
+            inner: buffered,
+            run: 0,
+        });
         let mut inner = csv::ReaderBuilder::new()
             .delimiter(fmt.delimiter)
             .quote(fmt.quote)
