@@ -87,7 +87,10 @@ fn phi_of(path: &Path) -> BTreeSet<String> {
                     if r > 5_000 {
                         break;
                     }
-                    grid.entry(r).or_default().push((col, calamine::DataType::as_string(c.get_value()).unwrap_or_default()));
+                    grid.entry(r).or_default().push((
+                        col,
+                        calamine::DataType::as_string(c.get_value()).unwrap_or_default(),
+                    ));
                 }
                 let header = grid
                     .iter()
