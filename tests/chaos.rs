@@ -458,7 +458,7 @@ struct Accepted {
     sequence: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RxState {
     /// webhook-id → every distinct body seen under it.
     bodies: HashMap<String, BTreeSet<Vec<u8>>>,
@@ -521,8 +521,8 @@ impl Tripwire {
         let (a, f) = (armed.clone(), fired.clone());
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev {
-                if ev.kind.is_create() || ev.kind.is_modify() {
-                    if ev.paths.iter().any(|p| hit(p)) {
+                if (ev.kind.is_create() || ev.kind.is_modify()) && ev.paths.iter().any(|p| hit(p)) {
+                    {
                         let pid = a.swap(0, Ordering::SeqCst);
                         if pid != 0 {
                             kill9(pid);
@@ -1228,7 +1228,7 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
     store.close().await;
 
     // ---- the checks, against the oracle
-    let s = rx.state.lock().expect("receiver lock");
+    let s = rx.state.lock().expect("receiver lock").clone();
     fig.deltas = want.len() as u64;
     fig.requests = s.requests;
     fig.receiver_failures = s.failed;
@@ -1312,7 +1312,6 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
             ));
         }
     }
-    drop(s);
     // Files: every good file archived, every broken one in error, never both.
     let mut archived = Vec::new();
     files_under(&root.join("data/archive"), &mut archived);

@@ -702,7 +702,7 @@ async fn admin_api_metrics_and_operations() {
     assert!(tl[0]["locator"].as_str().is_some_and(|l| l.starts_with("line")));
     assert_eq!(tl[0]["deliveries"][0]["status"], "delivered");
     assert!(
-        tl[0].get("payload").map_or(true, |p| p.is_null()),
+        tl[0].get("payload").is_none_or(|p| p.is_null()),
         "the timeline carries no payloads"
     );
 

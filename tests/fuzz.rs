@@ -517,7 +517,7 @@ fn fuzz_every_target_for_a_bounded_time() {
             continue;
         }
         assert!(!t.seeds.is_empty(), "{}: no seeds", t.name);
-        let mut rng = StdRng::seed_from_u64(seed ^ t.name.len() as u64 * 0x9e37_79b9);
+        let mut rng = StdRng::seed_from_u64(seed ^ (t.name.len() as u64 * 0x9e37_79b9));
         let w = worker(ctx.clone(), t.run);
         let mut corpus = t.seeds.clone();
         let mut seen: HashSet<String> = HashSet::new();

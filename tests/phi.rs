@@ -173,7 +173,9 @@ async fn receiver() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
         let n = n.clone();
         async move {
             // Every third request fails, so failure paths log too.
-            if n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3 == 0 {
+            if n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(3)
+            {
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR
             } else {
                 axum::http::StatusCode::NO_CONTENT

@@ -385,7 +385,7 @@ impl Worker {
                 && in_flight.is_empty()
                 && recorder.is_empty()
                 && to_record.is_empty()
-                && last_coalesce.map_or(true, |t| t.elapsed() >= Duration::from_secs(1))
+                && last_coalesce.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
             {
                 let open = matches!(circuit, Circuit::Open { .. });
                 self.coalesce(open).await?;

@@ -1400,9 +1400,10 @@ impl X12Reader {
         let s = &self.store;
         let matches = |i: usize| {
             s.id(i) == path.segment.as_bytes()
-                && path.qualifier.as_ref().map_or(true, |(n, v)| {
-                    s.element(i, *n).is_some_and(|e| e.trim_ascii() == v.as_bytes())
-                })
+                && path
+                    .qualifier
+                    .as_ref()
+                    .is_none_or(|(n, v)| s.element(i, *n).is_some_and(|e| e.trim_ascii() == v.as_bytes()))
         };
         if let Some(i) = (start..s.segs.len()).find(|i| matches(*i)) {
             return Some(i);
@@ -1474,7 +1475,7 @@ fn write_element(out: &mut String, raw: &[u8], path: &X12Path, d: Delims) {
                 _ => 0,
             };
             // Fast path: no repetition separator in the element.
-            let part = if d.repetition.map_or(true, |r| !raw.contains(&r)) {
+            let part = if d.repetition.is_none_or(|r| !raw.contains(&r)) {
                 if k == 0 {
                     raw
                 } else {

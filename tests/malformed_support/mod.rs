@@ -470,7 +470,7 @@ fn inflate(data: &[u8]) -> Vec<u8> {
             counts[usize::from(l)] += 1;
         }
         counts[0] = 0;
-        let mut offs = vec![0u16; 16];
+        let mut offs = [0u16; 16];
         for i in 1..16 {
             offs[i] = offs[i - 1] + counts[i - 1];
         }
