@@ -198,8 +198,10 @@ const MAX_ENTRY_BYTES: u64 = 1 << 30;
 /// (fixtures/malformed, `zip_corrupt_entry`).
 fn verify_zip(path: &Path) -> Result<(), String> {
     let f = File::open(path).map_err(|e| format!("cannot open the workbook: {e}"))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f))
-        .map_err(|e| format!("the workbook is corrupt or not a workbook: {e}"))?;
+    // Not a readable zip at all: calamine says so in its own words.
+    let Ok(mut zip) = zip::ZipArchive::new(std::io::BufReader::new(f)) else {
+        return Ok(());
+    };
     for i in 0..zip.len() {
         let entry = zip
             .by_index(i)
