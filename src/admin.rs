@@ -73,8 +73,11 @@ pub fn router(state: AdminState) -> Router {
     let console = state.config.admin.as_ref().is_some_and(|a| a.console);
     let api = api_router(state.clone());
     if console {
-        api.route("/", get(|| async { axum::response::Redirect::to("/console/feeds") }))
-            .merge(crate::console::router(state))
+        api.route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console/feeds") }),
+        )
+        .merge(crate::console::router(state))
     } else {
         api
     }

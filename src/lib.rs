@@ -31,8 +31,8 @@
 
 pub mod admin;
 pub mod cli;
-pub mod console;
 pub mod config;
+pub mod console;
 pub mod deliver;
 pub mod diff;
 pub mod expect;

@@ -141,7 +141,11 @@ impl Page {
 
     /// The value of the first `name="csrf"` hidden field.
     fn csrf(&self) -> String {
-        let at = self.body.find("name=\"csrf\" value=\"").expect("page has a csrf field") + 19;
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("page has a csrf field")
+            + 19;
         self.body[at..at + 64].to_string()
     }
 }
@@ -204,7 +208,11 @@ async fn login(app: &Router) -> String {
     assert_eq!(form.status, StatusCode::OK);
     let login_cookie = cookie_pair(&form.set_cookies()[0]);
     let csrf = form.csrf();
-    assert_eq!(login_cookie, format!("hubsync_login={csrf}"), "double-submit token");
+    assert_eq!(
+        login_cookie,
+        format!("hubsync_login={csrf}"),
+        "double-submit token"
+    );
     let resp = send(
         app,
         post(
@@ -247,7 +255,10 @@ fn assert_no_inline_code(p: &Page, what: &str) {
     assert!(!p.body.contains("<style"), "{what}: style element");
     for (i, _) in p.body.match_indices("<script") {
         let tag = &p.body[i..i + p.body[i..].find('>').expect("tag ends")];
-        assert!(tag.contains("src=\"/console/static/"), "{what}: inline script {tag}");
+        assert!(
+            tag.contains("src=\"/console/static/"),
+            "{what}: inline script {tag}"
+        );
         assert!(p.body[i..].contains("></script>"), "{what}: script has content");
     }
     assert!(!p.body.contains(" onclick="), "{what}: inline handler");
@@ -275,11 +286,18 @@ async fn every_page_needs_a_session_and_shows_the_ingested_data() {
         let p = send(&app, get(path, Some("hubsync_session=forged"))).await;
         assert_eq!(p.location(), "/console/login", "{path} with a forged session");
     }
-    let p = send(&app, post("/console/subscribers/mfr/replay", None, &[("csrf", "x")])).await;
+    let p = send(
+        &app,
+        post("/console/subscribers/mfr/replay", None, &[("csrf", "x")]),
+    )
+    .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     // The root of the admin server leads to the console; the API keeps its token.
     assert_eq!(send(&app, get("/", None)).await.location(), "/console/feeds");
-    assert_eq!(send(&app, get("/v1/subscribers", None)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, get("/v1/subscribers", None)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     let login_page = send(&app, get("/console/login", None)).await;
     assert_security_headers(&login_page, "login");
@@ -300,15 +318,26 @@ async fn every_page_needs_a_session_and_shows_the_ingested_data() {
     assert_security_headers(&feeds, "feeds");
     assert_no_inline_code(&feeds, "feeds");
     assert_eq!(feeds.headers[header::CACHE_CONTROL], "no-store");
-    assert!(feeds.body.contains(&format!("Signed in as <strong>{OPERATOR}</strong>")));
+    assert!(feeds
+        .body
+        .contains(&format!("Signed in as <strong>{OPERATOR}</strong>")));
     assert!(feeds.body.contains("href=\"/console/feeds/acme-hub\""));
     assert!(feeds.body.contains(">status_20261123.csv</a>"), "latest file");
     assert!(feeds.body.contains("UTC"));
     assert!(feeds.body.contains("Files that need attention"));
-    assert!(feeds.body.contains(">status_wrong_header.csv</a>"), "refused file listed");
+    assert!(
+        feeds.body.contains(">status_wrong_header.csv</a>"),
+        "refused file listed"
+    );
     assert!(feeds.body.contains("Refused") || feeds.body.contains("header"));
-    assert!(feeds.body.contains("No deadline was missed"), "empty state says what it means");
-    assert!(feeds.body.contains("data-refresh=\"15\""), "feeds refresh themselves");
+    assert!(
+        feeds.body.contains("No deadline was missed"),
+        "empty state says what it means"
+    );
+    assert!(
+        feeds.body.contains("data-refresh=\"15\""),
+        "feeds refresh themselves"
+    );
 
     // The store's own view, to compare pages with.
     let store = w.hub.store().await;
@@ -320,7 +349,13 @@ async fn every_page_needs_a_session_and_shows_the_ingested_data() {
         .await
         .expect("files");
     assert_eq!(files.len(), FILES.len());
-    let by_name = |n: &str| files.iter().find(|f| f.file.name == n).expect("file in ledger").clone();
+    let by_name = |n: &str| {
+        files
+            .iter()
+            .find(|f| f.file.name == n)
+            .expect("file in ledger")
+            .clone()
+    };
     let night1 = by_name("status_20261122.csv");
     let bad = by_name("status_bad_rows.csv");
     let refused = by_name("status_wrong_header.csv");
@@ -330,10 +365,17 @@ async fn every_page_needs_a_session_and_shows_the_ingested_data() {
     assert_eq!(feed.status, StatusCode::OK);
     assert!(feed.body.contains("<svg"), "trend chart");
     for f in &files {
-        assert!(feed.body.contains(&format!("href=\"/console/files/{}\"", f.file.id)));
+        assert!(feed
+            .body
+            .contains(&format!("href=\"/console/files/{}\"", f.file.id)));
     }
-    assert!(feed.body.contains(&format!("<td class=\"num\">{}</td>", night1.file.counts.read)));
-    assert_eq!(send(&app, get("/console/feeds/nope", cookie)).await.status, StatusCode::NOT_FOUND);
+    assert!(feed
+        .body
+        .contains(&format!("<td class=\"num\">{}</td>", night1.file.counts.read)));
+    assert_eq!(
+        send(&app, get("/console/feeds/nope", cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     // A file: rejects with positions and reasons; deltas with case links and delivery.
     let page = send(&app, get(&format!("/console/files/{}", bad.file.id), cookie)).await;
@@ -346,13 +388,23 @@ async fn every_page_needs_a_session_and_shows_the_ingested_data() {
     }
     let page = send(&app, get(&format!("/console/files/{}", night1.file.id), cookie)).await;
     assert!(page.body.contains("Every row is accounted for."));
-    assert!(page.body.contains(&format!("Deltas sent ({})", night1.file.counts.deltas)));
-    assert!(page.body.contains(&format!("/console/cases?program={PROGRAM}&amp;case_id={DEAD_CASE}")));
+    assert!(page
+        .body
+        .contains(&format!("Deltas sent ({})", night1.file.counts.deltas)));
+    assert!(page.body.contains(&format!(
+        "/console/cases?program={PROGRAM}&amp;case_id={DEAD_CASE}"
+    )));
     assert!(page.body.contains("Delivered") && page.body.contains("Failed (dead letter)"));
     let page = send(&app, get(&format!("/console/files/{}", refused.file.id), cookie)).await;
     assert!(page.body.contains("Refused: "), "the reason is shown");
-    assert_eq!(send(&app, get("/console/files/999999", cookie)).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(send(&app, get("/console/files/x", cookie)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&app, get("/console/files/999999", cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, get("/console/files/x", cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     // Subscribers: backlog, state, failure rate, dead letters.
     let dead = store.dead_letters("mfr", 100).await.expect("dead letters");
@@ -361,15 +413,22 @@ async fn every_page_needs_a_session_and_shows_the_ingested_data() {
     assert_eq!(subs.status, StatusCode::OK);
     assert!(subs.body.contains("href=\"/console/subscribers/mfr\""));
     assert!(subs.body.contains(">Active</span>"));
-    assert!(subs.body.contains(&format!("<strong class=\"bad-text\">{}</strong>", dead.len())));
+    assert!(subs
+        .body
+        .contains(&format!("<strong class=\"bad-text\">{}</strong>", dead.len())));
     assert!(subs.body.contains("% ("), "failure rate of the last 24 h");
     let sub = send(&app, get("/console/subscribers/mfr", cookie)).await;
     for d in &dead {
-        assert!(sub.body.contains(&format!("name=\"message_id\" value=\"{}\"", d.id)));
+        assert!(sub
+            .body
+            .contains(&format!("name=\"message_id\" value=\"{}\"", d.id)));
     }
     assert!(sub.body.contains("HTTP 500"));
     assert!(sub.body.contains("Replay a time range"));
-    assert_eq!(send(&app, get("/console/subscribers/nope", cookie)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&app, get("/console/subscribers/nope", cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     // Cases: the recent list, a journey in sequence order with provenance and delivery.
     let cases = send(&app, get("/console/cases", cookie)).await;
@@ -378,21 +437,36 @@ async fn every_page_needs_a_session_and_shows_the_ingested_data() {
     let timeline = store.case_timeline(PROGRAM, DEAD_CASE).await.expect("timeline");
     let journey = send(
         &app,
-        get(&format!("/console/cases?program={PROGRAM}&case_id={DEAD_CASE}"), cookie),
+        get(
+            &format!("/console/cases?program={PROGRAM}&case_id={DEAD_CASE}"),
+            cookie,
+        ),
     )
     .await;
     assert_eq!(journey.status, StatusCode::OK);
     assert_eq!(journey.body.matches("<li class=\"step").count(), timeline.len());
     let mut last = 0;
     for m in &timeline {
-        let at = journey.body.find(&format!("#{}</span>", m.sequence)).expect("each sequence shown");
+        let at = journey
+            .body
+            .find(&format!("#{}</span>", m.sequence))
+            .expect("each sequence shown");
         assert!(at > last, "journey in sequence order");
         last = at;
     }
-    assert!(journey.body.contains("<strong>status_20261122.csv</strong>, line "), "provenance");
+    assert!(
+        journey
+            .body
+            .contains("<strong>status_20261122.csv</strong>, line "),
+        "provenance"
+    );
     assert!(journey.body.contains("Failed (dead letter)"));
     assert!(journey.body.contains("Replay to mfr…"));
-    let unknown = send(&app, get(&format!("/console/cases?program={PROGRAM}&case_id=AC-0"), cookie)).await;
+    let unknown = send(
+        &app,
+        get(&format!("/console/cases?program={PROGRAM}&case_id=AC-0"), cookie),
+    )
+    .await;
     assert!(unknown.body.contains("No milestone for case"));
 
     // Trends: a chart per feed and latency percentiles per subscriber.
@@ -404,7 +478,9 @@ async fn every_page_needs_a_session_and_shows_the_ingested_data() {
 
     // Activity: the login is recorded with who did it.
     let activity = send(&app, get("/console/activity", cookie)).await;
-    assert!(activity.body.contains(&format!("<td>{OPERATOR}</td><td>login</td>")));
+    assert!(activity
+        .body
+        .contains(&format!("<td>{OPERATOR}</td><td>login</td>")));
 
     let unknown = send(&app, get("/console/nowhere", cookie)).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
@@ -435,7 +511,13 @@ async fn login_refuses_wrong_tokens_forged_forms_and_bad_names() {
     };
     let no_session = |p: &Page| !p.set_cookies().iter().any(|c| c.starts_with("hubsync_session="));
 
-    let p = try_login(Some(login_cookie.clone()), csrf.clone(), OPERATOR, "wrong-token-wrong-token").await;
+    let p = try_login(
+        Some(login_cookie.clone()),
+        csrf.clone(),
+        OPERATOR,
+        "wrong-token-wrong-token",
+    )
+    .await;
     assert_eq!(p.status, StatusCode::UNAUTHORIZED);
     assert!(no_session(&p));
     assert!(p.body.contains("That token is not right."));
@@ -445,11 +527,19 @@ async fn login_refuses_wrong_tokens_forged_forms_and_bad_names() {
     assert_eq!(p.status, StatusCode::FORBIDDEN, "no double-submit cookie");
     assert!(no_session(&p));
     let p = try_login(Some(login_cookie.clone()), "0".repeat(64), OPERATOR, ADMIN_TOKEN).await;
-    assert_eq!(p.status, StatusCode::FORBIDDEN, "token field does not match the cookie");
+    assert_eq!(
+        p.status,
+        StatusCode::FORBIDDEN,
+        "token field does not match the cookie"
+    );
     assert!(no_session(&p));
 
     let p = try_login(Some(login_cookie.clone()), csrf.clone(), "   ", ADMIN_TOKEN).await;
-    assert_eq!(p.status, StatusCode::BAD_REQUEST, "a name is required for the audit log");
+    assert_eq!(
+        p.status,
+        StatusCode::BAD_REQUEST,
+        "a name is required for the audit log"
+    );
     assert!(no_session(&p));
 
     // A cross-site form post is refused even with valid fields.
@@ -475,8 +565,14 @@ async fn login_refuses_wrong_tokens_forged_forms_and_bad_names() {
     let p = send(&app, post("/console/logout", Some(&s), &[("csrf", &csrf)])).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER);
     assert_eq!(p.location(), "/console/login?signed_out=1");
-    assert!(p.set_cookies().iter().any(|c| c.starts_with("hubsync_session=;") && c.contains("Max-Age=0")));
-    assert_eq!(send(&app, get("/console/feeds", Some(&s))).await.location(), "/console/login");
+    assert!(p
+        .set_cookies()
+        .iter()
+        .any(|c| c.starts_with("hubsync_session=;") && c.contains("Max-Age=0")));
+    assert_eq!(
+        send(&app, get("/console/feeds", Some(&s))).await.location(),
+        "/console/login"
+    );
     let bye = send(&app, get("/console/login?signed_out=1", None)).await;
     assert!(bye.body.contains("You are signed out."));
     w.stop().await;
@@ -498,26 +594,44 @@ async fn replay_and_enable_ask_first_check_csrf_and_are_audited() {
     for bad in ["", "0000"] {
         let p = send(
             &app,
-            post("/console/subscribers/mfr/replay", cookie, &[("csrf", bad), ("message_id", &target.id), ("confirm", "yes")]),
+            post(
+                "/console/subscribers/mfr/replay",
+                cookie,
+                &[("csrf", bad), ("message_id", &target.id), ("confirm", "yes")],
+            ),
         )
         .await;
         assert_eq!(p.status, StatusCode::FORBIDDEN);
     }
-    let p = send(&app, post("/console/subscribers/mfr/enable", cookie, &[("confirm", "yes")])).await;
+    let p = send(
+        &app,
+        post("/console/subscribers/mfr/enable", cookie, &[("confirm", "yes")]),
+    )
+    .await;
     assert!(p.status.is_client_error(), "a form without csrf is refused");
-    assert_eq!(store.dead_letters("mfr", 100).await.expect("dl").len(), dead.len());
+    assert_eq!(
+        store.dead_letters("mfr", 100).await.expect("dl").len(),
+        dead.len()
+    );
 
     // Step one: a confirmation page saying how many; nothing replayed yet.
     let p = send(
         &app,
-        post("/console/subscribers/mfr/replay", cookie, &[("csrf", &csrf), ("message_id", &target.id)]),
+        post(
+            "/console/subscribers/mfr/replay",
+            cookie,
+            &[("csrf", &csrf), ("message_id", &target.id)],
+        ),
     )
     .await;
     assert_eq!(p.status, StatusCode::OK);
     assert!(p.body.contains("Replay to mfr?"));
     assert!(p.body.contains("<strong>1 message</strong>"));
     assert!(p.body.contains("name=\"confirm\" value=\"yes\""));
-    assert_eq!(store.dead_letters("mfr", 100).await.expect("dl").len(), dead.len());
+    assert_eq!(
+        store.dead_letters("mfr", 100).await.expect("dl").len(),
+        dead.len()
+    );
 
     // Step two: replayed, delivered by the running daemon, audited, flashed.
     let p = send(
@@ -536,11 +650,10 @@ async fn replay_and_enable_ask_first_check_csrf_and_are_audited() {
     let again = send(&app, get("/console/subscribers/mfr", cookie)).await;
     assert!(!again.body.contains("queued again"), "a flash shows once");
     poll_until(Duration::from_secs(10), || {
-        let ok = w
-            .rx
-            .accepted()
-            .iter()
-            .any(|h| h.id() == target.id && h.verified_by[0]);
+        let ok =
+            w.rx.accepted()
+                .iter()
+                .any(|h| h.id() == target.id && h.verified_by[0]);
         if ok {
             Ok(())
         } else {
@@ -549,7 +662,10 @@ async fn replay_and_enable_ask_first_check_csrf_and_are_audited() {
     })
     .await;
     let audit = store.audit_recent(10).await.expect("audit");
-    let replay = audit.iter().find(|a| a.action == "replay").expect("replay audited");
+    let replay = audit
+        .iter()
+        .find(|a| a.action == "replay")
+        .expect("replay audited");
     assert_eq!(replay.operator, OPERATOR);
     assert_eq!(replay.target, "mfr");
     assert!(replay.detail.contains(&target.id) && replay.detail.contains("1 queued again"));
@@ -574,11 +690,16 @@ async fn replay_and_enable_ask_first_check_csrf_and_are_audited() {
         post(
             "/console/subscribers/mfr/replay",
             cookie,
-            &[("csrf", &csrf), ("since", since), ("failed_only", "on"), ("confirm", "yes")],
+            &[
+                ("csrf", &csrf),
+                ("since", since),
+                ("failed_only", "on"),
+                ("confirm", "yes"),
+            ],
         ),
     )
     .await;
-    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     poll_until(Duration::from_secs(10), || {
         let ids: BTreeSet<String> = w.rx.accepted().iter().map(|h| h.id().to_string()).collect();
         let missing = dead.iter().filter(|d| !ids.contains(&d.id)).count();
@@ -590,11 +711,19 @@ async fn replay_and_enable_ask_first_check_csrf_and_are_audited() {
     })
     .await;
     // A replay that says nothing is refused; one for an unknown subscriber is 404.
-    let p = send(&app, post("/console/subscribers/mfr/replay", cookie, &[("csrf", &csrf)])).await;
+    let p = send(
+        &app,
+        post("/console/subscribers/mfr/replay", cookie, &[("csrf", &csrf)]),
+    )
+    .await;
     assert_eq!(p.status, StatusCode::BAD_REQUEST);
     let p = send(
         &app,
-        post("/console/subscribers/nope/replay", cookie, &[("csrf", &csrf), ("failed_only", "on")]),
+        post(
+            "/console/subscribers/nope/replay",
+            cookie,
+            &[("csrf", &csrf), ("failed_only", "on")],
+        ),
     )
     .await;
     assert_eq!(p.status, StatusCode::NOT_FOUND);
@@ -613,16 +742,29 @@ async fn replay_and_enable_ask_first_check_csrf_and_are_audited() {
     let page = send(&app, get("/console/subscribers/mfr", cookie)).await;
     assert!(page.body.contains(">Disabled</span>"));
     assert!(page.body.contains("action=\"/console/subscribers/mfr/enable\""));
-    let p = send(&app, post("/console/subscribers/mfr/enable", cookie, &[("csrf", &csrf)])).await;
+    let p = send(
+        &app,
+        post("/console/subscribers/mfr/enable", cookie, &[("csrf", &csrf)]),
+    )
+    .await;
     assert_eq!(p.status, StatusCode::OK);
     assert!(p.body.contains("Re-enable mfr?") && p.body.contains("HTTP 410"));
     let disabled = |states: Vec<hubsync::store::SubscriberState>| {
-        states.iter().any(|s| s.subscriber == "mfr" && s.disabled_at.is_some())
+        states
+            .iter()
+            .any(|s| s.subscriber == "mfr" && s.disabled_at.is_some())
     };
-    assert!(disabled(store.subscriber_states().await.expect("states")), "not yet");
+    assert!(
+        disabled(store.subscriber_states().await.expect("states")),
+        "not yet"
+    );
     let p = send(
         &app,
-        post("/console/subscribers/mfr/enable", cookie, &[("csrf", &csrf), ("confirm", "yes")]),
+        post(
+            "/console/subscribers/mfr/enable",
+            cookie,
+            &[("csrf", &csrf), ("confirm", "yes")],
+        ),
     )
     .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER);
@@ -641,7 +783,12 @@ async fn replay_and_enable_ask_first_check_csrf_and_are_audited() {
 async fn the_console_can_be_switched_off() {
     let w = world(false).await;
     let app = w.router().await;
-    for path in ["/console/login", "/console/feeds", "/console/static/console.js", "/"] {
+    for path in [
+        "/console/login",
+        "/console/feeds",
+        "/console/static/console.js",
+        "/",
+    ] {
         let p = send(&app, get(path, None)).await;
         assert!(
             p.status == StatusCode::NOT_FOUND || p.status == StatusCode::UNAUTHORIZED,
@@ -749,7 +896,11 @@ async fn no_page_shows_patient_identifiers() {
         let p = send(&app, post("/console/subscribers/mfr/replay", cookie, &form)).await;
         pages.push(("replay confirmation".into(), p.body));
     }
-    let p = send(&app, post("/console/subscribers/mfr/enable", cookie, &[("csrf", &csrf)])).await;
+    let p = send(
+        &app,
+        post("/console/subscribers/mfr/enable", cookie, &[("csrf", &csrf)]),
+    )
+    .await;
     pages.push(("enable confirmation".into(), p.body));
 
     let kinds: HashSet<&str> = pages
@@ -762,7 +913,10 @@ async fn no_page_shows_patient_identifiers() {
     assert!(pages.len() > 40, "crawled {} pages", pages.len());
     for (path, body) in &pages {
         for v in &phi {
-            assert!(!body.contains(v.as_str()), "{path} shows `{v}` from the input files");
+            assert!(
+                !body.contains(v.as_str()),
+                "{path} shows `{v}` from the input files"
+            );
         }
     }
     store.close().await;
@@ -820,11 +974,29 @@ async fn browser_walks_the_console_and_replays_a_dead_letter() {
         .expect("the script reports the replayed message")
         .trim()
         .to_string();
-    assert!(dead.iter().any(|d| d.id == replayed), "{replayed} was a dead letter");
+    assert!(
+        dead.iter().any(|d| d.id == replayed),
+        "{replayed} was a dead letter"
+    );
     let hits: Vec<_> = w.rx.hits().into_iter().filter(|h| h.id() == replayed).collect();
     assert!(hits.len() >= 2, "refused once, then delivered: {}", hits.len());
-    assert!(hits.iter().any(|h| h.ok() && h.verified_by[0]), "delivered with a valid signature");
-    for page in ["login", "feeds", "feed", "file", "subscribers", "subscriber", "cases", "case", "confirm", "trends", "activity"] {
+    assert!(
+        hits.iter().any(|h| h.ok() && h.verified_by[0]),
+        "delivered with a valid signature"
+    );
+    for page in [
+        "login",
+        "feeds",
+        "feed",
+        "file",
+        "subscribers",
+        "subscriber",
+        "cases",
+        "case",
+        "confirm",
+        "trends",
+        "activity",
+    ] {
         let png = shots.join(format!("{page}.png"));
         let meta = std::fs::metadata(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
         assert!(meta.len() > 5_000, "{} is a real screenshot", png.display());

@@ -129,8 +129,16 @@ mod tests {
             "rows per file",
             &labels,
             &[
-                Series { name: "rows", class: "s1", values: vec![48.0, 50.0] },
-                Series { name: "deltas", class: "s2", values: vec![44.0, 3.0] },
+                Series {
+                    name: "rows",
+                    class: "s1",
+                    values: vec![48.0, 50.0],
+                },
+                Series {
+                    name: "deltas",
+                    class: "s2",
+                    values: vec![44.0, 3.0],
+                },
             ],
             "",
         )

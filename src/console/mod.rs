@@ -102,7 +102,10 @@ pub fn router(admin: AdminState) -> Router {
         .route("/console/trends", get(trends))
         .route("/console/activity", get(activity))
         .route("/console/logout", post(logout))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_session));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_session,
+        ));
     Router::new()
         .merge(signed_in)
         .route("/console/login", get(login_form).post(login))
@@ -133,7 +136,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(
         "cross-origin-opener-policy",
@@ -151,7 +157,10 @@ async fn css() -> Response {
 }
 
 async fn js() -> Response {
-    static_asset("text/javascript; charset=utf-8", include_str!("assets/console.js"))
+    static_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/console.js"),
+    )
 }
 
 fn static_asset(content_type: &'static str, body: &'static str) -> Response {
@@ -195,8 +204,10 @@ async fn require_session(State(state): State<ConsoleState>, mut req: Request, ne
         if req.method() == Method::GET {
             return Redirect::to("/console/login").into_response();
         }
-        return ConsoleError::Forbidden("Your session has ended. Log in again, then repeat the action.".into())
-            .into_response();
+        return ConsoleError::Forbidden(
+            "Your session has ended. Log in again, then repeat the action.".into(),
+        )
+        .into_response();
     };
     if req.method() == Method::POST && cross_site(req.headers()) {
         return ConsoleError::Forbidden("A form from another site cannot act on this console.".into())
@@ -234,7 +245,10 @@ async fn login_form(
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    if cookie(&headers, COOKIE).and_then(|id| state.sessions.get(id)).is_some() {
+    if cookie(&headers, COOKIE)
+        .and_then(|id| state.sessions.get(id))
+        .is_some()
+    {
         return Redirect::to("/console/feeds").into_response();
     }
     let message = q.signed_out.map(|_| "You are signed out.".to_string());
@@ -279,7 +293,10 @@ async fn login(State(state): State<ConsoleState>, headers: HeaderMap, Form(f): F
         );
     }
     let operator = f.operator.trim();
-    if operator.is_empty() || operator.chars().count() > MAX_OPERATOR || operator.chars().any(char::is_control) {
+    if operator.is_empty()
+        || operator.chars().count() > MAX_OPERATOR
+        || operator.chars().any(char::is_control)
+    {
         return login_page(
             &state,
             StatusCode::BAD_REQUEST,
@@ -311,7 +328,10 @@ async fn login(State(state): State<ConsoleState>, headers: HeaderMap, Form(f): F
         header::SET_COOKIE,
         set_cookie(&state, COOKIE, &id, "/console", session::MAX_AGE.as_secs()),
     );
-    h.append(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, "", "/console/login", 0));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(&state, LOGIN_COOKIE, "", "/console/login", 0),
+    );
     resp
 }
 
@@ -471,7 +491,10 @@ async fn subscriber(
     Path(name): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let store = &state.admin.store;
-    let view = subscriber_view(crate::admin::subscriber_views(store, &state.admin.config).await?, &name)?;
+    let view = subscriber_view(
+        crate::admin::subscriber_views(store, &state.admin.config).await?,
+        &name,
+    )?;
     let tally = store
         .attempt_tallies(crate::store::now_ms() - DAY_MS)
         .await?
@@ -553,7 +576,10 @@ async fn replay(
 ) -> Result<Response, ConsoleError> {
     check_csrf(&current, &f.csrf)?;
     let admin = &state.admin;
-    subscriber_view(crate::admin::subscriber_views(&admin.store, &admin.config).await?, &name)?;
+    subscriber_view(
+        crate::admin::subscriber_views(&admin.store, &admin.config).await?,
+        &name,
+    )?;
     let req = f.request(&name);
     if req.message_id.is_none() && req.since.is_none() && req.until.is_none() && !req.failed_only {
         return Err(ConsoleError::BadRequest(
@@ -562,7 +588,17 @@ async fn replay(
     }
     let filter: ReplayFilter =
         crate::admin::replay_filter(&admin.config, &req).map_err(ConsoleError::BadRequest)?;
-    let what = describe(&req);
+    let mut what = describe(&req);
+    if let Some(m) = req.message_id.as_deref() {
+        match admin.store.message(m).await? {
+            Some(row) => what.push_str(&format!(
+                " (case {}, {})",
+                row.case_id,
+                pages::milestone_label(&row.milestone)
+            )),
+            None => return Err(ConsoleError::NotFound(format!("There is no message {m}."))),
+        }
+    }
     if f.confirm.as_deref() != Some("yes") {
         let preview = admin.store.replay_preview(&filter).await?;
         return Ok(html(pages::confirm_replay(&current, &name, &f, &what, preview)));
@@ -599,7 +635,10 @@ async fn enable(
 ) -> Result<Response, ConsoleError> {
     check_csrf(&current, &f.csrf)?;
     let admin = &state.admin;
-    let view = subscriber_view(crate::admin::subscriber_views(&admin.store, &admin.config).await?, &name)?;
+    let view = subscriber_view(
+        crate::admin::subscriber_views(&admin.store, &admin.config).await?,
+        &name,
+    )?;
     if f.confirm.as_deref() != Some("yes") {
         return Ok(html(pages::confirm_enable(&current, &view)));
     }
@@ -607,7 +646,11 @@ async fn enable(
     if let Some(w) = admin.wakers.get(&name) {
         w.notify_one();
     }
-    let detail = if was { "re-enabled" } else { "was not disabled; nothing changed" };
+    let detail = if was {
+        "re-enabled"
+    } else {
+        "was not disabled; nothing changed"
+    };
     audit(&state, &current.operator, "enable", &name, detail).await?;
     let msg = if was {
         format!("{name} is enabled again: its pending messages are being sent.")
@@ -715,7 +758,10 @@ mod tests {
 
     #[test]
     fn form_times_are_utc() {
-        assert_eq!(form_time("2026-11-22T06:30").as_deref(), Some("2026-11-22T06:30:00Z"));
+        assert_eq!(
+            form_time("2026-11-22T06:30").as_deref(),
+            Some("2026-11-22T06:30:00Z")
+        );
         assert_eq!(form_time("  "), None);
         assert_eq!(form_time("2026-11-22").as_deref(), Some("2026-11-22"));
         let r = ReplayForm {
@@ -724,6 +770,9 @@ mod tests {
             ..Default::default()
         }
         .request("mfr");
-        assert_eq!(describe(&r), "committed since 2026-11-22T06:30:00Z, dead letters only");
+        assert_eq!(
+            describe(&r),
+            "committed since 2026-11-22T06:30:00Z, dead letters only"
+        );
     }
 }

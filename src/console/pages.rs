@@ -192,6 +192,35 @@ fn case_href(program: &str, case_id: &str) -> String {
     format!("/console/cases?program={}&case_id={}", enc(program), enc(case_id))
 }
 
+/// A delivery's last answer in words: the error says the status already
+/// when there is one.
+fn last_answer(status: Option<i64>, error: Option<&str>) -> String {
+    match (status, error) {
+        (_, Some(e)) => e.to_string(),
+        (Some(s), None) => format!("HTTP {s}"),
+        (None, None) => "no answer recorded".to_string(),
+    }
+}
+
+/// A reject reason with the digits of quoted values masked: a reason may
+/// quote the bad value, and a bad value in a patient column (an id, a date
+/// of birth) must not reach the page. Codes and formats stay readable.
+pub fn masked_reason(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut quoted = false;
+    for ch in reason.chars() {
+        match ch {
+            '\'' => {
+                quoted = !quoted;
+                out.push(ch);
+            }
+            c if quoted && c.is_ascii_digit() => out.push('#'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn csrf_field(current: &Current) -> Markup {
     html! { input type="hidden" name="csrf" value=(current.csrf); }
 }
@@ -304,7 +333,14 @@ fn counts_cells(f: &FileSummary) -> Markup {
         td.num { (c.rejected) }
         td.num { (c.filtered) }
         td.num { (c.deltas) }
-        td { @if c.reconciles() { (badge(Tone::Ok, "Yes")) } @else { (badge(Tone::Bad, "No")) } }
+        td {
+            @match f.file.status {
+                FileStatus::Done if c.reconciles() => (badge(Tone::Ok, "Yes")),
+                FileStatus::Done => (badge(Tone::Bad, "No")),
+                FileStatus::Processing => span.muted { "in progress" },
+                FileStatus::Failed => span.muted { "—" },
+            }
+        }
     }
 }
 
@@ -510,11 +546,15 @@ fn feed_chart(name: &str, files: &[FileSummary]) -> Markup {
     if files.is_empty() {
         return html! { p.empty { "No file arrived in the last 30 days, so there is nothing to chart." } };
     }
+    let day = |f: &FileSummary| f.started_at_ms.div_euclid(super::DAY_MS);
+    // Day labels, or day and time when a day has several files.
+    let several = files.windows(2).any(|w| day(&w[0]) == day(&w[1]));
+    let fmt = if several { "%m-%d %H:%M" } else { "%m-%d" };
     let labels: Vec<String> = files
         .iter()
         .map(|f| {
             chrono::DateTime::from_timestamp_millis(f.started_at_ms)
-                .map_or_else(String::new, |t| t.format("%m-%d").to_string())
+                .map_or_else(String::new, |t| t.format(fmt).to_string())
         })
         .collect();
     let rows: Vec<f64> = files.iter().map(|f| f.file.counts.read as f64).collect();
@@ -530,8 +570,16 @@ fn feed_chart(name: &str, files: &[FileSummary]) -> Markup {
         &summary,
         &labels,
         &[
-            Series { name: "rows read", class: "s1", values: rows },
-            Series { name: "deltas sent", class: "s2", values: deltas },
+            Series {
+                name: "rows read",
+                class: "s1",
+                values: rows,
+            },
+            Series {
+                name: "deltas sent",
+                class: "s2",
+                values: deltas,
+            },
         ],
         "",
     )
@@ -575,7 +623,7 @@ pub fn file(current: &Current, f: &FileSummary, rejects: &[RejectRow], deltas: &
                     thead { tr { th scope="col" { "Position" } th scope="col" { "Column" } th scope="col" { "Reason" } } }
                     tbody {
                         @for r in rejects {
-                            tr { td { (r.locator) } td { (r.column.as_deref().unwrap_or("—")) } td.reason { (r.reason) } }
+                            tr { td { (r.locator) } td { (r.column.as_deref().unwrap_or("—")) } td.reason { (masked_reason(&r.reason)) } }
                         }
                     }
                 } }
@@ -716,7 +764,14 @@ pub fn subscriber(current: &Current, v: &SubscriberView, t: &AttemptTally, dead:
             div.cards {
                 div.card { div.k { "Backlog" } div.v { (v.pending) } div.s { "messages waiting" } }
                 div.card { div.k { "Oldest waiting" } div.v { @match v.oldest_pending_age_s { Some(s) => (span(s)), None => "—" } } div.s { "since its commit" } }
-                div.card { div.k { "Failed attempts" } div.v { (failure_rate(t)) } div.s { "last 24 h" } }
+                div.card {
+                    div.k { "Failed attempts" }
+                    @if t.attempts == 0 { div.v { "—" } div.s { "no attempt in the last 24 h" } }
+                    @else {
+                        div.v { (format!("{:.1}%", 100.0 * t.failed as f64 / t.attempts as f64)) }
+                        div.s { (t.failed) " of " (t.attempts) ", last 24 h" }
+                    }
+                }
                 div.card { div.k { "Delivered" } div.v { (v.delivered) } div.s { (v.coalesced) " superseded, not sent" } }
                 div.card { div.k { "Dead letters" } div.v { (v.dead_letters) } div.s { "failed for good" } }
             }
@@ -741,10 +796,7 @@ pub fn subscriber(current: &Current, v: &SubscriberView, t: &AttemptTally, dead:
                                 td { a href=(case_href(&d.program, &d.case_id)) { (d.case_id) } }
                                 td { (milestone_label(&d.milestone)) }
                                 td.num { (d.attempts) }
-                                td.reason {
-                                    @if let Some(s) = d.last_status { "HTTP " (s) }
-                                    @if let Some(e) = &d.last_error { " " (e) }
-                                }
+                                td.reason { (last_answer(d.last_status, d.last_error.as_deref())) }
                                 td {
                                     form method="post" action={ (action) "/replay" } {
                                         (csrf_field(current))
@@ -792,7 +844,7 @@ pub fn confirm_replay(current: &Current, name: &str, f: &ReplayForm, what: &str,
                 @if n.purged > 0 {
                     p.warning { (n.purged) " more match but cannot be replayed: retention purged their payload." }
                 }
-                form method="post" action={ (back) "/replay" } {
+                form.confirm method="post" action={ (back) "/replay" } {
                     (csrf_field(current))
                     input type="hidden" name="message_id" value=(f.message_id);
                     input type="hidden" name="since" value=(f.since);
@@ -800,7 +852,7 @@ pub fn confirm_replay(current: &Current, name: &str, f: &ReplayForm, what: &str,
                     @if f.failed_only.is_some() { input type="hidden" name="failed_only" value="on"; }
                     input type="hidden" name="confirm" value="yes";
                     div.actions {
-                        button.primary type="submit" { "Yes, replay " (n.replayed) }
+                        button.primary type="submit" { "Yes, replay " (n.replayed) @if n.replayed == 1 { " message" } @else { " messages" } }
                         a.button href=(back) { "Cancel" }
                     }
                 }
@@ -824,7 +876,7 @@ pub fn confirm_enable(current: &Current, v: &SubscriberView) -> Markup {
             } @else {
                 p.lede { (v.name) " is not disabled; confirming changes nothing." }
             }
-            form method="post" action={ (back) "/enable" } {
+            form.confirm method="post" action={ (back) "/enable" } {
                 (csrf_field(current))
                 input type="hidden" name="confirm" value="yes";
                 div.actions {
@@ -954,8 +1006,8 @@ impl MilestoneEntry {
 
     fn change_text(&self) -> String {
         match (self.change_kind.as_deref(), self.change_fields.is_empty()) {
-            (Some("created"), _) => "new".to_string(),
-            (Some("updated"), false) => format!("updated: {}", self.change_fields.join(", ")),
+            (Some("created"), _) => "new milestone".to_string(),
+            (Some("updated"), false) => format!("updated ({} changed)", self.change_fields.join(", ")),
             (Some("updated"), true) => "updated".to_string(),
             (Some(other), _) => other.to_string(),
             (None, _) => "payload purged by retention".to_string(),
@@ -1009,9 +1061,7 @@ fn milestone_entry(current: &Current, m: &MilestoneEntry) -> Markup {
                         strong { (d.subscriber) } " " (delivery_badge(d.status))
                         @if let Some(t) = d.delivered_at_ms { " " (utc(t)) " (" (latency_text(t - r.created_at_ms)) " after commit)" }
                         @if d.status != DeliveryStatus::Delivered && d.attempts > 0 {
-                            " · " (d.attempts) " attempt(s)"
-                            @if let Some(s) = d.last_status { ", last HTTP " (s) }
-                            @if let Some(e) = &d.last_error { ", " (e) }
+                            " · " (d.attempts) " attempt(s), last: " (last_answer(d.last_status, d.last_error.as_deref()))
                         }
                         @if d.status == DeliveryStatus::Failed {
                             form.inline-action method="post" action={ "/console/subscribers/" (enc(&d.subscriber)) "/replay" } {
@@ -1123,6 +1173,9 @@ fn latency_panel(name: &str, lat: &[Latency]) -> Markup {
         latency_text(p99),
         all.len()
     );
+    // Seconds on the axis once the slowest day is past a second.
+    let in_secs = d99.iter().any(|v| *v >= 1000.0);
+    let scale = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| if in_secs { x / 1000.0 } else { *x }).collect() };
     html! {
         p.figures {
             span { "p50 " strong { (latency_text(p50)) } }
@@ -1130,9 +1183,20 @@ fn latency_panel(name: &str, lat: &[Latency]) -> Markup {
             span.muted { (all.len()) " deliveries" @if all.len() as i64 >= super::LATENCY_SAMPLE { " (the latest)" } }
         }
         (chart::bars(&summary, &labels, &[
-            Series { name: "p50 per day", class: "s1", values: d50 },
-            Series { name: "p99 per day", class: "s2", values: d99 },
-        ], " ms"))
+            Series { name: "p50 per day", class: "s1", values: scale(&d50) },
+            Series { name: "p99 per day", class: "s2", values: scale(&d99) },
+        ], if in_secs { " s" } else { " ms" }))
+        details {
+            summary { "Per day" }
+            table.compact {
+                thead { tr { th scope="col" { "Day (UTC)" } th.num scope="col" { "p50" } th.num scope="col" { "p99" } } }
+                tbody {
+                    @for (i, l) in labels.iter().enumerate() {
+                        tr { td { (l) } td.num { (latency_text(d50[i] as i64)) } td.num { (latency_text(d99[i] as i64)) } }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -1175,7 +1239,10 @@ mod tests {
 
     #[test]
     fn labels_and_spans_read_plainly() {
-        assert_eq!(milestone_label("pa.info_requested"), "Prior authorization: info requested");
+        assert_eq!(
+            milestone_label("pa.info_requested"),
+            "Prior authorization: info requested"
+        );
         assert_eq!(milestone_label("bv.completed"), "Benefit verification: completed");
         assert_eq!(span(42.0), "42 s");
         assert_eq!(span(3.0 * 3600.0 + 300.0), "3 h 5 min");
@@ -1184,5 +1251,9 @@ mod tests {
         assert_eq!(enc("AC 1/2"), "AC%201%2F2");
         assert_eq!(latency_text(1500), "1.5 s");
         assert_eq!(latency_text(2000), "2 s");
+        assert_eq!(
+            masked_reason("date '11/13/1944' does not match %m/%d/%Y; code 'XXX'"),
+            "date '##/##/####' does not match %m/%d/%Y; code 'XXX'"
+        );
     }
 }

@@ -586,19 +586,6 @@ impl SqliteStore {
         let filter = |q: &mut QueryBuilder<'_, Sqlite>| replay_where(q, f);
         let mut tx = self.writer.begin().await?;
         let mut count = ReplayCount::default();
-        if !f.allow_purged {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT COUNT(*) FROM deliveries d JOIN outbox o ON o.pos = d.pos",
-            );
-            filter(&mut q);
-            q.push(" AND o.body IS NULL");
-            let n: i64 = q
-                .build_query_scalar()
-                .persistent(false)
-                .fetch_one(&mut *tx)
-                .await?;
-            count.purged = n as u64;
-        }
         let mut q =
             QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 0, attempts = 0, next_attempt_at = ");
         q.push_bind(now_ms());
@@ -616,6 +603,25 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // Counted after the update, not before: a transaction that starts
+        // with a read and then writes fails at once with SQLITE_BUSY when
+        // another connection (the daemon, beside `hubsync replay` or a
+        // second store handle) committed in between; one that starts with
+        // the write waits its turn. The purged rows are not among the
+        // updated ones, so the order does not change the count.
+        if !f.allow_purged {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT COUNT(*) FROM deliveries d JOIN outbox o ON o.pos = d.pos",
+            );
+            filter(&mut q);
+            q.push(" AND o.body IS NULL");
+            let n: i64 = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_one(&mut *tx)
+                .await?;
+            count.purged = n as u64;
+        }
         tx.commit().await?;
         Ok(count)
     }

@@ -139,7 +139,7 @@ try {
   await form.getByRole("button").click();
   await expectHeading("Replay to mfr?");
   await check("confirm");
-  await page.getByRole("button", { name: /^Yes, replay 1$/ }).click();
+  await page.getByRole("button", { name: /^Yes, replay 1 message$/ }).click();
   await page.waitForURL(/\/console\/subscribers\/mfr$/);
   const flash = (await page.textContent(".flash")) || "";
   if (!flash.includes("1 message queued again")) fail(`no confirmation message: "${flash}"`);
