@@ -1072,7 +1072,7 @@ impl PgStore {
             if let Some(i) = slot.get(&pos) {
                 out[*i].deliveries.push(DeliveryRow {
                     subscriber: r.try_get("subscriber")?,
-                    status: DeliveryStatus::from_code(i64::from(r.try_get::<i32, _>("status")?)),
+                    status: DeliveryStatus::from_code(i64::from(r.try_get::<i16, _>("status")?)),
                     attempts: i64::from(r.try_get::<i32, _>("attempts")?),
                     last_status: r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
                     last_error: r.try_get("last_error")?,
