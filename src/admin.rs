@@ -66,8 +66,24 @@ pub struct AdminState {
     pub token: Arc<str>,
 }
 
-/// The router, with bearer-token authentication on every route.
+/// The router: the API, with bearer-token authentication on every route,
+/// and (unless `[admin] console = false`) the operator console under
+/// `/console`, which has its own login (see [`crate::console`]).
 pub fn router(state: AdminState) -> Router {
+    let console = state.config.admin.as_ref().is_some_and(|a| a.console);
+    let api = api_router(state.clone());
+    if console {
+        api.route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console/feeds") }),
+        )
+        .merge(crate::console::router(state))
+    } else {
+        api
+    }
+}
+
+fn api_router(state: AdminState) -> Router {
     let token = state.token.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))

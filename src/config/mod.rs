@@ -58,6 +58,13 @@ pub struct AdminSpec {
     /// Base URL receivers use to reach the API (links in thin payloads).
     /// Default: `http://<listen>`.
     pub public_url: Option<Spanned<String>>,
+    /// Serve the operator console (`/console`) beside the API.
+    #[serde(default = "default_true")]
+    pub console: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_data_dir() -> PathBuf {
@@ -316,6 +323,8 @@ pub struct Admin {
     pub listen: std::net::SocketAddr,
     pub token: String,
     pub public_url: String,
+    /// Serve the operator console (`[admin] console`, default on).
+    pub console: bool,
 }
 
 impl std::fmt::Debug for Admin {
@@ -324,6 +333,7 @@ impl std::fmt::Debug for Admin {
             .field("listen", &self.listen)
             .field("token", &"<redacted>")
             .field("public_url", &self.public_url)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -630,6 +640,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 listen,
                 token,
                 public_url,
+                console: a.console,
             }),
             _ => None,
         }
