@@ -322,7 +322,15 @@ async fn no_phi_in_any_output_of_any_command() {
     }
     let log = root.join("daemon.log");
     let logf = std::fs::File::create(&log).expect("log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+    /// Killed on drop, so a failed wait below does not leave a daemon behind.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let daemon = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
         .args(["run", "--config"])
         .arg(&cfg)
         .current_dir(&root)
@@ -332,6 +340,7 @@ async fn no_phi_in_any_output_of_any_command() {
         .stdout(logf.try_clone().expect("log"))
         .stderr(logf)
         .spawn()
+        .map(Daemon)
         .expect("run");
     let t0 = Instant::now();
     loop {
@@ -366,8 +375,7 @@ async fn no_phi_in_any_output_of_any_command() {
             .expect("admin API");
         outputs.push((format!("GET {path}"), r.text().await.expect("body")));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
     rx_task.abort();
     outputs.push((
         "run (daemon log)".into(),

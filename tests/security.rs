@@ -11,8 +11,19 @@ use std::time::{Duration, Instant};
 
 use support::{Hub, Recorder, ADMIN_TOKEN, PSEUDONYM_KEY, SECRET};
 
+/// A child killed when dropped: a failing assertion does not leave a
+/// daemon running.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs the binary with the hub's environment; stderr goes to `log`.
-fn spawn_logged(hub: &Hub, log: &Path, prefix: &[&str]) -> Child {
+fn spawn_logged(hub: &Hub, log: &Path, prefix: &[&str]) -> Daemon {
     let logf = std::fs::File::create(log).expect("log file");
     let bin = env!("CARGO_BIN_EXE_hubsync");
     let mut cmd = if prefix.is_empty() {
@@ -32,6 +43,7 @@ fn spawn_logged(hub: &Hub, log: &Path, prefix: &[&str]) -> Child {
         .stdout(logf.try_clone().expect("log handle"))
         .stderr(logf)
         .spawn()
+        .map(Daemon)
         .expect("spawn hubsync")
 }
 
@@ -43,9 +55,8 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn stop(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
+fn stop(d: Daemon) {
+    drop(d);
 }
 
 #[test]
