@@ -713,14 +713,28 @@ impl PgDb {
         let url = format!("{}/{name}", admin.rsplit_once('/').expect("url ends in /db").0);
         PgDb { admin, name, url }
     }
+}
 
-    async fn drop_db(self) {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&mut conn)
-                .await;
-            conn.close().await.ok();
-        }
+impl Drop for PgDb {
+    /// Dropped on success and on failure alike (during a panic's unwinding
+    /// too), from a thread with its own runtime: Drop cannot await.
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    conn.close().await.ok();
+                }
+            })
+        })
+        .join();
     }
 }
 
@@ -1356,9 +1370,7 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
     }
     drop(env);
     drop(sshd);
-    if let Some(db) = pg {
-        db.drop_db().await;
-    }
+    drop(pg);
     fig.seconds = started.elapsed().as_secs_f64();
     fig
 }
