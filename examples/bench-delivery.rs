@@ -133,6 +133,7 @@ fn subscriber(url: &str, in_flight: usize) -> Subscriber {
         milestones: vec![],
         programs: vec![],
         connectors: vec![],
+        allow_link_local: false,
         headers: vec![],
         identity: None,
         payload: PayloadMode::Full,

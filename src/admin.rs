@@ -66,8 +66,24 @@ pub struct AdminState {
     pub token: Arc<str>,
 }
 
-/// The router, with bearer-token authentication on every route.
+/// The router: the API, with bearer-token authentication on every route,
+/// and (unless `[admin] console = false`) the operator console under
+/// `/console`, which has its own login (see [`crate::console`]).
 pub fn router(state: AdminState) -> Router {
+    let console = state.config.admin.as_ref().is_some_and(|a| a.console);
+    let api = api_router(state.clone());
+    if console {
+        api.route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console/feeds") }),
+        )
+        .merge(crate::console::router(state))
+    } else {
+        api
+    }
+}
+
+fn api_router(state: AdminState) -> Router {
     let token = state.token.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -97,10 +113,68 @@ pub async fn serve(
         .await
         .map_err(|e| AdminError::Bind(listen, e))?;
     tracing::info!(listen = %listener.local_addr().map_err(AdminError::Serve)?, "admin API listening");
-    axum::serve(listener, router(state))
+    axum::serve(listener, harden(router(state)))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(AdminError::Serve)
+}
+
+/// The largest request body any route accepts (replay filters are small).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The most header bytes (names and values) a request may carry.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Bounds every request, whatever route serves it (the API and anything
+/// merged into the router): body size, header size, and no credentials in
+/// the query string (URLs end up in proxies' and browsers' logs).
+pub fn harden(router: Router) -> Router {
+    router
+        .layer(axum::middleware::from_fn(bounds))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn bounds(req: Request, next: Next) -> Response {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Json(serde_json::json!({ "error": "request headers too large" })),
+        )
+            .into_response();
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(serde_json::json!({ "error": "request body too large" })),
+        )
+            .into_response();
+    }
+    let credential_in_query = req.uri().query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            let k = kv.split('=').next().unwrap_or("").to_ascii_lowercase();
+            matches!(
+                k.as_str(),
+                "token" | "access_token" | "bearer" | "api_key" | "apikey" | "auth"
+            )
+        })
+    });
+    if credential_in_query {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": "credentials are never accepted in the URL; send Authorization: Bearer <token>" })),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn authorize(token: &str, req: Request, next: Next) -> Response {
@@ -110,7 +184,7 @@ async fn authorize(token: &str, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+    if !token_matches(given, token) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -121,12 +195,20 @@ async fn authorize(token: &str, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether a presented secret is the expected one, in constant time: both
+/// are hashed first, so neither the position of the first differing byte
+/// nor the length of the expected token shows in the timing. Every check
+/// of the admin token (the API's bearer header, the console's login) goes
+/// through here.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // black_box: the compiler may not turn the fold into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {

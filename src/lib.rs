@@ -25,12 +25,14 @@
 //! - [`telemetry`]: logging setup; no PHI ever reaches it.
 //! - [`metrics`]: Prometheus counters and the exposition text.
 //! - [`admin`]: the admin HTTP API (health, metrics, backlog, replay).
+//! - [`console`]: the operator console, web pages served beside the admin API.
 //! - [`workbench`]: dry runs and mapping tests for integration engineers.
 //! - [`cli`]: the `hubsync` command line.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod deliver;
 pub mod diff;
 pub mod expect;

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminState};
 use crate::config::{Config, Connector, Source};
-use crate::deliver::{client_for, http_client, DeliverError, Worker};
+use crate::deliver::{client_for, http_client_with, DeliverError, Worker};
 use crate::metrics::Metrics;
 use crate::pipeline::{FileOutcome, Pipeline};
 use crate::source::local::{self, DropFolder};
@@ -48,7 +48,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
     let _writer = crate::store::lock::acquire(&config.store_url)?;
     let store = Store::open_with(&config.store_url, &StoreOptions { lease: config.lease }).await?;
     let tracker = TaskTracker::new();
-    let shared_client = http_client();
+    let shared_client = http_client_with(config.subscribers.iter().any(|s| s.allow_link_local));
     let metrics = Arc::new(Metrics::new(config.subscribers.iter().map(|s| s.name.as_str())));
     let mut wakers = Vec::new();
     let mut wakers_by_name = std::collections::HashMap::new();
@@ -369,7 +369,10 @@ async fn write_rejects(
         out.push('\n');
     }
     let path = std::path::PathBuf::from(format!("{}.rejects.jsonl", beside.display()));
-    std::fs::write(&path, out).map_err(|e| crate::source::SourceError::io("write", &path, e))?;
+    // Owner-only: a reject's reason is redacted, but the file sits beside
+    // the partner file and names its records (docs/durability.md).
+    crate::source::write_private(&path, out.as_bytes())
+        .map_err(|e| crate::source::SourceError::io("write", &path, e))?;
     Ok(())
 }
 

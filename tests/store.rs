@@ -48,6 +48,7 @@ store_suite!(
     subscriber_stats_count_by_status,
     schema_newer_than_the_binary_is_refused,
     program_generations,
+    console_queries,
 );
 
 fn owned(c: Claim) -> FileRow {
@@ -416,6 +417,131 @@ async fn record_attempts_settle_and_count(b: &Backend) {
     assert!(claim(&store, "s", 10).await.is_empty());
     assert_eq!(store.next_due("s").await.expect("next"), None);
     store.record_attempts(&[]).await.expect("empty batch");
+    store.close().await;
+}
+
+/// The operator console's reads (issue 17): file summaries and a file's
+/// messages, attempt tallies, latencies, recent cases, replay preview and
+/// the audit log.
+async fn console_queries(b: &Backend) {
+    use hubsync::store::{AuditEntry, FileQuery, ReplayFilter};
+    let store = b.open().await;
+    let t0 = now_ms();
+    let rows = [
+        message("A", 1, 1, &["s"]),
+        message("A", 2, 1, &["s"]),
+        message("B", 1, 2, &["s"]),
+    ];
+    insert(&store, &rows).await;
+    let files = store
+        .file_summaries(&FileQuery {
+            connector: Some("acme".into()),
+            since_ms: Some(t0 - 1000),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("file summaries");
+    assert_eq!(files.len(), 1);
+    let f = &files[0];
+    assert_eq!((f.file.name.as_str(), f.size), ("a.csv", 1));
+    assert!(f.started_at_ms >= t0 - 1000 && f.finished_at_ms.is_none());
+    assert_eq!(
+        store.file_summary(f.file.id).await.expect("one").as_ref(),
+        Some(f)
+    );
+    assert_eq!(store.file_summary(f.file.id + 100).await.expect("none"), None);
+    let failed_only = FileQuery {
+        failed_only: true,
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store
+        .file_summaries(&failed_only)
+        .await
+        .expect("failed")
+        .is_empty());
+    let msgs = store.file_messages(f.file.id, 2).await.expect("file messages");
+    assert_eq!(
+        msgs.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [rows[0].id.as_str(), rows[1].id.as_str()]
+    );
+    assert_eq!(msgs[0].deliveries.len(), 1);
+
+    // A: one delivered, one failed (a dead letter); B still pending.
+    let due = claim(&store, "s", 10).await;
+    store
+        .record_attempts(&[result("s", due[0].pos, 1, AttemptOutcome::Delivered)])
+        .await
+        .expect("record");
+    let due = claim(&store, "s", 10).await;
+    let a2 = due
+        .iter()
+        .find(|d| d.webhook_id == rows[1].id)
+        .expect("A's second is due");
+    store
+        .record_attempts(&[result("s", a2.pos, 1, AttemptOutcome::Failed)])
+        .await
+        .expect("record");
+    let tallies = store.attempt_tallies(t0 - 1000).await.expect("tallies");
+    assert_eq!(tallies.len(), 1);
+    assert_eq!((tallies[0].attempts, tallies[0].failed), (2, 1));
+    assert!(store
+        .attempt_tallies(now_ms() + 60_000)
+        .await
+        .expect("none")
+        .is_empty());
+    let lat = store
+        .delivery_latencies("s", t0 - 1000, 10)
+        .await
+        .expect("latencies");
+    assert_eq!(lat.len(), 1);
+    assert!(lat[0].latency_ms >= 0 && lat[0].delivered_at_ms >= t0 - 1000);
+
+    let cases = store.recent_cases(10).await.expect("recent cases");
+    assert_eq!(
+        cases.iter().map(|c| c.case_id.as_str()).collect::<Vec<_>>(),
+        ["B", "A"],
+        "newest first, each case once"
+    );
+
+    let filter = |failed_only| ReplayFilter {
+        subscriber: "s".into(),
+        failed_only,
+        ..Default::default()
+    };
+    let preview = store.replay_preview(&filter(true)).await.expect("preview");
+    assert_eq!((preview.replayed, preview.purged), (1, 0));
+    assert_eq!(
+        store
+            .replay_preview(&filter(false))
+            .await
+            .expect("preview")
+            .replayed,
+        2
+    );
+    let stats = store.subscriber_stats().await.expect("stats");
+    assert_eq!(stats[0].failed, 1, "a preview changes nothing");
+    assert_eq!(store.replay(&filter(true)).await.expect("replay").replayed, 1);
+
+    for (i, action) in ["login", "replay"].iter().enumerate() {
+        store
+            .audit_record(&AuditEntry {
+                at_ms: t0 + i as i64,
+                operator: "Dana".into(),
+                action: action.to_string(),
+                target: "s".into(),
+                detail: format!("detail {i}"),
+            })
+            .await
+            .expect("audit");
+    }
+    let audit = store.audit_recent(10).await.expect("audit log");
+    assert_eq!(
+        audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+        ["replay", "login"]
+    );
+    assert_eq!((audit[1].operator.as_str(), audit[1].at_ms), ("Dana", t0));
     store.close().await;
 }
 

@@ -16,6 +16,9 @@ impl Dur {
     }
 }
 
+/// The longest duration a config may give: 100 years.
+const MAX_SECS: f64 = 100.0 * 365.0 * 86400.0;
+
 /// Parses `10ms`, `2s`, `5m`, `2h`, `1d` (also `1.5s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -34,8 +37,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => n * 86400.0,
         _ => return Err(format!("unknown duration unit `{unit}` (use ms, s, m, h or d)")),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("duration `{s}` is out of range"));
+    // Bounded well below what Duration holds: a settle window or a lease is
+    // added to `Instant::now()`, which panics on overflow (fuzzing found
+    // `settle = "99999999999999999999s"` panicking at load).
+    if !secs.is_finite() || !(0.0..=MAX_SECS).contains(&secs) {
+        return Err(format!("duration `{s}` is out of range (at most 100 years)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -59,6 +65,17 @@ impl<'de> Deserialize<'de> for Dur {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_durations_are_refused_not_a_panic() {
+        for s in ["99999999999999999999s", "1e400s", "4000000000d", "101d"] {
+            let r = std::panic::catch_unwind(|| parse_duration(s));
+            assert!(r.is_ok(), "{s} panicked");
+        }
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert!(parse_duration("36500d").is_ok());
+        assert!(parse_duration("36501d").is_err());
+    }
 
     #[test]
     fn parses_units() {

@@ -58,6 +58,13 @@ pub struct AdminSpec {
     /// Base URL receivers use to reach the API (links in thin payloads).
     /// Default: `http://<listen>`.
     pub public_url: Option<Spanned<String>>,
+    /// Serve the operator console (`/console`) beside the API.
+    #[serde(default = "default_true")]
+    pub console: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_data_dir() -> PathBuf {
@@ -128,6 +135,14 @@ pub struct DeliverySpec {
     /// How often the retention cleaner runs.
     #[serde(default = "default_cleaner_interval")]
     pub cleaner_interval: Dur,
+    /// Host names subscriber URLs may use (exact, or `*.example.org`);
+    /// empty: any host.
+    #[serde(default)]
+    pub allowed_hosts: Vec<Spanned<String>>,
+    /// Allow subscriber addresses in the link-local and metadata ranges
+    /// (169.254.0.0/16, fe80::/10, fd00::/8), refused by default.
+    #[serde(default)]
+    pub allow_link_local: bool,
 }
 
 impl Default for DeliverySpec {
@@ -137,6 +152,8 @@ impl Default for DeliverySpec {
             shutdown_grace: default_grace(),
             payload_retention: default_retention(),
             cleaner_interval: default_cleaner_interval(),
+            allowed_hosts: Vec::new(),
+            allow_link_local: false,
         }
     }
 }
@@ -306,6 +323,8 @@ pub struct Admin {
     pub listen: std::net::SocketAddr,
     pub token: String,
     pub public_url: String,
+    /// Serve the operator console (`[admin] console`, default on).
+    pub console: bool,
 }
 
 impl std::fmt::Debug for Admin {
@@ -314,6 +333,7 @@ impl std::fmt::Debug for Admin {
             .field("listen", &self.listen)
             .field("token", &"<redacted>")
             .field("public_url", &self.public_url)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -468,6 +488,9 @@ pub struct Subscriber {
     pub breaker_failures: u32,
     pub breaker_probe_interval: Duration,
     pub feed_missing: bool,
+    /// Whether link-local and metadata addresses may be connected to
+    /// (`[delivery] allow_link_local`); checked after each DNS resolution.
+    pub allow_link_local: bool,
 }
 
 impl Subscriber {
@@ -617,6 +640,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 listen,
                 token,
                 public_url,
+                console: a.console,
             }),
             _ => None,
         }
@@ -624,6 +648,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
 
     // Subscribers.
     let mut subscribers = Vec::new();
+    let mut allowed_hosts = Vec::new();
+    for h in &spec.delivery.allowed_hosts {
+        match globset::Glob::new(&h.get_ref().to_ascii_lowercase()) {
+            Ok(g) => allowed_hosts.push(g.compile_matcher()),
+            Err(e) => diags.push(src.diag(h.span(), format!("invalid host pattern: {e}"))),
+        }
+    }
     let mut names = std::collections::HashSet::new();
     for s in &spec.subscribers {
         if !names.insert(s.name.get_ref().clone()) {
@@ -633,7 +664,17 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             ));
         }
         let url = match reqwest::Url::parse(s.url.get_ref()) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                match crate::deliver::guard::check_url(&u, &allowed_hosts, spec.delivery.allow_link_local) {
+                    Ok(()) => Some(u),
+                    Err(why) => {
+                        diags.push(src.diag(s.url.span(), why).with_hint(
+                            "[delivery] allowed_hosts lists the hosts subscribers may use; allow_link_local = true permits link-local addresses",
+                        ));
+                        None
+                    }
+                }
+            }
             Ok(_) => {
                 diags.push(src.diag(s.url.span(), "subscriber url must be http or https"));
                 None
@@ -768,6 +809,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 breaker_failures: s.breaker_failures,
                 breaker_probe_interval: s.breaker_probe_interval.0,
                 feed_missing: s.feed_missing,
+                allow_link_local: spec.delivery.allow_link_local,
             }));
         }
     }

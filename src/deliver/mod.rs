@@ -33,6 +33,7 @@
 //! pending update of the same milestone supersedes are marked `coalesced`.
 
 pub mod envelope;
+pub mod guard;
 pub mod journal;
 pub mod retry;
 pub mod sign;
@@ -60,16 +61,23 @@ pub enum DeliverError {
     Client(String, reqwest::Error),
 }
 
-/// Builds the HTTP client every worker shares: no redirects, rustls.
+/// Builds the HTTP client every worker shares: no redirects, rustls, and
+/// no link-local or metadata addresses (see [`guard`]).
 pub fn http_client() -> reqwest::Client {
-    client_builder()
+    http_client_with(false)
+}
+
+/// [`http_client`], with `[delivery] allow_link_local`.
+pub fn http_client_with(allow_link_local: bool) -> reqwest::Client {
+    client_builder(allow_link_local)
         .build()
         .expect("a client with static settings always builds")
 }
 
-fn client_builder() -> reqwest::ClientBuilder {
+fn client_builder(allow_link_local: bool) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(guard::GuardedResolver { allow_link_local }))
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
         .user_agent(concat!("hubsync/", env!("CARGO_PKG_VERSION")))
@@ -80,7 +88,7 @@ fn client_builder() -> reqwest::ClientBuilder {
 pub fn client_for(sub: &Subscriber, shared: &reqwest::Client) -> Result<reqwest::Client, DeliverError> {
     match &sub.identity {
         None => Ok(shared.clone()),
-        Some(id) => client_builder()
+        Some(id) => client_builder(sub.allow_link_local)
             .identity(id.0.clone())
             .build()
             .map_err(|e| DeliverError::Client(sub.name.clone(), e)),

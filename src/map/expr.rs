@@ -432,12 +432,24 @@ struct Parser<'s, S: Scope> {
     toks: Vec<(Tok, Range<usize>)>,
     pos: usize,
     scope: &'s S,
+    /// Nesting depth (parentheses, call arguments, `not`s): bounded, since
+    /// the parser, the checker and `eval` recurse (fuzzing found a stack
+    /// overflow at a few thousand open parentheses).
+    depth: usize,
 }
+
+/// The deepest nesting an expression may have.
+const MAX_DEPTH: usize = 64;
 
 /// Compiles `src` in `scope`, checking names, arity, types and date formats.
 pub fn compile<S: Scope>(src: &str, scope: &S) -> Result<Compiled, ExprError> {
     let toks = lex(src)?;
-    let mut p = Parser { toks, pos: 0, scope };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        scope,
+        depth: 0,
+    };
     let (expr, ty, _) = p.or()?;
     let (tok, span) = p.peek();
     if *tok != Tok::End {
@@ -513,6 +525,20 @@ impl<S: Scope> Parser<'_, S> {
     }
 
     fn not(&mut self) -> Result<Node, ExprError> {
+        self.depth += 1;
+        let r = if self.depth > MAX_DEPTH {
+            Err(err(
+                self.peek().1.clone(),
+                format!("the expression is nested more than {MAX_DEPTH} levels deep"),
+            ))
+        } else {
+            self.not_inner()
+        };
+        self.depth -= 1;
+        r
+    }
+
+    fn not_inner(&mut self) -> Result<Node, ExprError> {
         if self.is_keyword("not") {
             let (_, start) = self.next();
             let inner = self.not()?;
@@ -1360,6 +1386,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // Found by tests/fuzz.rs (expression target): thousands of open
+        // parentheses overflowed the parser's stack.
+        for src in [
+            format!("{}$status{}", "(".repeat(10_000), ")".repeat(10_000)),
+            format!("{}present($status)", "not ".repeat(10_000)),
+            format!("{}$status{}", "coalesce(".repeat(10_000), ")".repeat(10_000)),
+            "(".repeat(100_000),
+        ] {
+            let e = compile(&src, &TestScope).expect_err("too deep");
+            assert!(e.message.contains("nested more than 64 levels"), "{}", e.message);
+        }
+        let ok = format!("{}$status{}", "(".repeat(60), ")".repeat(60));
+        assert!(compile(&ok, &TestScope).is_ok());
     }
 
     #[test]

@@ -55,6 +55,48 @@ pub struct CsvReader {
     header: Vec<String>,
 }
 
+/// The longest line a CSV file may have. The csv reader holds a whole
+/// record in memory, so without a cap a file with no line breaks (a binary
+/// file under a `.csv` name, a broken export) is read into memory whole.
+pub const MAX_LINE_BYTES: usize = 32 << 20;
+
+/// Fails the read once more than [`MAX_LINE_BYTES`] pass without a `\n`.
+struct LineCap<R> {
+    inner: R,
+    /// Bytes since the last newline.
+    run: usize,
+}
+
+impl<R: Read> Read for LineCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.run = match memchr::memrchr(b'\n', &buf[..n]) {
+            Some(i) => n - i - 1,
+            None => self.run + n,
+        };
+        if self.run > MAX_LINE_BYTES {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, LineTooLong));
+        }
+        Ok(n)
+    }
+}
+
+/// The file (not the disk) is at fault: refused, never retried.
+#[derive(Debug)]
+struct LineTooLong;
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a line longer than {} MiB: not a line-based text file?",
+            MAX_LINE_BYTES >> 20
+        )
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
 impl CsvReader {
     /// Opens `path`, skips title lines, and reads the header row.
     pub fn open(path: &Path, fmt: &CsvFormat) -> Result<CsvReader, ParseError> {
@@ -95,7 +137,10 @@ impl CsvReader {
             .iter()
             .position(|b| *b == b'\n')
             .is_some_and(|i| i > 0 && head[i - 1] == b'\r');
-        let boxed: Box<dyn Read + Send> = Box::new(buffered);
+        let boxed: Box<dyn Read + Send> = Box::new(LineCap {
+            inner: buffered,
+            run: 0,
+        });
         let mut inner = csv::ReaderBuilder::new()
             .delimiter(fmt.delimiter)
             .quote(fmt.quote)
@@ -145,6 +190,12 @@ impl CsvReader {
 fn csv_error(file: &str, offset: u64, e: csv::Error) -> ParseError {
     let line = e.position().map_or(0, |p| p.line()) + offset;
     match e.into_kind() {
+        csv::ErrorKind::Io(source) if source.get_ref().is_some_and(|e| e.is::<LineTooLong>()) => {
+            ParseError::Unreadable {
+                file: file.to_string(),
+                reason: LineTooLong.to_string(),
+            }
+        }
         csv::ErrorKind::Io(source) => ParseError::Io {
             file: file.to_string(),
             source,
@@ -161,6 +212,19 @@ fn csv_error(file: &str, offset: u64, e: csv::Error) -> ParseError {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_line_past_the_cap_refuses_the_file_without_reading_it_whole() {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(b"A,B\n1,").expect("write");
+        f.write_all(&vec![b'x'; MAX_LINE_BYTES + 1]).expect("write");
+        let mut r = CsvReader::open(f.path(), &fmt(Encoding::Utf8)).expect("header fits");
+        let mut rec = csv::ByteRecord::new();
+        match r.next_record(&mut rec) {
+            Err(ParseError::Unreadable { reason, .. }) => assert!(reason.contains("32 MiB"), "{reason}"),
+            other => panic!("want Unreadable, got {other:?}"),
+        }
+    }
 
     fn fmt(encoding: Encoding) -> CsvFormat {
         CsvFormat {

@@ -186,6 +186,40 @@ fn explain(file: &str, e: calamine::Error) -> ParseError {
     unreadable(file, reason)
 }
 
+/// The most one zip entry of a workbook may inflate to (a sheet of a
+/// million rows is ~200 MB of XML); past it the file is refused as a bomb.
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+
+/// Reads every entry of a zip-based workbook to its end, so that the zip
+/// reader checks each CRC-32, and bounds what each entry inflates to.
+/// calamine stops reading an entry at its closing tag, never reaching the
+/// CRC check: a workbook whose bytes changed after zipping (a bad copy, bit
+/// rot) would otherwise be read with the changed values
+/// (fixtures/malformed, `zip_corrupt_entry`).
+fn verify_zip(path: &Path) -> Result<(), String> {
+    let f = File::open(path).map_err(|e| format!("cannot open the workbook: {e}"))?;
+    // Not a readable zip at all: calamine says so in its own words.
+    let Ok(mut zip) = zip::ZipArchive::new(std::io::BufReader::new(f)) else {
+        return Ok(());
+    };
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index(i)
+            .map_err(|e| format!("the workbook is corrupt: entry {i}: {e}"))?;
+        let name = entry.name().to_string();
+        let mut limited = std::io::Read::take(entry, MAX_ENTRY_BYTES + 1);
+        let n = std::io::copy(&mut limited, &mut std::io::sink())
+            .map_err(|e| format!("the workbook is corrupt: entry `{name}`: {e}"))?;
+        if n > MAX_ENTRY_BYTES {
+            return Err(format!(
+                "the workbook's entry `{name}` inflates past {} MiB: refused as a zip bomb",
+                MAX_ENTRY_BYTES >> 20
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn read_workbook(
     path: &PathBuf,
     file: &str,
@@ -211,6 +245,9 @@ fn read_workbook(
             file,
             "the workbook is password-protected (an encrypted container, not a plain xlsx); ask the hub for an unprotected file",
         ));
+    }
+    if n >= 4 && magic[..4] == *b"PK\x03\x04" {
+        verify_zip(path).map_err(|reason| unreadable(file, reason))?;
     }
     let mut wb = calamine::open_workbook_auto(path).map_err(|e| explain(file, e))?;
     let names: Vec<String> = wb.sheet_names().to_vec();

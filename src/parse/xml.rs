@@ -284,7 +284,12 @@ impl XmlReader {
                         }
                     };
                     if take != 0 {
-                        for a in e.attributes() {
+                        // Without quick-xml's duplicate-attribute check: it
+                        // compares each attribute with every earlier one, and
+                        // an element with 100,000 attributes took minutes
+                        // (fixtures/malformed, xml_many_attributes). The first
+                        // occurrence of a field's attribute wins either way.
+                        for a in e.attributes().with_checks(false) {
                             let a =
                                 a.map_err(|err| malformed(reader, format!("malformed attribute: {err}")))?;
                             let (ans, alocal) = reader.resolve_attribute(a.key);

@@ -30,6 +30,8 @@ pub struct DropFolder {
     src: LocalSource,
     seen: HashMap<PathBuf, Observation>,
     strays: Option<Strays>,
+    /// Entries already reported as skipped (one log line each, not one per scan).
+    skipped: std::collections::HashSet<PathBuf>,
 }
 
 /// Files in a drop folder that no connector watching it picks up: a hub's
@@ -39,6 +41,34 @@ struct Strays {
     /// Every connector watching this folder (this one included).
     watchers: Vec<LocalSource>,
     reported: HashSet<String>,
+}
+
+/// Why an entry of a drop folder is never read, if it is not: hubsync opens
+/// regular files only, never follows a symbolic link (it could point
+/// anywhere: `/etc/shadow`, another hub's folder), never opens a FIFO (a read
+/// would block) or a device, and refuses names that are not plain: `..`,
+/// control characters (log and terminal injection) or invalid UTF-8.
+fn refusal(name: &std::ffi::OsStr, kind: fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(name) = name.to_str() else {
+        return Some("its name is not valid UTF-8");
+    };
+    if name.contains("..") {
+        return Some("its name contains `..`");
+    }
+    if name.chars().any(char::is_control) {
+        return Some("its name contains control characters");
+    }
+    if kind.is_symlink() {
+        return Some("it is a symbolic link (links are never followed)");
+    }
+    if kind.is_dir() {
+        return Some("it is a directory");
+    }
+    if kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device() {
+        return Some("it is not a regular file (FIFO, socket or device)");
+    }
+    None
 }
 
 /// Names that are never partner files: hidden files and partial uploads.
@@ -105,6 +135,7 @@ impl DropFolder {
             src,
             seen: HashMap::new(),
             strays: None,
+            skipped: std::collections::HashSet::new(),
         }
     }
 
@@ -163,6 +194,16 @@ impl DropFolder {
             if is_temporary(&name) || is_marker_of(&self.src, &name) || !self.src.pattern.is_match(&name) {
                 continue;
             }
+            // file_type() and metadata() of a DirEntry do not follow links.
+            let Ok(kind) = entry.file_type() else { continue };
+            if let Some(why) = refusal(&entry.file_name(), kind) {
+                let path = entry.path();
+                if self.skipped.insert(path.clone()) {
+                    tracing::warn!(folder = %self.src.path.display(), entry = %name.escape_debug(), "drop folder entry skipped: {why}");
+                }
+                present.push(path);
+                continue;
+            }
             let Ok(meta) = entry.metadata() else { continue };
             if !meta.is_file() {
                 continue;
@@ -200,12 +241,22 @@ impl DropFolder {
             // Gone (moved away or renamed): reported again if it comes back.
             strays.reported.retain(|n| strays_present.contains(n));
         }
+        self.skipped.retain(|p| present.contains(p));
         ready.sort();
         Ok((ready, next))
     }
 
     /// Hashes a complete file, streaming.
     pub fn ready_file(&self, path: &Path) -> Result<ReadyFile, SourceError> {
+        // Swapped for a link or a FIFO since the scan? Not read.
+        let meta = fs::symlink_metadata(path).map_err(|e| SourceError::io("stat", path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(SourceError::io(
+                "open",
+                path,
+                std::io::Error::other("no longer a regular file (links are never followed)"),
+            ));
+        }
         let (sha256, size) = hash_file(path)?;
         let name = path
             .file_name()
@@ -246,7 +297,8 @@ impl DropFolder {
             "failed_at": chrono::Utc::now().to_rfc3339(),
             "reason": reason,
         });
-        fs::write(&sidecar, format!("{body:#}\n")).map_err(|e| SourceError::io("write", &sidecar, e))?;
+        super::write_private(&sidecar, format!("{body:#}\n").as_bytes())
+            .map_err(|e| SourceError::io("write", &sidecar, e))?;
         if let Some(m) = &file.marker {
             let _ = fs::remove_file(m);
         }

@@ -41,6 +41,22 @@ pub enum SourceError {
     },
 }
 
+/// Writes a file only its owner can read (mode 0600): error sidecars and
+/// rejects files, which sit beside partner files that hold PHI. Replaces any
+/// file of that name.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
 impl SourceError {
     pub fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> SourceError {
         SourceError::Io {

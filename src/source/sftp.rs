@@ -857,7 +857,7 @@ impl SftpDrop {
             "failed_at": chrono::Utc::now().to_rfc3339(),
             "reason": reason,
         });
-        std::fs::write(&sidecar, format!("{body:#}\n"))
+        super::write_private(&sidecar, format!("{body:#}\n").as_bytes())
             .map_err(|e| SftpError::local("write", &sidecar, e))?;
         Ok(dest)
     }

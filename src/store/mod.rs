@@ -461,6 +461,67 @@ pub struct MissingDrop {
     pub webhook_id: Option<String>,
 }
 
+// ------------------------------------------------ operator console (issue 17)
+
+/// A ledger row with its size and times, for the console's feed pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSummary {
+    #[serde(flatten)]
+    pub file: FileRow,
+    pub size: u64,
+    /// Unix ms: when the file arrived (its ledger row was created).
+    pub started_at_ms: i64,
+    /// Unix ms: when it was done or refused.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// Which ledger rows [`Store::file_summaries`] lists, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct FileQuery {
+    pub connector: Option<String>,
+    /// Files that arrived at or after this unix-ms time.
+    pub since_ms: Option<i64>,
+    pub failed_only: bool,
+    pub limit: i64,
+}
+
+/// A subscriber's attempts since some time, and how many of them failed
+/// (a transport error or a non-2xx answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AttemptTally {
+    pub subscriber: String,
+    pub attempts: i64,
+    pub failed: i64,
+}
+
+/// One delivered message: when, and how long after its outbox commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    pub delivered_at_ms: i64,
+    pub latency_ms: i64,
+}
+
+/// A case with recent milestones (the console's case list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseRef {
+    pub program: String,
+    pub case_id: String,
+    pub milestone: String,
+    pub created_at_ms: i64,
+}
+
+/// One operator action in the console's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    /// The name the operator gave at login.
+    pub operator: String,
+    pub action: String,
+    /// A subscriber name, or empty.
+    pub target: String,
+    pub detail: String,
+}
+
 /// The store, over one backend.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -827,6 +888,88 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.missing_drops(limit).await,
             Store::Postgres(s) => s.missing_drops(limit).await,
+        }
+    }
+    // ------------------------------------------------ operator console (issue 17)
+
+    /// Ledger rows with their times, newest first.
+    pub async fn file_summaries(&self, q: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.file_summaries(q).await,
+            Store::Postgres(s) => s.file_summaries(q).await,
+        }
+    }
+
+    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.file_summary(file_id).await,
+            Store::Postgres(s) => s.file_summary(file_id).await,
+        }
+    }
+
+    /// The first `limit` messages a file produced, in outbox order.
+    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.file_messages(file_id, limit).await,
+            Store::Postgres(s) => s.file_messages(file_id, limit).await,
+        }
+    }
+
+    /// Attempts per subscriber since `since_ms`, and how many failed.
+    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.attempt_tallies(since_ms).await,
+            Store::Postgres(s) => s.attempt_tallies(since_ms).await,
+        }
+    }
+
+    /// Up to `limit` of `subscriber`'s latest deliveries delivered since `since_ms`.
+    pub async fn delivery_latencies(
+        &self,
+        subscriber: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Latency>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delivery_latencies(subscriber, since_ms, limit).await,
+            Store::Postgres(s) => s.delivery_latencies(subscriber, since_ms, limit).await,
+        }
+    }
+
+    /// The cases of the latest file-borne messages, newest first, each once.
+    pub async fn recent_cases(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
+        let rows = match self {
+            Store::Sqlite(s) => s.recent_case_rows(limit * 8).await?,
+            Store::Postgres(s) => s.recent_case_rows(limit * 8).await?,
+        };
+        let mut seen = HashSet::new();
+        Ok(rows
+            .into_iter()
+            .filter(|c| seen.insert((c.program.clone(), c.case_id.clone())))
+            .take(limit as usize)
+            .collect())
+    }
+
+    /// What [`Store::replay`] would queue again with this filter; changes nothing.
+    pub async fn replay_preview(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.replay_preview(filter).await,
+            Store::Postgres(s) => s.replay_preview(filter).await,
+        }
+    }
+
+    pub async fn audit_record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.audit_record(entry).await,
+            Store::Postgres(s) => s.audit_record(entry).await,
+        }
+    }
+
+    /// The latest audit entries, newest first.
+    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.audit_recent(limit).await,
+            Store::Postgres(s) => s.audit_recent(limit).await,
         }
     }
 }

@@ -21,8 +21,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{
-    AttemptRow, DeadLetter, DeliveryRow, DeliveryStatus, MessageRow, MissingDrop, RemoteKey, RemoteStatus,
-    ReplayCount, ReplayFilter, SubscriberState,
+    AttemptRow, AttemptTally, AuditEntry, CaseRef, DeadLetter, DeliveryRow, DeliveryStatus, FileQuery,
+    FileSummary, Latency, MessageRow, MissingDrop, RemoteKey, RemoteStatus, ReplayCount, ReplayFilter,
+    SubscriberState,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::QueryBuilder;
@@ -982,30 +983,7 @@ impl PgStore {
     }
 
     pub async fn replay(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        let filter = |q: &mut QueryBuilder<'_, Postgres>| {
-            q.push(" WHERE d.subscriber = ");
-            q.push_bind(f.subscriber.clone());
-            if f.failed_only {
-                q.push(" AND d.status = 2");
-            } else {
-                q.push(" AND d.status <> 0");
-            }
-            if let Some(t) = f.since_ms {
-                q.push(" AND o.created_at >= ").push_bind(t);
-            }
-            if let Some(t) = f.until_ms {
-                q.push(" AND o.created_at < ").push_bind(t);
-            }
-            if let Some(p) = &f.program {
-                q.push(" AND o.program = ").push_bind(p.clone());
-            }
-            if let Some(c) = &f.case_id {
-                q.push(" AND o.case_id = ").push_bind(c.clone());
-            }
-            if let Some(m) = &f.message_id {
-                q.push(" AND o.id = ").push_bind(m.clone());
-            }
-        };
+        let filter = |q: &mut QueryBuilder<'_, Postgres>| replay_where(q, f);
         let mut tx = self.pool.begin().await?;
         let mut count = ReplayCount::default();
         if !f.allow_purged {
@@ -1094,7 +1072,7 @@ impl PgStore {
             if let Some(i) = slot.get(&pos) {
                 out[*i].deliveries.push(DeliveryRow {
                     subscriber: r.try_get("subscriber")?,
-                    status: DeliveryStatus::from_code(i64::from(r.try_get::<i32, _>("status")?)),
+                    status: DeliveryStatus::from_code(i64::from(r.try_get::<i16, _>("status")?)),
                     attempts: i64::from(r.try_get::<i32, _>("attempts")?),
                     last_status: r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
                     last_error: r.try_get("last_error")?,
@@ -1167,5 +1145,201 @@ impl PgStore {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
+    }
+}
+
+// ------------------------------------------------ operator console (issue 17)
+
+/// The WHERE clause of a replay (over `deliveries d JOIN outbox o`): every
+/// given criterion must hold; settled deliveries only.
+fn replay_where(q: &mut QueryBuilder<'_, Postgres>, f: &ReplayFilter) {
+    q.push(" WHERE d.subscriber = ");
+    q.push_bind(f.subscriber.clone());
+    if f.failed_only {
+        q.push(" AND d.status = 2");
+    } else {
+        q.push(" AND d.status <> 0");
+    }
+    if let Some(t) = f.since_ms {
+        q.push(" AND o.created_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.until_ms {
+        q.push(" AND o.created_at < ").push_bind(t);
+    }
+    if let Some(p) = &f.program {
+        q.push(" AND o.program = ").push_bind(p.clone());
+    }
+    if let Some(c) = &f.case_id {
+        q.push(" AND o.case_id = ").push_bind(c.clone());
+    }
+    if let Some(m) = &f.message_id {
+        q.push(" AND o.id = ").push_bind(m.clone());
+    }
+}
+
+fn file_summary_row(r: &PgRow) -> Result<FileSummary, sqlx::Error> {
+    Ok(FileSummary {
+        file: file_row(r)?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        started_at_ms: r.try_get("started_at")?,
+        finished_at_ms: r.try_get("finished_at")?,
+    })
+}
+
+impl PgStore {
+    pub async fn file_summaries(&self, fq: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE TRUE"
+        ));
+        if let Some(c) = &fq.connector {
+            q.push(" AND connector = ").push_bind(c.clone());
+        }
+        if let Some(t) = fq.since_ms {
+            q.push(" AND started_at >= ").push_bind(t);
+        }
+        if fq.failed_only {
+            q.push(" AND status = 'failed'");
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(fq.limit);
+        let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(file_summary_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE id = $1"
+        ))
+        .bind(file_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(file_summary_row).transpose()?)
+    }
+
+    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
+        let (id, limit) = (file_id.to_string(), limit.to_string());
+        self.messages_where(
+            "o.file_id = CAST($1 AS BIGINT) ORDER BY o.pos LIMIT CAST($2 AS BIGINT)",
+            &[&id, &limit],
+        )
+        .await
+    }
+
+    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT subscriber, COUNT(*),
+                    COALESCE(SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END), 0)
+             FROM attempts WHERE at >= $1 GROUP BY subscriber ORDER BY subscriber",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(subscriber, attempts, failed)| AttemptTally {
+                subscriber,
+                attempts,
+                failed,
+            })
+            .collect())
+    }
+
+    pub async fn delivery_latencies(
+        &self,
+        subscriber: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Latency>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT d.delivered_at, d.delivered_at - o.created_at
+             FROM deliveries d JOIN outbox o ON o.pos = d.pos
+             WHERE d.subscriber = $1 AND d.status = 1 AND d.delivered_at >= $2
+             ORDER BY d.pos DESC LIMIT $3",
+        )
+        .bind(subscriber)
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(delivered_at_ms, latency_ms)| Latency {
+                delivered_at_ms,
+                latency_ms,
+            })
+            .collect())
+    }
+
+    /// Latest file-borne outbox rows (feed events have file id 0), newest first.
+    pub async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT program, case_id, milestone, created_at FROM outbox WHERE file_id <> 0
+             ORDER BY pos DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(program, case_id, milestone, created_at_ms)| CaseRef {
+                program,
+                case_id,
+                milestone,
+                created_at_ms,
+            })
+            .collect())
+    }
+
+    pub async fn replay_preview(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT COALESCE(SUM(CASE WHEN o.body IS NULL THEN 0 ELSE 1 END), 0),
+                    COALESCE(SUM(CASE WHEN o.body IS NULL THEN 1 ELSE 0 END), 0)
+             FROM deliveries d JOIN outbox o ON o.pos = d.pos",
+        );
+        replay_where(&mut q, f);
+        let (kept, purged): (i64, i64) = q.build_query_as().persistent(false).fetch_one(&self.pool).await?;
+        Ok(if f.allow_purged {
+            ReplayCount {
+                replayed: (kept + purged) as u64,
+                purged: 0,
+            }
+        } else {
+            ReplayCount {
+                replayed: kept as u64,
+                purged: purged as u64,
+            }
+        })
+    }
+
+    pub async fn audit_record(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_audit (at, operator, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(e.at_ms)
+        .bind(&e.operator)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT at, operator, action, target, detail FROM console_audit ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(at_ms, operator, action, target, detail)| AuditEntry {
+                at_ms,
+                operator,
+                action,
+                target,
+                detail,
+            })
+            .collect())
     }
 }

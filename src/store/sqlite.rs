@@ -15,10 +15,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    check_schema, now_ms, AttemptOutcome, AttemptResult, AttemptRow, Claim, Counts, DeadLetter, DeliveryRow,
-    DeliveryStatus, Due, FileRow, FileStatus, MessageRow, MissingDrop, OutboxWrite, RejectRow, RemoteKey,
-    RemoteStatus, ReplayCount, ReplayFilter, SchemaVersion, StateRow, StoreError, SubscriberState,
-    SubscriberStats,
+    check_schema, now_ms, AttemptOutcome, AttemptResult, AttemptRow, AttemptTally, AuditEntry, CaseRef,
+    Claim, Counts, DeadLetter, DeliveryRow, DeliveryStatus, Due, FileQuery, FileRow, FileStatus, FileSummary,
+    Latency, MessageRow, MissingDrop, OutboxWrite, RejectRow, RemoteKey, RemoteStatus, ReplayCount,
+    ReplayFilter, SchemaVersion, StateRow, StoreError, SubscriberState, SubscriberStats,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -636,45 +636,9 @@ impl SqliteStore {
 
     pub async fn replay(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
         // One WHERE clause for counting what retention purged and for the update.
-        let filter = |q: &mut QueryBuilder<'_, Sqlite>| {
-            q.push(" WHERE d.subscriber = ");
-            q.push_bind(f.subscriber.clone());
-            if f.failed_only {
-                q.push(" AND d.status = 2");
-            } else {
-                q.push(" AND d.status <> 0");
-            }
-            if let Some(t) = f.since_ms {
-                q.push(" AND o.created_at >= ").push_bind(t);
-            }
-            if let Some(t) = f.until_ms {
-                q.push(" AND o.created_at < ").push_bind(t);
-            }
-            if let Some(p) = &f.program {
-                q.push(" AND o.program = ").push_bind(p.clone());
-            }
-            if let Some(c) = &f.case_id {
-                q.push(" AND o.case_id = ").push_bind(c.clone());
-            }
-            if let Some(m) = &f.message_id {
-                q.push(" AND o.id = ").push_bind(m.clone());
-            }
-        };
+        let filter = |q: &mut QueryBuilder<'_, Sqlite>| replay_where(q, f);
         let mut tx = self.writer.begin().await?;
         let mut count = ReplayCount::default();
-        if !f.allow_purged {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT COUNT(*) FROM deliveries d JOIN outbox o ON o.pos = d.pos",
-            );
-            filter(&mut q);
-            q.push(" AND o.body IS NULL");
-            let n: i64 = q
-                .build_query_scalar()
-                .persistent(false)
-                .fetch_one(&mut *tx)
-                .await?;
-            count.purged = n as u64;
-        }
         let mut q =
             QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 0, attempts = 0, next_attempt_at = ");
         q.push_bind(now_ms());
@@ -692,6 +656,25 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // Counted after the update, not before: a transaction that starts
+        // with a read and then writes fails at once with SQLITE_BUSY when
+        // another connection (the daemon, beside `hubsync replay` or a
+        // second store handle) committed in between; one that starts with
+        // the write waits its turn. The purged rows are not among the
+        // updated ones, so the order does not change the count.
+        if !f.allow_purged {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT COUNT(*) FROM deliveries d JOIN outbox o ON o.pos = d.pos",
+            );
+            filter(&mut q);
+            q.push(" AND o.body IS NULL");
+            let n: i64 = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_one(&mut *tx)
+                .await?;
+            count.purged = n as u64;
+        }
         tx.commit().await?;
         Ok(count)
     }
@@ -1129,5 +1112,205 @@ impl SqliteTx {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+// ------------------------------------------------ operator console (issue 17)
+
+/// The WHERE clause of a replay (over `deliveries d JOIN outbox o`): every
+/// given criterion must hold; settled deliveries only.
+fn replay_where(q: &mut QueryBuilder<'_, Sqlite>, f: &ReplayFilter) {
+    q.push(" WHERE d.subscriber = ");
+    q.push_bind(f.subscriber.clone());
+    if f.failed_only {
+        q.push(" AND d.status = 2");
+    } else {
+        q.push(" AND d.status <> 0");
+    }
+    if let Some(t) = f.since_ms {
+        q.push(" AND o.created_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.until_ms {
+        q.push(" AND o.created_at < ").push_bind(t);
+    }
+    if let Some(p) = &f.program {
+        q.push(" AND o.program = ").push_bind(p.clone());
+    }
+    if let Some(c) = &f.case_id {
+        q.push(" AND o.case_id = ").push_bind(c.clone());
+    }
+    if let Some(m) = &f.message_id {
+        q.push(" AND o.id = ").push_bind(m.clone());
+    }
+}
+
+fn file_summary_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileSummary, sqlx::Error> {
+    Ok(FileSummary {
+        file: file_row(r)?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        started_at_ms: r.try_get("started_at")?,
+        finished_at_ms: r.try_get("finished_at")?,
+    })
+}
+
+impl SqliteStore {
+    pub async fn file_summaries(&self, fq: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE 1 = 1"
+        ));
+        if let Some(c) = &fq.connector {
+            q.push(" AND connector = ").push_bind(c.clone());
+        }
+        if let Some(t) = fq.since_ms {
+            q.push(" AND started_at >= ").push_bind(t);
+        }
+        if fq.failed_only {
+            q.push(" AND status = 'failed'");
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(fq.limit);
+        let rows = q.build().persistent(false).fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(file_summary_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE id = ?"
+        ))
+        .bind(file_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.as_ref().map(file_summary_row).transpose()?)
+    }
+
+    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
+        let (id, limit) = (file_id.to_string(), limit.to_string());
+        self.messages_where(
+            "o.file_id = CAST(? AS INTEGER) ORDER BY o.pos LIMIT CAST(? AS INTEGER)",
+            &[&id, &limit],
+        )
+        .await
+    }
+
+    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT subscriber, COUNT(*),
+                    SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END)
+             FROM attempts WHERE at >= ? GROUP BY subscriber ORDER BY subscriber",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(subscriber, attempts, failed)| AttemptTally {
+                subscriber,
+                attempts,
+                failed,
+            })
+            .collect())
+    }
+
+    pub async fn delivery_latencies(
+        &self,
+        subscriber: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Latency>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT d.delivered_at, d.delivered_at - o.created_at
+             FROM deliveries d JOIN outbox o ON o.pos = d.pos
+             WHERE d.subscriber = ? AND d.status = 1 AND d.delivered_at >= ?
+             ORDER BY d.pos DESC LIMIT ?",
+        )
+        .bind(subscriber)
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(delivered_at_ms, latency_ms)| Latency {
+                delivered_at_ms,
+                latency_ms,
+            })
+            .collect())
+    }
+
+    /// Latest file-borne outbox rows (feed events have file id 0), newest first.
+    pub async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT program, case_id, milestone, created_at FROM outbox WHERE file_id <> 0
+             ORDER BY pos DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(program, case_id, milestone, created_at_ms)| CaseRef {
+                program,
+                case_id,
+                milestone,
+                created_at_ms,
+            })
+            .collect())
+    }
+
+    pub async fn replay_preview(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT COALESCE(SUM(CASE WHEN o.body IS NULL THEN 0 ELSE 1 END), 0),
+                    COALESCE(SUM(CASE WHEN o.body IS NULL THEN 1 ELSE 0 END), 0)
+             FROM deliveries d JOIN outbox o ON o.pos = d.pos",
+        );
+        replay_where(&mut q, f);
+        let (kept, purged): (i64, i64) = q
+            .build_query_as()
+            .persistent(false)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(if f.allow_purged {
+            ReplayCount {
+                replayed: (kept + purged) as u64,
+                purged: 0,
+            }
+        } else {
+            ReplayCount {
+                replayed: kept as u64,
+                purged: purged as u64,
+            }
+        })
+    }
+
+    pub async fn audit_record(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_audit (at, operator, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(e.at_ms)
+        .bind(&e.operator)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.detail)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT at, operator, action, target, detail FROM console_audit ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(at_ms, operator, action, target, detail)| AuditEntry {
+                at_ms,
+                operator,
+                action,
+                target,
+                detail,
+            })
+            .collect())
     }
 }
