@@ -84,9 +84,25 @@ async fn wait_holder(hub: &Hub, pid: u32) {
     .await
 }
 
-fn kill(mut child: Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+/// A child `hubsync` killed (SIGKILL) when dropped, so that a failing
+/// assertion leaves no daemon running.
+struct Killed(Child);
+
+impl Killed {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kill(child: Killed) {
+    drop(child);
 }
 
 /// A second `hubsync run` (or an `ingest`) on a SQLite store that a daemon
@@ -97,7 +113,7 @@ fn kill(mut child: Child) {
 async fn one_daemon_per_sqlite_store_and_the_other_commands_beside_it() {
     let rx = Receiver::start().await;
     let hub = Hub::new(&rx.url(), "", "", 1000);
-    let daemon = hub.spawn();
+    let daemon = Killed(hub.spawn());
     let pid = daemon.id();
     wait_holder(&hub, pid).await;
 
@@ -147,7 +163,7 @@ async fn one_daemon_per_sqlite_store_and_the_other_commands_beside_it() {
     // A crash releases the lock: the next daemon starts at once and works.
     kill(daemon);
     let started = Instant::now();
-    let next = hub.spawn();
+    let next = Killed(hub.spawn());
     wait_holder(&hub, next.id()).await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -203,13 +219,15 @@ async fn every_command_exits_quietly_on_a_closed_pipe() {
     let port = support::free_port();
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let mut listener = Command::new(env!("CARGO_BIN_EXE_hubsync"))
-        .args(["listen", "--addr", &format!("127.0.0.1:{port}")])
-        .env("HUBSYNC_LOCAL_SECRET", SECRET)
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn listen");
+    let mut listener = Killed(
+        Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["listen", "--addr", &format!("127.0.0.1:{port}")])
+            .env("HUBSYNC_LOCAL_SECRET", SECRET)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn listen"),
+    );
     let body = br#"{"type":"pa.approved","data":{"case_id":"C1"}}"#;
     let key = hubsync::config::decode_secret(SECRET).expect("test secret");
     let client = reqwest::Client::new();
@@ -237,7 +255,7 @@ async fn every_command_exits_quietly_on_a_closed_pipe() {
     assert_eq!(status, 503, "an event nobody saw is not acknowledged");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(s) = listener.try_wait().expect("try_wait") {
+        if let Some(s) = listener.0.try_wait().expect("try_wait") {
             break s;
         }
         assert!(
@@ -248,6 +266,7 @@ async fn every_command_exits_quietly_on_a_closed_pipe() {
     };
     let mut err = String::new();
     listener
+        .0
         .stderr
         .take()
         .expect("piped")
@@ -259,12 +278,14 @@ async fn every_command_exits_quietly_on_a_closed_pipe() {
     // stderr closed (`2>&1 | head`) it goes on processing and delivering.
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let daemon = hubsync(&hub, &["run"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(writer)
-        .spawn()
-        .expect("spawn daemon");
+    let daemon = Killed(
+        hubsync(&hub, &["run"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(writer)
+            .spawn()
+            .expect("spawn daemon"),
+    );
     hub.drop_file(&fixture("status_20261123.csv"), "status_20261123.csv");
     rx.wait_unique(3, Duration::from_secs(30)).await;
     hub.wait_drained(Duration::from_secs(10)).await;
@@ -280,12 +301,13 @@ async fn files_no_connector_matches_are_logged_once_and_counted_in_status() {
     let hub = Hub::new(&rx.url(), "", "", 1000);
     let log_path = hub.root().join("daemon.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let daemon = hubsync(&hub, &["run"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn daemon");
-    wait_holder(&hub, daemon.id()).await;
+    let daemon = Killed(
+        hubsync(&hub, &["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon"),
+    );
     let drop_dir = hub.drop_dir();
     std::fs::write(drop_dir.join("status_20261123.txt"), "Case ID\n").expect("stray");
     std::fs::write(drop_dir.join(".upload.part"), "x").expect("temporary");
