@@ -56,6 +56,12 @@ class Results:
     def __init__(self):
         self.sections = {}
         self.samples = []
+        self.bars = []
+
+    def bar(self, bar, value, ref, need, detail, lower_is_better=False, unit=""):
+        """One of issue 14's bars: `value / ref` against `need` (a ratio in the
+        same run), or, with `ref` None, `value` against the absolute `need`."""
+        self.bars.append((bar, value, ref, need, detail, lower_is_better, unit))
 
     def add(self, section, scenario, size, value, unit, peer=None, peer_value=None, lower_is_better=False):
         self.sections.setdefault(section, []).append((scenario, size, value, unit, peer, peer_value, lower_is_better))
@@ -65,6 +71,16 @@ class Results:
 
     def markdown(self, header):
         out = [header, ""]
+        if self.bars:
+            out += ["### Bars (issue 14), each from this run", "",
+                    "| bar | measured | ratio / value | needed | met |", "|---|---|---:|---:|---|"]
+            for bar, v, ref, need, detail, lower, unit in self.bars:
+                got = v / ref if ref else v
+                ok = got <= need if lower else got >= need
+                fmt = (lambda x: f"{x:.2f}×") if ref else (lambda x: f"{x:,.0f}{unit}")
+                sign = "≤" if lower else "≥"
+                out.append(f"| {bar} | {detail} | {fmt(got)} | {sign} {fmt(need)} | {'yes' if ok else '**no**'} |")
+            out.append("")
         for section, rows in self.sections.items():
             out += [f"### {section}", "", "| scenario | data | hubsync | peer | peer's figure | hubsync vs peer |",
                     "|---|---|---:|---|---:|---:|"]
@@ -220,11 +236,15 @@ def py_peer(script, *args):
 
 class Listener:
     """`hubsync listen`: a local receiver that verifies every signature and
-    logs each message with its receive time (Unix ms)."""
+    logs each message with its receive time (Unix ms), or with `quiet`
+    prints nothing per message (so it is not the bottleneck of a throughput
+    figure) and reports a count and the first and last arrival at exit."""
 
-    def __init__(self, hs, port, log):
+    def __init__(self, hs, port, log, quiet=False):
         self.log = Path(log)
-        self.proc = subprocess.Popen([hs, "listen", "--addr", f"127.0.0.1:{port}", "--timestamps"],
+        self.quiet = quiet
+        flags = ["--quiet"] if quiet else ["--timestamps"]
+        self.proc = subprocess.Popen([hs, "listen", "--addr", f"127.0.0.1:{port}", *flags],
                                      stdout=open(self.log, "w"), stderr=subprocess.DEVNULL, env=ENV)
         self.url = f"http://127.0.0.1:{port}/"
         time.sleep(0.5)
@@ -233,8 +253,26 @@ class Listener:
         return self.log.read_text().splitlines()
 
     def stop(self):
+        """Stops the receiver; a quiet one returns (count, first ms, last ms)."""
         self.proc.send_signal(signal.SIGINT)
         self.proc.wait()
+        if self.quiet:
+            m = re.search(r"received (\d+) events; first at (-?\d+) ms, last at (-?\d+) ms", self.log.read_text())
+            return int(m.group(1)), int(m.group(2)), int(m.group(3))
+        return None
+
+
+def pending(db):
+    """Pending deliveries in a SQLite store (read-only, beside the writer)."""
+    import sqlite3
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM deliveries WHERE status = 0").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return None
 
 
 def wait_for(pred, timeout, what):
@@ -289,6 +327,10 @@ def scenario_csv(hs, res, sizes, runs, listener_url):
         res.add(sec, "state index load", size, median(index_s), "s")
         res.add(sec, "peak RSS, first load", size, median(rss_first), "MiB")
         res.add(sec, "peak RSS, re-load", size, median(rss_reload), "MiB")
+        f, c, pyf = median(first), median(cold), median(py_first)
+        res.bar(f"CSV first load ≥ 60% of a cold re-load ({size})", f, c, 0.6, f"{f:,.0f} vs {c:,.0f} rows/s")
+        res.bar(f"CSV first load ≥ 200k rows/s ({size})", f, None, 200_000, f"{f:,.0f} rows/s", unit=" rows/s")
+        res.bar(f"CSV first load ≥ 4× the Python peer ({size})", f, pyf, 4.0, f"{f:,.0f} vs {pyf:,.0f} rows/s")
         res.sample(f"csv {n}", {"first": first, "warm": warm, "cold": cold, "py_first": py_first,
                                 "py_reload": py_reload, "xsv": raw})
 
@@ -313,6 +355,8 @@ def scenario_x12(hs, res, quick, runs):
     res.add(sec, "parse alone (tokenize, envelopes, records)", label, median(parse), "MB/s", peer, median(pyx12))
     res.add(sec, f"first load ({events:,} events, all new)", label, median(first), "MB/s", peer, median(pyx12))
     res.add(sec, "re-load, 1% of events changed", label, median(reload), "MB/s", peer, median(pyx12))
+    res.bar("X12 first load ≥ 50% of its re-load", median(first), median(reload), 0.5,
+            f"{median(first):,.1f} vs {median(reload):,.1f} MB/s")
     res.sample("x12", {"parse": parse, "first": first, "reload": reload, "pyx12": pyx12})
 
 
@@ -334,21 +378,21 @@ def scenario_xlsx(hs, res, quick, runs):
                         ("re-load, 1% changed", reload)]:
         res.add(sec, scenario, label, median(v), "rows/s", "openpyxl, read-only mode", median(openpyxl))
         res.add(sec, scenario, label, median(v), "rows/s", "python-calamine", median(calamine))
+    res.bar("xlsx first load ≥ 50% of its re-load", median(first), median(reload), 0.5,
+            f"{median(first):,.0f} vs {median(reload):,.0f} rows/s")
     res.sample("xlsx", {"parse": parse, "first": first, "reload": reload, "openpyxl": openpyxl,
                         "calamine": calamine})
 
 
-def scenario_latency(hs, res, quick, runs):
+def latency_runs(hs, n, changed, runs, port):
     """File complete → each webhook received: a running daemon with day 1
-    delivered; day 2 (1% changed) is dropped with a done-marker, so it is
-    complete at a known instant; each webhook's receipt time is measured
-    against that instant."""
-    sec = "Latency: file complete → webhook received (100k-case snapshot, 1% changed)"
-    n = 20_000 if quick else 100_000
+    delivered; day 2 is dropped with a done-marker, so it is complete at a
+    known instant; each webhook's receipt time is measured against that
+    instant. Returns (all samples in s, first receipt per run in s)."""
     day1 = gen_csv(n, DATA / f"snap_{n}_day1.csv")
-    day2 = gen_csv(n, DATA / f"snap_{n}_day2.csv", changed=1.0)
-    samples = []
-    port = 19322
+    day2 = gen_csv(n, DATA / f"snap_{n}_day2_{changed:g}pct.csv" if changed != 1.0 else DATA / f"snap_{n}_day2.csv",
+                   changed=changed)
+    samples, firsts = [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as d:
             d = Path(d)
@@ -370,14 +414,41 @@ def scenario_latency(hs, res, quick, runs):
             daemon.send_signal(signal.SIGINT)
             daemon.wait()
             rx.stop()
-            samples += [int(line.split()[0]) / 1000 - t0 for line in rx.lines()]
+            run = sorted(int(line.split()[0]) / 1000 - t0 for line in rx.lines())
+            samples += run
+            firsts.append(run[0])
     samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
-    label = f"{n:,} cases, {len(samples):,} webhooks"
-    res.add(sec, "p50", label, pick(0.5), "ms")
-    res.add(sec, "p99", label, pick(0.99), "ms")
-    res.add(sec, "max", label, samples[-1] * 1000, "ms")
-    res.sample("latency_ms", [s * 1000 for s in samples])
+    return samples, firsts
+
+
+def scenario_latency(hs, res, quick, runs):
+    """Drop-to-webhook latency for a small day 2 (100 rows) and a big one
+    (100k rows, 1% changed): the first webhook and the distribution."""
+    pick = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+    # 100 rows; 30% of the cases move on, so that each run gives ~30 samples.
+    small, _ = latency_runs(hs, 100, 30.0, runs, 19322)
+    sec = "Latency: file complete → webhook received, 100-row day 2"
+    label = f"100 cases, {len(small):,} webhooks"
+    for q, name in [(0.5, "p50"), (0.99, "p99")]:
+        res.add(sec, name, label, pick(small, q), "ms")
+    res.add(sec, "max", label, small[-1] * 1000, "ms")
+    res.bar("latency p99 ≤ 50 ms, 100-row day 2", pick(small, 0.99), None, 50, f"p99 {pick(small, 0.99):.1f} ms",
+            lower_is_better=True, unit=" ms")
+    n = 20_000 if quick else 100_000
+    big, firsts = latency_runs(hs, n, 1.0, runs, 19322)
+    sec = f"Latency: file complete → webhook received, {n:,}-case day 2 with 1% changed"
+    label = f"{n:,} cases, {len(big):,} webhooks"
+    first = max(firsts) * 1000  # the worst run's first webhook
+    res.add(sec, "first webhook (worst run)", label, first, "ms")
+    for q, name in [(0.5, "p50"), (0.99, "p99")]:
+        res.add(sec, name, label, pick(big, q), "ms")
+    res.add(sec, "max", label, big[-1] * 1000, "ms")
+    res.bar(f"first webhook ≤ 50 ms, {n:,}-row day 2 (worst of {runs})", first, None, 50, f"{first:.1f} ms",
+            lower_is_better=True, unit=" ms")
+    res.bar(f"latency p99 ≤ 200 ms, {n:,}-row day 2", pick(big, 0.99), None, 200, f"p99 {pick(big, 0.99):.1f} ms",
+            lower_is_better=True, unit=" ms")
+    res.sample("latency_ms", {"small": [x * 1000 for x in small], "big": [x * 1000 for x in big],
+                              "first": [x * 1000 for x in firsts]})
 
 
 def wrk_script(path):
@@ -396,11 +467,32 @@ def wrk_script(path):
                     f'wrk.headers["webhook-signature"] = {lua("v1," + sig)}\n')
 
 
+def drain(hs, cfg, port, count, instances=1, db=None, pg=None):
+    """Starts `instances` daemons on a committed backlog of `count` messages and
+    a quiet `hubsync listen`; returns msg/s from the first to the last receipt
+    (start-up left out)."""
+    rx = Listener(hs, port, Path(cfg).parent / f"quiet-{instances}.log", quiet=True)
+    daemons = [subprocess.Popen([hs, "run", "-c", cfg], stderr=subprocess.DEVNULL, env=ENV)
+               for _ in range(instances)]
+    try:
+        left = (lambda: pending(db)) if db else (lambda: int(pg.psql("SELECT COUNT(*) FROM deliveries WHERE status = 0")))
+        wait_for(lambda: left() == 0, 900, "the backlog to drain")
+    finally:
+        for p in daemons:
+            p.send_signal(signal.SIGINT)
+        for p in daemons:
+            p.wait()
+        got, first, last = rx.stop()
+    if got < count:
+        raise RuntimeError(f"the receiver got {got} of {count} messages")
+    return (got - 1) / max((last - first) / 1000, 1e-3)
+
+
 def scenario_delivery(hs, res, quick, runs):
     """Sustained signed deliveries: a backlog committed by `hubsync ingest`,
-    drained by `hubsync run` into `hubsync listen`; the same receiver driven
-    by wrk (the loopback ceiling) and by Python `requests`."""
-    sec = "Deliveries: sustained signed webhooks to a local receiver"
+    drained by `hubsync run` into `hubsync listen --quiet`; the same quiet
+    receiver driven by wrk (the loopback ceiling) and by Python `requests`."""
+    sec = "Deliveries: sustained signed webhooks to a local receiver (hubsync listen --quiet)"
     n = 2_000 if quick else 50_000
     day1 = gen_csv(n, DATA / f"snap_{n}_day1.csv")
     port = 19323
@@ -410,22 +502,14 @@ def scenario_delivery(hs, res, quick, runs):
             d = Path(d)
             cfg = project(d, url=f"http://127.0.0.1:{port}/", config_extra='[delivery]\npoll_interval = "50ms"')
             [(_, _, count)], _, _ = ingest(hs, cfg, "acme-hub", [day1])  # the backlog: one message per delta
-            rx = Listener(hs, port, d / "received.log")
-            daemon = subprocess.Popen([hs, "run", "-c", cfg], stderr=subprocess.DEVNULL, env=ENV)
-            wait_for(lambda: len(rx.lines()) >= count, 600, "the backlog to drain")
-            daemon.send_signal(signal.SIGINT)
-            daemon.wait()
-            rx.stop()
-            stamps = sorted(int(line.split()[0]) for line in rx.lines())
-            # First to last receipt: the daemon's start-up is left out.
-            rates.append((len(stamps) - 1) / max((stamps[-1] - stamps[0]) / 1000, 1e-3))
+            rates.append(drain(hs, cfg, port, count, db=d / "data" / "hubsync.db"))
     wrk, wrk_env = wrk_command()
     wrk_rates, py_rates = [], []
     secs = 3 if quick else 10
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         for _ in range(runs):
-            rx = Listener(hs, port, d / "wrk.log")
+            rx = Listener(hs, port, d / "wrk.log", quiet=True)
             wrk_script(d / "post.lua")
             p = sh([*wrk, "-t2", "-c64", f"-d{secs}s", "-s", d / "post.lua", rx.url], env=wrk_env)
             rx.stop()
@@ -433,14 +517,16 @@ def scenario_delivery(hs, res, quick, runs):
             if non2xx:
                 raise RuntimeError(f"the receiver refused wrk's requests:\n{p.stdout}")
             wrk_rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", p.stdout).group(1)))
-            rx = Listener(hs, port, d / "py.log")
+            rx = Listener(hs, port, d / "py.log", quiet=True)
             py_rates.append(py_peer("python_deliver.py", rx.url, SECRET, 500 if quick else 5_000)["per_s"])
             rx.stop()
     label = f"{count:,} messages"
-    res.add(sec, "hubsync run → hubsync listen, max_in_flight 64", label, median(rates), "msg/s",
+    res.add(sec, "hubsync run → hubsync listen --quiet, max_in_flight 64", label, median(rates), "msg/s",
             "Python requests (one Session, sequential)", median(py_rates))
-    res.add(sec, "hubsync run → hubsync listen, max_in_flight 64", label, median(rates), "msg/s",
+    res.add(sec, "hubsync run → hubsync listen --quiet, max_in_flight 64", label, median(rates), "msg/s",
             "wrk -t2 -c64, same receiver (ceiling)", median(wrk_rates))
+    res.bar("deliveries ≥ 50% of wrk against the same receiver", median(rates), median(wrk_rates), 0.5,
+            f"{median(rates):,.0f} vs {median(wrk_rates):,.0f} msg/s")
     res.sample("delivery", {"hubsync": rates, "wrk": wrk_rates, "requests": py_rates})
 
 
@@ -454,6 +540,100 @@ def scenario_rss(hs, res, quick):
         cfg = project(Path(d))
         [(rows, _, _)], _, rss = ingest(hs, cfg, "acme-hub", [big], seed=True)
     res.add(sec, "hubsync ingest, peak RSS", f"{big.stat().st_size / 1e9:.2f} GB, {rows:,} rows", rss, "MiB")
+    res.bar(f"peak RSS on a {big.stat().st_size / 1e9:.2f} GB CSV ≤ 64 MiB", rss, None, 64, f"{rss:.1f} MiB",
+            lower_is_better=True, unit=" MiB")
+
+
+PG_ADMIN = os.environ.get("HUBSYNC_TEST_PG", "postgres://postgres@127.0.0.1:5432/test")
+
+
+class Pg:
+    """A throw-away database on the tests' PostgreSQL, dropped afterwards."""
+
+    def __init__(self):
+        self.name = f"hubsync_bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+        self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.name
+        self.psql(f"CREATE DATABASE {self.name}", PG_ADMIN)
+
+    def psql(self, sql, url=None):
+        return sh(["psql", url or self.url, "-Atc", sql]).stdout.strip()
+
+    def drop(self):
+        self.psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)", PG_ADMIN)
+
+
+def scenario_postgres(hs, res, quick, runs, n):
+    """PostgreSQL against SQLite in the same run: first load and cold re-load
+    of the same snapshot; then one and two `hubsync run` instances draining
+    one backlog into a quiet receiver."""
+    sec = "PostgreSQL vs SQLite (same files, same run)"
+    day1 = gen_csv(n, DATA / f"snap_{n}_day1.csv")
+    day2 = gen_csv(n, DATA / f"snap_{n}_day2.csv", changed=1.0)
+    fig = {"sqlite": ([], []), "postgres": ([], [])}
+    for _ in range(runs):
+        for backend in ["sqlite", "postgres"]:
+            with tempfile.TemporaryDirectory() as d:
+                pg = Pg() if backend == "postgres" else None
+                try:
+                    extra = f'[store]\nurl = "{pg.url}"' if pg else ""
+                    cfg = project(Path(d), config_extra=extra)
+                    [(rows, secs, _)], _, _ = ingest(hs, cfg, "acme-hub", [day1])
+                    fig[backend][0].append(rows / secs)
+                    [(rows, secs, _)], idx, _ = ingest(hs, cfg, "acme-hub", [day2])
+                    fig[backend][1].append(rows / (secs + idx))
+                finally:
+                    if pg:
+                        pg.drop()
+    label = f"{n:,} cases"
+    (sf, sr), (pf, pr) = [tuple(median(x) for x in fig[b]) for b in ["sqlite", "postgres"]]
+    res.add(sec, "first load", label, pf, "rows/s", "SQLite, same run", sf)
+    res.add(sec, "re-load, cold process (index load included)", label, pr, "rows/s", "SQLite, same run", sr)
+    res.bar(f"PostgreSQL first load ≥ 50% of SQLite's ({label})", pf, sf, 0.5, f"{pf:,.0f} vs {sf:,.0f} rows/s")
+    res.bar(f"PostgreSQL re-load ≥ 70% of SQLite's ({label})", pr, sr, 0.7, f"{pr:,.0f} vs {sr:,.0f} rows/s")
+    m = 2_000 if quick else 30_000
+    src = gen_csv(m, DATA / f"snap_{m}_day1.csv")
+    drains = {1: [], 2: []}
+    count = 0
+    for _ in range(runs):
+        for k in drains:
+            with tempfile.TemporaryDirectory() as d:
+                pg = Pg()
+                try:
+                    cfg = project(Path(d), url="http://127.0.0.1:19324/",
+                                  config_extra=f'[store]\nurl = "{pg.url}"\n[delivery]\npoll_interval = "50ms"')
+                    [(_, _, count)], _, _ = ingest(hs, cfg, "acme-hub", [src])
+                    drains[k].append(drain(hs, cfg, 19324, count, instances=k, pg=pg))
+                finally:
+                    pg.drop()
+    one, two = median(drains[1]), median(drains[2])
+    res.add(sec, "deliveries, one instance", f"{count:,} messages", one, "msg/s")
+    res.add(sec, "deliveries, two instances", f"{count:,} messages", two, "msg/s", "one instance", one)
+    res.bar("PostgreSQL: one instance drains ≥ 10k deliveries/s", one, None, 10_000, f"{one:,.0f} msg/s",
+            unit=" msg/s")
+    res.bar("PostgreSQL: two instances ≥ 1.5× one", two, one, 1.5, f"{two:,.0f} vs {one:,.0f} msg/s")
+    res.sample("postgres", {"load": fig, "drain": drains})
+
+
+def scenario_callgrind(hs, res, quick):
+    """Instructions per row (all threads) under callgrind for a first load and
+    a re-load (1% changed) of the same snapshot: a noise-free figure to
+    compare changes with. valgrind has no SHA-NI, so hashing is over-weighted."""
+    sec = "Callgrind: instructions per row (every thread)"
+    if not shutil.which("valgrind"):
+        print("valgrind not found: no instruction counts", file=sys.stderr)
+        return
+    n = 500 if quick else 20_000
+    day1 = gen_csv(n, DATA / f"snap_{n}_day1.csv")
+    day2 = gen_csv(n, DATA / f"snap_{n}_day2.csv", changed=1.0)
+    with tempfile.TemporaryDirectory() as d:
+        cfg = project(Path(d))
+        for name, f in [("first load", day1), ("re-load, 1% changed (index load included)", day2)]:
+            out = Path(d) / "callgrind.out"
+            p = sh(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", hs, "ingest", "-c", cfg,
+                    "--connector", "acme-hub", f])
+            ir = int(re.search(r"Collected : (\d+)", p.stderr).group(1))
+            res.add(sec, name, f"{n:,} rows", ir / n, "instructions/row")
+            res.sample(f"callgrind {name}", [ir])
 
 
 def xsv():
@@ -468,11 +648,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 run, debug build (CI)")
     ap.add_argument("--runs", type=int, help="runs per scenario (default 3; 1 with --quick)")
     ap.add_argument("--sizes", help="CSV snapshot sizes, comma-separated (default 100000,1000000)")
-    ap.add_argument("--only", help="scenarios to run: csv,x12,xlsx,latency,delivery,rss (default all)")
+    ap.add_argument("--only", help="scenarios to run: csv,x12,xlsx,latency,delivery,rss,postgres,callgrind "
+                                   "(default all)")
     a = ap.parse_args()
     runs = a.runs or (1 if a.quick else 3)
     sizes = [int(x) for x in a.sizes.split(",")] if a.sizes else ([20_000] if a.quick else [100_000, 1_000_000])
-    only = set(a.only.split(",")) if a.only else {"csv", "x12", "xlsx", "latency", "delivery", "rss"}
+    only = set(a.only.split(",")) if a.only else {"csv", "x12", "xlsx", "latency", "delivery", "rss", "postgres",
+                                                  "callgrind"}
     DATA.mkdir(parents=True, exist_ok=True)
     hs = binary(a.quick)
     install_python_peers()
@@ -495,6 +677,10 @@ def main():
         scenario_delivery(hs, res, a.quick, runs)
     if "rss" in only:
         scenario_rss(hs, res, a.quick)
+    if "postgres" in only:
+        scenario_postgres(hs, res, a.quick, runs, sizes[0])
+    if "callgrind" in only:
+        scenario_callgrind(hs, res, a.quick)
     mode = "Quick mode: small sizes, 1 run, debug build; not figures to quote." if a.quick else \
         f"Medians of {runs} runs (pyx12 and openpyxl: 1 run, each takes minutes), release build."
     header = (f"Machine: {os.cpu_count()} cores, load average {load:.2f} at start; {mode} "

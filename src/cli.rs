@@ -97,6 +97,11 @@ pub enum Command {
         /// Prefix each line with the receive time (Unix ms): for latency measurements.
         #[arg(long)]
         timestamps: bool,
+        /// Print nothing per event; on exit, one line: how many were received
+        /// and when the first and last arrived (Unix ms). For throughput
+        /// benchmarks, so that the receiver is not the bottleneck.
+        #[arg(long, conflicts_with_all = ["json", "timestamps"])]
+        quiet: bool,
     },
     /// Process files now, in name (date) order, without the daemon: onboarding
     /// a hub's history, or re-running archived files. Already-processed files
@@ -300,7 +305,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             secret_env,
             json,
             timestamps,
-        } => listen(addr, &secret_env, json, timestamps).await,
+            quiet,
+        } => {
+            let output = match (quiet, json) {
+                (true, _) => ListenOutput::Quiet,
+                (false, true) => ListenOutput::Json,
+                (false, false) => ListenOutput::Lines,
+            };
+            listen(addr, &secret_env, output, timestamps).await
+        }
         Command::Migrate { config } => {
             let c = load(&config)?;
             let store = Store::open(&c.store_url).await?;
@@ -548,9 +561,32 @@ fn print_unmatched_files(c: &config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool) -> anyhow::Result<()> {
+/// What `hubsync listen` prints per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenOutput {
+    Lines,
+    Json,
+    /// Nothing per event: a count and the first and last arrival at exit.
+    Quiet,
+}
+
+/// Events received by a quiet listener: count, first and last arrival (Unix ms).
+#[derive(Default)]
+struct Tally {
+    count: std::sync::atomic::AtomicU64,
+    first_ms: std::sync::atomic::AtomicI64,
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+async fn listen(
+    addr: SocketAddr,
+    secret_env: &str,
+    output: ListenOutput,
+    timestamps: bool,
+) -> anyhow::Result<()> {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::Ordering::Relaxed;
 
     let raw =
         std::env::var(secret_env).with_context(|| format!("environment variable {secret_env} is not set"))?;
@@ -562,9 +598,15 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
     // Set when printing fails (a closed pipe): the server stops with it.
     let stop = CancellationToken::new();
     let stopped: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
-    let (stop_handler, stopped_handler) = (stop.clone(), stopped.clone());
+    let tally: Arc<Tally> = Arc::default();
+    let (stop_handler, stopped_handler, tally_handler) = (stop.clone(), stopped.clone(), tally.clone());
     let handler = move |headers: HeaderMap, body: Bytes| {
-        let (keys, stop, stopped) = (keys.clone(), stop_handler.clone(), stopped_handler.clone());
+        let (keys, stop, stopped, tally) = (
+            keys.clone(),
+            stop_handler.clone(),
+            stopped_handler.clone(),
+            tally_handler.clone(),
+        );
         async move {
             let h = |n: &str| {
                 headers
@@ -579,13 +621,21 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
                 errln!("REFUSED {id}: {e}");
                 return StatusCode::UNAUTHORIZED;
             }
+            if output == ListenOutput::Quiet {
+                let now = chrono::Utc::now().timestamp_millis();
+                if tally.count.fetch_add(1, Relaxed) == 0 {
+                    tally.first_ms.store(now, Relaxed);
+                }
+                tally.last_ms.fetch_max(now, Relaxed);
+                return StatusCode::NO_CONTENT;
+            }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
             let stamp = if timestamps {
                 format!("{} ", chrono::Utc::now().timestamp_millis())
             } else {
                 String::new()
             };
-            let printed = if json {
+            let printed = if output == ListenOutput::Json {
                 write_out(format_args!("{stamp}{}\n", String::from_utf8_lossy(&body)))
             } else {
                 let d = &v["data"];
@@ -629,6 +679,14 @@ async fn listen(addr: SocketAddr, secret_env: &str, json: bool, timestamps: bool
             }
         })
         .await?;
+    if output == ListenOutput::Quiet {
+        outln!(
+            "received {} events; first at {} ms, last at {} ms",
+            tally.count.load(Relaxed),
+            tally.first_ms.load(Relaxed),
+            tally.last_ms.load(Relaxed)
+        );
+    }
     let failed = stopped.lock().expect("no panic while holding it").take();
     failed.map_or(Ok(()), Err)
 }

@@ -22,6 +22,7 @@
 //! `src/store/design.md`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Mutex, Notify};
@@ -190,7 +191,11 @@ impl Pipeline {
             tokio::spawn(async move { renew_lease(store, file_id, every).await })
         });
         let (tx, mut rx) = mpsc::channel::<Chunk>(1);
+        // Set while the committer waits for work: the producer then hands over
+        // the chunk it holds as soon as it holds a delta (see `produce`).
+        let committer_idle = Arc::new(AtomicBool::new(false));
         let producer = {
+            let committer_idle = committer_idle.clone();
             let connector = connector.clone();
             let config = self.config.clone();
             let file = file.clone();
@@ -206,6 +211,7 @@ impl Pipeline {
                     index,
                     None,
                     keep_skipped,
+                    Some(&committer_idle),
                     &mut emit,
                 )
             })
@@ -218,7 +224,7 @@ impl Pipeline {
         };
         let mut outcome = None;
         let mut failure: Option<PipelineError> = None;
-        while let Some(chunk) = rx.recv().await {
+        while let Some(chunk) = next_chunk(&mut rx, &committer_idle).await {
             let finish = match &chunk.finish {
                 None => None,
                 Some(Finish::Done) => Some(None),
@@ -376,7 +382,11 @@ impl Pipeline {
                 locator: d.candidate.locator.clone(),
                 ..provenance.clone()
             };
-            let body = outbox::render(d, &source, seq, &timestamp);
+            // One serialization of the content serves both writes: the
+            // state row keeps it (for field-level diffs), the outbox body
+            // embeds it.
+            let content_json = serde_json::to_string(c)?;
+            let body = outbox::render_from_content_json(&content_json, d, &source, seq, &timestamp);
             let subscribers = self
                 .config
                 .subscribers
@@ -403,7 +413,7 @@ impl Pipeline {
                 occurrence: c.occurrence.clone(),
                 key_hash: d.candidate.fp.key,
                 content_hash: d.candidate.fp.content,
-                body: serde_json::to_string(c)?,
+                body: content_json,
             };
             // One upsert per key per statement: the last write in file order wins.
             match state.get(&d.candidate.fp.key).copied().filter(|i| {
@@ -453,6 +463,22 @@ impl Pipeline {
     }
 }
 
+/// The committer's next chunk. Only when none is queued does it say it is
+/// idle, so a producer blocked on a full channel does not read a stale "idle"
+/// and hand over a one-delta chunk behind a full one.
+async fn next_chunk(rx: &mut mpsc::Receiver<Chunk>, idle: &AtomicBool) -> Option<Chunk> {
+    let chunk = match rx.try_recv() {
+        Ok(c) => Some(c),
+        Err(mpsc::error::TryRecvError::Disconnected) => None,
+        Err(mpsc::error::TryRecvError::Empty) => {
+            idle.store(true, Ordering::Release);
+            rx.recv().await
+        }
+    };
+    idle.store(false, Ordering::Release);
+    chunk
+}
+
 enum ProduceError {
     Io(String),
     /// The committer went away (shutdown or a failed commit).
@@ -470,6 +496,7 @@ fn produce(
     mut index: StateIndex,
     coverage: Option<&crate::map::Coverage>,
     keep_skipped: bool,
+    committer_idle: Option<&AtomicBool>,
     emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>,
 ) -> Result<StateIndex, ProduceError> {
     let fail =
@@ -679,9 +706,16 @@ fn produce(
             }
         }
         chunk.records_done = ordinal;
-        // A chunk closes on rows (bounding a checkpoint's distance) or on
-        // candidates (bounding memory: each is a materialized milestone).
-        if chunk.counts.read >= chunk_rows || chunk.candidates.len() >= MAX_CHUNK_CANDIDATES {
+        // A chunk closes on rows (bounding a checkpoint's distance), on
+        // candidates (bounding memory: each is a materialized milestone), or
+        // as soon as it holds a delta while the committer has nothing to do:
+        // the first delta of a file is committed (and its webhook sent) at
+        // once rather than after 20k rows, and while the committer is busy
+        // chunks grow by themselves (group commit), so a first load still
+        // commits in big chunks.
+        let hand_over = !chunk.candidates.is_empty()
+            && committer_idle.is_some_and(|idle| idle.swap(false, Ordering::AcqRel));
+        if hand_over || chunk.counts.read >= chunk_rows || chunk.candidates.len() >= MAX_CHUNK_CANDIDATES {
             emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
         }
     }
@@ -957,6 +991,7 @@ pub fn dry_run_with(
         StateIndex::new(None, 0),
         coverage,
         false,
+        None,
         &mut emit,
     ) {
         Ok(_) | Err(ProduceError::Stopped) => {}

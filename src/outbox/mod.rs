@@ -70,6 +70,52 @@ pub struct FeedMissing {
     pub last_arrival_at: Option<String>,
 }
 
+/// [`render`] from the content's canonical JSON (`serde_json::to_string` of
+/// the delta's [`Content`], the state row's body), so that a first load
+/// serializes each milestone once rather than twice. Byte-identical to
+/// [`render`]: `data` is the content's fields followed by `source`, `change`
+/// and `sequence`, which is what `#[serde(flatten)]` writes.
+pub fn render_from_content_json(
+    content_json: &str,
+    delta: &Delta,
+    source: &Provenance,
+    sequence: i64,
+    timestamp: &str,
+) -> String {
+    #[derive(Serialize)]
+    struct Tail<'a> {
+        source: &'a Provenance,
+        change: Change<'a>,
+        sequence: i64,
+    }
+    let tail = serde_json::to_string(&Tail {
+        source,
+        change: Change {
+            kind: delta.kind,
+            fields: &delta.fields,
+        },
+        sequence,
+    })
+    .expect("a body of strings, numbers and maps always serializes");
+    let kind = serde_json::to_string(delta.candidate.content.milestone.as_str())
+        .expect("a string always serializes");
+    let ts = serde_json::to_string(timestamp).expect("a string always serializes");
+    let inner = &content_json[1..content_json.len() - 1];
+    let mut out = String::with_capacity(content_json.len() + tail.len() + kind.len() + ts.len() + 32);
+    out.push_str("{\"type\":");
+    out.push_str(&kind);
+    out.push_str(",\"timestamp\":");
+    out.push_str(&ts);
+    out.push_str(",\"data\":{");
+    out.push_str(inner);
+    if !inner.is_empty() {
+        out.push(',');
+    }
+    out.push_str(&tail[1..]);
+    out.push('}');
+    out
+}
+
 /// The JSON body of a `feed.missing` event: the same envelope as milestone
 /// webhooks, `{"type":"feed.missing","timestamp":…,"data":{…}}`.
 pub fn render_feed_missing(data: &FeedMissing, timestamp: &str) -> String {
@@ -151,6 +197,59 @@ mod tests {
         assert_eq!(d["change"]["kind"], "updated");
         assert_eq!(d["source"]["locator"], "line 2");
         assert!(new_webhook_id().starts_with("msg_") && !new_webhook_id().contains('.'));
+    }
+
+    #[test]
+    fn rendering_from_the_content_json_gives_the_same_bytes() {
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("carrier".into(), "U\"PS\\ é".into());
+        attributes.insert("days_supply".into(), 30.into());
+        let content = Content {
+            program: "P".into(),
+            case_id: "C1".into(),
+            milestone: MilestoneCode::PaDenied,
+            occurrence: String::new(),
+            occurred_at: "2026-11-22".into(),
+            occurred_precision: "date".into(),
+            time_zone: "America/New_York".into(),
+            patient_ref: None,
+            status: Some(crate::model::CaseStatus::Active),
+            sub_status: Some("On \"Therapy\"".into()),
+            reasons: vec![crate::model::Reason {
+                system: "x12:HCR03".into(),
+                code: "R1".into(),
+            }],
+            attributes,
+        };
+        for (kind, fields) in [
+            (ChangeKind::Created, vec![]),
+            (
+                ChangeKind::Updated,
+                vec!["occurred_at".to_string(), "attributes.carrier".into()],
+            ),
+        ] {
+            let delta = Delta {
+                candidate: Candidate {
+                    record: 1,
+                    locator: "line 2".into(),
+                    fp: Fingerprint::default(),
+                    content: content.clone(),
+                },
+                kind,
+                fields,
+            };
+            let src = Provenance {
+                connector: "c".into(),
+                file: "f \"x\".csv".into(),
+                sha256: "ab".into(),
+                locator: "line 2".into(),
+            };
+            let json = serde_json::to_string(&delta.candidate.content).expect("content serializes");
+            assert_eq!(
+                render_from_content_json(&json, &delta, &src, 3, "2026-11-23T00:00:00.000Z"),
+                render(&delta, &src, 3, "2026-11-23T00:00:00.000Z")
+            );
+        }
     }
 
     #[test]
