@@ -251,8 +251,12 @@ async fn connector_loop(
         }
         tokio::select! {
             _ = events.recv() => {
-                // Let a burst of events (a file being written) coalesce.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Scan at once: a done-marker (or the end of an upload) is
+                // acted on within milliseconds, not after a debounce. A burst
+                // of events (a file being written) still costs few scans: the
+                // channel holds one wake-up, and a scan is a directory listing.
+                // The pause only keeps a write storm from spinning a core.
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
