@@ -681,7 +681,15 @@ impl SftpDrop {
             xxhash_rust::xxh3::xxh3_64(file.path.as_bytes()),
             file.name
         );
-        let part = self.src.staging.join(format!("{stem}.part"));
+        // The partial download is per process: instances sharing a data
+        // folder may fetch the same remote file at once, and one writing into
+        // the other's `.part` (truncating it) could leave a truncated file
+        // under the final name (the chaos suite's two-instance run saw an
+        // empty one quarantined). The final rename is atomic either way.
+        let part = self
+            .src
+            .staging
+            .join(format!("{stem}.{}.part", std::process::id()));
         let done = self.src.staging.join(&stem);
         let result = self.download(file, &part).await;
         match result {
