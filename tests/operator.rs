@@ -357,3 +357,79 @@ async fn files_no_connector_matches_are_logged_once_and_counted_in_status() {
     );
     kill(daemon);
 }
+
+/// `listen --quiet` prints nothing per event, counts only events whose
+/// signature verifies, and reports the count and the first and last arrival
+/// when interrupted: the receiver of the throughput benchmarks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_quiet_counts_verified_events_and_reports_at_exit() {
+    let port = support::free_port();
+    let mut listener = Killed(
+        Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["listen", "--quiet", "--addr", &format!("127.0.0.1:{port}")])
+            .env("HUBSYNC_LOCAL_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn listen"),
+    );
+    let body = br#"{"type":"pa.approved","data":{"case_id":"C1"}}"#;
+    let key = hubsync::config::decode_secret(SECRET).expect("test secret");
+    let client = reqwest::Client::new();
+    let before = chrono::Utc::now().timestamp_millis();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut statuses = Vec::new();
+    for (i, good) in [true, true, false, true].into_iter().enumerate() {
+        let id = format!("msg_{i}");
+        loop {
+            let ts = chrono::Utc::now().timestamp();
+            let signature = if good {
+                hubsync::deliver::sign::sign(std::slice::from_ref(&key), &id, ts, body)
+            } else {
+                "v1,bm90IGEgc2lnbmF0dXJl".to_string()
+            };
+            let sent = client
+                .post(format!("http://127.0.0.1:{port}/"))
+                .header("webhook-id", &id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", signature)
+                .body(body.to_vec())
+                .send()
+                .await;
+            match sent {
+                Ok(r) => {
+                    statuses.push(r.status().as_u16());
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "listen never answered: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(statuses, [204, 204, 401, 204]);
+    let after = chrono::Utc::now().timestamp_millis();
+    let sigint = Command::new("kill")
+        .args(["-INT", &listener.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sigint.success());
+    let status = listener.0.wait().expect("wait for listen");
+    let mut out = String::new();
+    listener
+        .0
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    assert!(status.success(), "{status:?}");
+    let nums: Vec<i64> = out
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("digits"))
+        .collect();
+    assert!(out.starts_with("received 3 events; first at "), "{out}");
+    assert_eq!(out.lines().count(), 1, "one line, nothing per event: {out}");
+    let (first, last) = (nums[1], nums[2]);
+    assert!(before <= first && first <= last && last <= after, "{out}");
+}
