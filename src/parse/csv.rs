@@ -30,16 +30,17 @@ impl CsvFormat {
                 Err((s.span(), format!("{what} must be one ASCII character")))
             }
         };
-        let delimiter = one_byte(&spec.delimiter, "delimiter")?;
-        let quote = one_byte(&spec.quote, "quote")?;
+        let delimiter = spec.delimiter.as_ref().map_or(Ok(b','), |d| one_byte(d, "delimiter"))?;
+        let quote = spec.quote.as_ref().map_or(Ok(b'"'), |q| one_byte(q, "quote"))?;
         if delimiter == quote {
-            return Err((spec.quote.span(), "quote and delimiter must differ".into()));
+            let span = spec.quote.as_ref().or(spec.delimiter.as_ref()).map_or(0..0, |s| s.span());
+            return Err((span, "quote and delimiter must differ".into()));
         }
         Ok(CsvFormat {
             delimiter,
             quote,
-            encoding: spec.encoding,
-            skip_lines: spec.skip_lines,
+            encoding: spec.encoding.as_ref().map_or_else(Default::default, |e| *e.get_ref()),
+            skip_lines: spec.skip_lines.as_ref().map_or(0, |s| *s.get_ref()),
         })
     }
 }

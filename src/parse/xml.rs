@@ -108,6 +108,8 @@ pub fn parse_path(src: &str, namespaces: &[(String, String)]) -> Result<XmlPath,
 pub struct XmlFormat {
     /// Absolute path of the record element from the root.
     pub record: XmlPath,
+    /// A document whose structure never leads to the record element.
+    pub no_records: crate::config::connector::NoRecords,
 }
 
 /// Counts line breaks as quick-xml consumes bytes, so events know their line.
@@ -141,8 +143,12 @@ impl<R: BufRead> BufRead for Lines<R> {
 pub const MAX_FIELDS: usize = 64;
 
 /// A streaming reader of records.
+/// The bytes quick-xml reads: the file itself, or its UTF-8 transcoding
+/// when it starts with a UTF-16 byte-order mark.
+type Source = BufReader<Box<dyn Read + Send>>;
+
 pub struct XmlReader {
-    reader: NsReader<Lines<BufReader<File>>>,
+    reader: NsReader<Lines<Source>>,
     file: String,
     record: XmlPath,
     fields: Vec<XmlPath>,
@@ -159,17 +165,45 @@ pub struct XmlReader {
     capture_depth: Vec<usize>,
     done: u64,
     values: Vec<String>,
+    no_records: crate::config::connector::NoRecords,
+    /// Records read so far.
+    records: u64,
+    /// Whether an element matched the record path's parent (for a one-step
+    /// path, the document itself): then zero records is an empty export,
+    /// not structure drift.
+    parent_seen: bool,
+    /// The root element's name, for the drift message.
+    root: Option<String>,
+    warnings: Vec<String>,
 }
 
 impl XmlReader {
     pub fn open(path: &Path, fmt: &XmlFormat, fields: Vec<XmlPath>) -> Result<XmlReader, ParseError> {
         let file = file_label(path);
-        let f = File::open(path).map_err(|source| ParseError::Io {
+        let mut f = File::open(path).map_err(|source| ParseError::Io {
             file: file.clone(),
             source,
         })?;
+        let io = |source| ParseError::Io {
+            file: file.clone(),
+            source,
+        };
+        // quick-xml reads UTF-8 only: a UTF-16 export (its BOM says so) is
+        // transcoded on the fly, so its records read like any other's.
+        let mut bom = [0u8; 2];
+        let n = read_up_to(&mut f, &mut bom).map_err(io)?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).map_err(io)?;
+        let inner: Box<dyn Read + Send> = match &bom[..n] {
+            [0xFF, 0xFE] | [0xFE, 0xFF] => Box::new(
+                encoding_rs_io::DecodeReaderBytesBuilder::new()
+                    .bom_sniffing(true)
+                    .strip_bom(true)
+                    .build(f),
+            ),
+            _ => Box::new(f),
+        };
         let mut reader = NsReader::from_reader(Lines {
-            inner: BufReader::with_capacity(256 * 1024, f),
+            inner: BufReader::with_capacity(256 * 1024, inner),
             newlines: 0,
         });
         let cfg = reader.config_mut();
@@ -190,7 +224,17 @@ impl XmlReader {
             capture_depth: vec![0; n],
             done: 0,
             values: vec![String::new(); n],
+            no_records: fmt.no_records,
+            records: 0,
+            parent_seen: false,
+            root: None,
+            warnings: Vec::new(),
         })
+    }
+
+    /// Warnings so far (all of them once `next` returned `None`).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Reads the next record into `row`; `Ok(None)` at the end of the document.
@@ -211,8 +255,13 @@ impl XmlReader {
             capture_depth,
             done,
             values,
+            no_records,
+            records,
+            parent_seen,
+            root,
+            warnings,
         } = self;
-        let malformed = |reader: &NsReader<Lines<BufReader<File>>>, reason: String| ParseError::Malformed {
+        let malformed = |reader: &NsReader<Lines<Source>>, reason: String| ParseError::Malformed {
             file: file.clone(),
             locator: Locator::Line(reader.get_ref().newlines + 1),
             reason,
@@ -242,8 +291,14 @@ impl XmlReader {
                     let take = match *in_record {
                         None => {
                             let d = outer.len();
+                            if d == 0 && root.is_none() {
+                                *root = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                            }
                             let prefix_ok = (d == 0 || outer[d - 1])
                                 && record.steps.get(d).is_some_and(|s| s.matches(&ns, local));
+                            if prefix_ok && d + 2 == record.steps.len() {
+                                *parent_seen = true;
+                            }
                             outer.push(prefix_ok);
                             if prefix_ok && d + 1 == record.steps.len() {
                                 *in_record = Some(d);
@@ -320,6 +375,7 @@ impl XmlReader {
                         for v in values.iter() {
                             row.push(v.trim());
                         }
+                        *records += 1;
                         return Ok(Some(Locator::Line(*start_line)));
                     }
                     Some(_) => {
@@ -359,12 +415,57 @@ impl XmlReader {
                             "the document ends inside an open element".into(),
                         ));
                     }
+                    if *records == 0 && !*parent_seen {
+                        // Structure drift (an extra wrapper, a dropped
+                        // namespace) looks like an empty export: say which.
+                        let path: Vec<String> = record
+                            .steps
+                            .iter()
+                            .map(|s| match &s.ns {
+                                Some(ns) => format!("{{{ns}}}{}", s.local),
+                                None => s.local.clone(),
+                            })
+                            .collect();
+                        let what = match root {
+                            Some(r) => format!(
+                                "no element matches the record path `{}` (the document's root is <{r}>); \
+                                 has the export's structure or namespace changed?",
+                                path.join("/")
+                            ),
+                            None => "the document has no root element".to_string(),
+                        };
+                        match no_records {
+                            crate::config::connector::NoRecords::Refuse => {
+                                return Err(ParseError::Unreadable {
+                                    file: file.clone(),
+                                    reason: format!("{what} (no_records = \"refuse\")"),
+                                })
+                            }
+                            crate::config::connector::NoRecords::Warn => {
+                                if warnings.is_empty() {
+                                    warnings.push(format!("zero records: {what}"));
+                                }
+                            }
+                        }
+                    }
                     return Ok(None);
                 }
                 _ => {}
             }
         }
     }
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
