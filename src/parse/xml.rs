@@ -194,12 +194,16 @@ impl XmlReader {
         let n = read_up_to(&mut f, &mut bom).map_err(io)?;
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).map_err(io)?;
         let inner: Box<dyn Read + Send> = match &bom[..n] {
-            [0xFF, 0xFE] | [0xFE, 0xFF] => Box::new(
-                encoding_rs_io::DecodeReaderBytesBuilder::new()
+            [0xFF, 0xFE] | [0xFE, 0xFF] => {
+                let mut utf8 = encoding_rs_io::DecodeReaderBytesBuilder::new()
                     .bom_sniffing(true)
                     .strip_bom(true)
-                    .build(f),
-            ),
+                    .build(f);
+                // The declaration still says UTF-16, and quick-xml would
+                // decode the (now UTF-8) values with it: make it say UTF-8.
+                let head = utf8_declaration(&mut utf8).map_err(io)?;
+                Box::new(std::io::Cursor::new(head).chain(utf8))
+            }
             _ => Box::new(f),
         };
         let mut reader = NsReader::from_reader(Lines {
@@ -456,6 +460,40 @@ impl XmlReader {
     }
 }
 
+/// Reads the start of a transcoded document (up to the end of its XML
+/// declaration, at most 1 KiB) and rewrites the declaration's `encoding`
+/// to UTF-8. The bytes read are returned, to be put back in front.
+fn utf8_declaration(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 256];
+    while head.len() < 1024 && memchr::memmem::find(&head, b"?>").is_none() {
+        match r.read(&mut chunk)? {
+            0 => break,
+            k => head.extend_from_slice(&chunk[..k]),
+        }
+    }
+    if !head.starts_with(b"<?xml") {
+        return Ok(head);
+    }
+    let Some(end) = memchr::memmem::find(&head, b"?>") else {
+        return Ok(head);
+    };
+    let Some(at) = memchr::memmem::find(&head[..end], b"encoding") else {
+        return Ok(head);
+    };
+    let rest = &head[at..end];
+    let Some(open) = rest.iter().position(|b| *b == b'"' || *b == b'\'') else {
+        return Ok(head);
+    };
+    let quote = rest[open];
+    let Some(close) = rest[open + 1..].iter().position(|b| *b == quote) else {
+        return Ok(head);
+    };
+    let (from, to) = (at + open + 1, at + open + 1 + close);
+    head.splice(from..to, b"UTF-8".iter().copied());
+    Ok(head)
+}
+
 /// Reads until `buf` is full or the file ends; returns how much was read.
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -479,10 +517,20 @@ mod tests {
         fields: &[&str],
         ns: &[(String, String)],
     ) -> (Vec<(String, Vec<String>)>, Option<String>) {
+        read_bytes(xml.as_bytes(), record, fields, ns)
+    }
+
+    fn read_bytes(
+        xml: &[u8],
+        record: &str,
+        fields: &[&str],
+        ns: &[(String, String)],
+    ) -> (Vec<(String, Vec<String>)>, Option<String>) {
         let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(xml.as_bytes()).expect("write");
+        f.write_all(xml).expect("write");
         let fmt = XmlFormat {
             record: parse_path(record, ns).expect("record path"),
+            no_records: Default::default(),
         };
         let paths = fields
             .iter()
@@ -538,5 +586,43 @@ mod tests {
         assert_eq!(recs.len(), 1);
         let err = err.expect("malformed");
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+        let mut out = if big_endian { vec![0xFE, 0xFF] } else { vec![0xFF, 0xFE] };
+        for u in text.encode_utf16() {
+            out.extend_from_slice(&if big_endian { u.to_be_bytes() } else { u.to_le_bytes() });
+        }
+        out
+    }
+
+    #[test]
+    fn utf16_documents_are_decoded_by_their_bom() {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n<E>\n<C id=\"A-1\"><S>Zoë</S></C>\n</E>\n";
+        for be in [false, true] {
+            let (records, err) = read_bytes(&utf16(xml, be), "E/C", &["@id", "S"], &[]);
+            assert_eq!(err, None, "big endian: {be}");
+            assert_eq!(
+                records,
+                vec![("line 3".to_string(), vec!["A-1".to_string(), "Zoë".to_string()])]
+            );
+        }
+    }
+
+    #[test]
+    fn structure_drift_is_refused_and_an_empty_export_is_not() {
+        // An extra wrapper: the record path's parent never matches.
+        let (records, err) = read_all("<W><E><C id=\"1\"/></E></W>", "E/C", &["@id"], &[]);
+        assert!(records.is_empty());
+        let err = err.expect("refused");
+        assert!(err.contains("no element matches the record path `E/C`") && err.contains("<W>"), "{err}");
+        // The parent is there with no records: a valid, empty export.
+        let (records, err) = read_all("<E></E>", "E/C", &["@id"], &[]);
+        assert!(records.is_empty());
+        assert_eq!(err, None);
+        // A dropped namespace.
+        let ns = vec![("b".to_string(), "urn:b".to_string())];
+        let (_, err) = read_all("<E><C id=\"1\"/></E>", "b:E/b:C", &["@id"], &ns);
+        assert!(err.expect("refused").contains("{urn:b}E/{urn:b}C"));
     }
 }
