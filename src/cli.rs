@@ -298,7 +298,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             // so (the refusal is what it tests); either way it is said.
             for r in &results {
                 if let Some(reason) = &r.refused {
-                    let what = if r.failure.is_some() { "refused" } else { "refused, as expected" };
+                    let what = if r.failure.is_some() {
+                        "refused"
+                    } else {
+                        "refused, as expected"
+                    };
                     errln!("{}: input {what}: {reason}", r.name);
                 }
             }

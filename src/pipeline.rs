@@ -799,10 +799,12 @@ impl Records {
                         header: Some(h),
                     }));
                 }
-                Ok(reader.next_record(rec)?.map(|locator| match reader.unbalanced_quote(rec) {
-                    Some(reason) => Next::Rejected { locator, reason },
-                    None => Next::Record { locator, part: 0 },
-                }))
+                Ok(reader
+                    .next_record(rec)?
+                    .map(|locator| match reader.unbalanced_quote(rec) {
+                        Some(reason) => Next::Rejected { locator, reason },
+                        None => Next::Record { locator, part: 0 },
+                    }))
             }
             Records::Excel(r) => Ok(r.read_next()?.map(|n| match n {
                 ExcelNext::Header { part, sheet, header } => Next::Header {

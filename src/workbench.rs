@@ -324,7 +324,10 @@ impl MapReport {
             let _ = writeln!(out, "WARNING: {w}");
         }
         if let Some(f) = &self.failed {
-            let _ = writeln!(out, "FILE WOULD BE REFUSED (nothing from it would be committed): {f}");
+            let _ = writeln!(
+                out,
+                "FILE WOULD BE REFUSED (nothing from it would be committed): {f}"
+            );
         }
         out
     }

@@ -676,12 +676,17 @@ fn excel_connector(format_extra: &str) -> String {
 }
 
 fn summit_pa_mapping() -> Result<String> {
-    Ok(std::fs::read_to_string(repo().join("mappings/excel-summit-pa.toml"))?)
+    Ok(std::fs::read_to_string(
+        repo().join("mappings/excel-summit-pa.toml"),
+    )?)
 }
 
 /// Writes one PA sheet's header and rows (case, patient, decision, decided as text).
 fn pa_sheet(ws: &mut rust_xlsxwriter::Worksheet, rows: &[(&str, &str, &str, &str)]) -> Result<()> {
-    for (c, h) in ["Case #", "Patient Ref", "PA Decision", "Decision Date"].iter().enumerate() {
+    for (c, h) in ["Case #", "Patient Ref", "PA Decision", "Decision Date"]
+        .iter()
+        .enumerate()
+    {
         ws.write(0, c as u16, *h)?;
     }
     for (i, (case, pt, decision, when)) in rows.iter().enumerate() {
@@ -723,7 +728,9 @@ fn excel_hidden_sheets_are_skipped_with_a_warning_unless_included() -> Result<()
     assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
     let w = &d.warnings[0];
     assert!(
-        w.contains("PA Status - Archive") && w.contains("PA Status - Old") && w.contains("include_hidden_sheets"),
+        w.contains("PA Status - Archive")
+            && w.contains("PA Status - Old")
+            && w.contains("include_hidden_sheets"),
         "{w}"
     );
 
@@ -742,7 +749,10 @@ fn excel_hidden_sheets_are_skipped_with_a_warning_unless_included() -> Result<()
     let out = p.hubsync(&["map", "--connector", "c", path.to_str().context("utf-8 path")?])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("warning:") && stderr.contains("PA Status - Archive"), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("PA Status - Archive"),
+        "{stderr}"
+    );
     Ok(())
 }
 
@@ -769,7 +779,11 @@ fn excel_merged_cells_are_filled_down_on_request() -> Result<()> {
     let d = p.dry(&path)?;
     assert_eq!(d.milestones.len(), 1);
     assert_eq!(d.rejects.len(), 1, "{:?}", d.rejects);
-    assert!(d.rejects[0].reason.contains("case id is empty"), "{:?}", d.rejects);
+    assert!(
+        d.rejects[0].reason.contains("case id is empty"),
+        "{:?}",
+        d.rejects
+    );
 
     let p = Project::new(
         &excel_connector("fill_merged = [\"Case #\"]"),
@@ -801,10 +815,20 @@ fn excel_serial_numbers_and_date_only_cells() -> Result<()> {
     let date = rust_xlsxwriter::Format::new().set_num_format("mm/dd/yyyy");
     ws.write(1, 0, "SUM-9")?;
     ws.write_number(1, 1, 46346)?; // 2026-11-20, no date format
-    ws.write_datetime_with_format(1, 2, rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 11, 21)?, &date)?;
+    ws.write_datetime_with_format(
+        1,
+        2,
+        rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 11, 21)?,
+        &date,
+    )?;
     ws.write(2, 0, "SUM-10")?;
     ws.write(2, 1, "not a number")?;
-    ws.write_datetime_with_format(2, 2, rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 11, 22)?, &date)?;
+    ws.write_datetime_with_format(
+        2,
+        2,
+        rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 11, 22)?,
+        &date,
+    )?;
     wb.save(&path)?;
     let mapping = r#"version = 1
 [columns]
@@ -849,8 +873,13 @@ occurred_at = "datetime($decided, '%m/%d/%Y %H:%M')"
     assert!(!d.rejects[0].reason.contains("not a number"));
 
     // `excel_serial` is for date(): datetime() refuses it at load.
-    let bad = mapping.replace("date($received, 'excel_serial')", "datetime($received, 'excel_serial')");
-    let err = Project::new(&excel_connector(""), &[("pa", &bad)]).err().context("must not load")?;
+    let bad = mapping.replace(
+        "date($received, 'excel_serial')",
+        "datetime($received, 'excel_serial')",
+    );
+    let err = Project::new(&excel_connector(""), &[("pa", &bad)])
+        .err()
+        .context("must not load")?;
     assert!(err.to_string().contains("use date()"), "{err}");
     Ok(())
 }
@@ -910,7 +939,11 @@ fn xml_structure_drift_is_refused_or_warned_and_status_shows_it() -> Result<()> 
     let end = text.rfind("</hub:Export>").context("the root's end")? + "</hub:Export>".len();
     std::fs::write(
         &wrapped,
-        format!("{}<Envelope>{}</Envelope>\n", &text[..body_at], &text[body_at..end]),
+        format!(
+            "{}<Envelope>{}</Envelope>\n",
+            &text[..body_at],
+            &text[body_at..end]
+        ),
     )?;
     let mapping = std::fs::read_to_string(repo().join("mappings/xml-beacon-status.toml"))?;
     let file = wrapped.to_str().context("utf-8 path")?;
@@ -918,25 +951,44 @@ fn xml_structure_drift_is_refused_or_warned_and_status_shows_it() -> Result<()> 
     let p = Project::new(&xml_connector(""), &[("x", &mapping)])?;
     let d = p.dry(&wrapped)?;
     let reason = d.failed.context("refused")?;
-    assert!(reason.contains("no element matches the record path") && reason.contains("<Envelope>"), "{reason}");
+    assert!(
+        reason.contains("no element matches the record path") && reason.contains("<Envelope>"),
+        "{reason}"
+    );
     let out = p.hubsync(&["ingest", "--connector", "c", file])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a refused file fails the ingest:\n{stderr}");
-    assert!(stderr.contains("1 file(s) refused: cases_wrapped.xml"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "a refused file fails the ingest:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("1 file(s) refused: cases_wrapped.xml"),
+        "{stderr}"
+    );
     let status = p.hubsync(&["status"])?;
     let shown = String::from_utf8_lossy(&status.stdout);
-    assert!(shown.contains("failed") && shown.contains("error: cases_wrapped.xml: no element matches"), "{shown}");
+    assert!(
+        shown.contains("failed") && shown.contains("error: cases_wrapped.xml: no element matches"),
+        "{shown}"
+    );
 
     let p = Project::new(&xml_connector("no_records = \"warn\""), &[("x", &mapping)])?;
     let d = p.dry(&wrapped)?;
     assert_eq!(d.failed, None);
-    assert!(d.warnings.iter().any(|w| w.contains("zero records")), "{:?}", d.warnings);
+    assert!(
+        d.warnings.iter().any(|w| w.contains("zero records")),
+        "{:?}",
+        d.warnings
+    );
     let out = p.hubsync(&["ingest", "--connector", "c", file])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("warning: zero records"), "{stderr}");
     let status = p.hubsync(&["status"])?;
     let shown = String::from_utf8_lossy(&status.stdout);
-    assert!(shown.contains("done") && shown.contains("warning: zero records"), "{shown}");
+    assert!(
+        shown.contains("done") && shown.contains("warning: zero records"),
+        "{shown}"
+    );
     Ok(())
 }

@@ -421,7 +421,6 @@ async fn dry_run_writes_nothing() {
 
 // ------------------------------------- honest exit codes and coverage (issue 13)
 
-#[allow(dead_code)]
 mod malformed_support;
 
 /// Format keys of another kind (`delimiter`, `encoding`, `skip_lines`,
@@ -497,31 +496,48 @@ fn a_workbook_refused_part_way_maps_nothing_and_fails_the_command() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(!out.status.success(), "exit 0 on a refused file:\n{stdout}\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "exit 0 on a refused file:\n{stdout}\n{stderr}"
+    );
     assert!(
         !stdout.lines().any(|l| l.contains("\"kind\":\"milestone\"")),
         "milestones from a refused file:\n{stdout}"
     );
     let summary = stdout.lines().last().expect("a summary line");
-    assert!(summary.contains("\"file_refused\":\"shared_string_out_of_range.xlsx"), "{summary}");
+    assert!(
+        summary.contains("\"file_refused\":\"shared_string_out_of_range.xlsx"),
+        "{summary}"
+    );
     assert!(summary.contains("\"emitted\":0"), "{summary}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one clear line:\n{stderr}");
     assert!(
-        lines[0].starts_with("error: ") && lines[0].contains("would be refused") && lines[0].contains("shared-string index"),
+        lines[0].starts_with("error: ")
+            && lines[0].contains("would be refused")
+            && lines[0].contains("shared-string index"),
         "{stderr}"
     );
 
     let out = run(&hub, &["parse", "--connector", "acme-xlsx", f]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("1 file(s) refused") && stderr.contains("shared_string_out_of_range.xlsx"), "{stderr}");
+    assert!(
+        stderr.contains("1 file(s) refused") && stderr.contains("shared_string_out_of_range.xlsx"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // A good file still exits 0.
     let good = repo().join("fixtures/acme-hub/status_20261122.csv");
-    let out = run(&hub, &["map", "--connector", "acme-hub", good.to_str().expect("utf-8")]);
+    let out = run(
+        &hub,
+        &["map", "--connector", "acme-hub", good.to_str().expect("utf-8")],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -551,7 +567,11 @@ fn coverage_is_per_mapping_and_per_record() {
     };
     std::fs::write(
         root.join("mappings/refs.toml"),
-        mapping("Status", "REF = \"referral.received\", Approved = \"pa.pended\"", ""),
+        mapping(
+            "Status",
+            "REF = \"referral.received\", Approved = \"pa.pended\"",
+            "",
+        ),
     )
     .expect("refs");
     std::fs::write(
@@ -583,7 +603,11 @@ fn coverage_is_per_mapping_and_per_record() {
 
     let out = run(&hub, &["map", "--connector", "wb", file.to_str().expect("utf-8")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let coverage: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
@@ -620,11 +644,30 @@ fn unmapped_codes_are_masked_by_shape() {
     lines[1] = shifted.join(",");
     let file = hub.root().join("shifted.csv");
     std::fs::write(&file, lines.join("\n") + "\n").expect("write");
-    let out = run(&hub, &["map", "--connector", "acme-hub", file.to_str().expect("utf-8")]);
+    let out = run(
+        &hub,
+        &["map", "--connector", "acme-hub", file.to_str().expect("utf-8")],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("02/29/1952"), "a DOB verbatim:\n{stdout}");
-    assert!(stdout.contains("\"unmapped\":{\"<2 digits/2 digits/4 digits>\":1}"), "{stdout}");
-    let out = run(&hub, &["map", "--connector", "acme-hub", "--format", "table", file.to_str().expect("utf-8")]);
+    assert!(
+        stdout.contains("\"unmapped\":{\"<2 digits/2 digits/4 digits>\":1}"),
+        "{stdout}"
+    );
+    let out = run(
+        &hub,
+        &[
+            "map",
+            "--connector",
+            "acme-hub",
+            "--format",
+            "table",
+            file.to_str().expect("utf-8"),
+        ],
+    );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(!table.contains("02/29/1952") && table.contains("unmapped codes: <2 digits/2 digits/4 digits>×1"), "{table}");
+    assert!(
+        !table.contains("02/29/1952") && table.contains("unmapped codes: <2 digits/2 digits/4 digits>×1"),
+        "{table}"
+    );
 }

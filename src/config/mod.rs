@@ -1021,11 +1021,12 @@ fn load_format(
             };
             let include_hidden = f.include_hidden_sheets.as_ref().is_some_and(|b| *b.get_ref());
             let fill = |own: &Option<Spanned<Vec<String>>>| -> Vec<String> {
-                own.as_ref()
-                    .or(f.fill_merged.as_ref())
-                    .map_or(Vec::new(), |l| {
-                        l.get_ref().iter().map(|h| crate::map::normalize_header(h)).collect()
-                    })
+                own.as_ref().or(f.fill_merged.as_ref()).map_or(Vec::new(), |l| {
+                    l.get_ref()
+                        .iter()
+                        .map(|h| crate::map::normalize_header(h))
+                        .collect()
+                })
             };
             let mut rules = Vec::new();
             match &f.sheets {
@@ -1143,7 +1144,10 @@ fn load_format(
             match crate::parse::xml::parse_path(record.get_ref(), &mapping.namespaces) {
                 Ok(p) if p.attr.is_none() => Some(Format::Xml(crate::parse::xml::XmlFormat {
                     record: p,
-                    no_records: f.no_records.as_ref().map_or_else(Default::default, |n| *n.get_ref()),
+                    no_records: f
+                        .no_records
+                        .as_ref()
+                        .map_or_else(Default::default, |n| *n.get_ref()),
                 })),
                 Ok(_) => {
                     diags.push(src.diag(record.span(), "`record` names an element, not an attribute"));

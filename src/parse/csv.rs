@@ -30,16 +30,26 @@ impl CsvFormat {
                 Err((s.span(), format!("{what} must be one ASCII character")))
             }
         };
-        let delimiter = spec.delimiter.as_ref().map_or(Ok(b','), |d| one_byte(d, "delimiter"))?;
+        let delimiter = spec
+            .delimiter
+            .as_ref()
+            .map_or(Ok(b','), |d| one_byte(d, "delimiter"))?;
         let quote = spec.quote.as_ref().map_or(Ok(b'"'), |q| one_byte(q, "quote"))?;
         if delimiter == quote {
-            let span = spec.quote.as_ref().or(spec.delimiter.as_ref()).map_or(0..0, |s| s.span());
+            let span = spec
+                .quote
+                .as_ref()
+                .or(spec.delimiter.as_ref())
+                .map_or(0..0, |s| s.span());
             return Err((span, "quote and delimiter must differ".into()));
         }
         Ok(CsvFormat {
             delimiter,
             quote,
-            encoding: spec.encoding.as_ref().map_or_else(Default::default, |e| *e.get_ref()),
+            encoding: spec
+                .encoding
+                .as_ref()
+                .map_or_else(Default::default, |e| *e.get_ref()),
             skip_lines: spec.skip_lines.as_ref().map_or(0, |s| *s.get_ref()),
         })
     }
@@ -249,9 +259,7 @@ impl CsvReader {
         if rec.len() >= self.header.len() {
             return None;
         }
-        let spans_lines = rec
-            .iter()
-            .any(|f| memchr::memchr2(b'\n', b'\r', f).is_some());
+        let spans_lines = rec.iter().any(|f| memchr::memchr2(b'\n', b'\r', f).is_some());
         spans_lines.then(|| {
             format!(
                 "an unbalanced quote: the record has {} of the header's {} fields and a field \
@@ -417,7 +425,11 @@ mod line_tests {
         // header CRLF, lone CR, a quoted field over two lines (LF), CRLF, LF.
         let data = b"A,B\r\n1,x\r2,\"two\nlines\"\r\n3,y\n4,z\r";
         for one_byte in [false, true] {
-            assert_eq!(lines_of(data, one_byte), [1, 2, 3, 5, 6], "one byte per read: {one_byte}");
+            assert_eq!(
+                lines_of(data, one_byte),
+                [1, 2, 3, 5, 6],
+                "one byte per read: {one_byte}"
+            );
         }
     }
 
@@ -456,7 +468,10 @@ mod line_tests {
         let mut rec = csv::ByteRecord::new();
         assert_eq!(r.next_record(&mut rec).expect("rec"), Some(Locator::Line(2)));
         let why = r.unbalanced_quote(&rec).expect("named");
-        assert!(why.contains("unbalanced quote") && why.contains("2 of the header's 3"), "{why}");
+        assert!(
+            why.contains("unbalanced quote") && why.contains("2 of the header's 3"),
+            "{why}"
+        );
         // A legitimate quoted field over two lines, with every field there.
         let mut f = tempfile::NamedTempFile::new().expect("temp file");
         f.write_all(b"A,B\n1,\"two\nlines\"\n").expect("write");

@@ -316,8 +316,7 @@ impl std::io::Write for FormulaScan {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.active && !self.found {
             let hit = |b: &[u8]| {
-                memchr::memmem::find_iter(b, b"<f")
-                    .any(|i| matches!(b.get(i + 2), Some(b'>' | b' ' | b'/')))
+                memchr::memmem::find_iter(b, b"<f").any(|i| matches!(b.get(i + 2), Some(b'>' | b' ' | b'/')))
             };
             let head = &buf[..buf.len().min(3)];
             let mut seam = std::mem::take(&mut self.tail);
@@ -401,7 +400,10 @@ fn read_workbook(
             } else {
                 ""
             };
-            return Err(unreadable(file, format!("{what}{hint}; sheets: {}", names.join(", "))));
+            return Err(unreadable(
+                file,
+                format!("{what}{hint}; sheets: {}", names.join(", ")),
+            ));
         }
     }
     if !hidden_skipped.is_empty() {

@@ -589,9 +589,17 @@ mod tests {
     }
 
     fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
-        let mut out = if big_endian { vec![0xFE, 0xFF] } else { vec![0xFF, 0xFE] };
+        let mut out = if big_endian {
+            vec![0xFE, 0xFF]
+        } else {
+            vec![0xFF, 0xFE]
+        };
         for u in text.encode_utf16() {
-            out.extend_from_slice(&if big_endian { u.to_be_bytes() } else { u.to_le_bytes() });
+            out.extend_from_slice(&if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            });
         }
         out
     }
@@ -615,7 +623,10 @@ mod tests {
         let (records, err) = read_all("<W><E><C id=\"1\"/></E></W>", "E/C", &["@id"], &[]);
         assert!(records.is_empty());
         let err = err.expect("refused");
-        assert!(err.contains("no element matches the record path `E/C`") && err.contains("<W>"), "{err}");
+        assert!(
+            err.contains("no element matches the record path `E/C`") && err.contains("<W>"),
+            "{err}"
+        );
         // The parent is there with no records: a valid, empty export.
         let (records, err) = read_all("<E></E>", "E/C", &["@id"], &[]);
         assert!(records.is_empty());

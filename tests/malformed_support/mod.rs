@@ -332,7 +332,9 @@ fn shared_string_out_of_range(dir: &Path) -> PathBuf {
     second[0] = "MF-0002";
     let z = with_sheet_xml(&mut workbook(&[XROW, second, third]), |xml| {
         // Row 4's first cell: `<c r="A4" t="s"><v>N</v></c>`.
-        let at = xml.find("<c r=\"A4\" t=\"s\"><v>").expect("A4 is a shared string");
+        let at = xml
+            .find("<c r=\"A4\" t=\"s\"><v>")
+            .expect("A4 is a shared string");
         let start = at + "<c r=\"A4\" t=\"s\"><v>".len();
         let end = start + xml[start..].find("</v>").expect("end of A4");
         format!("{}9999{}", &xml[..start], &xml[end..])
