@@ -671,3 +671,19 @@ fn unmapped_codes_are_masked_by_shape() {
         "{table}"
     );
 }
+
+/// `fill_merged` names headers the mapping reads: a typo is a diagnostic,
+/// not a fill that silently never happens.
+#[test]
+fn fill_merged_names_a_header_of_the_mapping() {
+    let c = CONNECTOR.replace("kind = \"csv\"", "kind = \"excel\"\nfill_merged = [\"Case Idd\"]");
+    let d = diagnostics(CONFIG, &c, MAPPING, true);
+    assert_at(
+        &d,
+        "c.toml",
+        &c,
+        "[\"Case Idd\"]",
+        0,
+        "`fill_merged` names `Case Idd`, which is not a header of mapping `m`",
+    );
+}

@@ -1020,14 +1020,37 @@ fn load_format(
                 }
             };
             let include_hidden = f.include_hidden_sheets.as_ref().is_some_and(|b| *b.get_ref());
-            let fill = |own: &Option<Spanned<Vec<String>>>| -> Vec<String> {
-                own.as_ref().or(f.fill_merged.as_ref()).map_or(Vec::new(), |l| {
-                    l.get_ref()
+            // A name to fill must be a header the sheet's mapping reads (a
+            // typo would silently fill nothing).
+            let fill =
+                |own: &Option<Spanned<Vec<String>>>, m: &Mapping, diags: &mut Diagnostics| -> Vec<String> {
+                    let Some(list) = own.as_ref().or(f.fill_merged.as_ref()) else {
+                        return Vec::new();
+                    };
+                    let known: Vec<String> = m
+                        .columns
+                        .iter()
+                        .flat_map(|c| std::iter::once(&c.header).chain(&c.aliases))
+                        .map(|h| crate::map::normalize_header(h))
+                        .collect();
+                    let names: Vec<String> = list
+                        .get_ref()
                         .iter()
                         .map(|h| crate::map::normalize_header(h))
-                        .collect()
-                })
-            };
+                        .collect();
+                    for (raw, n) in list.get_ref().iter().zip(&names) {
+                        if !known.contains(n) {
+                            diags.push(src.diag(
+                                list.span(),
+                                format!(
+                                    "`fill_merged` names `{raw}`, which is not a header of mapping `{}`",
+                                    m.name
+                                ),
+                            ));
+                        }
+                    }
+                    names
+                };
             let mut rules = Vec::new();
             match &f.sheets {
                 None => {
@@ -1036,7 +1059,7 @@ fn load_format(
                         SheetRule {
                             select: SheetSelect::Index(0),
                             header: default_header(&None, &None, mapping),
-                            fill_merged: fill(&None),
+                            fill_merged: fill(&None, mapping, diags),
                             include_hidden,
                         },
                         mapping.clone(),
@@ -1092,7 +1115,7 @@ fn load_format(
                                 SheetRule {
                                     select,
                                     header,
-                                    fill_merged: fill(&sh.fill_merged),
+                                    fill_merged: fill(&sh.fill_merged, &m, diags),
                                     include_hidden,
                                 },
                                 m,
