@@ -687,3 +687,68 @@ fn fill_merged_names_a_header_of_the_mapping() {
         "`fill_merged` names `Case Idd`, which is not a header of mapping `m`",
     );
 }
+
+/// `hubsync test`: a mapping test whose expected output is the refusal
+/// passes (the refusal is what it tests), and stderr names each refused
+/// input; a refusal the expected output does not declare fails the run.
+#[test]
+fn mapping_tests_name_refused_inputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    for sub in ["connectors", "mappings", "mappings/tests"] {
+        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+        for e in std::fs::read_dir(repo().join(sub)).expect("read dir").flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), root.join(sub).join(e.file_name())).expect("copy");
+            }
+        }
+    }
+    std::fs::copy(repo().join("config.example.toml"), root.join("config.toml")).expect("config");
+    // Inputs are relative to the test files: point them at the repo's fixtures.
+    for e in std::fs::read_dir(root.join("mappings/tests"))
+        .expect("tests")
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            let t = std::fs::read_to_string(e.path()).expect("read");
+            let fixed = t.replace("../../fixtures/", &format!("{}/fixtures/", repo().display()));
+            std::fs::write(e.path(), fixed).expect("write");
+        }
+    }
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["test", "--config"])
+            .arg(root.join("config.toml"))
+            .env("HUBSYNC_PSEUDONYM_KEY", support::PSEUDONYM_KEY)
+            .env("HUBSYNC_LOCAL_SECRET", support::SECRET)
+            .output()
+            .expect("run test")
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("excel-summit_corrupt: input refused, as expected:"),
+        "{stderr}"
+    );
+    // Expect a good output from the corrupt workbook: the refusal is now a failure.
+    let good = std::fs::read_to_string(root.join("mappings/tests/excel-summit_weekly.expected.jsonl"))
+        .expect("read");
+    std::fs::write(
+        root.join("mappings/tests/excel-summit_corrupt.expected.jsonl"),
+        good,
+    )
+    .expect("write");
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("excel-summit_corrupt: input refused:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 mapping test(s) failed"), "{stderr}");
+}
