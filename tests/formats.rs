@@ -992,3 +992,23 @@ fn xml_structure_drift_is_refused_or_warned_and_status_shows_it() -> Result<()> 
     );
     Ok(())
 }
+
+/// A formula whose cached value is the empty string computed "" (an
+/// `IF(…, "", …)`): it is an empty cell, not an uncalculated formula.
+#[test]
+fn excel_formula_computing_empty_text_is_not_uncalculated() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("empty-formula.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet().set_name("PA")?;
+    pa_sheet(ws, &[("SUM-8", "P-8", "Approved", "11/19/2026 10:00")])?;
+    ws.write(0, 4, "Auth Expires")?;
+    ws.write_formula(1, 4, "=IF(1=1,\"\",\"05/19/2027\")")?;
+    ws.set_formula_result(1, 4, "");
+    wb.save(&path)?;
+    let p = Project::new(&excel_connector(""), &[("pa", &summit_pa_mapping()?)])?;
+    let d = p.dry(&path)?;
+    assert!(d.rejects.is_empty(), "{:?}", d.rejects);
+    assert_eq!(d.milestones.len(), 1);
+    Ok(())
+}

@@ -577,16 +577,8 @@ impl SheetState<'_> {
         }
     }
 
-    /// Marks the row's empty formula cells, and carries merged values down
-    /// into the fill columns.
+    /// Carries merged values down into the fill columns.
     fn fill(&mut self, index: u32, row: &mut Row) {
-        if !self.formulas.is_empty() {
-            for c in 0..row.len() {
-                if row.get(c).is_some_and(str::is_empty) && self.formulas.contains(&(index, c as u32)) {
-                    row.mark_uncalculated(c);
-                }
-            }
-        }
         if self.fill_cols.is_empty() || self.merges.is_empty() {
             return;
         }
@@ -726,6 +718,11 @@ fn stream_cells<'a>(
         while first_col < c {
             row.push("");
             first_col += 1;
+        }
+        // No value at all (not an empty string: a formula may compute "")
+        // in a formula cell: the formula was never calculated.
+        if matches!(cell.get_value(), DataRef::Empty) && st.formulas.contains(&(r, c)) {
+            row.mark_uncalculated(row.len());
         }
         push_cell(&mut row, from_ref(cell.get_value()));
         first_col = c + 1;
