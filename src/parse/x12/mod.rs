@@ -27,12 +27,13 @@
 //! [`paths`] compiles and resolves mapping paths, [`reader`] is pass 2.
 
 mod envelope;
+pub mod guides;
 mod paths;
 mod reader;
 mod tokenizer;
 
 pub use envelope::{validate, validate_stream, Verdicts};
-pub use paths::{parse_path, Rep, X12Path, SEGMENTS};
+pub use paths::{parse_path, parse_path_in, Rep, X12Path, SEGMENTS};
 pub use reader::{X12Next, X12Reader};
 pub use tokenizer::{split_elements, Broken, Delims, TokenError, Tokenizer};
 
@@ -68,6 +69,12 @@ pub struct X12Format {
     /// HL03 level codes that start a record; empty means the default for the
     /// transaction set (278: EV; others: 22 and 23).
     pub record_levels: Vec<String>,
+    /// ST01 transaction sets the connector accepts; others are refused with
+    /// their reason. Empty: any (the mapping's `transaction` by default).
+    pub transaction_sets: Vec<String>,
+    /// Purpose codes (BHT02; BPT01 for an 867) the connector accepts, e.g.
+    /// `11` for responses only. Empty: any.
+    pub purposes: Vec<String>,
 }
 
 // ---------------------------------------------------------------- helpers

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::ops::Range;
 
+use super::guides::{Transaction, ENVELOPE};
 use super::Delims;
 
 // ---------------------------------------------------------------- paths
@@ -22,6 +23,9 @@ pub enum Rep {
 /// A compiled X12 path: `NM1[01=IL]/NM109`, `HCR01`, `UM04.1`, `EB03#*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct X12Path {
+    /// The loop the segment must be in (`2100A`), from the transaction's
+    /// table ([`super::guides`]); `None`: the nearest match, see the reader.
+    pub scope: Option<String>,
     pub segment: String,
     pub qualifier: Option<(usize, String)>,
     pub element: usize,
@@ -99,14 +103,120 @@ pub const SEGMENTS: &[(&str, usize)] = &[
     ("UM", 10),
     ("BSN", 7),
     ("TD5", 15),
-    ("DTM", 6),
+    // 278 clinical segments the loop tables name.
+    ("CR4", 29),
+    ("CR7", 3),
+    ("CR8", 9),
+    // 867 product transfer and resale.
+    ("BPT", 12),
+    ("CUR", 21),
+    ("MEA", 10),
+    ("PSA", 4),
+    ("CTT", 7),
+    ("N2", 2),
+    ("N9", 7),
+    ("PRF", 8),
+    ("MAN", 6),
+    ("LCD", 6),
+    ("SII", 9),
+    ("PO3", 8),
+    ("PO4", 18),
+    ("UIT", 3),
+    ("ITA", 19),
+    ("PID", 9),
+    ("PKG", 6),
+    ("LM", 2),
 ];
 
 /// Parses and checks an X12 path. Errors carry a byte span inside `src`.
 pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
+    parse_path_in(src, None)
+}
+
+/// Parses an X12 path and, when the mapping names its transaction, checks
+/// that the loop and the segment exist in that transaction's table.
+pub fn parse_path_in(src: &str, t: Option<&Transaction>) -> Result<X12Path, (Range<usize>, String)> {
     let bad = |r: Range<usize>, m: &str| Err((r, m.to_string()));
-    let s = src.trim();
-    let lead = src.len() - src.trim_start().len();
+    let trimmed = src.trim();
+    let lead0 = src.len() - src.trim_start().len();
+    // Optional `LOOP/` scope: a first part without a selector's `[`.
+    let (scope, s, lead) = match trimmed.split_once('/') {
+        Some((first, rest)) if !first.contains('[') && !rest.is_empty() => {
+            if first.is_empty() || !first.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return bad(
+                    lead0..lead0 + first.len().max(1),
+                    "a loop is written as its id from the implementation guide, e.g. 2100A/NM1[01=PR]/NM103",
+                );
+            }
+            (Some((first, lead0)), rest, lead0 + first.len() + 1)
+        }
+        _ => (None, trimmed, lead0),
+    };
+    let path = parse_unscoped(s, lead)?;
+    let path = X12Path {
+        scope: scope.map(|(l, _)| l.to_string()),
+        ..path
+    };
+    if let Some(t) = t {
+        let seg_at = lead + s.find(path.segment.as_str()).unwrap_or(0);
+        let seg_span = seg_at..seg_at + path.segment.len();
+        let envelope = ENVELOPE.contains(&path.segment.as_str());
+        match scope {
+            Some((l, at)) => {
+                let Some(i) = t.loop_index(l) else {
+                    let ids: Vec<String> = t.loops.iter().map(|l| l.id.to_string()).collect();
+                    let hint = crate::map::expr::closest(l, &ids)
+                        .map(|c| format!(" (did you mean {c}?)"))
+                        .unwrap_or_default();
+                    return bad(
+                        at..at + l.len(),
+                        &format!(
+                            "the {} ({}) has no loop {l}{hint}; its loops: {}",
+                            t.id,
+                            t.name,
+                            ids.join(", ")
+                        ),
+                    );
+                };
+                let def = &t.loops[i];
+                if !def.segments.contains(&path.segment.as_str()) {
+                    let elsewhere: Vec<&str> = t
+                        .loops
+                        .iter()
+                        .filter(|d| d.segments.contains(&path.segment.as_str()))
+                        .map(|d| d.id)
+                        .collect();
+                    let hint = if elsewhere.is_empty() {
+                        format!("; the {} has no {} segment at all", t.id, path.segment)
+                    } else {
+                        format!("; {} is in {}", path.segment, elsewhere.join(", "))
+                    };
+                    return bad(
+                        seg_span,
+                        &format!(
+                            "loop {l} ({}) has no {} segment (its segments: {}){hint}",
+                            def.name,
+                            path.segment,
+                            def.segments.join(", ")
+                        ),
+                    );
+                }
+            }
+            None if !envelope && !t.has_segment(&path.segment) => {
+                return bad(
+                    seg_span,
+                    &format!("the {} ({}) has no {} segment", t.id, t.name, path.segment),
+                );
+            }
+            None => {}
+        }
+    }
+    Ok(path)
+}
+
+/// `SEG[NN=VALUE]/SEGnn.c#r`, its spans offset by `lead` into the source.
+fn parse_unscoped(s: &str, lead: usize) -> Result<X12Path, (Range<usize>, String)> {
+    let bad = |r: Range<usize>, m: &str| Err((r, m.to_string()));
     // Optional `SEG[NN=VALUE]/` selector.
     let (qualifier, rest, rest_at, sel_seg) = match s.find('/') {
         Some(slash) => {
@@ -231,7 +341,14 @@ pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
     } else if !tail.is_empty() {
         return bad(at..at + tail.len(), "unexpected text after the element reference");
     }
+    if seg == "BIN" && element == 2 && (component.is_some() || repetition != Rep::First) {
+        return bad(
+            rest_at..rest_at + rest.len(),
+            "BIN02 is a binary payload taken whole by its length (BIN01): it has no components or repetitions",
+        );
+    }
     Ok(X12Path {
+        scope: None,
         segment: seg.to_string(),
         qualifier,
         element,
@@ -242,6 +359,9 @@ pub fn parse_path(src: &str) -> Result<X12Path, (Range<usize>, String)> {
 
 impl fmt::Display for X12Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(l) = &self.scope {
+            write!(f, "{l}/")?;
+        }
         if let Some((n, v)) = &self.qualifier {
             write!(f, "{}[{n:02}={v}]/", self.segment)?;
         }
@@ -281,6 +401,11 @@ fn reps(raw: &[u8], sep: Option<u8>) -> impl Iterator<Item = Range<usize>> + '_ 
 
 /// Writes the part of element `raw` that `path` selects, decoded.
 pub(super) fn write_element(out: &mut String, raw: &[u8], path: &X12Path, d: Delims) {
+    if path.segment == "BIN" && path.element == 2 {
+        // A binary payload is opaque: delimiter bytes inside it are data.
+        decode_into(out, raw);
+        return;
+    }
     let component = |part: &'_ [u8]| -> Range<usize> {
         match (path.component, d.component) {
             (None, _) => 0..part.len(),
