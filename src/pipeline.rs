@@ -900,6 +900,8 @@ pub struct DryRun {
     pub counts: Counts,
     /// Set when the whole file would be refused.
     pub failed: Option<String>,
+    /// Warnings that refuse nothing (X12 envelope versions that disagree).
+    pub warnings: Vec<String>,
 }
 
 /// Maps `path` with `connector`'s mapping, writing nothing.
@@ -931,7 +933,10 @@ pub fn dry_run_with(
         sha256,
         marker: None,
     };
-    let mut out = DryRun::default();
+    let mut out = DryRun {
+        warnings: format_warnings(connector, path),
+        ..DryRun::default()
+    };
     let mut emit = |c: Chunk| {
         out.counts.add(&c.counts);
         out.counts.emitted += c
@@ -979,13 +984,29 @@ pub struct ParseCount {
     pub headers: u64,
     /// Set when the parser gave up on the file.
     pub failed: Option<String>,
+    /// Warnings that refuse nothing (X12 envelope versions that disagree).
+    pub warnings: Vec<String>,
+}
+
+/// The format's file-level warnings (X12: envelope versions), for the dry
+/// run and `parse`; the daemon logs them when it opens the file.
+fn format_warnings(connector: &Connector, path: &std::path::Path) -> Vec<String> {
+    match &connector.format {
+        Format::X12(fmt) => crate::parse::x12::validate(path, fmt)
+            .map(|v| v.warnings)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// Streams `path` through `connector`'s parser only (no mapping, no hashing,
 /// no store): does the file parse, and how fast is the parser on its own.
 pub fn parse_only(connector: &Connector, path: &std::path::Path) -> Result<ParseCount, PipelineError> {
     const KEEP_REASONS: usize = 10;
-    let mut out = ParseCount::default();
+    let mut out = ParseCount {
+        warnings: format_warnings(connector, path),
+        ..ParseCount::default()
+    };
     let mut reader = match Records::open(connector, path) {
         Ok(r) => r,
         Err(ParseError::Io { source, .. }) => return Err(PipelineError::Io(source.to_string())),

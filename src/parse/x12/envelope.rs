@@ -19,6 +19,65 @@ pub struct Verdicts {
     pub bad_groups: HashMap<u32, String>,
     pub bad_sets: HashMap<u32, String>,
     pub sets: u32,
+    /// Facts worth a warning that refuse nothing: envelope versions that
+    /// disagree (ISA12, GS08, ST03), a guide that is not the transaction's.
+    pub warnings: Vec<String>,
+}
+
+/// Compares the envelope's versions for one transaction set. ISA12 names
+/// the envelope version (`00501`), GS08 and ST03 the implementation guide
+/// (`005010X279A1`); ST03 wins when present (x12.md), so a disagreement is
+/// a warning, not a refusal.
+fn version_warnings(
+    v: &mut Verdicts,
+    isa12: &[u8],
+    gs08: &[u8],
+    st01: &[u8],
+    st03: &[u8],
+    at: &dyn Fn() -> String,
+) {
+    let guide = if st03.is_empty() { gs08 } else { st03 };
+    let mut warn = |what: String| {
+        if v.warnings.len() < MAX_WARNINGS {
+            v.warnings.push(format!("{}: {what}", at()));
+        }
+    };
+    if gs08.len() >= 5 && !isa12.is_empty() && gs08[..5] != *isa12 {
+        warn(format!(
+            "envelope versions disagree: ISA12={} but GS08={}",
+            show(isa12),
+            show_long(gs08)
+        ));
+    }
+    if !st03.is_empty() && !gs08.is_empty() && st03 != gs08 {
+        warn(format!(
+            "envelope versions disagree: GS08={} but ST03={} (ST03 is used)",
+            show_long(gs08),
+            show_long(st03)
+        ));
+    }
+    if let Some(t) = super::guides::transaction(st01) {
+        if guide.contains(&b'X') && !t.guides.iter().any(|g| g.as_bytes() == guide) {
+            warn(format!(
+                "{} is not an implementation guide of the {} (ST01={}; expected {})",
+                show_long(guide),
+                t.name,
+                t.id,
+                t.guides.join(", ")
+            ));
+        }
+    }
+}
+
+/// Warnings kept per file: the first few tell the story.
+const MAX_WARNINGS: usize = 20;
+
+/// A version or guide id (up to 12 characters), shown safely.
+fn show_long(b: &[u8]) -> String {
+    b.iter()
+        .take(16)
+        .map(|c| if c.is_ascii_graphic() { *c as char } else { '?' })
+        .collect()
 }
 
 #[derive(Default)]
@@ -79,6 +138,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
     let mut gs: Option<OpenGs> = None;
     let mut st: Option<OpenSt> = None;
     let mut elems: Vec<(u32, u32)> = Vec::with_capacity(32);
+    // Reused buffers: the versions of the open interchange and group.
+    let mut isa12: Vec<u8> = Vec::with_capacity(8);
+    let mut gs08: Vec<u8> = Vec::with_capacity(16);
     let outside = |what: &[u8], seg: u64| ParseError::Unreadable {
         file: file.to_string(),
         reason: format!("segment {seg} ({}) is outside any interchange", show(what)),
@@ -113,6 +175,8 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                 }
                 n.interchange += 1;
                 v.interchanges += 1;
+                isa12.clear();
+                isa12.extend_from_slice(e(12).trim_ascii());
                 isa = Some(OpenIsa {
                     ordinal: n.interchange,
                     isa13: Ctl::new(e(13)),
@@ -136,6 +200,8 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                 }
                 i.groups += 1;
                 n.group += 1;
+                gs08.clear();
+                gs08.extend_from_slice(e(8).trim_ascii());
                 gs = Some(OpenGs {
                     ordinal: n.group,
                     gs06: Ctl::new(e(6)),
@@ -167,6 +233,21 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                     });
                 }
                 g.sets += 1;
+                version_warnings(
+                    &mut v,
+                    &isa12,
+                    &gs08,
+                    e(1).trim_ascii(),
+                    e(3).trim_ascii(),
+                    &|| {
+                        format!(
+                            "transaction set ST02={} (ISA13={}, GS06={})",
+                            show(e(2)),
+                            i.isa13,
+                            g.gs06
+                        )
+                    },
+                );
                 st = Some(OpenSt {
                     ordinal: n.set,
                     st02: Ctl::new(e(2)),

@@ -177,6 +177,9 @@ impl X12Reader {
     pub fn open(path: &Path, fmt: &X12Format, paths: Vec<X12Path>) -> Result<X12Reader, ParseError> {
         let verdicts = validate(path, fmt)?;
         let file = file_label(path);
+        for w in &verdicts.warnings {
+            tracing::warn!(file = %file, "{w}");
+        }
         let f = File::open(path).map_err(|source| ParseError::Io {
             file: file.clone(),
             source,
@@ -472,10 +475,15 @@ impl X12Reader {
                     self.set_segment += 1;
                     // Popped HL and record loops leave the store; closed
                     // non-HL loops stay, as part of their enclosing loop.
+                    // Nothing inside the open record goes (a 278's first
+                    // service, when its second starts): the record is cut
+                    // as a whole once it is emitted.
+                    let keep_from = self.record.as_ref().map_or(usize::MAX, |r| r.start);
                     if let Some(cut) = self.stack[p.keep.min(self.stack.len())..]
                         .iter()
                         .find(|o| o.hl.is_some() || o.unit != Unit::Context)
                         .map(|o| o.start)
+                        .filter(|c| *c < keep_from)
                     {
                         self.store.truncate(cut);
                     }
