@@ -38,6 +38,8 @@ pub use reader::{X12Next, X12Reader};
 pub use tokenizer::{split_elements, Broken, Delims, TokenError, Tokenizer};
 
 #[cfg(test)]
+use super::Row;
+#[cfg(test)]
 use paths::write_element;
 
 use super::Ctl;
@@ -270,6 +272,31 @@ mod tests {
         assert_eq!(get(b"1^33^88", "EB03#2"), "33");
         assert_eq!(get(b"1^33^88", "EB03"), "1");
         assert_eq!(get(b"Caf\xe9", "NM103"), "Café");
+    }
+
+    /// BIN02 is taken whole, by BIN01's length: the separators inside a
+    /// binary payload are data (issue 18).
+    #[test]
+    fn bin_payload_reaches_the_mapping_whole() {
+        let text = format!(
+            "{}GS*PI*A*B*20261124*0900*9*X*005010X210~ST*275*0001*005010X210~BIN*10*a~b*c:d^ef~SE*3*0001~GE*1*9~IEA*1*000000009~",
+            isa('*', '^', ':', '~', "000000009")
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("275.x12");
+        std::fs::write(&path, text).expect("write fixture");
+        let paths = vec![
+            parse_path("BIN01").expect("valid"),
+            parse_path("BIN02").expect("valid"),
+        ];
+        let mut r = X12Reader::open(&path, &X12Format::default(), paths).expect("opens");
+        let mut row = Row::new();
+        let next = r.next(&mut row).expect("reads");
+        assert!(matches!(next, Some(X12Next::Record(_))), "{next:?}");
+        assert_eq!(row.get(0), Some("10"));
+        assert_eq!(row.get(1), Some("a~b*c:d^ef"));
+        assert!(parse_path("BIN02.1").is_err(), "no components in a payload");
+        assert!(parse_path("BIN02#*").is_err(), "no repetitions in a payload");
     }
 
     fn envelope(body: &str, se_count: usize) -> String {

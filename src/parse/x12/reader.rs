@@ -131,8 +131,8 @@ pub enum X12Next {
 pub struct X12Reader {
     tok: Box<Tokenizer<File>>,
     file: String,
-    verdicts: Verdicts,
-    fmt: X12Format,
+    verdicts: Box<Verdicts>,
+    fmt: Box<X12Format>,
     paths: Vec<X12Path>,
     /// Per path, its scope's loop index in the current set's table.
     scopes: Vec<u16>,
@@ -187,8 +187,8 @@ impl X12Reader {
         Ok(X12Reader {
             tok: Box::new(Tokenizer::new(f, fmt)),
             file,
-            verdicts,
-            fmt: fmt.clone(),
+            verdicts: Box::new(verdicts),
+            fmt: Box::new(fmt.clone()),
             scopes: vec![ANY_LOOP; paths.len()],
             paths,
             n: Counters::default(),
