@@ -786,7 +786,7 @@ fn milestone_matches(m: &serde_json::Value, want: &[&str]) -> bool {
                 match a {
                     serde_json::Value::Null => v == "-",
                     serde_json::Value::String(s) => s == v,
-                    other => other.to_string() == v,
+                    other => other.to_string().as_str() == v,
                 }
             }
         }
