@@ -693,6 +693,14 @@ struct X12Case {
 }
 
 const X12_CASES: &[X12Case] = &[
+    X12Case { file: "fixtures/x12/867-dispenses.x12", connector: "summit-867", st01: Some("867"), milestones: 4, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // Each PTD is a dispense; its NDC and quantity come from its own QTY loop.
+            "AC-100200 dispense.completed occ=RX-5501 ndc11=50242004101 quantity=28 pharmacy_id=5512345",
+            "AC-100200 dispense.shipped occ=RX-5501 ship_to=HOME DELIVERY",
+            "AC-100201 dispense.completed occ=RX-5502 ndc11=50242008801 quantity=1",
+            "AC-100201 dispense.shipped occ=RX-5502 ship_to=CLINIC",
+        ] },
     X12Case { file: "fixtures/x12/270-inquiry.x12", connector: "payer-271", st01: Some("270"), milestones: 0, refused: 1, warnings: 0, fails: false,
         facts: &["reject~is a 270 (eligibility, coverage or benefit inquiry); this connector accepts 271"] },
     X12Case { file: "fixtures/x12/271-dependents.x12", connector: "payer-271", st01: Some("271"), milestones: 2, refused: 0, warnings: 0, fails: false,
@@ -927,5 +935,78 @@ fn x12_271_dependent_has_its_own_patient_ref() -> Result<()> {
     assert_eq!(refs.len(), 2, "{refs:?}");
     assert!(refs.values().all(Option::is_some), "{refs:?}");
     assert_ne!(refs["BV-SUB-1"], refs["BV-DEP-1"], "{refs:?}");
+    Ok(())
+}
+
+/// A specialty pharmacy's files (its CSV status feed and its 867 dispense
+/// report) and the hub's file about the same case land on one case
+/// timeline: same program, same case id, three connectors.
+#[test]
+fn sp_feeds_and_the_hub_file_share_one_case_timeline() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg_path = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "data_dir = {:?}\nconnectors_dir = {:?}\nmappings_dir = {:?}\n[pseudonymization]\nkey_env = \"HUBSYNC_PSEUDONYM_KEY\"\n\
+             [[subscribers]]\nname = \"mfr\"\nurl = \"http://127.0.0.1:9/hooks\"\nsecret_env = \"FORMATS_SECRET\"\n",
+            dir.path().join("data"),
+            repo().join("connectors"),
+            repo().join("mappings"),
+        ),
+    )?;
+    for (connector, file) in [
+        ("acme-hub", "fixtures/acme-hub/status_20261122.csv"),
+        ("summit-sp", "fixtures/sp/summit-sp-status_20261124.csv"),
+        ("summit-867", "fixtures/x12/867-dispenses.x12"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["ingest", "-c"])
+            .arg(&cfg_path)
+            .args(["--connector", connector])
+            .arg(repo().join(file))
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("FORMATS_SECRET", format!("whsec_{SECRET_B64}"))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "ingest {file}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cfg = config::load_with_env(&cfg_path, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let timeline = rt.block_on(async {
+        let store = hubsync::store::Store::open_read_only(&cfg.store_url)
+            .await?
+            .context("the store exists after ingest")?;
+        let rows = store.case_timeline("ACME-ONC", "AC-100200").await?;
+        store.close().await;
+        anyhow::Ok(rows)
+    })?;
+    let by_connector: BTreeMap<&str, Vec<&str>> = timeline.iter().fold(BTreeMap::new(), |mut m, r| {
+        m.entry(r.connector.as_str())
+            .or_default()
+            .push(r.milestone.as_str());
+        m
+    });
+    assert_eq!(
+        by_connector.keys().copied().collect::<Vec<_>>(),
+        ["acme-hub", "summit-867", "summit-sp"],
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["summit-sp"].contains(&"dispense.shipped"),
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["summit-867"].contains(&"dispense.completed"),
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["acme-hub"].contains(&"referral.received"),
+        "{by_connector:?}"
+    );
     Ok(())
 }
