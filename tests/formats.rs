@@ -354,12 +354,13 @@ async fn receiver() -> Result<(String, Received, tokio::task::JoinHandle<()>)> {
 }
 
 /// Runs the daemon over one connector with one dropped file; returns the
-/// webhooks received once `want` arrived (or the deadline passed).
+/// webhooks received once `want` arrived (or the deadline passed), and the
+/// files (name, text) beside the archived or quarantined copy.
 async fn drop_and_receive(
     conn_name: &str,
     fixture: &str,
     want: usize,
-) -> Result<(Vec<serde_json::Value>, PathBuf)> {
+) -> Result<(Vec<serde_json::Value>, Vec<(String, String)>)> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().to_path_buf();
     let drop_dir = root.join("drop");
@@ -422,15 +423,30 @@ async fn drop_and_receive(
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
     server.abort();
     let out = got.0.lock().expect("receiver lock").clone();
-    let where_ = root.join("data/archive").join(conn_name).join(&name);
-    let error_copy = root.join("data/error").join(conn_name);
     let sqlite = root.join("data/hubsync.db");
     assert!(sqlite.exists(), "the SQLite store was created");
-    let archived = where_.exists();
-    // Keep the temp dir alive until the checks are done.
-    let kept = if archived { where_ } else { error_copy };
+    // Archived files sit in a dated folder; quarantined ones in error/.
+    let mut beside = Vec::new();
+    let mut dirs = vec![
+        root.join("data/archive").join(conn_name),
+        root.join("data/error").join(conn_name),
+    ];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n != name.to_string_lossy() {
+                beside.push((n, std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    beside.sort();
     drop(dir);
-    Ok((out, kept))
+    Ok((out, beside))
 }
 
 fn codes(hooks: &[serde_json::Value]) -> BTreeMap<String, usize> {
@@ -461,9 +477,25 @@ async fn e2e_x12_278_drop_delivers_signed_pa_webhooks() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_x12_bad_set_is_rejected_and_good_set_flows() -> Result<()> {
-    let (hooks, _) = drop_and_receive("payer-278", "fixtures/x12/278-bad-set-count.x12", 1).await?;
+    let (hooks, beside) = drop_and_receive("payer-278", "fixtures/x12/278-bad-set-count.x12", 1).await?;
     assert_eq!(hooks.len(), 1, "{hooks:#?}");
     assert!(serde_json::to_string(&hooks)?.contains("TRK-GOOD-1"));
+    // The connector acknowledges: a TA1 and a 999 beside the archived file,
+    // the good set accepted and the bad one rejected (SE01 count, IK5 code 4).
+    let names: Vec<&str> = beside.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".x12.ta1")) && names.iter().any(|n| n.ends_with(".x12.999")),
+        "{names:?}"
+    );
+    let ack = beside
+        .iter()
+        .find(|(n, _)| n.ends_with(".999"))
+        .map(|(_, t)| t.as_str())
+        .unwrap_or("");
+    assert!(
+        ack.contains("IK5*A~") && ack.contains("IK5*R*4~") && ack.contains("AK9*P*2*2*1~"),
+        "{ack}"
+    );
     Ok(())
 }
 

@@ -923,6 +923,9 @@ fn load_format(
         if let Some(s) = &f.purposes {
             foreign.push((s.span(), "purposes", FormatKind::X12));
         }
+        if let Some(s) = &f.acknowledgments {
+            foreign.push((s.span(), "acknowledgments", FormatKind::X12));
+        }
     }
     if kind != FormatKind::Xml {
         if let Some(s) = &f.record {
@@ -1085,6 +1088,7 @@ fn load_format(
                     |l| l.get_ref().clone(),
                 ),
                 purposes: f.purposes.as_ref().map_or(Vec::new(), |l| l.get_ref().clone()),
+                acknowledgments: f.acknowledgments.as_ref().is_some_and(|b| *b.get_ref()),
             }))
         }
         FormatKind::Xml => {

@@ -22,6 +22,9 @@ pub struct Verdicts {
     /// Facts worth a warning that refuse nothing: envelope versions that
     /// disagree (ISA12, GS08, ST03), a guide that is not the transaction's.
     pub warnings: Vec<String>,
+    /// What a TA1 and a 999 need, per interchange; collected only when the
+    /// connector acknowledges (`acknowledgments = true`).
+    pub acks: Vec<super::ack::AckIsa>,
 }
 
 /// Compares the envelope's versions for one transaction set. ISA12 names
@@ -131,6 +134,30 @@ pub(super) fn token_error(file: &str, e: TokenError) -> ParseError {
 }
 
 pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts, ParseError> {
+    let v = verdicts_of(src, fmt, file)?;
+    if v.bad_interchanges.len() as u32 == v.interchanges {
+        let mut reasons: Vec<(&u32, &String)> = v.bad_interchanges.iter().collect();
+        reasons.sort();
+        return Err(ParseError::Unreadable {
+            file: file.to_string(),
+            reason: reasons[0].1.clone(),
+        });
+    }
+    Ok(v)
+}
+
+/// Pass 1 of the file at `path`, whether or not any interchange is sound
+/// (the acknowledgments of a wholly rejected file still name its interchanges).
+pub fn verdicts_of_file(path: &Path, fmt: &X12Format) -> Result<Verdicts, ParseError> {
+    let file = file_label(path);
+    let f = File::open(path).map_err(|source| ParseError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    verdicts_of(f, fmt, &file)
+}
+
+fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts, ParseError> {
     let mut tok = Tokenizer::new(src, fmt);
     let mut v = Verdicts::default();
     let mut n = Counters::default();
@@ -153,6 +180,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
             if id != b"SE" && id != b"HL" && id != b"ST" && id != b"GE" && id != b"IEA" && id != b"ISA" {
                 s.segments += 1;
                 if !(2..=3).contains(&id.len()) || !id.iter().all(u8::is_ascii_alphanumeric) {
+                    if s.error.is_none() && fmt.acknowledgments {
+                        super::ack::note_segment(&mut v, id, s.segments, "1", None);
+                    }
                     s.error
                         .get_or_insert_with(|| format!("segment {} has no valid segment id", s.segments));
                 }
@@ -177,6 +207,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                 v.interchanges += 1;
                 isa12.clear();
                 isa12.extend_from_slice(e(12).trim_ascii());
+                if fmt.acknowledgments {
+                    super::ack::note_isa(&mut v, n.interchange, &|k| e(k));
+                }
                 isa = Some(OpenIsa {
                     ordinal: n.interchange,
                     isa13: Ctl::new(e(13)),
@@ -202,6 +235,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                 n.group += 1;
                 gs08.clear();
                 gs08.extend_from_slice(e(8).trim_ascii());
+                if fmt.acknowledgments {
+                    super::ack::note_gs(&mut v, n.group, &|k| e(k));
+                }
                 gs = Some(OpenGs {
                     ordinal: n.group,
                     gs06: Ctl::new(e(6)),
@@ -233,6 +269,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                     });
                 }
                 g.sets += 1;
+                if fmt.acknowledgments {
+                    super::ack::note_st(&mut v, n.set, &|k| e(k));
+                }
                 version_warnings(
                     &mut v,
                     &isa12,
@@ -276,6 +315,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                                 s.hl_stack.pop();
                             }
                             if s.hl_stack.is_empty() {
+                                if s.error.is_none() && fmt.acknowledgments {
+                                    super::ack::note_segment(&mut v, b"HL", at, "8", Some((2, "7")));
+                                }
                                 s.error.get_or_insert_with(|| {
                                     format!(
                                         "HL02={} at segment {at} does not point to an open parent HL",
@@ -288,6 +330,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                     }
                     _ => {
                         let want = s.last_hl + 1;
+                        if s.error.is_none() && fmt.acknowledgments {
+                            super::ack::note_segment(&mut v, b"HL", at, "8", Some((1, "7")));
+                        }
                         s.error.get_or_insert_with(|| {
                             format!(
                                 "HL01={} at segment {at} is out of sequence (expected {want})",
@@ -313,6 +358,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                 s.segments += 1;
                 let declared = parse_u64(e(1));
                 if declared != Some(s.segments) {
+                    if s.error.is_none() && fmt.acknowledgments {
+                        super::ack::note_set(&mut v, "4");
+                    }
                     s.error.get_or_insert_with(|| {
                         format!(
                             "SE01={} but the set has {} segments including ST and SE (SE is segment {})",
@@ -323,6 +371,9 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
                     });
                 }
                 if Ctl::new(e(2)) != s.st02 {
+                    if s.error.is_none() && fmt.acknowledgments {
+                        super::ack::note_set(&mut v, "3");
+                    }
                     s.error.get_or_insert_with(|| {
                         format!(
                             "SE02={} does not match ST02={} (SE is segment {})",
@@ -432,14 +483,6 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
         return Err(ParseError::Unreadable {
             file: file.to_string(),
             reason: "the file holds no interchange".into(),
-        });
-    }
-    if v.bad_interchanges.len() as u32 == v.interchanges {
-        let mut reasons: Vec<(&u32, &String)> = v.bad_interchanges.iter().collect();
-        reasons.sort();
-        return Err(ParseError::Unreadable {
-            file: file.to_string(),
-            reason: reasons[0].1.clone(),
         });
     }
     Ok(v)

@@ -26,6 +26,7 @@
 //! Layout: [`tokenizer`] splits bytes into segments, [`envelope`] is pass 1,
 //! [`paths`] compiles and resolves mapping paths, [`reader`] is pass 2.
 
+pub mod ack;
 mod envelope;
 pub mod guides;
 mod paths;
@@ -77,6 +78,8 @@ pub struct X12Format {
     /// Purpose codes (BHT02; BPT01 for an 867) the connector accepts, e.g.
     /// `11` for responses only. Empty: any.
     pub purposes: Vec<String>,
+    /// Write a TA1 and a 999 beside every archived interchange.
+    pub acknowledgments: bool,
 }
 
 // ---------------------------------------------------------------- helpers
