@@ -254,6 +254,53 @@ fn a_bad_x12_path_is_a_diagnostic_with_its_position() -> Result<()> {
     Ok(())
 }
 
+/// `hubsync check` refuses a path naming a loop, or a segment in a loop, that
+/// the mapping's transaction does not have: file:line:col and a caret.
+#[test]
+fn a_loop_the_transaction_lacks_is_refused_at_load_with_a_caret() -> Result<()> {
+    for (path, col, what) in [
+        (
+            "2100Z/NM1[01=PR]/NM103",
+            19,
+            "the 271 (eligibility, coverage or benefit information) has no loop 2100Z",
+        ),
+        (
+            "2110C/NM1[01=PR]/NM103",
+            25,
+            "loop 2110C (subscriber eligibility or benefit information) has no NM1 segment",
+        ),
+        (
+            "CLP01",
+            19,
+            "the 271 (eligibility, coverage or benefit information) has no CLP segment",
+        ),
+    ] {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("mappings"))?;
+        std::fs::create_dir_all(dir.path().join("connectors"))?;
+        std::fs::write(
+            dir.path().join("mappings/m.toml"),
+            format!(
+                "version = 1\nsyntax = \"x12\"\ntransaction = \"271\"\n[columns]\ntrace = {{ path = \"TRN[01=2]/TRN02\" }}\npayer = {{ path = \"{path}\" }}\n\
+                 [[milestones]]\ncode = \"'bv.completed'\"\ncase_id = \"$trace\"\noccurred_at = \"date($payer, '%Y%m%d')\"\n"
+            ),
+        )?;
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, "[pseudonymization]\nkey_env = \"HUBSYNC_PSEUDONYM_KEY\"\n")?;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["check", "-c"])
+            .arg(&cfg)
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{path}: check must fail:\n{text}");
+        assert!(text.contains(&format!("m.toml:6:{col}:")), "{path}:\n{text}");
+        assert!(text.contains(what), "{path}:\n{text}");
+        assert!(text.contains('^'), "{path}: a caret:\n{text}");
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- end to end
 
 #[derive(Clone, Default)]
@@ -307,12 +354,13 @@ async fn receiver() -> Result<(String, Received, tokio::task::JoinHandle<()>)> {
 }
 
 /// Runs the daemon over one connector with one dropped file; returns the
-/// webhooks received once `want` arrived (or the deadline passed).
+/// webhooks received once `want` arrived (or the deadline passed), and the
+/// files (name, text) beside the archived or quarantined copy.
 async fn drop_and_receive(
     conn_name: &str,
     fixture: &str,
     want: usize,
-) -> Result<(Vec<serde_json::Value>, PathBuf)> {
+) -> Result<(Vec<serde_json::Value>, Vec<(String, String)>)> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().to_path_buf();
     let drop_dir = root.join("drop");
@@ -375,15 +423,30 @@ async fn drop_and_receive(
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
     server.abort();
     let out = got.0.lock().expect("receiver lock").clone();
-    let where_ = root.join("data/archive").join(conn_name).join(&name);
-    let error_copy = root.join("data/error").join(conn_name);
     let sqlite = root.join("data/hubsync.db");
     assert!(sqlite.exists(), "the SQLite store was created");
-    let archived = where_.exists();
-    // Keep the temp dir alive until the checks are done.
-    let kept = if archived { where_ } else { error_copy };
+    // Archived files sit in a dated folder; quarantined ones in error/.
+    let mut beside = Vec::new();
+    let mut dirs = vec![
+        root.join("data/archive").join(conn_name),
+        root.join("data/error").join(conn_name),
+    ];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n != name.to_string_lossy() {
+                beside.push((n, std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    beside.sort();
     drop(dir);
-    Ok((out, kept))
+    Ok((out, beside))
 }
 
 fn codes(hooks: &[serde_json::Value]) -> BTreeMap<String, usize> {
@@ -414,9 +477,25 @@ async fn e2e_x12_278_drop_delivers_signed_pa_webhooks() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_x12_bad_set_is_rejected_and_good_set_flows() -> Result<()> {
-    let (hooks, _) = drop_and_receive("payer-278", "fixtures/x12/278-bad-set-count.x12", 1).await?;
+    let (hooks, beside) = drop_and_receive("payer-278", "fixtures/x12/278-bad-set-count.x12", 1).await?;
     assert_eq!(hooks.len(), 1, "{hooks:#?}");
     assert!(serde_json::to_string(&hooks)?.contains("TRK-GOOD-1"));
+    // The connector acknowledges: a TA1 and a 999 beside the archived file,
+    // the good set accepted and the bad one rejected (SE01 count, IK5 code 4).
+    let names: Vec<&str> = beside.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".x12.ta1")) && names.iter().any(|n| n.ends_with(".x12.999")),
+        "{names:?}"
+    );
+    let ack = beside
+        .iter()
+        .find(|(n, _)| n.ends_with(".999"))
+        .map(|(_, t)| t.as_str())
+        .unwrap_or("");
+    assert!(
+        ack.contains("IK5*A~") && ack.contains("IK5*R*4~") && ack.contains("AK9*P*2*2*1~"),
+        "{ack}"
+    );
     Ok(())
 }
 
@@ -621,5 +700,733 @@ fn parse_command_counts_records_and_refused_envelopes() -> Result<()> {
         text.contains("FAILED") && text.contains("IEA02=000000110"),
         "{text}"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- X12 table
+
+/// One X12 fixture: the connector it goes through, the transaction set it
+/// carries (ST01 of its first set; `None` when the ISA itself is refused),
+/// how many milestones, refused sets and warnings it yields, and facts that
+/// only loop-scoped reading gets right.
+struct X12Case {
+    file: &'static str,
+    connector: &'static str,
+    st01: Option<&'static str>,
+    milestones: usize,
+    refused: usize,
+    warnings: usize,
+    /// The file as a whole is refused (`hubsync parse` exits non-zero).
+    fails: bool,
+    /// `CASE CODE [occ=OCCURRENCE] [attr=VALUE]…` must match one milestone;
+    /// `reject~TEXT`, `warning~TEXT`, `failed~TEXT` a refusal, a warning or
+    /// the file's failure containing TEXT.
+    facts: &'static [&'static str],
+}
+
+const X12_CASES: &[X12Case] = &[
+    X12Case { file: "fixtures/x12/867-dispenses.x12", connector: "summit-867", st01: Some("867"), milestones: 4, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // Each PTD is a dispense; its NDC and quantity come from its own QTY loop.
+            "AC-100200 dispense.completed occ=RX-5501 ndc11=50242004101 quantity=28 pharmacy_id=5512345",
+            "AC-100200 dispense.shipped occ=RX-5501 ship_to=HOME DELIVERY",
+            "AC-100201 dispense.completed occ=RX-5502 ndc11=50242008801 quantity=1",
+            "AC-100201 dispense.shipped occ=RX-5502 ship_to=CLINIC",
+        ] },
+    X12Case { file: "fixtures/x12/270-inquiry.x12", connector: "payer-271", st01: Some("270"), milestones: 0, refused: 1, warnings: 0, fails: false,
+        facts: &["reject~is a 270 (eligibility, coverage or benefit inquiry); this connector accepts 271"] },
+    X12Case { file: "fixtures/x12/271-dependents.x12", connector: "payer-271", st01: Some("271"), milestones: 2, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // The payer is 2100A's NM1*PR, not the 2120C benefit-related entity's.
+            "BV-SUB-1 bv.completed payer=ACME HEALTH PLAN payer_id=60054 coverage=active x_service_types=30,88",
+            // The dependent has its own result and does not inherit the subscriber's plan.
+            "BV-DEP-1 bv.completed payer=ACME HEALTH PLAN coverage=inactive x_plan_description=- x_plan_begin=-",
+        ] },
+    X12Case { file: "fixtures/x12/271-version-mismatch.x12", connector: "payer-271", st01: Some("271"), milestones: 1, refused: 0, warnings: 3, fails: false,
+        facts: &["warning~ISA12=00401 but GS08=005010X279A1", "warning~GS08=005010X279A1 but ST03=005010X217", "warning~005010X217 is not an implementation guide"] },
+    X12Case { file: "fixtures/x12/275-on-278-connector.x12", connector: "payer-278", st01: Some("275"), milestones: 0, refused: 1, warnings: 0, fails: false,
+        facts: &["reject~is a 275; this connector accepts 278"] },
+    X12Case { file: "fixtures/x12/278-aaa-rejected.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false,
+        facts: &["TRK-AAA-1 pa.denied reason=x12:901:75 reason=x12:889:C x_request_rejected=true"] },
+    X12Case { file: "fixtures/x12/278-bad-ge-count.x12", connector: "payer-278", st01: Some("278"), milestones: 0, refused: 1, warnings: 0, fails: false, facts: &["reject~GE01"] },
+    X12Case { file: "fixtures/x12/278-bad-hl-parent.x12", connector: "payer-278", st01: Some("278"), milestones: 0, refused: 1, warnings: 0, fails: false, facts: &["reject~HL02"] },
+    X12Case { file: "fixtures/x12/278-bad-iea.x12", connector: "payer-278", st01: Some("278"), milestones: 0, refused: 0, warnings: 0, fails: true, facts: &["failed~IEA02"] },
+    X12Case { file: "fixtures/x12/278-bad-set-count.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 1, warnings: 0, fails: false, facts: &["reject~SE01=99"] },
+    X12Case { file: "fixtures/x12/278-denied.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-DENY-1 pa.denied x_decision_level=event"] },
+    X12Case { file: "fixtures/x12/278-gs-terminator.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-GS-1 pa.approved auth_number=AUTH-1D"] },
+    X12Case { file: "fixtures/x12/278-info-requested.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12/278-mixed-services.x12", connector: "payer-278", st01: Some("278"), milestones: 3, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // No event-level HCR; A3 then A1: a partial approval, not pa.denied.
+            "TRK-MIX-1 pa.approved occ= decision_partial=true auth_number=AUTH-MIX-2",
+            "TRK-MIX-1 pa.denied occ=service:96413 reason=x12:306:A3 reason=x12:886:7 approved_quantity=-",
+            "TRK-MIX-1 pa.approved occ=service:J9271 auth_number=AUTH-MIX-2 approved_quantity=4 auth_start=2026-12-01 auth_end=2027-05-31",
+        ] },
+    X12Case { file: "fixtures/x12/278-modified.x12", connector: "payer-278", st01: Some("278"), milestones: 2, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // The event-level A6 stays; the service's own A1 is its own occurrence.
+            "TRK-MOD-1 pa.approved occ= x_decision_modified=true auth_number=AUTH-7781",
+            "TRK-MOD-1 pa.approved occ=service:J9271 x_decision_modified=false auth_number=AUTH-7781-1 approved_quantity=6",
+        ] },
+    X12Case { file: "fixtures/x12/278-not-required.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false,
+        facts: &["TRK-NA-1 pa.not_required reason=x12:306:NA"] },
+    X12Case { file: "fixtures/x12/278-pended.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-PEND-1 pa.pended"] },
+    X12Case { file: "fixtures/x12/278-three-events.x12", connector: "payer-278", st01: Some("278"), milestones: 3, refused: 0, warnings: 0, fails: false,
+        facts: &["TRK-PART-1 pa.approved decision_partial=true auth_number=AUTH-9001"] },
+    X12Case { file: "fixtures/x12/278-two-interchanges.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 1, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12-public/271-response-4010.x12", connector: "payer-271", st01: Some("271"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12-public/271-response-5010.x12", connector: "payer-271", st01: Some("271"), milestones: 1, refused: 0, warnings: 0, fails: false,
+        facts: &["93175-012547 bv.completed payer=ABC COMPANY"] },
+    X12Case { file: "fixtures/x12-public/271-response-mixed-versions.x12", connector: "payer-271", st01: Some("271"), milestones: 0, refused: 0, warnings: 0, fails: true, facts: &["failed~IEA02"] },
+    X12Case { file: "fixtures/x12-public/278-request-approved.x12", connector: "payer-278", st01: Some("278"), milestones: 0, refused: 1, warnings: 2, fails: false,
+        facts: &["reject~BHT02=13 (a request)"] },
+    X12Case { file: "fixtures/x12-public/278-response-approved.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 2, fails: false,
+        facts: &["111099 pa.approved payer=MARYLAND CAPITAL INSURANCE COMPANY auth_number=AUTH0001"] },
+    X12Case { file: "fixtures/x12-public/837-bad-first-line.x12", connector: "payer-271", st01: None, milestones: 0, refused: 0, warnings: 0, fails: true, facts: &["failed~ISA02"] },
+    X12Case { file: "fixtures/x12-public/837-different-separators.x12", connector: "payer-271", st01: Some("837"), milestones: 0, refused: 1, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12-public/837-many-claims.x12", connector: "payer-271", st01: Some("837"), milestones: 0, refused: 1, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12-public/837-multiple-isa.x12", connector: "payer-271", st01: Some("837"), milestones: 0, refused: 2, warnings: 0, fails: false, facts: &[] },
+];
+
+/// ST01 of the first set of `path`, read with the connector's own format.
+fn first_st01(path: &Path, fmt: &hubsync::parse::x12::X12Format) -> Option<String> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut t = hubsync::parse::x12::Tokenizer::new(f, fmt);
+    let mut elems = Vec::new();
+    while let Ok(true) = t.next_segment() {
+        if t.id() == b"ST" {
+            t.split(&mut elems);
+            let (s, e) = *elems.get(1)?;
+            return Some(String::from_utf8_lossy(&t.segment()[s as usize..e as usize]).into_owned());
+        }
+    }
+    None
+}
+
+/// Whether `m` (a milestone as JSON) has every `key=value` of `want`; a
+/// value `-` means the attribute is absent, `reason=SYSTEM:CODE` a reason.
+fn milestone_matches(m: &serde_json::Value, want: &[&str]) -> bool {
+    want.iter().all(|kv| {
+        let Some((k, v)) = kv.split_once('=') else {
+            return false;
+        };
+        match k {
+            "occ" => m["occurrence"].as_str() == Some(v),
+            "reason" => m["reasons"].as_array().is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    format!(
+                        "{}:{}",
+                        r["system"].as_str().unwrap_or(""),
+                        r["code"].as_str().unwrap_or("")
+                    ) == v
+                })
+            }),
+            _ => {
+                let a = &m["attributes"][k];
+                match a {
+                    serde_json::Value::Null => v == "-",
+                    serde_json::Value::String(s) => s == v,
+                    other => other.to_string().as_str() == v,
+                }
+            }
+        }
+    })
+}
+
+/// Every X12 file in fixtures/ through `parse` and the dry run of `map`:
+/// its transaction type, its counts, its loop-scoped values and whether the
+/// parser refuses it as a whole (the exit code of `hubsync parse`).
+#[test]
+fn every_x12_fixture_parses_and_maps_as_tabled() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = repo_config(dir.path())?;
+    let mut on_disk = Vec::new();
+    for d in ["fixtures/x12", "fixtures/x12-public"] {
+        for e in std::fs::read_dir(repo().join(d))? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".x12") {
+                on_disk.push(format!("{d}/{name}"));
+            }
+        }
+    }
+    for f in &on_disk {
+        assert!(
+            X12_CASES.iter().any(|c| c.file == f),
+            "{f} is not in X12_CASES: add its row"
+        );
+    }
+    let mut failures = Vec::new();
+    for case in X12_CASES {
+        let conn = connector(&cfg, case.connector);
+        let path = repo().join(case.file);
+        let hubsync::config::Format::X12(fmt) = &conn.format else {
+            bail!("{} is not an X12 connector", case.connector);
+        };
+        let st01 = first_st01(&path, fmt);
+        let dry = dry_run(&cfg, conn, &path)?;
+        let parse = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["parse", "-c"])
+            .arg(dir.path().join("config.toml"))
+            .args(["--connector", case.connector])
+            .arg(&path)
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .output()?;
+        let mut bad = |what: String| failures.push(format!("{}: {what}", case.file));
+        if st01.as_deref() != case.st01 {
+            bad(format!("ST01 {st01:?}, expected {:?}", case.st01));
+        }
+        if dry.milestones.len() != case.milestones {
+            bad(format!(
+                "{} milestones, expected {}",
+                dry.milestones.len(),
+                case.milestones
+            ));
+        }
+        if dry.rejects.len() != case.refused {
+            bad(format!(
+                "{} refused, expected {}",
+                dry.rejects.len(),
+                case.refused
+            ));
+        }
+        if dry.warnings.len() != case.warnings {
+            bad(format!(
+                "{} warnings, expected {}: {:?}",
+                dry.warnings.len(),
+                case.warnings,
+                dry.warnings
+            ));
+        }
+        if dry.failed.is_some() != case.fails || parse.status.success() == case.fails {
+            bad(format!(
+                "failed {:?}, parse exit {:?}; expected the file {}",
+                dry.failed,
+                parse.status.code(),
+                if case.fails { "refused" } else { "read" }
+            ));
+        }
+        let ms: Vec<serde_json::Value> = dry
+            .milestones
+            .iter()
+            .map(|(_, c)| serde_json::to_value(c))
+            .collect::<Result<_, _>>()?;
+        for fact in case.facts {
+            let ok = if let Some(t) = fact.strip_prefix("reject~") {
+                dry.rejects.iter().any(|r| r.reason.contains(t))
+            } else if let Some(t) = fact.strip_prefix("warning~") {
+                dry.warnings.iter().any(|w| w.contains(t))
+            } else if let Some(t) = fact.strip_prefix("failed~") {
+                dry.failed.as_deref().is_some_and(|f| f.contains(t))
+            } else {
+                let mut words = fact.split(' ');
+                let (case_id, code) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let rest: Vec<&str> = words.collect();
+                // Values may hold spaces (payer names): re-join what is not `k=`.
+                let mut kvs: Vec<String> = Vec::new();
+                for w in rest {
+                    match (w.contains('='), kvs.last_mut()) {
+                        (false, Some(last)) => {
+                            last.push(' ');
+                            last.push_str(w);
+                        }
+                        _ => kvs.push(w.to_string()),
+                    }
+                }
+                let kvs: Vec<&str> = kvs.iter().map(String::as_str).collect();
+                ms.iter()
+                    .any(|m| m["case_id"] == case_id && m["milestone"] == code && milestone_matches(m, &kvs))
+            };
+            if !ok {
+                bad(format!(
+                    "no match for `{fact}`; milestones: {ms:?}; rejects: {:?}",
+                    dry.rejects
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+/// A dependent's `patient_ref` comes from the dependent's own identity, not
+/// the subscriber's (issue 18).
+#[test]
+fn x12_271_dependent_has_its_own_patient_ref() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = repo_config(dir.path())?;
+    let dry = dry_run(
+        &cfg,
+        connector(&cfg, "payer-271"),
+        &repo().join("fixtures/x12/271-dependents.x12"),
+    )?;
+    let refs: BTreeMap<&str, Option<&str>> = dry
+        .milestones
+        .iter()
+        .map(|(_, c)| (c.case_id.as_str(), c.patient_ref.as_deref()))
+        .collect();
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    assert!(refs.values().all(Option::is_some), "{refs:?}");
+    assert_ne!(refs["BV-SUB-1"], refs["BV-DEP-1"], "{refs:?}");
+    Ok(())
+}
+
+/// A specialty pharmacy's files (its CSV status feed and its 867 dispense
+/// report) and the hub's file about the same case land on one case
+/// timeline: same program, same case id, three connectors.
+#[test]
+fn sp_feeds_and_the_hub_file_share_one_case_timeline() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg_path = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "data_dir = {:?}\nconnectors_dir = {:?}\nmappings_dir = {:?}\n[pseudonymization]\nkey_env = \"HUBSYNC_PSEUDONYM_KEY\"\n\
+             [[subscribers]]\nname = \"mfr\"\nurl = \"http://127.0.0.1:9/hooks\"\nsecret_env = \"FORMATS_SECRET\"\n",
+            dir.path().join("data"),
+            repo().join("connectors"),
+            repo().join("mappings"),
+        ),
+    )?;
+    for (connector, file) in [
+        ("acme-hub", "fixtures/acme-hub/status_20261122.csv"),
+        ("summit-sp", "fixtures/sp/summit-sp-status_20261124.csv"),
+        ("summit-867", "fixtures/x12/867-dispenses.x12"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["ingest", "-c"])
+            .arg(&cfg_path)
+            .args(["--connector", connector])
+            .arg(repo().join(file))
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("FORMATS_SECRET", format!("whsec_{SECRET_B64}"))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "ingest {file}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cfg = config::load_with_env(&cfg_path, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let timeline = rt.block_on(async {
+        let store = hubsync::store::Store::open_read_only(&cfg.store_url)
+            .await?
+            .context("the store exists after ingest")?;
+        let rows = store.case_timeline("ACME-ONC", "AC-100200").await?;
+        store.close().await;
+        anyhow::Ok(rows)
+    })?;
+    let by_connector: BTreeMap<&str, Vec<&str>> = timeline.iter().fold(BTreeMap::new(), |mut m, r| {
+        m.entry(r.connector.as_str())
+            .or_default()
+            .push(r.milestone.as_str());
+        m
+    });
+    assert_eq!(
+        by_connector.keys().copied().collect::<Vec<_>>(),
+        ["acme-hub", "summit-867", "summit-sp"],
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["summit-sp"].contains(&"dispense.shipped"),
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["summit-867"].contains(&"dispense.completed"),
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["acme-hub"].contains(&"referral.received"),
+        "{by_connector:?}"
+    );
+    Ok(())
+}
+// ------------------------------------------- honest answers (issue 18)
+
+/// A throwaway project: config, one connector `c` and the given mappings,
+/// data in a temp folder. Keeps the folder alive with the config.
+struct Project {
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Project {
+    fn new(connector: &str, mappings: &[(&str, &str)]) -> Result<Project> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("connectors"))?;
+        std::fs::create_dir_all(root.join("mappings"))?;
+        std::fs::write(
+            root.join("config.toml"),
+            "[pseudonymization]\nkey_env = \"HUBSYNC_PSEUDONYM_KEY\"\n",
+        )?;
+        std::fs::write(root.join("connectors/c.toml"), connector)?;
+        for (name, text) in mappings {
+            std::fs::write(root.join(format!("mappings/{name}.toml")), text)?;
+        }
+        let config = config::load_with_env(&root.join("config.toml"), &env)
+            .map_err(|d| anyhow::anyhow!("config does not load:\n{d}"))?;
+        Ok(Project { dir, config })
+    }
+
+    fn dry(&self, file: &Path) -> Result<hubsync::pipeline::DryRun> {
+        Ok(dry_run(&self.config, &self.config.connectors[0], file)?)
+    }
+
+    /// Runs the binary on this project.
+    fn hubsync(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("RUST_BACKTRACE", "1")
+            .output()?)
+    }
+}
+
+fn excel_connector(format_extra: &str) -> String {
+    format!(
+        "program = \"ACME-ONC\"\nmapping = \"pa\"\ntime_zone = \"America/Denver\"\n\
+         [source]\nkind = \"local\"\npath = \"drop\"\n[format]\nkind = \"excel\"\n{format_extra}\n"
+    )
+}
+
+fn summit_pa_mapping() -> Result<String> {
+    Ok(std::fs::read_to_string(
+        repo().join("mappings/excel-summit-pa.toml"),
+    )?)
+}
+
+/// Writes one PA sheet's header and rows (case, patient, decision, decided as text).
+fn pa_sheet(ws: &mut rust_xlsxwriter::Worksheet, rows: &[(&str, &str, &str, &str)]) -> Result<()> {
+    for (c, h) in ["Case #", "Patient Ref", "PA Decision", "Decision Date"]
+        .iter()
+        .enumerate()
+    {
+        ws.write(0, c as u16, *h)?;
+    }
+    for (i, (case, pt, decision, when)) in rows.iter().enumerate() {
+        let r = 1 + i as u32;
+        ws.write(r, 0, *case)?;
+        ws.write(r, 1, *pt)?;
+        ws.write(r, 2, *decision)?;
+        ws.write(r, 3, *when)?;
+    }
+    Ok(())
+}
+
+/// Hidden and very hidden tabs that match the sheet glob are skipped, with a
+/// warning naming them (an archived denial is not a live one);
+/// `include_hidden_sheets = true` reads them.
+#[test]
+fn excel_hidden_sheets_are_skipped_with_a_warning_unless_included() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("pa.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    pa_sheet(
+        wb.add_worksheet().set_name("PA Status - East")?,
+        &[("SUM-1", "P-1", "Approved", "11/19/2026 14:30")],
+    )?;
+    let archive = wb.add_worksheet().set_name("PA Status - Archive")?;
+    pa_sheet(archive, &[("SUM-2", "P-2", "Denied", "01/05/2025 09:00")])?;
+    archive.set_hidden(true);
+    let old = wb.add_worksheet().set_name("PA Status - Old")?;
+    pa_sheet(old, &[("SUM-3", "P-3", "Denied", "01/06/2025 09:00")])?;
+    old.set_very_hidden(true);
+    wb.save(&path)?;
+
+    let sheets = "[[format.sheets]]\nglob = \"PA Status*\"\n";
+    let p = Project::new(&excel_connector(sheets), &[("pa", &summit_pa_mapping()?)])?;
+    let d = p.dry(&path)?;
+    let cases: Vec<&str> = d.milestones.iter().map(|(_, c)| c.case_id.as_str()).collect();
+    assert_eq!(cases, ["SUM-1"], "{:?}", d.milestones);
+    assert_eq!(d.failed, None);
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    let w = &d.warnings[0];
+    assert!(
+        w.contains("PA Status - Archive")
+            && w.contains("PA Status - Old")
+            && w.contains("include_hidden_sheets"),
+        "{w}"
+    );
+
+    let p = Project::new(
+        &excel_connector(&format!("include_hidden_sheets = true\n{sheets}")),
+        &[("pa", &summit_pa_mapping()?)],
+    )?;
+    let d = p.dry(&path)?;
+    let mut cases: Vec<&str> = d.milestones.iter().map(|(_, c)| c.case_id.as_str()).collect();
+    cases.sort();
+    assert_eq!(cases, ["SUM-1", "SUM-2", "SUM-3"]);
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+
+    // `map` says so on stderr too, and exits 0: a warning, not a refusal.
+    let p = Project::new(&excel_connector(sheets), &[("pa", &summit_pa_mapping()?)])?;
+    let out = p.hubsync(&["map", "--connector", "c", path.to_str().context("utf-8 path")?])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("PA Status - Archive"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// A case id merged down over two decision rows: without `fill_merged` the
+/// second row has no case id (rejected); with it, both rows carry it.
+#[test]
+fn excel_merged_cells_are_filled_down_on_request() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("merged.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet().set_name("PA")?;
+    pa_sheet(
+        ws,
+        &[
+            ("SUM-7", "P-7", "Pended", "11/18/2026 10:00"),
+            ("", "P-7", "Approved", "11/19/2026 10:00"),
+        ],
+    )?;
+    ws.merge_range(1, 0, 2, 0, "SUM-7", &rust_xlsxwriter::Format::new())?;
+    // Patient Ref is merged too, but not asked for: it stays as the sheet has it.
+    wb.save(&path)?;
+
+    let p = Project::new(&excel_connector(""), &[("pa", &summit_pa_mapping()?)])?;
+    let d = p.dry(&path)?;
+    assert_eq!(d.milestones.len(), 1);
+    assert_eq!(d.rejects.len(), 1, "{:?}", d.rejects);
+    assert!(
+        d.rejects[0].reason.contains("case id is empty"),
+        "{:?}",
+        d.rejects
+    );
+
+    let p = Project::new(
+        &excel_connector("fill_merged = [\"Case #\"]"),
+        &[("pa", &summit_pa_mapping()?)],
+    )?;
+    let d = p.dry(&path)?;
+    assert!(d.rejects.is_empty(), "{:?}", d.rejects);
+    let got: Vec<(&str, &str)> = d
+        .milestones
+        .iter()
+        .map(|(_, c)| (c.case_id.as_str(), c.milestone.as_str()))
+        .collect();
+    assert_eq!(got, [("SUM-7", "pa.pended"), ("SUM-7", "pa.approved")]);
+    Ok(())
+}
+
+/// Unformatted cells holding Excel serial numbers are dates when the
+/// mapping says `excel_serial`; a date-only cell read with datetime() stays
+/// a date (no invented midnight).
+#[test]
+fn excel_serial_numbers_and_date_only_cells() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("serial.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet().set_name("Referrals")?;
+    for (c, h) in ["Case #", "Received", "Decided"].iter().enumerate() {
+        ws.write(0, c as u16, *h)?;
+    }
+    let date = rust_xlsxwriter::Format::new().set_num_format("mm/dd/yyyy");
+    ws.write(1, 0, "SUM-9")?;
+    ws.write_number(1, 1, 46346)?; // 2026-11-20, no date format
+    ws.write_datetime_with_format(
+        1,
+        2,
+        rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 11, 21)?,
+        &date,
+    )?;
+    ws.write(2, 0, "SUM-10")?;
+    ws.write(2, 1, "not a number")?;
+    ws.write_datetime_with_format(
+        2,
+        2,
+        rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 11, 22)?,
+        &date,
+    )?;
+    wb.save(&path)?;
+    let mapping = r#"version = 1
+[columns]
+case_id = { header = "Case #" }
+received = { header = "Received" }
+decided = { header = "Decided" }
+[[milestones]]
+case_id = "$case_id"
+code = "'referral.received'"
+occurred_at = "date($received, 'excel_serial')"
+[[milestones]]
+case_id = "$case_id"
+code = "'pa.approved'"
+occurred_at = "datetime($decided, '%m/%d/%Y %H:%M')"
+"#;
+    let p = Project::new(&excel_connector(""), &[("pa", mapping)])?;
+    let d = p.dry(&path)?;
+    let got: Vec<(&str, &str, &str, &str)> = d
+        .milestones
+        .iter()
+        .map(|(_, c)| {
+            (
+                c.case_id.as_str(),
+                c.milestone.as_str(),
+                c.occurred_at.as_str(),
+                c.occurred_precision.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("SUM-9", "referral.received", "2026-11-20", "date"),
+            ("SUM-9", "pa.approved", "2026-11-21", "date"),
+        ],
+        "{:?}",
+        d.rejects
+    );
+    // The text in a serial column is rejected with its shape, never its value.
+    assert_eq!(d.rejects.len(), 1, "{:?}", d.rejects);
+    assert!(d.rejects[0].reason.contains("excel_serial"), "{:?}", d.rejects);
+    assert!(!d.rejects[0].reason.contains("not a number"));
+
+    // `excel_serial` is for date(): datetime() refuses it at load.
+    let bad = mapping.replace(
+        "date($received, 'excel_serial')",
+        "datetime($received, 'excel_serial')",
+    );
+    let err = Project::new(&excel_connector(""), &[("pa", &bad)])
+        .err()
+        .context("must not load")?;
+    assert!(err.to_string().contains("use date()"), "{err}");
+    Ok(())
+}
+
+fn xml_connector(extra: &str) -> String {
+    format!(
+        "program = \"ACME-ONC\"\nmapping = \"x\"\ntime_zone = \"America/Chicago\"\n\
+         [source]\nkind = \"local\"\npath = \"drop\"\n[format]\nkind = \"xml\"\nrecord = \"b:Export/b:Case\"\n{extra}\n"
+    )
+}
+
+fn utf16le(text: &str) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        out.extend_from_slice(&u.to_le_bytes());
+    }
+    out
+}
+
+/// A UTF-16 export (with its BOM and an `encoding="UTF-16"` declaration)
+/// maps like its UTF-8 original.
+#[test]
+fn xml_utf16_exports_are_decoded() -> Result<()> {
+    let original = repo().join("fixtures/xml/cases_20261122.xml");
+    let text = std::fs::read_to_string(&original)?;
+    let text = text.replacen("encoding=\"UTF-8\"", "encoding=\"UTF-16\"", 1);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("cases_utf16.xml");
+    std::fs::write(&path, utf16le(&text))?;
+    let mapping = std::fs::read_to_string(repo().join("mappings/xml-beacon-status.toml"))?;
+    let p = Project::new(&xml_connector(""), &[("x", &mapping)])?;
+    let want = p.dry(&original)?;
+    let got = p.dry(&path)?;
+    assert_eq!(got.failed, None);
+    assert!(!want.milestones.is_empty());
+    let strip = |d: &hubsync::pipeline::DryRun| -> Vec<String> {
+        d.milestones
+            .iter()
+            .map(|(l, c)| format!("{l} {} {} {}", c.case_id, c.milestone.as_str(), c.occurred_at))
+            .collect()
+    };
+    assert_eq!(strip(&got), strip(&want));
+    assert_eq!(got.rejects, want.rejects);
+    Ok(())
+}
+
+/// Structure drift (an extra wrapper element, a dropped namespace) is not
+/// an empty export: refused by default, through `ingest` (non-zero exit,
+/// `status` shows the reason); under `no_records = "warn"` the file is done
+/// with zero records and `status` shows the warning.
+#[test]
+fn xml_structure_drift_is_refused_or_warned_and_status_shows_it() -> Result<()> {
+    let text = std::fs::read_to_string(repo().join("fixtures/xml/cases_20261122.xml"))?;
+    let dir = tempfile::tempdir()?;
+    let wrapped = dir.path().join("cases_wrapped.xml");
+    let body_at = text.find("<hub:Export").context("the root")?;
+    let end = text.rfind("</hub:Export>").context("the root's end")? + "</hub:Export>".len();
+    std::fs::write(
+        &wrapped,
+        format!(
+            "{}<Envelope>{}</Envelope>\n",
+            &text[..body_at],
+            &text[body_at..end]
+        ),
+    )?;
+    let mapping = std::fs::read_to_string(repo().join("mappings/xml-beacon-status.toml"))?;
+    let file = wrapped.to_str().context("utf-8 path")?;
+
+    let p = Project::new(&xml_connector(""), &[("x", &mapping)])?;
+    let d = p.dry(&wrapped)?;
+    let reason = d.failed.context("refused")?;
+    assert!(
+        reason.contains("no element matches the record path") && reason.contains("<Envelope>"),
+        "{reason}"
+    );
+    let out = p.hubsync(&["ingest", "--connector", "c", file])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a refused file fails the ingest:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("1 file(s) refused: cases_wrapped.xml"),
+        "{stderr}"
+    );
+    let status = p.hubsync(&["status"])?;
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("failed") && shown.contains("error: cases_wrapped.xml: no element matches"),
+        "{shown}"
+    );
+
+    let p = Project::new(&xml_connector("no_records = \"warn\""), &[("x", &mapping)])?;
+    let d = p.dry(&wrapped)?;
+    assert_eq!(d.failed, None);
+    assert!(
+        d.warnings.iter().any(|w| w.contains("zero records")),
+        "{:?}",
+        d.warnings
+    );
+    let out = p.hubsync(&["ingest", "--connector", "c", file])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: zero records"), "{stderr}");
+    let status = p.hubsync(&["status"])?;
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("done") && shown.contains("warning: zero records"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+/// A formula whose cached value is the empty string computed "" (an
+/// `IF(…, "", …)`): it is an empty cell, not an uncalculated formula.
+#[test]
+fn excel_formula_computing_empty_text_is_not_uncalculated() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("empty-formula.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet().set_name("PA")?;
+    pa_sheet(ws, &[("SUM-8", "P-8", "Approved", "11/19/2026 10:00")])?;
+    ws.write(0, 4, "Auth Expires")?;
+    ws.write_formula(1, 4, "=IF(1=1,\"\",\"05/19/2027\")")?;
+    ws.set_formula_result(1, 4, "");
+    wb.save(&path)?;
+    let p = Project::new(&excel_connector(""), &[("pa", &summit_pa_mapping()?)])?;
+    let d = p.dry(&path)?;
+    assert!(d.rejects.is_empty(), "{:?}", d.rejects);
+    assert_eq!(d.milestones.len(), 1);
     Ok(())
 }

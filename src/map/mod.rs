@@ -148,6 +148,8 @@ pub struct Mapping {
     pub name: String,
     pub path: PathBuf,
     pub syntax: Syntax,
+    /// The X12 transaction set an `x12` mapping reads (ST01), when declared.
+    pub transaction: Option<String>,
     /// XML namespace prefixes (prefix → URI), for `xml` syntax.
     pub namespaces: Vec<(String, String)>,
     pub columns: Vec<Column>,
@@ -233,6 +235,30 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let transaction = match &spec.transaction {
+        None => None,
+        Some(t) if syntax != Syntax::X12 => {
+            diags.push(src.diag(t.span(), "`transaction` applies to `x12` mappings only"));
+            None
+        }
+        Some(t) => match crate::parse::x12::guides::transaction(t.get_ref().as_bytes()) {
+            Some(table) => Some(table),
+            None => {
+                let known: Vec<&str> = crate::parse::x12::guides::TRANSACTIONS
+                    .iter()
+                    .map(|t| t.id)
+                    .collect();
+                diags.push(
+                    src.diag(
+                        t.span(),
+                        format!("no loop table for transaction set `{}`", t.get_ref()),
+                    )
+                    .with_hint(format!("known: {}", known.join(", "))),
+                );
+                None
+            }
+        },
+    };
     let mut columns = Vec::new();
     let mut seen_headers: HashMap<String, String> = HashMap::new();
     for (key, col) in &spec.columns {
@@ -261,17 +287,19 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
                 diags.push(src.diag(key.span(), format!("column `{}` has no `path`", key.get_ref())));
                 continue;
             }
-            (Syntax::X12, None, Some(p)) => match crate::parse::x12::parse_path(p.get_ref()) {
-                Ok(x) => Some(FieldPath::X12(x)),
-                Err((span, msg)) => {
-                    let base = content_offset(src, &p.span());
-                    diags.push(
+            (Syntax::X12, None, Some(p)) => {
+                match crate::parse::x12::parse_path_in(p.get_ref(), transaction) {
+                    Ok(x) => Some(FieldPath::X12(x)),
+                    Err((span, msg)) => {
+                        let base = content_offset(src, &p.span());
+                        diags.push(
                         src.diag(base + span.start..base + span.end, msg)
-                            .with_hint("X12 paths: HCR01, NM1[01=IL]/NM109, UM04.1, EB[01=1]/EB03#*"),
+                            .with_hint("X12 paths: HCR01, NM1[01=IL]/NM109, UM04.1, EB[01=1]/EB03#*, 2100A/NM1[01=PR]/NM103"),
                     );
-                    continue;
+                        continue;
+                    }
                 }
-            },
+            }
             (Syntax::Xml, None, Some(p)) => match crate::parse::xml::parse_path(p.get_ref(), &namespaces) {
                 Ok(x) => Some(FieldPath::Xml(x)),
                 Err((span, msg)) => {
@@ -583,6 +611,7 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
             name,
             path: src.path.clone(),
             syntax,
+            transaction: transaction.map(|t| t.id.to_string()),
             namespaces,
             ignored_headers: spec.ignored_headers.iter().map(|h| normalize_header(h)).collect(),
             columns,
@@ -788,24 +817,41 @@ pub struct Bound<'m> {
     pub coverage: Option<&'m Coverage>,
 }
 
+/// (mapping name, map name, hub code) → (records, the last record counted).
+pub type CoverageCounts = std::collections::BTreeMap<(String, String, String), (u64, u64)>;
+
 /// Which value-map entries a dry run used, and which codes were unmapped.
 /// Single-threaded by design: a dry run maps one file on one thread.
+///
+/// Counts are per record: a record's rules are evaluated twice (once to
+/// fingerprint, once to build the milestone) and several rules may look up
+/// the same code, which once counted each look-up. Keys carry the mapping's
+/// name, because an Excel connector's sheets each have their own mapping and
+/// their maps may share a name.
 #[derive(Debug, Default)]
 pub struct Coverage {
-    /// (map name, hub code as written) → records.
-    pub used: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
-    pub unmapped: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+    /// Canonical entry key → records.
+    pub used: std::cell::RefCell<CoverageCounts>,
+    /// Hub code as written → records (raw values: mask before showing).
+    pub unmapped: std::cell::RefCell<CoverageCounts>,
+    record: std::cell::Cell<u64>,
 }
 
 impl Coverage {
-    fn count(
-        map: &std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
-        name: &str,
-        key: &str,
-    ) {
-        *map.borrow_mut()
-            .entry((name.to_string(), key.to_string()))
-            .or_default() += 1;
+    /// The next look-ups belong to a new record.
+    pub fn next_record(&self) {
+        self.record.set(self.record.get() + 1);
+    }
+
+    fn count(&self, map: &std::cell::RefCell<CoverageCounts>, mapping: &str, name: &str, key: &str) {
+        let record = self.record.get();
+        let mut m = map.borrow_mut();
+        let e = m
+            .entry((mapping.to_string(), name.to_string(), key.to_string()))
+            .or_insert((0, u64::MAX));
+        if e.1 != record {
+            *e = (e.0 + 1, record);
+        }
     }
 }
 
@@ -820,8 +866,16 @@ impl<'a> Env<'a> for RowEnv<'a> {
             return Ok(None);
         };
         match self.fields.trimmed(index) {
+            Some(Ok(t)) if !t.is_empty() => Ok(Some(t)),
+            // Empty because never calculated: not a value the hub sent as empty.
+            _ if self.fields.uncalculated(index) => Err(Stop::Reject {
+                column: Some(self.bound.mapping.columns[slot].name.clone()),
+                reason: "the cell is an uncalculated formula (saved without its value; \
+                         recalculate and save the workbook in Excel)"
+                    .into(),
+            }),
             None => Ok(None),
-            Some(Ok(t)) => Ok(if t.is_empty() { None } else { Some(t) }),
+            Some(Ok(_)) => Ok(None),
             Some(Err(e)) => Err(Stop::Reject {
                 column: Some(self.bound.mapping.columns[slot].name.clone()),
                 reason: format!(
@@ -841,9 +895,10 @@ impl<'a> Env<'a> for RowEnv<'a> {
         let m = &self.bound.mapping.maps[map];
         let found = m.get(key);
         if let Some(c) = self.bound.coverage {
+            let mapping = &self.bound.mapping.name;
             match found {
-                Some(_) => Coverage::count(&c.used, &m.name, &m.canonical_key(key)),
-                None => Coverage::count(&c.unmapped, &m.name, key),
+                Some(_) => c.count(&c.used, mapping, &m.name, &m.canonical_key(key)),
+                None => c.count(&c.unmapped, mapping, &m.name, key),
             }
         }
         match found {
