@@ -15,6 +15,7 @@ pub mod calendar;
 pub mod fire;
 pub mod plan;
 pub mod stats;
+pub mod view;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};

@@ -264,3 +264,149 @@ pub fn subscribers(config: &Config, connector: &str, program: &str, code: &str) 
         .map(|s| s.name.clone())
         .collect()
 }
+
+/// What a file would do to one timer (`hubsync map`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Effect {
+    pub case_id: String,
+    pub rule: String,
+    pub action: Action,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A timer would be armed.
+    Arm,
+    /// Armed, with a deadline already past: it would fire at once.
+    Fire,
+    /// A trigger that would not arm: the journey already went on.
+    Skip,
+    /// An armed timer would be cleared (the awaited milestone, in time).
+    Clear,
+    /// A stalled timer would resume (`journey.resumed`).
+    Resume,
+    /// The rule would be cancelled on the case.
+    Cancel,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Arm => "arm",
+            Action::Fire => "fire",
+            Action::Skip => "skip",
+            Action::Clear => "clear",
+            Action::Resume => "resume",
+            Action::Cancel => "cancel",
+        }
+    }
+}
+
+/// The journey effects of `deltas` (a dry run's new and changed
+/// milestones) against `store` (read-only; none: nothing stored yet).
+pub async fn effects(
+    config: &Config,
+    connector: &Connector,
+    store: Option<&crate::store::Store>,
+    deltas: &[&Content],
+) -> Result<Vec<Effect>, StoreError> {
+    let Some(rules) = config.journeys.program(&connector.program) else {
+        return Ok(Vec::new());
+    };
+    let cases: HashSet<&str> = trigger_cases(rules, deltas).into_iter().collect();
+    let mut present = HashSet::new();
+    let mut stalled: HashSet<(String, String)> = HashSet::new();
+    let mut armed: HashSet<(String, String)> = HashSet::new();
+    if let Some(store) = store {
+        let codes: Vec<&str> = rules.blockers.iter().map(|c| c.as_str()).collect();
+        for r in store.journey_state(&connector.program, &codes).await? {
+            if cases.contains(r.case_id.as_str()) {
+                present.insert((r.case_id, r.milestone));
+            }
+        }
+    }
+    let now = Utc::now();
+    let p = plan(rules, connector, deltas, &present, now);
+    if let Some(store) = store {
+        // Only cases whose timers this file would settle: one query each.
+        let mut settled: Vec<&str> = p
+            .awaited
+            .iter()
+            .chain(&p.cancels)
+            .map(|s| s.case_id.as_str())
+            .collect();
+        settled.sort_unstable();
+        settled.dedup();
+        for case in settled {
+            for t in store.journey_case(&connector.program, case).await? {
+                match t.status {
+                    TimerStatus::Stalled => {
+                        stalled.insert((t.case_id, t.rule));
+                    }
+                    TimerStatus::Armed => {
+                        armed.insert((t.case_id, t.rule));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for a in &p.arms {
+        let late = a.deadline_ms <= now.timestamp_millis();
+        out.push(Effect {
+            case_id: a.case_id.clone(),
+            rule: a.rule.clone(),
+            action: if late { Action::Fire } else { Action::Arm },
+            detail: format!(
+                "{} → deadline {}{}",
+                a.trigger_milestone,
+                local_rfc3339(a.deadline_ms, connector.time.tz),
+                if late && now.timestamp_millis() - a.deadline_ms > config.journeys.horizon.as_millis() as i64
+                {
+                    " (already past the horizon: recorded, not sent)"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
+    for (case_id, rule) in &p.skipped {
+        out.push(Effect {
+            case_id: case_id.clone(),
+            rule: rule.clone(),
+            action: Action::Skip,
+            detail: "an awaited or cancelling milestone is already in the state (or in this file)".into(),
+        });
+    }
+    for s in &p.awaited {
+        let key = (s.case_id.clone(), s.rule.clone());
+        let action = if stalled.contains(&key) {
+            Action::Resume
+        } else if armed.contains(&key) {
+            Action::Clear
+        } else {
+            continue;
+        };
+        out.push(Effect {
+            case_id: s.case_id.clone(),
+            rule: s.rule.clone(),
+            action,
+            detail: format!("by {}", s.by),
+        });
+    }
+    for s in &p.cancels {
+        let key = (s.case_id.clone(), s.rule.clone());
+        if stalled.contains(&key) || armed.contains(&key) {
+            out.push(Effect {
+                case_id: s.case_id.clone(),
+                rule: s.rule.clone(),
+                action: Action::Cancel,
+                detail: format!("by {}", s.by),
+            });
+        }
+    }
+    Ok(out)
+}
