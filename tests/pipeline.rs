@@ -334,11 +334,14 @@ async fn a_kill_mid_delivery_redelivers_at_most_max_in_flight() {
     // Positions in the receiver's log where each kill happened.
     let mut kills = Vec::new();
     for k in 1..=KILLS {
-        // Kill k: past k quarters of the file, with deliveries flowing since the restart.
+        // Kill k: past k fifths of the file, with deliveries flowing since
+        // the restart. Fifths, not quarters, and a few deliveries rather
+        // than a hundred: on a loaded machine ingestion outran delivery and
+        // the last kill came after the file was done.
         let from = rx.accepted().len();
         let mut done = 0;
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while done < k * ROWS / (KILLS + 1) || rx.accepted().len() < from + 100 {
+        while done < k * ROWS / (KILLS + 2) || rx.accepted().len() < from + 20 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no progress before kill {k}"
