@@ -69,6 +69,13 @@ async fn a_quiet_case_stalls_on_time_and_once() {
     let rx = Receiver::start().await;
     let hub = Hub::new(&rx.url(), "", "", 1000);
     rules(&hub, "2s", "learned_at", "");
+    let port = support::free_port();
+    let text = std::fs::read_to_string(&hub.config).expect("config");
+    std::fs::write(
+        &hub.config,
+        format!("{text}\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"HUBSYNC_TEST_ADMIN_TOKEN\"\n"),
+    )
+    .expect("config");
     let daemon = hub.start();
     let t0 = std::time::Instant::now();
     drop_text(
@@ -114,6 +121,42 @@ async fn a_quiet_case_stalls_on_time_and_once() {
     let open = store.journey_open_counts().await.expect("counts");
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].open, 1);
+    // The admin API lists it, and /metrics counts it.
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        http.get(format!("http://127.0.0.1:{port}{path}"))
+            .bearer_auth(support::ADMIN_TOKEN)
+            .send()
+    };
+    let v: serde_json::Value = serde_json::from_str(
+        &get("/v1/journeys/stalls")
+            .await
+            .expect("GET stalls")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(v["counts"][0]["open"], 1, "{v}");
+    assert_eq!(v["stalls"][0]["case_id"], "Q-1", "{v}");
+    assert_eq!(v["stalls"][0]["notified"], true, "{v}");
+    let metrics = get("/metrics")
+        .await
+        .expect("GET metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .contains("hubsync_journey_open_stalls{program=\"ACME-ONC\",rule=\"approved-not-dispensed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hubsync_journey_timers_total{event=\"fired\"}"),
+        "{metrics}"
+    );
+    let stats = get("/v1/journeys/stats?window=3650d").await.expect("GET stats");
+    assert!(stats.status().is_success());
     daemon.stop().await;
 }
 

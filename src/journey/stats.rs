@@ -42,6 +42,9 @@ pub const PAIRS: &[Pair] = &[
     },
 ];
 
+/// Per case: the earliest instant of each code, and the payer it names.
+type CaseTimes = (HashMap<MilestoneCode, DateTime<Utc>>, Option<String>);
+
 /// One line of the statistics.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PairStats {
@@ -83,8 +86,7 @@ pub async fn compute(
     for (program, tz) in programs {
         let rows = store.journey_state(program, &codes).await?;
         // Per case: the earliest instant of each code, and a payer.
-        let mut cases: HashMap<String, (HashMap<MilestoneCode, DateTime<Utc>>, Option<String>)> =
-            HashMap::new();
+        let mut cases: HashMap<String, CaseTimes> = HashMap::new();
         for r in rows {
             let Some(code) = MilestoneCode::parse(&r.milestone) else {
                 continue;
