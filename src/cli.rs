@@ -605,7 +605,7 @@ fn humantime(d: std::time::Duration) -> String {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m {}s", s / 60, s % 60),
         3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ if s % 86400 == 0 => format!("{}d", s / 86400),
+        _ if s.is_multiple_of(86400) => format!("{}d", s / 86400),
         _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
