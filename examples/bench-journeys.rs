@@ -9,6 +9,10 @@
 //!   committed `journey.stalled` outbox rows (with a subscriber, so each
 //!   also gets its delivery row).
 //!
+//! - `rss ROWS rules|none`: a first load (every case armed, or no rules),
+//!   then the journey clock running for 3 s over the store: current and
+//!   peak RSS, to compare the two in separate processes.
+//!
 //! Run with the release build: `cargo run --release --example bench-journeys -- load 100000 3`.
 //! Prints the process's peak RSS at the end.
 
@@ -108,6 +112,17 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -188,7 +203,36 @@ async fn main() {
             );
             store.close().await;
         }
-        other => panic!("unknown mode {other} (load, fire)"),
+        "rss" => {
+            let rules = args.get(2).is_some_and(|s| s == "rules");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = Arc::new(project(dir.path(), rules.then_some("30d")));
+            let store = Store::open(&config.store_url).await.expect("store");
+            let pipeline = Pipeline::new(store.clone(), config.clone(), Vec::new());
+            let (read, secs) = ingest(&pipeline, &data.path().join(format!("day1-{rows}.csv"))).await;
+            let armed: i64 = store
+                .journey_armed_counts()
+                .await
+                .expect("counts")
+                .iter()
+                .map(|c| c.armed)
+                .sum();
+            println!("{read} rows in {secs:.1}s, {armed} timers armed; RSS after load {:.1} MiB", rss_mib());
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let clock = tokio::spawn(hubsync::journey::fire::run(
+                store.clone(),
+                config.clone(),
+                pipeline.timers.clone(),
+                Vec::new(),
+                shutdown.clone(),
+            ));
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            println!("RSS with the clock running over {armed} armed timers: {:.1} MiB", rss_mib());
+            shutdown.cancel();
+            clock.await.expect("clock stops");
+            store.close().await;
+        }
+        other => panic!("unknown mode {other} (load, fire, rss)"),
     }
     println!("peak RSS: {:.1} MiB", peak_rss_mib());
 }
