@@ -157,7 +157,10 @@ async fn main() {
     gen(rows, &data.path().join(format!("day1-{rows}.csv")), false);
     gen(rows, &data.path().join(format!("day2-{rows}.csv")), true);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "load average at start: {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     match mode {
         "load" => {
             let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
@@ -193,7 +196,9 @@ async fn main() {
             println!("armed from {read} rows in {secs:.1}s");
             let now = hubsync::store::now_ms() + 2 * 86_400_000;
             let t0 = Instant::now();
-            let f = hubsync::journey::fire::fire_due(&store, &config, now).await.expect("fire");
+            let f = hubsync::journey::fire::fire_due(&store, &config, now)
+                .await
+                .expect("fire");
             let secs = t0.elapsed().as_secs_f64();
             println!(
                 "fired {} stalls ({} sent with their delivery rows) in {secs:.2}s: {:.0} stalls/s",
@@ -217,7 +222,10 @@ async fn main() {
                 .iter()
                 .map(|c| c.armed)
                 .sum();
-            println!("{read} rows in {secs:.1}s, {armed} timers armed; RSS after load {:.1} MiB", rss_mib());
+            println!(
+                "{read} rows in {secs:.1}s, {armed} timers armed; RSS after load {:.1} MiB",
+                rss_mib()
+            );
             let shutdown = tokio_util::sync::CancellationToken::new();
             let clock = tokio::spawn(hubsync::journey::fire::run(
                 store.clone(),
@@ -227,7 +235,10 @@ async fn main() {
                 shutdown.clone(),
             ));
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-            println!("RSS with the clock running over {armed} armed timers: {:.1} MiB", rss_mib());
+            println!(
+                "RSS with the clock running over {armed} armed timers: {:.1} MiB",
+                rss_mib()
+            );
             shutdown.cancel();
             clock.await.expect("clock stops");
             store.close().await;

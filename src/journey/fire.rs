@@ -209,25 +209,33 @@ pub async fn run(
     }
     let mut backoff = Duration::from_secs(1);
     loop {
-        let now = crate::store::now_ms();
-        let wait = match fire_due(&store, &config, now).await {
-            Ok(f) => {
-                backoff = Duration::from_secs(1);
+        // One indexed read per wake-up; the firing transaction (and its
+        // program lock) only when something is due.
+        let step = async {
+            let now = crate::store::now_ms();
+            if store.journey_next_due().await?.is_some_and(|next| next <= now) {
+                let f = fire_due(&store, &config, now).await?;
                 if f.sent > 0 {
                     for w in &wakers {
                         w.notify_one();
                     }
                 }
-                match store.journey_next_due().await {
-                    Ok(Some(next)) => {
-                        Duration::from_millis((next - crate::store::now_ms()).max(0) as u64).min(POLL)
-                    }
-                    Ok(None) => POLL,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the next journey deadline; retrying");
+            }
+            store.journey_next_due().await
+        };
+        let wait = match step.await {
+            Ok(next) => {
+                backoff = Duration::from_secs(1);
+                // Still due after firing: a timer of a program whose rule
+                // file is gone; look again at the poll interval, not at once.
+                next.map_or(POLL, |next| {
+                    let ms = next - crate::store::now_ms();
+                    if ms <= 0 {
                         POLL
+                    } else {
+                        Duration::from_millis(ms as u64).min(POLL)
                     }
-                }
+                })
             }
             Err(e) => {
                 tracing::error!(error = %e, retry_in_s = backoff.as_secs(), "cannot fire journey timers; retrying");
