@@ -1300,4 +1300,67 @@ mod tests {
             "date '##/##/####' does not match %m/%d/%Y; code 'XXX'"
         );
     }
+
+    fn message(seq: i64, at: i64, code: &str) -> MessageRow {
+        MessageRow {
+            id: format!("msg_{seq}"),
+            pos: seq,
+            connector: "acme-hub".into(),
+            program: "P".into(),
+            case_id: "C-1".into(),
+            milestone: code.into(),
+            sequence: seq,
+            created_at_ms: at,
+            file: Some("f.csv".into()),
+            sha256: None,
+            body: None,
+            deliveries: vec![],
+        }
+    }
+
+    #[test]
+    fn stalls_sit_in_the_timeline_where_they_were_found() {
+        use crate::store::journey::{TimerRow, TimerStatus};
+        let stall = |status, fired: Option<i64>| TimerRow {
+            id: 1,
+            program: "P".into(),
+            case_id: "C-1".into(),
+            rule: "approved-not-dispensed".into(),
+            trigger_milestone: "pa.approved".into(),
+            trigger_occurrence: String::new(),
+            trigger_occurred_at: "2026-11-30".into(),
+            connector: "acme-hub".into(),
+            armed_at_ms: 1_000,
+            deadline_ms: 4_000,
+            status,
+            fired_at_ms: fired,
+            settled_at_ms: None,
+            settled_by: None,
+            stalled_webhook: None,
+            resumed_webhook: None,
+        };
+        let entries = timeline(
+            vec![
+                message(1, 1_000, "pa.approved"),
+                message(2, 9_000, "dispense.shipped"),
+            ],
+            vec![
+                stall(TimerStatus::Stalled, Some(5_000)),
+                // Armed or cleared timers never stalled: not in the journey.
+                stall(TimerStatus::Cleared, None),
+            ],
+        );
+        let kinds: Vec<&str> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Milestone(_) => "milestone",
+                Entry::Stall(_) => "stall",
+            })
+            .collect();
+        assert_eq!(kinds, ["milestone", "stall", "milestone"]);
+        let html = stall_entry(&stall(TimerStatus::Stalled, Some(5_000))).into_string();
+        assert!(html.contains("Stalled: approved-not-dispensed"), "{html}");
+        assert!(html.contains("Open"), "{html}");
+        assert!(html.contains("recorded, not sent"), "{html}");
+    }
 }
