@@ -291,11 +291,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let Some(conn) = c.connectors.iter().find(|x| x.name == connector) else {
                 bail!("no connector named `{connector}`");
             };
+            if !matches!(format.as_str(), "table" | "json") {
+                bail!("unknown format `{format}` (json or table)");
+            }
             let report = crate::workbench::map_file(&c, conn, &file).await?;
             match format.as_str() {
                 "table" => out!("{}", report.to_table()),
-                "json" => out!("{}", report.to_json_lines()),
-                other => bail!("unknown format `{other}` (json or table)"),
+                _ => out!("{}", report.to_json_lines()),
+            }
+            for w in &report.warnings {
+                errln!("warning: {}: {w}", file.display());
+            }
+            // A script or CI job must tell a refused file from a good one.
+            if let Some(reason) = &report.failed {
+                bail!(
+                    "{}: the file would be refused (nothing from it would be committed): {reason}",
+                    file.display()
+                );
             }
             Ok(())
         }
@@ -303,6 +315,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = load(&config)?;
             let results = crate::workbench::run_mapping_tests(&c, update)?;
             let failed = results.iter().filter(|r| r.failure.is_some()).count();
+            // A refused input is a passing test when the expected output says
+            // so (the refusal is what it tests); either way it is said.
+            for r in &results {
+                if let Some(reason) = &r.refused {
+                    let what = if r.failure.is_some() {
+                        "refused"
+                    } else {
+                        "refused, as expected"
+                    };
+                    errln!("{}: input {what}: {reason}", r.name);
+                }
+            }
             for r in &results {
                 match &r.failure {
                     None if update => outln!("updated {}", r.name),
@@ -452,7 +476,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     if c.reconciles() { "yes" } else { "NO" }
                 );
                 if let Some(e) = f.error {
-                    outln!("    error: {e}");
+                    // A done file's note is the parser's warning (hidden
+                    // sheets skipped, no record element); a failed file's is
+                    // why it was refused.
+                    match f.status {
+                        crate::store::FileStatus::Done => outln!("    warning: {e}"),
+                        _ => outln!("    error: {e}"),
+                    }
                 }
             }
             outln!("\nSUBSCRIBERS");
@@ -787,7 +817,7 @@ fn parse(config_path: &std::path::Path, connector: &str, files: &[PathBuf]) -> a
     let Some(conn) = c.connectors.iter().find(|x| x.name == connector) else {
         bail!("no connector named `{connector}`");
     };
-    let mut failed = false;
+    let mut failed: Vec<String> = Vec::new();
     for path in files {
         let size = std::fs::metadata(path)
             .with_context(|| format!("{}", path.display()))?
@@ -808,11 +838,11 @@ fn parse(config_path: &std::path::Path, connector: &str, files: &[PathBuf]) -> a
         }
         if let Some(reason) = count.failed {
             outln!("  FAILED: {reason}");
-            failed = true;
+            failed.push(path.display().to_string());
         }
     }
-    if failed {
-        bail!("some files did not parse");
+    if !failed.is_empty() {
+        bail!("{} file(s) refused: {}", failed.len(), failed.join(", "));
     }
     Ok(())
 }
@@ -855,6 +885,7 @@ async fn ingest(
         .sum();
     let started = std::time::Instant::now();
     let (mut rows, mut done_bytes) = (0u64, 0u64);
+    let mut refused: Vec<String> = Vec::new();
     for (i, path) in files.iter().enumerate() {
         if shutdown.is_cancelled() {
             errln!("interrupted: re-run the same command to resume");
@@ -919,14 +950,16 @@ async fn ingest(
             FileOutcome::Done(row) => {
                 rows += row.counts.read;
                 let c = row.counts;
+                let warning = row.error.map(|w| format!(" (warning: {w})")).unwrap_or_default();
                 format!(
-                    "{name}: {} rows in {secs:.2}s ({:.0} rows/s): {} deltas, {} unchanged, {} rejected, {} filtered",
+                    "{name}: {} rows in {secs:.2}s ({:.0} rows/s): {} deltas, {} unchanged, {} rejected, {} filtered{warning}",
                     c.read, c.read as f64 / secs.max(1e-9), c.deltas, c.unchanged, c.rejected, c.filtered
                 )
             }
             FileOutcome::Duplicate => format!("{name}: already processed (same sha256), skipped"),
             FileOutcome::Failed { file_id, reason } => {
                 store.file_fail(file_id, &reason).await?;
+                refused.push(name.clone());
                 format!("{name}: FAILED: {reason}")
             }
             FileOutcome::Interrupted => format!("{name}: interrupted at its checkpoint"),
@@ -949,6 +982,9 @@ async fn ingest(
         errln!("peak RSS: {:.1} MiB", kb as f64 / 1024.0);
     }
     store.close().await;
+    if !refused.is_empty() {
+        bail!("{} file(s) refused: {}", refused.len(), refused.join(", "));
+    }
     Ok(())
 }
 

@@ -83,7 +83,10 @@ pub enum FileOutcome {
 const MAX_CHUNK_CANDIDATES: usize = 4096;
 
 enum Finish {
-    Done,
+    /// Done, with the parser's warnings (hidden sheets skipped, …) joined:
+    /// kept in the ledger's error column, which `status` shows for a done
+    /// file as its warning.
+    Done(Vec<String>),
     Failed(String),
 }
 
@@ -224,7 +227,7 @@ impl Pipeline {
         while let Some(chunk) = rx.recv().await {
             let finish = match &chunk.finish {
                 None => None,
-                Some(Finish::Done) => Some(None),
+                Some(Finish::Done(_)) => Some(None),
                 Some(Finish::Failed(r)) => Some(Some(r.clone())),
             };
             if let Err(e) = self
@@ -264,6 +267,9 @@ impl Pipeline {
             return Err(e);
         }
         match produced? {
+            // A refused file's last chunk dropped milestones the index had
+            // already recorded: reload it rather than trust it.
+            Ok(_) if matches!(outcome, Some(FileOutcome::Failed { .. })) => *guard = None,
             Ok(index) => *guard = Some(CachedIndex { index, generations }),
             Err(ProduceError::Io(e)) => {
                 *guard = None;
@@ -439,9 +445,13 @@ impl Pipeline {
         if !chunk.rejects.is_empty() {
             tx.insert_rejects(file_id, &chunk.rejects).await?;
         }
+        let warnings = match &chunk.finish {
+            Some(Finish::Done(w)) if !w.is_empty() => Some(w.join("; ")),
+            _ => None,
+        };
         let finish = match &chunk.finish {
             None => None,
-            Some(Finish::Done) => Some((FileStatus::Done, None)),
+            Some(Finish::Done(_)) => Some((FileStatus::Done, warnings.as_deref())),
             Some(Finish::Failed(r)) => Some((FileStatus::Failed, Some(r.as_str()))),
         };
         tx.file_progress(file_id, chunk.records_done, &counts, finish)
@@ -522,12 +532,11 @@ fn produce(
                     Some(h) => match mapping.bind(&h) {
                         Ok(b) => b,
                         Err(e) => {
-                            emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
-                            fail(
-                                emit,
+                            emit(refused(
+                                chunk,
                                 ordinal.max(resume_from),
                                 format!("{}: {label}header: {e}", file.name),
-                            )?;
+                            ))?;
                             return Ok(index);
                         }
                     },
@@ -540,15 +549,14 @@ fn produce(
                             tracing::warn!(connector = %connector.name, file = %file.name, columns = %extras, "unexpected columns in the header (ignored)")
                         }
                         ExtraColumns::Reject => {
-                            emit(std::mem::replace(&mut chunk, new_chunk(ordinal.max(resume_from))))?;
-                            fail(
-                                emit,
+                            emit(refused(
+                                chunk,
                                 ordinal.max(resume_from),
                                 format!(
                                     "{}: {label}header: unexpected column(s) {extras} (header policy: extra_columns = \"reject\")",
                                     file.name
                                 ),
-                            )?;
+                            ))?;
                             return Ok(index);
                         }
                     }
@@ -572,8 +580,7 @@ fn produce(
             Ok(None) => break,
             Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
             Err(e) => {
-                emit(std::mem::replace(&mut chunk, new_chunk(ordinal.max(resume_from))))?;
-                fail(emit, ordinal.max(resume_from), e.to_string())?;
+                emit(refused(chunk, ordinal.max(resume_from), e.to_string()))?;
                 return Ok(index);
             }
         };
@@ -581,6 +588,9 @@ fn produce(
         ordinal += 1;
         if this < resume_from {
             continue;
+        }
+        if let Some(c) = coverage {
+            c.next_record();
         }
         if rejected.is_none() && reader.is_blank() {
             // A blank line is not a record: count it as filtered so totals reconcile.
@@ -592,12 +602,11 @@ fn produce(
         let Some(bound) = bounds.get(part).and_then(Option::as_ref) else {
             // Readers send a part's header before its records; a reader that
             // did not is a bug, reported on the file rather than a panic.
-            emit(std::mem::replace(&mut chunk, new_chunk(this)))?;
-            fail(
-                emit,
+            emit(refused(
+                chunk,
                 this,
                 format!("{}: {locator}: a record came before its header", file.name),
-            )?;
+            ))?;
             return Ok(index);
         };
         let mapping = bound.mapping;
@@ -655,9 +664,7 @@ fn produce(
                 };
                 chunk.rejects.push(reject);
                 if let Some(reason) = stop_file {
-                    chunk.records_done = ordinal;
-                    chunk.finish = Some(Finish::Failed(reason));
-                    emit(chunk)?;
+                    emit(refused(chunk, ordinal, reason))?;
                     return Ok(index);
                 }
             }
@@ -698,7 +705,7 @@ fn produce(
         }
     }
     chunk.records_done = ordinal.max(resume_from);
-    chunk.finish = Some(Finish::Done);
+    chunk.finish = Some(Finish::Done(reader.warnings()));
     emit(chunk)?;
     Ok(index)
 }
@@ -806,7 +813,10 @@ impl Records {
                 }
                 Ok(reader
                     .next_record(rec)?
-                    .map(|locator| Next::Record { locator, part: 0 }))
+                    .map(|locator| match reader.unbalanced_quote(rec) {
+                        Some(reason) => Next::Rejected { locator, reason },
+                        None => Next::Record { locator, part: 0 },
+                    }))
             }
             Records::Excel(r) => Ok(r.read_next()?.map(|n| match n {
                 ExcelNext::Header { part, sheet, header } => Next::Header {
@@ -852,6 +862,16 @@ impl Records {
         }
     }
 
+    /// What the parser warned about (read to the end): hidden sheets
+    /// skipped, a document with no record element under `no_records = "warn"`.
+    fn warnings(&self) -> Vec<String> {
+        match self {
+            Records::Excel(r) => r.warnings().to_vec(),
+            Records::Xml { reader, .. } => reader.warnings().to_vec(),
+            Records::Csv { .. } | Records::X12 { .. } => Vec::new(),
+        }
+    }
+
     /// The current record's fields.
     fn fields(&self) -> Fields<'_> {
         match self {
@@ -869,6 +889,21 @@ impl Records {
             _ => false,
         }
     }
+}
+
+/// The last chunk of a file refused as a whole. Nothing of the chunk the
+/// refusal interrupts is committed or sent: its candidates are dropped, and
+/// the records that produced them count as rejected (with the file), so the
+/// counts still reconcile. Chunks committed before it stay committed: a file
+/// longer than `chunk_rows` that fails late has already delivered its first
+/// chunks, and the dry run shows exactly those.
+fn refused(mut chunk: Chunk, records_done: u64, reason: String) -> Chunk {
+    let dropped: std::collections::BTreeSet<u64> = chunk.candidates.iter().map(|c| c.record).collect();
+    chunk.counts.rejected += dropped.len() as u64;
+    chunk.candidates.clear();
+    chunk.records_done = records_done;
+    chunk.finish = Some(Finish::Failed(reason));
+    chunk
 }
 
 fn new_chunk(records_done: u64) -> Chunk {
@@ -912,6 +947,8 @@ pub struct DryRun {
     pub counts: Counts,
     /// Set when the whole file would be refused.
     pub failed: Option<String>,
+    /// What the parser warned about; `status` shows the same after a run.
+    pub warnings: Vec<String>,
 }
 
 /// Maps `path` with `connector`'s mapping, writing nothing.
@@ -955,8 +992,10 @@ pub fn dry_run_with(
         out.milestones
             .extend(c.candidates.into_iter().map(|c| (c.locator, c.content)));
         out.rejects.extend(c.rejects);
-        if let Some(Finish::Failed(r)) = c.finish {
-            out.failed = Some(r);
+        match c.finish {
+            Some(Finish::Failed(r)) => out.failed = Some(r),
+            Some(Finish::Done(w)) => out.warnings = w,
+            _ => {}
         }
         Ok(())
     };

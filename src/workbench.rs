@@ -64,12 +64,16 @@ pub struct Entry {
 /// Value-map coverage of one map.
 #[derive(Debug, Clone, Serialize)]
 pub struct MapCoverage {
+    /// The mapping the map belongs to (an Excel connector's sheets may each
+    /// have their own).
+    pub mapping: String,
     pub map: String,
     /// Entry → records that used it.
     pub used: BTreeMap<String, u64>,
     /// Entries no record used.
     pub unused: Vec<String>,
-    /// Codes with no entry → records.
+    /// Codes with no entry, masked by shape (`<3 letters>`: a shifted
+    /// column can put a date of birth here) → records.
     pub unmapped: BTreeMap<String, u64>,
 }
 
@@ -82,6 +86,8 @@ pub struct MapReport {
     pub rejects: Vec<RejectRow>,
     pub counts: Counts,
     pub failed: Option<String>,
+    /// What the parser warned about (hidden sheets skipped, …).
+    pub warnings: Vec<String>,
     pub coverage: Vec<MapCoverage>,
     /// What the file's deltas would do to journey timers.
     pub journeys: Vec<crate::journey::plan::Effect>,
@@ -173,15 +179,25 @@ pub async fn map_file(
     counts.deltas = entries.iter().filter(|e| e.status != Verdict::Unchanged).count() as u64;
     let used = coverage.used.into_inner();
     let unmapped = coverage.unmapped.into_inner();
-    let coverage = connector
-        .mapping
-        .maps
-        .iter()
-        .map(|m| {
+    // Every mapping the connector applies: its own, and each sheet rule's.
+    let mut mappings: Vec<&crate::map::Mapping> = vec![&connector.mapping];
+    if let crate::config::Format::Excel(rules) = &connector.format {
+        for (_, m) in rules {
+            if !mappings.iter().any(|x| x.name == m.name) {
+                mappings.push(m);
+            }
+        }
+    }
+    let mut coverage = Vec::new();
+    for mapping in mappings {
+        for m in &mapping.maps {
+            let of_this = |((g, n, _), _): &(&(String, String, String), &(u64, u64))| {
+                *g == mapping.name && *n == m.name
+            };
             let used: BTreeMap<String, u64> = used
                 .iter()
-                .filter(|((n, _), _)| *n == m.name)
-                .map(|((_, k), c)| (k.clone(), *c))
+                .filter(of_this)
+                .map(|((_, _, k), (c, _))| (k.clone(), *c))
                 .collect();
             let mut unused: Vec<String> = m
                 .keys()
@@ -189,18 +205,19 @@ pub async fn map_file(
                 .map(str::to_string)
                 .collect();
             unused.sort();
-            MapCoverage {
+            let mut masked: BTreeMap<String, u64> = BTreeMap::new();
+            for ((_, _, k), (c, _)) in unmapped.iter().filter(of_this) {
+                *masked.entry(crate::map::expr::redact(k)).or_default() += c;
+            }
+            coverage.push(MapCoverage {
+                mapping: mapping.name.clone(),
                 map: m.name.clone(),
                 unused,
-                unmapped: unmapped
-                    .iter()
-                    .filter(|((n, _), _)| *n == m.name)
-                    .map(|((_, k), c)| (k.clone(), *c))
-                    .collect(),
+                unmapped: masked,
                 used,
-            }
-        })
-        .collect();
+            });
+        }
+    }
     Ok(MapReport {
         file: path.display().to_string(),
         compared_with_store: store.is_some(),
@@ -208,6 +225,7 @@ pub async fn map_file(
         rejects: dry.rejects,
         counts,
         failed: dry.failed,
+        warnings: dry.warnings,
         coverage,
         journeys,
     })
@@ -245,6 +263,7 @@ impl MapReport {
             "milestones": {"new": count(Verdict::New), "changed": count(Verdict::Changed), "unchanged": count(Verdict::Unchanged)},
             "records": self.counts,
             "file_refused": self.failed,
+            "warnings": self.warnings,
         })
     }
 
@@ -306,8 +325,9 @@ impl MapReport {
             let unmapped: Vec<String> = c.unmapped.iter().map(|(k, n)| format!("{k}×{n}")).collect();
             let _ = writeln!(
                 out,
-                "  map `{}`: used {}; never used: {}",
+                "  map `{}` ({}): used {}; never used: {}",
                 c.map,
+                c.mapping,
                 used.join(", "),
                 if c.unused.is_empty() {
                     "-".to_string()
@@ -327,8 +347,14 @@ impl MapReport {
             if self.compared_with_store { "" } else { " (no store yet: everything is new)" },
             self.counts.read, self.counts.emitted, self.counts.unchanged, self.counts.rejected, self.counts.filtered
         );
+        for w in &self.warnings {
+            let _ = writeln!(out, "WARNING: {w}");
+        }
         if let Some(f) = &self.failed {
-            let _ = writeln!(out, "FILE WOULD BE REFUSED: {f}");
+            let _ = writeln!(
+                out,
+                "FILE WOULD BE REFUSED (nothing from it would be committed): {f}"
+            );
         }
         out
     }
@@ -372,6 +398,8 @@ pub struct TestResult {
     pub name: String,
     /// `None` when it passed; otherwise a readable diff.
     pub failure: Option<String>,
+    /// The input was refused as a whole (expected or not), and why.
+    pub refused: Option<String>,
 }
 
 /// Runs every `<mappings_dir>/tests/*.toml`. With `update`, rewrites the
@@ -405,6 +433,7 @@ pub fn run_mapping_tests(config: &Config, update: bool) -> Result<Vec<TestResult
             results.push(TestResult {
                 name,
                 failure: Some(format!("no connector named `{}`", spec.connector)),
+                refused: None,
             });
             continue;
         };
@@ -416,12 +445,20 @@ pub fn run_mapping_tests(config: &Config, update: bool) -> Result<Vec<TestResult
                 path: expected_path.display().to_string(),
                 source: e,
             })?;
-            results.push(TestResult { name, failure: None });
+            results.push(TestResult {
+                name,
+                failure: None,
+                refused: dry.failed,
+            });
             continue;
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         let failure = (expected != actual).then(|| diff_lines(&expected, &actual));
-        results.push(TestResult { name, failure });
+        results.push(TestResult {
+            name,
+            failure,
+            refused: dry.failed,
+        });
     }
     Ok(results)
 }

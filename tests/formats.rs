@@ -623,3 +623,392 @@ fn parse_command_counts_records_and_refused_envelopes() -> Result<()> {
     );
     Ok(())
 }
+
+// ------------------------------------------- honest answers (issue 18)
+
+/// A throwaway project: config, one connector `c` and the given mappings,
+/// data in a temp folder. Keeps the folder alive with the config.
+struct Project {
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Project {
+    fn new(connector: &str, mappings: &[(&str, &str)]) -> Result<Project> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("connectors"))?;
+        std::fs::create_dir_all(root.join("mappings"))?;
+        std::fs::write(
+            root.join("config.toml"),
+            "[pseudonymization]\nkey_env = \"HUBSYNC_PSEUDONYM_KEY\"\n",
+        )?;
+        std::fs::write(root.join("connectors/c.toml"), connector)?;
+        for (name, text) in mappings {
+            std::fs::write(root.join(format!("mappings/{name}.toml")), text)?;
+        }
+        let config = config::load_with_env(&root.join("config.toml"), &env)
+            .map_err(|d| anyhow::anyhow!("config does not load:\n{d}"))?;
+        Ok(Project { dir, config })
+    }
+
+    fn dry(&self, file: &Path) -> Result<hubsync::pipeline::DryRun> {
+        Ok(dry_run(&self.config, &self.config.connectors[0], file)?)
+    }
+
+    /// Runs the binary on this project.
+    fn hubsync(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("RUST_BACKTRACE", "1")
+            .output()?)
+    }
+}
+
+fn excel_connector(format_extra: &str) -> String {
+    format!(
+        "program = \"ACME-ONC\"\nmapping = \"pa\"\ntime_zone = \"America/Denver\"\n\
+         [source]\nkind = \"local\"\npath = \"drop\"\n[format]\nkind = \"excel\"\n{format_extra}\n"
+    )
+}
+
+fn summit_pa_mapping() -> Result<String> {
+    Ok(std::fs::read_to_string(
+        repo().join("mappings/excel-summit-pa.toml"),
+    )?)
+}
+
+/// Writes one PA sheet's header and rows (case, patient, decision, decided as text).
+fn pa_sheet(ws: &mut rust_xlsxwriter::Worksheet, rows: &[(&str, &str, &str, &str)]) -> Result<()> {
+    for (c, h) in ["Case #", "Patient Ref", "PA Decision", "Decision Date"]
+        .iter()
+        .enumerate()
+    {
+        ws.write(0, c as u16, *h)?;
+    }
+    for (i, (case, pt, decision, when)) in rows.iter().enumerate() {
+        let r = 1 + i as u32;
+        ws.write(r, 0, *case)?;
+        ws.write(r, 1, *pt)?;
+        ws.write(r, 2, *decision)?;
+        ws.write(r, 3, *when)?;
+    }
+    Ok(())
+}
+
+/// Hidden and very hidden tabs that match the sheet glob are skipped, with a
+/// warning naming them (an archived denial is not a live one);
+/// `include_hidden_sheets = true` reads them.
+#[test]
+fn excel_hidden_sheets_are_skipped_with_a_warning_unless_included() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("pa.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    pa_sheet(
+        wb.add_worksheet().set_name("PA Status - East")?,
+        &[("SUM-1", "P-1", "Approved", "11/19/2026 14:30")],
+    )?;
+    let archive = wb.add_worksheet().set_name("PA Status - Archive")?;
+    pa_sheet(archive, &[("SUM-2", "P-2", "Denied", "01/05/2025 09:00")])?;
+    archive.set_hidden(true);
+    let old = wb.add_worksheet().set_name("PA Status - Old")?;
+    pa_sheet(old, &[("SUM-3", "P-3", "Denied", "01/06/2025 09:00")])?;
+    old.set_very_hidden(true);
+    wb.save(&path)?;
+
+    let sheets = "[[format.sheets]]\nglob = \"PA Status*\"\n";
+    let p = Project::new(&excel_connector(sheets), &[("pa", &summit_pa_mapping()?)])?;
+    let d = p.dry(&path)?;
+    let cases: Vec<&str> = d.milestones.iter().map(|(_, c)| c.case_id.as_str()).collect();
+    assert_eq!(cases, ["SUM-1"], "{:?}", d.milestones);
+    assert_eq!(d.failed, None);
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    let w = &d.warnings[0];
+    assert!(
+        w.contains("PA Status - Archive")
+            && w.contains("PA Status - Old")
+            && w.contains("include_hidden_sheets"),
+        "{w}"
+    );
+
+    let p = Project::new(
+        &excel_connector(&format!("include_hidden_sheets = true\n{sheets}")),
+        &[("pa", &summit_pa_mapping()?)],
+    )?;
+    let d = p.dry(&path)?;
+    let mut cases: Vec<&str> = d.milestones.iter().map(|(_, c)| c.case_id.as_str()).collect();
+    cases.sort();
+    assert_eq!(cases, ["SUM-1", "SUM-2", "SUM-3"]);
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+
+    // `map` says so on stderr too, and exits 0: a warning, not a refusal.
+    let p = Project::new(&excel_connector(sheets), &[("pa", &summit_pa_mapping()?)])?;
+    let out = p.hubsync(&["map", "--connector", "c", path.to_str().context("utf-8 path")?])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("PA Status - Archive"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// A case id merged down over two decision rows: without `fill_merged` the
+/// second row has no case id (rejected); with it, both rows carry it.
+#[test]
+fn excel_merged_cells_are_filled_down_on_request() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("merged.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet().set_name("PA")?;
+    pa_sheet(
+        ws,
+        &[
+            ("SUM-7", "P-7", "Pended", "11/18/2026 10:00"),
+            ("", "P-7", "Approved", "11/19/2026 10:00"),
+        ],
+    )?;
+    ws.merge_range(1, 0, 2, 0, "SUM-7", &rust_xlsxwriter::Format::new())?;
+    // Patient Ref is merged too, but not asked for: it stays as the sheet has it.
+    wb.save(&path)?;
+
+    let p = Project::new(&excel_connector(""), &[("pa", &summit_pa_mapping()?)])?;
+    let d = p.dry(&path)?;
+    assert_eq!(d.milestones.len(), 1);
+    assert_eq!(d.rejects.len(), 1, "{:?}", d.rejects);
+    assert!(
+        d.rejects[0].reason.contains("case id is empty"),
+        "{:?}",
+        d.rejects
+    );
+
+    let p = Project::new(
+        &excel_connector("fill_merged = [\"Case #\"]"),
+        &[("pa", &summit_pa_mapping()?)],
+    )?;
+    let d = p.dry(&path)?;
+    assert!(d.rejects.is_empty(), "{:?}", d.rejects);
+    let got: Vec<(&str, &str)> = d
+        .milestones
+        .iter()
+        .map(|(_, c)| (c.case_id.as_str(), c.milestone.as_str()))
+        .collect();
+    assert_eq!(got, [("SUM-7", "pa.pended"), ("SUM-7", "pa.approved")]);
+    Ok(())
+}
+
+/// Unformatted cells holding Excel serial numbers are dates when the
+/// mapping says `excel_serial`; a date-only cell read with datetime() stays
+/// a date (no invented midnight).
+#[test]
+fn excel_serial_numbers_and_date_only_cells() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("serial.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet().set_name("Referrals")?;
+    for (c, h) in ["Case #", "Received", "Decided"].iter().enumerate() {
+        ws.write(0, c as u16, *h)?;
+    }
+    let date = rust_xlsxwriter::Format::new().set_num_format("mm/dd/yyyy");
+    ws.write(1, 0, "SUM-9")?;
+    ws.write_number(1, 1, 46346)?; // 2026-11-20, no date format
+    ws.write_datetime_with_format(
+        1,
+        2,
+        rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 11, 21)?,
+        &date,
+    )?;
+    ws.write(2, 0, "SUM-10")?;
+    ws.write(2, 1, "not a number")?;
+    ws.write_datetime_with_format(
+        2,
+        2,
+        rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 11, 22)?,
+        &date,
+    )?;
+    wb.save(&path)?;
+    let mapping = r#"version = 1
+[columns]
+case_id = { header = "Case #" }
+received = { header = "Received" }
+decided = { header = "Decided" }
+[[milestones]]
+case_id = "$case_id"
+code = "'referral.received'"
+occurred_at = "date($received, 'excel_serial')"
+[[milestones]]
+case_id = "$case_id"
+code = "'pa.approved'"
+occurred_at = "datetime($decided, '%m/%d/%Y %H:%M')"
+"#;
+    let p = Project::new(&excel_connector(""), &[("pa", mapping)])?;
+    let d = p.dry(&path)?;
+    let got: Vec<(&str, &str, &str, &str)> = d
+        .milestones
+        .iter()
+        .map(|(_, c)| {
+            (
+                c.case_id.as_str(),
+                c.milestone.as_str(),
+                c.occurred_at.as_str(),
+                c.occurred_precision.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("SUM-9", "referral.received", "2026-11-20", "date"),
+            ("SUM-9", "pa.approved", "2026-11-21", "date"),
+        ],
+        "{:?}",
+        d.rejects
+    );
+    // The text in a serial column is rejected with its shape, never its value.
+    assert_eq!(d.rejects.len(), 1, "{:?}", d.rejects);
+    assert!(d.rejects[0].reason.contains("excel_serial"), "{:?}", d.rejects);
+    assert!(!d.rejects[0].reason.contains("not a number"));
+
+    // `excel_serial` is for date(): datetime() refuses it at load.
+    let bad = mapping.replace(
+        "date($received, 'excel_serial')",
+        "datetime($received, 'excel_serial')",
+    );
+    let err = Project::new(&excel_connector(""), &[("pa", &bad)])
+        .err()
+        .context("must not load")?;
+    assert!(err.to_string().contains("use date()"), "{err}");
+    Ok(())
+}
+
+fn xml_connector(extra: &str) -> String {
+    format!(
+        "program = \"ACME-ONC\"\nmapping = \"x\"\ntime_zone = \"America/Chicago\"\n\
+         [source]\nkind = \"local\"\npath = \"drop\"\n[format]\nkind = \"xml\"\nrecord = \"b:Export/b:Case\"\n{extra}\n"
+    )
+}
+
+fn utf16le(text: &str) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        out.extend_from_slice(&u.to_le_bytes());
+    }
+    out
+}
+
+/// A UTF-16 export (with its BOM and an `encoding="UTF-16"` declaration)
+/// maps like its UTF-8 original.
+#[test]
+fn xml_utf16_exports_are_decoded() -> Result<()> {
+    let original = repo().join("fixtures/xml/cases_20261122.xml");
+    let text = std::fs::read_to_string(&original)?;
+    let text = text.replacen("encoding=\"UTF-8\"", "encoding=\"UTF-16\"", 1);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("cases_utf16.xml");
+    std::fs::write(&path, utf16le(&text))?;
+    let mapping = std::fs::read_to_string(repo().join("mappings/xml-beacon-status.toml"))?;
+    let p = Project::new(&xml_connector(""), &[("x", &mapping)])?;
+    let want = p.dry(&original)?;
+    let got = p.dry(&path)?;
+    assert_eq!(got.failed, None);
+    assert!(!want.milestones.is_empty());
+    let strip = |d: &hubsync::pipeline::DryRun| -> Vec<String> {
+        d.milestones
+            .iter()
+            .map(|(l, c)| format!("{l} {} {} {}", c.case_id, c.milestone.as_str(), c.occurred_at))
+            .collect()
+    };
+    assert_eq!(strip(&got), strip(&want));
+    assert_eq!(got.rejects, want.rejects);
+    Ok(())
+}
+
+/// Structure drift (an extra wrapper element, a dropped namespace) is not
+/// an empty export: refused by default, through `ingest` (non-zero exit,
+/// `status` shows the reason); under `no_records = "warn"` the file is done
+/// with zero records and `status` shows the warning.
+#[test]
+fn xml_structure_drift_is_refused_or_warned_and_status_shows_it() -> Result<()> {
+    let text = std::fs::read_to_string(repo().join("fixtures/xml/cases_20261122.xml"))?;
+    let dir = tempfile::tempdir()?;
+    let wrapped = dir.path().join("cases_wrapped.xml");
+    let body_at = text.find("<hub:Export").context("the root")?;
+    let end = text.rfind("</hub:Export>").context("the root's end")? + "</hub:Export>".len();
+    std::fs::write(
+        &wrapped,
+        format!(
+            "{}<Envelope>{}</Envelope>\n",
+            &text[..body_at],
+            &text[body_at..end]
+        ),
+    )?;
+    let mapping = std::fs::read_to_string(repo().join("mappings/xml-beacon-status.toml"))?;
+    let file = wrapped.to_str().context("utf-8 path")?;
+
+    let p = Project::new(&xml_connector(""), &[("x", &mapping)])?;
+    let d = p.dry(&wrapped)?;
+    let reason = d.failed.context("refused")?;
+    assert!(
+        reason.contains("no element matches the record path") && reason.contains("<Envelope>"),
+        "{reason}"
+    );
+    let out = p.hubsync(&["ingest", "--connector", "c", file])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a refused file fails the ingest:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("1 file(s) refused: cases_wrapped.xml"),
+        "{stderr}"
+    );
+    let status = p.hubsync(&["status"])?;
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("failed") && shown.contains("error: cases_wrapped.xml: no element matches"),
+        "{shown}"
+    );
+
+    let p = Project::new(&xml_connector("no_records = \"warn\""), &[("x", &mapping)])?;
+    let d = p.dry(&wrapped)?;
+    assert_eq!(d.failed, None);
+    assert!(
+        d.warnings.iter().any(|w| w.contains("zero records")),
+        "{:?}",
+        d.warnings
+    );
+    let out = p.hubsync(&["ingest", "--connector", "c", file])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: zero records"), "{stderr}");
+    let status = p.hubsync(&["status"])?;
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("done") && shown.contains("warning: zero records"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+/// A formula whose cached value is the empty string computed "" (an
+/// `IF(…, "", …)`): it is an empty cell, not an uncalculated formula.
+#[test]
+fn excel_formula_computing_empty_text_is_not_uncalculated() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("empty-formula.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet().set_name("PA")?;
+    pa_sheet(ws, &[("SUM-8", "P-8", "Approved", "11/19/2026 10:00")])?;
+    ws.write(0, 4, "Auth Expires")?;
+    ws.write_formula(1, 4, "=IF(1=1,\"\",\"05/19/2027\")")?;
+    ws.set_formula_result(1, 4, "");
+    wb.save(&path)?;
+    let p = Project::new(&excel_connector(""), &[("pa", &summit_pa_mapping()?)])?;
+    let d = p.dry(&path)?;
+    assert!(d.rejects.is_empty(), "{:?}", d.rejects);
+    assert_eq!(d.milestones.len(), 1);
+    Ok(())
+}

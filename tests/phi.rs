@@ -29,7 +29,8 @@ fn phi_of(path: &Path) -> BTreeSet<String> {
     };
     if name.ends_with(".csv") {
         let text = String::from_utf8_lossy(&bytes);
-        let mut lines = text.lines();
+        // Lone CRs end lines too (fixtures/malformed/cr_only.csv).
+        let mut lines = text.split(['\n', '\r']).filter(|l| !l.is_empty());
         let Some(header) = lines.next() else { return out };
         let cols: Vec<usize> = header
             .split(',')
@@ -82,16 +83,20 @@ fn phi_of(path: &Path) -> BTreeSet<String> {
                     continue;
                 };
                 let mut grid: std::collections::BTreeMap<u32, Vec<(u32, String)>> = Default::default();
-                while let Ok(Some(c)) = cells.next_cell() {
-                    let (r, col) = c.get_position();
-                    if r > 5_000 {
-                        break;
+                // calamine panics on a corrupt workbook (a shared-string
+                // index past the table): the cells read before it count.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    while let Ok(Some(c)) = cells.next_cell() {
+                        let (r, col) = c.get_position();
+                        if r > 5_000 {
+                            break;
+                        }
+                        grid.entry(r).or_default().push((
+                            col,
+                            calamine::DataType::as_string(c.get_value()).unwrap_or_default(),
+                        ));
                     }
-                    grid.entry(r).or_default().push((
-                        col,
-                        calamine::DataType::as_string(c.get_value()).unwrap_or_default(),
-                    ));
-                }
+                }));
                 let header = grid
                     .iter()
                     .take(20)

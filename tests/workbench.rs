@@ -418,3 +418,337 @@ async fn dry_run_writes_nothing() {
         "no ledger row for a dry run"
     );
 }
+
+// ------------------------------------- honest exit codes and coverage (issue 13)
+
+mod malformed_support;
+
+/// Format keys of another kind (`delimiter`, `encoding`, `skip_lines`,
+/// `quote` on an Excel connector; `no_records` on a CSV one) are refused by
+/// `check`, each at its position.
+#[test]
+fn format_keys_of_another_kind_are_refused_with_their_position() {
+    for (key, value) in [
+        ("delimiter", "\";\""),
+        ("encoding", "\"windows-1252\""),
+        ("skip_lines", "2"),
+        ("quote", "\"'\""),
+    ] {
+        let c = CONNECTOR.replace("kind = \"csv\"", &format!("kind = \"excel\"\n{key} = {value}"));
+        let d = diagnostics(CONFIG, &c, MAPPING, true);
+        assert_at(
+            &d,
+            "c.toml",
+            &c,
+            &format!("{key} = {value}"),
+            key.len() + 3,
+            &format!("`{key}` applies to kind = \"csv\", not \"excel\""),
+        );
+    }
+    for (key, value, owner) in [
+        ("no_records", "\"warn\"", "xml"),
+        ("include_hidden_sheets", "true", "excel"),
+        ("fill_merged", "[\"Case ID\"]", "excel"),
+    ] {
+        let c = CONNECTOR.replace("kind = \"csv\"", &format!("kind = \"csv\"\n{key} = {value}"));
+        let d = diagnostics(CONFIG, &c, MAPPING, true);
+        assert_at(
+            &d,
+            "c.toml",
+            &c,
+            &format!("{key} = {value}"),
+            key.len() + 3,
+            &format!("`{key}` applies to kind = \"{owner}\", not \"csv\""),
+        );
+    }
+}
+
+fn xlsx_hub() -> Hub {
+    let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
+    std::fs::write(
+        hub.root().join("connectors/acme-xlsx.toml"),
+        "program = \"ACME-ONC\"\nmapping = \"acme-hub-status\"\ntime_zone = \"America/New_York\"\n\
+         [source]\nkind = \"local\"\npath = \"drop-xlsx\"\n[format]\nkind = \"excel\"\n",
+    )
+    .expect("write connector");
+    hub
+}
+
+fn run(hub: &Hub, args: &[&str]) -> std::process::Output {
+    hub.command(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run hubsync")
+}
+
+/// A workbook refused part-way (calamine panics on row 4, after rows 2 and
+/// 3 were read): `map` reports no milestone from it (what `run` would commit:
+/// nothing), exits non-zero and says why in one line, with no panic message
+/// or backtrace; `parse` also exits non-zero and names the file.
+#[test]
+fn a_workbook_refused_part_way_maps_nothing_and_fails_the_command() {
+    let hub = xlsx_hub();
+    let gen = tempfile::tempdir().expect("tempdir");
+    let file = malformed_support::generate("shared_string_out_of_range", gen.path());
+    let f = file.to_str().expect("utf-8 path");
+    let out = run(&hub, &["map", "--connector", "acme-xlsx", f]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !out.status.success(),
+        "exit 0 on a refused file:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.lines().any(|l| l.contains("\"kind\":\"milestone\"")),
+        "milestones from a refused file:\n{stdout}"
+    );
+    let summary = stdout.lines().last().expect("a summary line");
+    assert!(
+        summary.contains("\"file_refused\":\"shared_string_out_of_range.xlsx"),
+        "{summary}"
+    );
+    assert!(summary.contains("\"emitted\":0"), "{summary}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one clear line:\n{stderr}");
+    assert!(
+        lines[0].starts_with("error: ")
+            && lines[0].contains("would be refused")
+            && lines[0].contains("shared-string index"),
+        "{stderr}"
+    );
+
+    let out = run(&hub, &["parse", "--connector", "acme-xlsx", f]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("1 file(s) refused") && stderr.contains("shared_string_out_of_range.xlsx"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A good file still exits 0.
+    let good = repo().join("fixtures/acme-hub/status_20261122.csv");
+    let out = run(
+        &hub,
+        &["map", "--connector", "acme-hub", good.to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Coverage: an Excel connector's sheets each have their own mapping, and
+/// their maps may share a name; each map is reported under its mapping, and
+/// a code counts once per record however often the record looks it up.
+/// Before, the PA sheet's `codes` map was not listed and its codes were
+/// credited to (or missing from) the other mapping's `codes`.
+#[test]
+fn coverage_is_per_mapping_and_per_record() {
+    let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
+    let root = hub.root();
+    std::fs::write(
+        root.join("connectors/wb.toml"),
+        "program = \"ACME-ONC\"\nmapping = \"refs\"\ntime_zone = \"America/New_York\"\n\
+         [source]\nkind = \"local\"\npath = \"drop-wb\"\n[format]\nkind = \"excel\"\n\
+         [[format.sheets]]\nname = \"Referrals\"\n[[format.sheets]]\nname = \"PA\"\nmapping = \"pa\"\n",
+    )
+    .expect("connector");
+    let mapping = |code_col: &str, entries: &str, extra: &str| {
+        format!(
+            "version = 1\n[columns]\ncase_id = {{ header = \"Case\" }}\ncode = {{ header = \"{code_col}\" }}\n\
+             when_ = {{ header = \"When\" }}\n[maps.codes]\nentries = {{ {entries} }}\n\
+             [[milestones]]\ncase_id = \"$case_id\"\ncode = \"map('codes', $code)\"\n\
+             occurred_at = \"date($when_, '%Y-%m-%d')\"\n{extra}"
+        )
+    };
+    std::fs::write(
+        root.join("mappings/refs.toml"),
+        mapping(
+            "Status",
+            "REF = \"referral.received\", Approved = \"pa.pended\"",
+            "",
+        ),
+    )
+    .expect("refs");
+    std::fs::write(
+        root.join("mappings/pa.toml"),
+        mapping(
+            "Decision",
+            "Approved = \"pa.approved\", Denied = \"pa.denied\"",
+            "[milestones.attributes]\nx_again = \"map('codes', $code)\"\n",
+        ),
+    )
+    .expect("pa");
+    let file = root.join("wb.xlsx");
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let refs = wb.add_worksheet().set_name("Referrals").expect("sheet");
+    refs.write(0, 0, "Case").expect("cell");
+    refs.write(0, 1, "Status").expect("cell");
+    refs.write(0, 2, "When").expect("cell");
+    refs.write(1, 0, "C-1").expect("cell");
+    refs.write(1, 1, "REF").expect("cell");
+    refs.write(1, 2, "2026-11-20").expect("cell");
+    let pa = wb.add_worksheet().set_name("PA").expect("sheet");
+    pa.write(0, 0, "Case").expect("cell");
+    pa.write(0, 1, "Decision").expect("cell");
+    pa.write(0, 2, "When").expect("cell");
+    pa.write(1, 0, "C-1").expect("cell");
+    pa.write(1, 1, "Approved").expect("cell");
+    pa.write(1, 2, "2026-11-21").expect("cell");
+    wb.save(&file).expect("save");
+
+    let out = run(&hub, &["map", "--connector", "wb", file.to_str().expect("utf-8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let coverage: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|l| l["kind"] == "coverage")
+        .map(|l| l["coverage"].clone())
+        .collect();
+    let of = |mapping: &str| {
+        coverage
+            .iter()
+            .find(|c| c["mapping"] == mapping && c["map"] == "codes")
+            .unwrap_or_else(|| panic!("no coverage for {mapping}: {coverage:?}"))
+    };
+    let pa = of("pa");
+    assert_eq!(pa["used"], serde_json::json!({"Approved": 1}), "{pa}");
+    assert_eq!(pa["unused"], serde_json::json!(["Denied"]), "{pa}");
+    let refs = of("refs");
+    assert_eq!(refs["used"], serde_json::json!({"REF": 1}), "{refs}");
+    assert_eq!(refs["unused"], serde_json::json!(["Approved"]), "{refs}");
+}
+
+/// Shifted columns put a date of birth where the status code belongs: the
+/// coverage's unmapped codes show its shape, never the value.
+#[test]
+fn unmapped_codes_are_masked_by_shape() {
+    let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
+    let text = std::fs::read_to_string(repo().join("fixtures/acme-hub/status_20261122.csv")).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    // Header: Case ID,Patient ID,Patient Last Name,Patient DOB,Status Code,...
+    // One record shifted one column left from DOB on: DOB lands in Status Code.
+    let fields: Vec<&str> = lines[1].split(',').collect();
+    let mut shifted: Vec<&str> = fields[..3].to_vec();
+    shifted.extend(["ZZ", "02/29/1952"]);
+    shifted.extend(&fields[5..]);
+    lines[1] = shifted.join(",");
+    let file = hub.root().join("shifted.csv");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    let out = run(
+        &hub,
+        &["map", "--connector", "acme-hub", file.to_str().expect("utf-8")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("02/29/1952"), "a DOB verbatim:\n{stdout}");
+    assert!(
+        stdout.contains("\"unmapped\":{\"<2 digits/2 digits/4 digits>\":1}"),
+        "{stdout}"
+    );
+    let out = run(
+        &hub,
+        &[
+            "map",
+            "--connector",
+            "acme-hub",
+            "--format",
+            "table",
+            file.to_str().expect("utf-8"),
+        ],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !table.contains("02/29/1952") && table.contains("unmapped codes: <2 digits/2 digits/4 digits>×1"),
+        "{table}"
+    );
+}
+
+/// `fill_merged` names headers the mapping reads: a typo is a diagnostic,
+/// not a fill that silently never happens.
+#[test]
+fn fill_merged_names_a_header_of_the_mapping() {
+    let c = CONNECTOR.replace("kind = \"csv\"", "kind = \"excel\"\nfill_merged = [\"Case Idd\"]");
+    let d = diagnostics(CONFIG, &c, MAPPING, true);
+    assert_at(
+        &d,
+        "c.toml",
+        &c,
+        "[\"Case Idd\"]",
+        0,
+        "`fill_merged` names `Case Idd`, which is not a header of mapping `m`",
+    );
+}
+
+/// `hubsync test`: a mapping test whose expected output is the refusal
+/// passes (the refusal is what it tests), and stderr names each refused
+/// input; a refusal the expected output does not declare fails the run.
+#[test]
+fn mapping_tests_name_refused_inputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    for sub in ["connectors", "mappings", "mappings/tests"] {
+        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+        for e in std::fs::read_dir(repo().join(sub)).expect("read dir").flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), root.join(sub).join(e.file_name())).expect("copy");
+            }
+        }
+    }
+    std::fs::copy(repo().join("config.example.toml"), root.join("config.toml")).expect("config");
+    // Inputs are relative to the test files: point them at the repo's fixtures.
+    for e in std::fs::read_dir(root.join("mappings/tests"))
+        .expect("tests")
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            let t = std::fs::read_to_string(e.path()).expect("read");
+            let fixed = t.replace("../../fixtures/", &format!("{}/fixtures/", repo().display()));
+            std::fs::write(e.path(), fixed).expect("write");
+        }
+    }
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["test", "--config"])
+            .arg(root.join("config.toml"))
+            .env("HUBSYNC_PSEUDONYM_KEY", support::PSEUDONYM_KEY)
+            .env("HUBSYNC_LOCAL_SECRET", support::SECRET)
+            .output()
+            .expect("run test")
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("excel-summit_corrupt: input refused, as expected:"),
+        "{stderr}"
+    );
+    // Expect a good output from the corrupt workbook: the refusal is now a failure.
+    let good = std::fs::read_to_string(root.join("mappings/tests/excel-summit_weekly.expected.jsonl"))
+        .expect("read");
+    std::fs::write(
+        root.join("mappings/tests/excel-summit_corrupt.expected.jsonl"),
+        good,
+    )
+    .expect("write");
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("excel-summit_corrupt: input refused:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 mapping test(s) failed"), "{stderr}");
+}

@@ -218,6 +218,12 @@ pub struct FormatSpec {
     pub skip_rows: Option<Spanned<u32>>,
     /// Find the header row by the mapping's column names (within the first 50 rows).
     pub find_header: Option<Spanned<bool>>,
+    /// Read hidden and very hidden sheets the rules select (default: skip
+    /// them, with a warning naming them).
+    pub include_hidden_sheets: Option<Spanned<bool>>,
+    /// Headers whose vertically merged ranges are carried down to every row
+    /// of the range, for sheets that do not set their own.
+    pub fill_merged: Option<Spanned<Vec<String>>>,
     // -- x12
     /// ISA11 == ISA16: `reject` (default), `repetition` or `component`.
     pub separator_collision: Option<Spanned<crate::parse::x12::SeparatorCollision>>,
@@ -228,16 +234,28 @@ pub struct FormatSpec {
     // -- xml
     /// Path of the record element from the root, e.g. `Export/Cases/Case`.
     pub record: Option<Spanned<String>>,
-    // -- csv
-    #[serde(default = "comma")]
-    pub delimiter: Spanned<String>,
-    #[serde(default = "dquote")]
-    pub quote: Spanned<String>,
-    #[serde(default)]
-    pub encoding: Encoding,
+    /// A document in which no element matches the record path's parent
+    /// (structure drift): `refuse` (default) or `warn`.
+    pub no_records: Option<Spanned<NoRecords>>,
+    // -- csv (absent: `,`, `"`, utf-8, 0; given to another kind: an error)
+    pub delimiter: Option<Spanned<String>>,
+    pub quote: Option<Spanned<String>>,
+    pub encoding: Option<Spanned<Encoding>>,
     /// Lines to skip before the header row (title rows some hubs add).
-    #[serde(default)]
-    pub skip_lines: u64,
+    pub skip_lines: Option<Spanned<u64>>,
+}
+
+/// An XML document whose structure does not lead to the record element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NoRecords {
+    /// Refuse the file: an extra wrapper or a dropped namespace is not an
+    /// empty export.
+    #[default]
+    Refuse,
+    /// Take it as done with zero records, and say so: `status` shows the
+    /// warning.
+    Warn,
 }
 
 /// One worksheet rule of an Excel connector: which sheets (exactly one of
@@ -253,13 +271,8 @@ pub struct SheetSpec {
     pub mapping: Option<Spanned<String>>,
     pub skip_rows: Option<Spanned<u32>>,
     pub find_header: Option<Spanned<bool>>,
-}
-
-fn comma() -> Spanned<String> {
-    Spanned::new(0..0, ",".into())
-}
-fn dquote() -> Spanned<String> {
-    Spanned::new(0..0, "\"".into())
+    /// Replaces the connector's `fill_merged` for this rule.
+    pub fill_merged: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

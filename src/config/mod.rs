@@ -950,6 +950,26 @@ fn load_format(
         if let Some(s) = &f.find_header {
             foreign.push((s.span(), "find_header", FormatKind::Excel));
         }
+        if let Some(s) = &f.include_hidden_sheets {
+            foreign.push((s.span(), "include_hidden_sheets", FormatKind::Excel));
+        }
+        if let Some(s) = &f.fill_merged {
+            foreign.push((s.span(), "fill_merged", FormatKind::Excel));
+        }
+    }
+    if kind != FormatKind::Csv {
+        if let Some(s) = &f.delimiter {
+            foreign.push((s.span(), "delimiter", FormatKind::Csv));
+        }
+        if let Some(s) = &f.quote {
+            foreign.push((s.span(), "quote", FormatKind::Csv));
+        }
+        if let Some(s) = &f.encoding {
+            foreign.push((s.span(), "encoding", FormatKind::Csv));
+        }
+        if let Some(s) = &f.skip_lines {
+            foreign.push((s.span(), "skip_lines", FormatKind::Csv));
+        }
     }
     if kind != FormatKind::X12 {
         if let Some(s) = &f.separator_collision {
@@ -965,6 +985,9 @@ fn load_format(
     if kind != FormatKind::Xml {
         if let Some(s) = &f.record {
             foreign.push((s.span(), "record", FormatKind::Xml));
+        }
+        if let Some(s) = &f.no_records {
+            foreign.push((s.span(), "no_records", FormatKind::Xml));
         }
     }
     for (span, key, owner) in foreign {
@@ -1040,6 +1063,38 @@ fn load_format(
                     HeaderAt::Skip(skip.as_ref().or(f.skip_rows.as_ref()).map_or(0, |s| *s.get_ref()))
                 }
             };
+            let include_hidden = f.include_hidden_sheets.as_ref().is_some_and(|b| *b.get_ref());
+            // A name to fill must be a header the sheet's mapping reads (a
+            // typo would silently fill nothing).
+            let fill =
+                |own: &Option<Spanned<Vec<String>>>, m: &Mapping, diags: &mut Diagnostics| -> Vec<String> {
+                    let Some(list) = own.as_ref().or(f.fill_merged.as_ref()) else {
+                        return Vec::new();
+                    };
+                    let known: Vec<String> = m
+                        .columns
+                        .iter()
+                        .flat_map(|c| std::iter::once(&c.header).chain(&c.aliases))
+                        .map(|h| crate::map::normalize_header(h))
+                        .collect();
+                    let names: Vec<String> = list
+                        .get_ref()
+                        .iter()
+                        .map(|h| crate::map::normalize_header(h))
+                        .collect();
+                    for (raw, n) in list.get_ref().iter().zip(&names) {
+                        if !known.contains(n) {
+                            diags.push(src.diag(
+                                list.span(),
+                                format!(
+                                    "`fill_merged` names `{raw}`, which is not a header of mapping `{}`",
+                                    m.name
+                                ),
+                            ));
+                        }
+                    }
+                    names
+                };
             let mut rules = Vec::new();
             match &f.sheets {
                 None => {
@@ -1048,6 +1103,8 @@ fn load_format(
                         SheetRule {
                             select: SheetSelect::Index(0),
                             header: default_header(&None, &None, mapping),
+                            fill_merged: fill(&None, mapping, diags),
+                            include_hidden,
                         },
                         mapping.clone(),
                     ));
@@ -1098,7 +1155,15 @@ fn load_format(
                             let span = sh.mapping.as_ref().map_or(sheets.span(), |s| s.span());
                             check_syntax(&m, span, diags);
                             let header = default_header(&sh.skip_rows, &sh.find_header, &m);
-                            rules.push((SheetRule { select, header }, m));
+                            rules.push((
+                                SheetRule {
+                                    select,
+                                    header,
+                                    fill_merged: fill(&sh.fill_merged, &m, diags),
+                                    include_hidden,
+                                },
+                                m,
+                            ));
                         }
                     }
                 }
@@ -1144,7 +1209,13 @@ fn load_format(
                 return None;
             };
             match crate::parse::xml::parse_path(record.get_ref(), &mapping.namespaces) {
-                Ok(p) if p.attr.is_none() => Some(Format::Xml(crate::parse::xml::XmlFormat { record: p })),
+                Ok(p) if p.attr.is_none() => Some(Format::Xml(crate::parse::xml::XmlFormat {
+                    record: p,
+                    no_records: f
+                        .no_records
+                        .as_ref()
+                        .map_or_else(Default::default, |n| *n.get_ref()),
+                })),
                 Ok(_) => {
                     diags.push(src.diag(record.span(), "`record` names an element, not an attribute"));
                     None

@@ -607,7 +607,13 @@ pub fn file(current: &Current, f: &FileSummary, rejects: &[RejectRow], deltas: &
                 dt { "SHA-256" } dd { code title=(f.file.sha256) { (short_sha(&f.file.sha256)) } }
             }
             @if let Some(e) = &f.file.error {
-                p.alert role="alert" { strong { "Refused: " } (e) }
+                // A done file's note is a parser warning (hidden sheets
+                // skipped, …); a failed file's is why it was refused.
+                @if f.file.status == FileStatus::Done {
+                    p.alert role="status" { strong { "Warning: " } (e) }
+                } @else {
+                    p.alert role="alert" { strong { "Refused: " } (e) }
+                }
             }
             p.lede {
                 "Read " (c.read) " rows: " (c.emitted) " produced milestones (" (c.deltas) " deltas sent), "

@@ -94,6 +94,33 @@ enum FastDate {
     MonthDayYear,
     /// `%Y-%m-%d`
     YearMonthDay,
+    /// `excel_serial`: an Excel day number in the 1900 date system, as an
+    /// unformatted cell shows it (`46346`, `46346.5`: the day is kept).
+    ExcelSerial,
+}
+
+/// The format name `date()` takes for Excel serial numbers.
+pub const EXCEL_SERIAL: &str = "excel_serial";
+
+/// An Excel 1900-system serial number as a date. Excel counts 1900-02-29,
+/// a day that never was (Lotus 1-2-3's bug, kept for compatibility): serials
+/// from 61 on are one day ahead of a plain count from 1899-12-31.
+fn excel_serial(s: &str) -> Option<NaiveDate> {
+    let v: f64 = s.trim().parse().ok()?;
+    // 1 is 1900-01-01; 2958465 is 9999-12-31, Excel's last day.
+    if !(1.0..2_958_466.0).contains(&v) {
+        return None;
+    }
+    let days = v.trunc() as i64;
+    let (epoch, days) = if days >= 61 {
+        (NaiveDate::from_ymd_opt(1899, 12, 30)?, days)
+    } else {
+        (NaiveDate::from_ymd_opt(1899, 12, 31)?, days)
+    };
+    if days == 60 {
+        return None; // 1900-02-29
+    }
+    epoch.checked_add_signed(chrono::Duration::days(days))
 }
 
 /// Parses 1-2 digits (`max_len` 2) or exactly 4 digits (`max_len` 4).
@@ -109,6 +136,7 @@ impl FastDate {
         let b = s.as_bytes();
         let (y, m, d) = match self {
             FastDate::None => return None,
+            FastDate::ExcelSerial => return excel_serial(s),
             FastDate::MonthDayYear => {
                 let mut it = b.split(|c| *c == b'/');
                 let (m, d, y) = (it.next()?, it.next()?, it.next()?);
@@ -134,6 +162,20 @@ impl DateFormat {
     /// Compiles a strftime-style format, rejecting specifiers chrono does not
     /// know and formats that cannot name a calendar day.
     pub fn compile(text: &str, want_time: bool) -> Result<DateFormat, String> {
+        if text == EXCEL_SERIAL {
+            if want_time {
+                return Err(format!(
+                    "`{EXCEL_SERIAL}` is a date format: use date() (a serial's time of day is not read)"
+                ));
+            }
+            return Ok(DateFormat {
+                text: text.to_string(),
+                items: Vec::new(),
+                has_offset: false,
+                has_time: false,
+                fast: FastDate::ExcelSerial,
+            });
+        }
         check_specifiers(text)?;
         let items = StrftimeItems::new(text)
             .parse_to_owned()
@@ -1025,6 +1067,10 @@ pub fn eval<'a, E: Env<'a>>(e: &'a Expr, env: &E) -> Result<Val<'a>, Stop> {
         } => match typed_date(arg, env) {
             // A typed date cell needs no format: it is a date already.
             Some(t) if !*time => Val::Date(t.date()),
+            // A date-only cell (no time of day) read with datetime(): the
+            // day is what the sheet says, so the value stays a date rather
+            // than gaining an invented midnight in the connector's zone.
+            Some(t) if t.time() == chrono::NaiveTime::MIN => Val::Date(t.date()),
             Some(t) => Val::DateTime(env.localize(t).map_err(|reason| Stop::Reject {
                 column: column.clone(),
                 reason,
@@ -1128,6 +1174,9 @@ fn parse_date<'a, E: Env<'a>>(
     for f in formats {
         if let Some(d) = f.fast.parse(s) {
             return Ok(Val::Date(d));
+        }
+        if f.fast == FastDate::ExcelSerial {
+            continue; // not a serial number; the next format may read it
         }
         let Some(parsed) = f.parse(s) else { continue };
         if !time {

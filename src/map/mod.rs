@@ -788,24 +788,41 @@ pub struct Bound<'m> {
     pub coverage: Option<&'m Coverage>,
 }
 
+/// (mapping name, map name, hub code) → (records, the last record counted).
+pub type CoverageCounts = std::collections::BTreeMap<(String, String, String), (u64, u64)>;
+
 /// Which value-map entries a dry run used, and which codes were unmapped.
 /// Single-threaded by design: a dry run maps one file on one thread.
+///
+/// Counts are per record: a record's rules are evaluated twice (once to
+/// fingerprint, once to build the milestone) and several rules may look up
+/// the same code, which once counted each look-up. Keys carry the mapping's
+/// name, because an Excel connector's sheets each have their own mapping and
+/// their maps may share a name.
 #[derive(Debug, Default)]
 pub struct Coverage {
-    /// (map name, hub code as written) → records.
-    pub used: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
-    pub unmapped: std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
+    /// Canonical entry key → records.
+    pub used: std::cell::RefCell<CoverageCounts>,
+    /// Hub code as written → records (raw values: mask before showing).
+    pub unmapped: std::cell::RefCell<CoverageCounts>,
+    record: std::cell::Cell<u64>,
 }
 
 impl Coverage {
-    fn count(
-        map: &std::cell::RefCell<std::collections::BTreeMap<(String, String), u64>>,
-        name: &str,
-        key: &str,
-    ) {
-        *map.borrow_mut()
-            .entry((name.to_string(), key.to_string()))
-            .or_default() += 1;
+    /// The next look-ups belong to a new record.
+    pub fn next_record(&self) {
+        self.record.set(self.record.get() + 1);
+    }
+
+    fn count(&self, map: &std::cell::RefCell<CoverageCounts>, mapping: &str, name: &str, key: &str) {
+        let record = self.record.get();
+        let mut m = map.borrow_mut();
+        let e = m
+            .entry((mapping.to_string(), name.to_string(), key.to_string()))
+            .or_insert((0, u64::MAX));
+        if e.1 != record {
+            *e = (e.0 + 1, record);
+        }
     }
 }
 
@@ -820,8 +837,16 @@ impl<'a> Env<'a> for RowEnv<'a> {
             return Ok(None);
         };
         match self.fields.trimmed(index) {
+            Some(Ok(t)) if !t.is_empty() => Ok(Some(t)),
+            // Empty because never calculated: not a value the hub sent as empty.
+            _ if self.fields.uncalculated(index) => Err(Stop::Reject {
+                column: Some(self.bound.mapping.columns[slot].name.clone()),
+                reason: "the cell is an uncalculated formula (saved without its value; \
+                         recalculate and save the workbook in Excel)"
+                    .into(),
+            }),
             None => Ok(None),
-            Some(Ok(t)) => Ok(if t.is_empty() { None } else { Some(t) }),
+            Some(Ok(_)) => Ok(None),
             Some(Err(e)) => Err(Stop::Reject {
                 column: Some(self.bound.mapping.columns[slot].name.clone()),
                 reason: format!(
@@ -841,9 +866,10 @@ impl<'a> Env<'a> for RowEnv<'a> {
         let m = &self.bound.mapping.maps[map];
         let found = m.get(key);
         if let Some(c) = self.bound.coverage {
+            let mapping = &self.bound.mapping.name;
             match found {
-                Some(_) => Coverage::count(&c.used, &m.name, &m.canonical_key(key)),
-                None => Coverage::count(&c.unmapped, &m.name, key),
+                Some(_) => c.count(&c.used, mapping, &m.name, &m.canonical_key(key)),
+                None => c.count(&c.unmapped, mapping, &m.name, key),
             }
         }
         match found {

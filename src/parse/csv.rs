@@ -30,27 +30,36 @@ impl CsvFormat {
                 Err((s.span(), format!("{what} must be one ASCII character")))
             }
         };
-        let delimiter = one_byte(&spec.delimiter, "delimiter")?;
-        let quote = one_byte(&spec.quote, "quote")?;
+        let delimiter = spec
+            .delimiter
+            .as_ref()
+            .map_or(Ok(b','), |d| one_byte(d, "delimiter"))?;
+        let quote = spec.quote.as_ref().map_or(Ok(b'"'), |q| one_byte(q, "quote"))?;
         if delimiter == quote {
-            return Err((spec.quote.span(), "quote and delimiter must differ".into()));
+            let span = spec
+                .quote
+                .as_ref()
+                .or(spec.delimiter.as_ref())
+                .map_or(0..0, |s| s.span());
+            return Err((span, "quote and delimiter must differ".into()));
         }
         Ok(CsvFormat {
             delimiter,
             quote,
-            encoding: spec.encoding,
-            skip_lines: spec.skip_lines,
+            encoding: spec
+                .encoding
+                .as_ref()
+                .map_or_else(Default::default, |e| *e.get_ref()),
+            skip_lines: spec.skip_lines.as_ref().map_or(0, |s| *s.get_ref()),
         })
     }
 }
 
 /// A streaming reader over one CSV file.
 pub struct CsvReader {
-    inner: csv::Reader<Box<dyn Read + Send>>,
+    inner: csv::Reader<LineCap<BufReader<Box<dyn Read + Send>>>>,
     file: String,
-    /// Lines consumed before the header (title rows), added to every locator;
-    /// plus one for CRLF files, whose LF the csv crate counts only once the
-    /// next record has begun.
+    /// Lines consumed before the header (title rows), added to every locator.
     line_offset: u64,
     header: Vec<String>,
 }
@@ -60,17 +69,75 @@ pub struct CsvReader {
 /// file under a `.csv` name, a broken export) is read into memory whole.
 pub const MAX_LINE_BYTES: usize = 32 << 20;
 
-/// Fails the read once more than [`MAX_LINE_BYTES`] pass without a `\n`.
+/// Fails the read once more than [`MAX_LINE_BYTES`] pass without a line
+/// break, and finds the line breaks for locators: the csv crate counts `\n`
+/// only, so after a lone CR (classic Mac endings) its line numbers repeated.
+/// A line break is a `\n` or a `\r` not followed by `\n`, as the csv crate
+/// ends records.
 struct LineCap<R> {
     inner: R,
-    /// Bytes since the last newline.
+    /// Bytes since the last line break.
     run: usize,
+    /// Bytes read so far.
+    pos: u64,
+    /// Offsets of the line breaks read but not yet behind a located record;
+    /// bounded by the csv reader's read-ahead.
+    breaks: std::collections::VecDeque<u64>,
+    /// Breaks already behind a located record.
+    lines: u64,
+    /// A CR ended the last read: a break unless the next byte is `\n`.
+    pending_cr: Option<u64>,
+}
+
+impl<R> LineCap<R> {
+    fn new(inner: R) -> LineCap<R> {
+        LineCap {
+            inner,
+            run: 0,
+            pos: 0,
+            breaks: std::collections::VecDeque::new(),
+            lines: 0,
+            pending_cr: None,
+        }
+    }
+
+    /// The 1-based line of byte `offset`. Offsets asked for never go back.
+    /// A break at `offset` itself is behind it: after a CRLF the csv crate
+    /// starts the next record at the LF.
+    fn line_of(&mut self, offset: u64) -> u64 {
+        while self.breaks.front().is_some_and(|b| *b <= offset) {
+            self.breaks.pop_front();
+            self.lines += 1;
+        }
+        if self.pending_cr.is_some_and(|b| b <= offset) {
+            // A CR that ended a read, followed by the record at `offset`.
+            return self.lines + 2;
+        }
+        self.lines + 1
+    }
 }
 
 impl<R: Read> Read for LineCap<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.run = match memchr::memrchr(b'\n', &buf[..n]) {
+        let data = &buf[..n];
+        let base = self.pos;
+        if let Some(cr) = self.pending_cr.take() {
+            if data.first() != Some(&b'\n') {
+                self.breaks.push_back(cr);
+            }
+        }
+        for i in memchr::memchr2_iter(b'\n', b'\r', data) {
+            if data[i] == b'\n' {
+                self.breaks.push_back(base + i as u64);
+            } else if i + 1 == n {
+                self.pending_cr = Some(base + i as u64);
+            } else if data[i + 1] != b'\n' {
+                self.breaks.push_back(base + i as u64);
+            }
+        }
+        self.pos += n as u64;
+        self.run = match memchr::memrchr2(b'\n', b'\r', data) {
             Some(i) => n - i - 1,
             None => self.run + n,
         };
@@ -127,31 +194,26 @@ impl CsvReader {
             buffered.consume(3);
         }
         for _ in 0..fmt.skip_lines {
-            let mut raw = Vec::new();
-            if buffered.read_until(b'\n', &mut raw).map_err(io)? == 0 {
+            if !skip_line(&mut buffered).map_err(io)? {
                 break;
             }
         }
-        let head = buffered.fill_buf().map_err(io)?;
-        let crlf = head
-            .iter()
-            .position(|b| *b == b'\n')
-            .is_some_and(|i| i > 0 && head[i - 1] == b'\r');
-        let boxed: Box<dyn Read + Send> = Box::new(LineCap {
-            inner: buffered,
-            run: 0,
-        });
+        let capped = LineCap::new(buffered);
         let mut inner = csv::ReaderBuilder::new()
             .delimiter(fmt.delimiter)
             .quote(fmt.quote)
             .has_headers(false)
             .flexible(true)
             .buffer_capacity(256 * 1024)
-            .from_reader(boxed);
+            .from_reader(capped);
         let mut header_rec = csv::ByteRecord::new();
-        let got = inner
-            .read_byte_record(&mut header_rec)
-            .map_err(|e| csv_error(&file_name, fmt.skip_lines, e))?;
+        let got = match inner.read_byte_record(&mut header_rec) {
+            Ok(got) => got,
+            Err(e) => {
+                let line = line_of_error(&mut inner, &e) + fmt.skip_lines;
+                return Err(csv_error(&file_name, line, e));
+            }
+        };
         if !got {
             return Err(ParseError::Header {
                 file: file_name,
@@ -165,7 +227,7 @@ impl CsvReader {
         Ok(CsvReader {
             inner,
             file: file_name,
-            line_offset: fmt.skip_lines + u64::from(crlf),
+            line_offset: fmt.skip_lines,
             header,
         })
     }
@@ -178,17 +240,76 @@ impl CsvReader {
     pub fn next_record(&mut self, rec: &mut csv::ByteRecord) -> Result<Option<Locator>, ParseError> {
         match self.inner.read_byte_record(rec) {
             Ok(true) => {
-                let line = rec.position().map_or(0, |p| p.line()) + self.line_offset;
+                let byte = rec.position().map_or(0, |p| p.byte());
+                let line = self.inner.get_mut().line_of(byte) + self.line_offset;
                 Ok(Some(Locator::Line(line)))
             }
             Ok(false) => Ok(None),
-            Err(e) => Err(csv_error(&self.file, self.line_offset, e)),
+            Err(e) => {
+                let line = line_of_error(&mut self.inner, &e) + self.line_offset;
+                Err(csv_error(&self.file, line, e))
+            }
+        }
+    }
+
+    /// Why a short record is not what it looks like, when it is not: fewer
+    /// fields than the header and a field that spans lines is a quote that
+    /// never closed (it swallowed the lines after it).
+    pub fn unbalanced_quote(&self, rec: &csv::ByteRecord) -> Option<String> {
+        if rec.len() >= self.header.len() {
+            return None;
+        }
+        let spans_lines = rec.iter().any(|f| memchr::memchr2(b'\n', b'\r', f).is_some());
+        spans_lines.then(|| {
+            format!(
+                "an unbalanced quote: the record has {} of the header's {} fields and a field \
+                 that runs over several lines (a quote opened in it never closes, so it \
+                 swallowed the lines after it)",
+                rec.len(),
+                self.header.len()
+            )
+        })
+    }
+}
+
+/// Consumes one line (ended by `\n`, `\r\n` or a lone `\r`, as records
+/// are); `false` at the end of the file. Bounded by the line cap.
+fn skip_line(r: &mut impl BufRead) -> std::io::Result<bool> {
+    let mut seen = 0usize;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(seen > 0);
+        }
+        match memchr::memchr2(b'\n', b'\r', buf) {
+            Some(i) => {
+                let cr = buf[i] == b'\r';
+                r.consume(i + 1);
+                if cr && r.fill_buf()?.first() == Some(&b'\n') {
+                    r.consume(1);
+                }
+                return Ok(true);
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+                seen += n;
+                if seen > MAX_LINE_BYTES {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, LineTooLong));
+                }
+            }
         }
     }
 }
 
-fn csv_error(file: &str, offset: u64, e: csv::Error) -> ParseError {
-    let line = e.position().map_or(0, |p| p.line()) + offset;
+fn line_of_error(inner: &mut csv::Reader<LineCap<BufReader<Box<dyn Read + Send>>>>, e: &csv::Error) -> u64 {
+    match e.position() {
+        Some(p) => inner.get_mut().line_of(p.byte()),
+        None => 0,
+    }
+}
+
+fn csv_error(file: &str, line: u64, e: csv::Error) -> ParseError {
     match e.into_kind() {
         csv::ErrorKind::Io(source) if source.get_ref().is_some_and(|e| e.is::<LineTooLong>()) => {
             ParseError::Unreadable {
@@ -257,6 +378,106 @@ mod tests {
         let mut rec = csv::ByteRecord::new();
         r.next_record(&mut rec).expect("rec");
         assert_eq!(rec.get(0), Some("Café Health".as_bytes()));
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Hands out one byte per read: every CR ends a read.
+    struct OneByte<'a>(&'a [u8]);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.is_empty()) {
+                (Some((b, rest)), false) => {
+                    buf[0] = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    fn lines_of(data: &[u8], one_byte: bool) -> Vec<u64> {
+        let src: Box<dyn Read + Send> = if one_byte {
+            Box::new(OneByte(Box::leak(data.to_vec().into_boxed_slice())))
+        } else {
+            Box::new(std::io::Cursor::new(data.to_vec()))
+        };
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(LineCap::new(BufReader::with_capacity(1, src)));
+        let mut rec = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        while r.read_byte_record(&mut rec).expect("record") {
+            let byte = rec.position().map_or(0, |p| p.byte());
+            out.push(r.get_mut().line_of(byte));
+        }
+        out
+    }
+
+    #[test]
+    fn lone_cr_crlf_and_lf_lines_are_counted_alike() {
+        // header CRLF, lone CR, a quoted field over two lines (LF), CRLF, LF.
+        let data = b"A,B\r\n1,x\r2,\"two\nlines\"\r\n3,y\n4,z\r";
+        for one_byte in [false, true] {
+            assert_eq!(
+                lines_of(data, one_byte),
+                [1, 2, 3, 5, 6],
+                "one byte per read: {one_byte}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cr_only_file_is_not_one_long_line() {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(b"Weekly report\rA,B\r1,x\r2,y\r").expect("write");
+        let fmt = CsvFormat {
+            delimiter: b',',
+            quote: b'"',
+            encoding: Encoding::Utf8,
+            skip_lines: 1,
+        };
+        // The title line ends at its CR; locators still name physical lines.
+        let mut r = CsvReader::open(f.path(), &fmt).expect("open");
+        assert_eq!(r.header(), ["A", "B"]);
+        let mut rec = csv::ByteRecord::new();
+        let mut lines = Vec::new();
+        while let Some(Locator::Line(l)) = r.next_record(&mut rec).expect("rec") {
+            lines.push(l);
+        }
+        assert_eq!(lines, [3, 4]);
+    }
+
+    #[test]
+    fn a_quote_that_never_closes_is_named() {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(b"A,B,C\n1,\"x,y\n2,p,q\n3,r,s\n").expect("write");
+        let fmt = CsvFormat {
+            delimiter: b',',
+            quote: b'"',
+            encoding: Encoding::Utf8,
+            skip_lines: 0,
+        };
+        let mut r = CsvReader::open(f.path(), &fmt).expect("open");
+        let mut rec = csv::ByteRecord::new();
+        assert_eq!(r.next_record(&mut rec).expect("rec"), Some(Locator::Line(2)));
+        let why = r.unbalanced_quote(&rec).expect("named");
+        assert!(
+            why.contains("unbalanced quote") && why.contains("2 of the header's 3"),
+            "{why}"
+        );
+        // A legitimate quoted field over two lines, with every field there.
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(b"A,B\n1,\"two\nlines\"\n").expect("write");
+        let mut r = CsvReader::open(f.path(), &fmt).expect("open");
+        r.next_record(&mut rec).expect("rec");
+        assert_eq!(r.unbalanced_quote(&rec), None);
     }
 }
 

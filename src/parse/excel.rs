@@ -68,6 +68,15 @@ pub enum HeaderAt {
 pub struct SheetRule {
     pub select: SheetSelect,
     pub header: HeaderAt,
+    /// Columns (headers, normalized as headers are) whose vertically merged
+    /// ranges are carried down: every row of the range reads the value of
+    /// its top cell. xlsx/xlsm and xls only (calamine reads no merges from
+    /// xlsb or ods).
+    pub fill_merged: Vec<String>,
+    /// Read hidden and very hidden sheets this rule selects (the connector's
+    /// `include_hidden_sheets`). Off: they are skipped with a warning naming
+    /// them (an archived tab is not live data).
+    pub include_hidden: bool,
 }
 
 /// What the worker sends.
@@ -83,6 +92,7 @@ enum Msg {
         row: Row,
     },
     Error(ParseError),
+    Warning(String),
 }
 
 /// What the reader yields.
@@ -106,9 +116,50 @@ pub struct ExcelReader {
     worker: Option<JoinHandle<()>>,
     file: String,
     current: Row,
+    warnings: Vec<String>,
 }
 
 const HEADER_SEARCH_ROWS: u32 = 50;
+
+thread_local! {
+    /// Set on the Excel worker thread: a panic there (calamine on a hostile
+    /// file) is reported as an unreadable workbook, not printed.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once per process, a panic hook that stays silent on threads
+/// that asked for it and hands every other panic to the previous hook
+/// (whose message and backtrace a real bug needs).
+fn install_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET_PANICS.with(std::cell::Cell::get) {
+                // The location only: a payload may quote cell content.
+                tracing::debug!(location = ?info.location(), "the Excel reader panicked on a workbook");
+                return;
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// The one line a panic inside the Excel reader becomes.
+fn panic_reason(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    if text.contains("index out of bounds") {
+        "the workbook is corrupt: a cell refers to an entry its tables do not have \
+         (e.g. a shared-string index past the end of sharedStrings.xml)"
+            .into()
+    } else {
+        "the workbook is corrupt: the Excel reader failed on its content".into()
+    }
+}
 
 impl ExcelReader {
     /// Opens the workbook at `path` in a worker thread.
@@ -118,10 +169,22 @@ impl ExcelReader {
         let (recycle, recycled) = sync_channel::<Row>(80);
         let worker_path = path.to_path_buf();
         let worker_file = file.clone();
+        install_quiet_hook();
         let worker = std::thread::Builder::new()
             .name("hubsync-excel".into())
             .spawn(move || {
-                if let Err(e) = read_workbook(&worker_path, &worker_file, &rules, &tx, &recycled) {
+                QUIET_PANICS.with(|q| q.set(true));
+                // The worker owns everything it touches, and a panic ends its
+                // use of them: nothing half-updated is seen afterwards.
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    read_workbook(&worker_path, &worker_file, &rules, &tx, &recycled)
+                }));
+                let failed = match read {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(payload) => Some(unreadable(&worker_file, panic_reason(payload.as_ref()))),
+                };
+                if let Some(e) = failed {
                     let _ = tx.send(Msg::Error(e));
                 }
             })
@@ -135,7 +198,13 @@ impl ExcelReader {
             worker: Some(worker),
             file,
             current: Row::new(),
+            warnings: Vec::new(),
         })
+    }
+
+    /// Warnings so far (all of them once `read_next` returned `None`).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The current record's values.
@@ -144,7 +213,13 @@ impl ExcelReader {
     }
 
     pub fn read_next(&mut self) -> Result<Option<ExcelNext>, ParseError> {
-        match self.rx.recv() {
+        let mut msg = self.rx.recv();
+        while let Ok(Msg::Warning(w)) = msg {
+            self.warnings.push(w);
+            msg = self.rx.recv();
+        }
+        match msg {
+            Ok(Msg::Warning(_)) => unreachable!("warnings are taken above"),
             Ok(Msg::Header { part, sheet, header }) => Ok(Some(ExcelNext::Header { part, sheet, header })),
             Ok(Msg::Row { part, locator, row }) => {
                 let old = std::mem::replace(&mut self.current, row);
@@ -196,19 +271,27 @@ const MAX_ENTRY_BYTES: u64 = 1 << 30;
 /// CRC check: a workbook whose bytes changed after zipping (a bad copy, bit
 /// rot) would otherwise be read with the changed values
 /// (fixtures/malformed, `zip_corrupt_entry`).
-fn verify_zip(path: &Path) -> Result<(), String> {
+///
+/// Returns whether a worksheet holds a formula (`<f>`): only then is the
+/// sheet read a second time for its formula cells, to tell an uncalculated
+/// formula (no cached value) from an empty cell. Hub exports rarely have
+/// any, and the search rides on the inflating this does anyway.
+fn verify_zip(path: &Path) -> Result<bool, String> {
     let f = File::open(path).map_err(|e| format!("cannot open the workbook: {e}"))?;
     // Not a readable zip at all: calamine says so in its own words.
     let Ok(mut zip) = zip::ZipArchive::new(std::io::BufReader::new(f)) else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut scan = FormulaScan::default();
     for i in 0..zip.len() {
         let entry = zip
             .by_index(i)
             .map_err(|e| format!("the workbook is corrupt: entry {i}: {e}"))?;
         let name = entry.name().to_string();
+        scan.active = name.starts_with("xl/worksheets/") && !scan.found;
+        scan.tail.clear();
         let mut limited = std::io::Read::take(entry, MAX_ENTRY_BYTES + 1);
-        let n = std::io::copy(&mut limited, &mut std::io::sink())
+        let n = std::io::copy(&mut limited, &mut scan)
             .map_err(|e| format!("the workbook is corrupt: entry `{name}`: {e}"))?;
         if n > MAX_ENTRY_BYTES {
             return Err(format!(
@@ -217,7 +300,36 @@ fn verify_zip(path: &Path) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(scan.found)
+}
+
+/// A sink that looks for a formula element (`<f>`, `<f …>`, `<f/>`) in the
+/// bytes written to it while `active`, across write boundaries.
+#[derive(Default)]
+struct FormulaScan {
+    active: bool,
+    found: bool,
+    tail: Vec<u8>,
+}
+
+impl std::io::Write for FormulaScan {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.active && !self.found {
+            let hit = |b: &[u8]| {
+                memchr::memmem::find_iter(b, b"<f").any(|i| matches!(b.get(i + 2), Some(b'>' | b' ' | b'/')))
+            };
+            let head = &buf[..buf.len().min(3)];
+            let mut seam = std::mem::take(&mut self.tail);
+            seam.extend_from_slice(head);
+            self.found = hit(&seam) || hit(buf);
+            self.tail.clear();
+            self.tail.extend_from_slice(&buf[buf.len().saturating_sub(3)..]);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn read_workbook(
@@ -246,20 +358,36 @@ fn read_workbook(
             "the workbook is password-protected (an encrypted container, not a plain xlsx); ask the hub for an unprotected file",
         ));
     }
+    let mut has_formulas = false;
     if n >= 4 && magic[..4] == *b"PK\x03\x04" {
-        verify_zip(path).map_err(|reason| unreadable(file, reason))?;
+        has_formulas = verify_zip(path).map_err(|reason| unreadable(file, reason))?;
     }
     let mut wb = calamine::open_workbook_auto(path).map_err(|e| explain(file, e))?;
-    let names: Vec<String> = wb.sheet_names().to_vec();
+    let sheets: Vec<(String, bool)> = wb
+        .sheets_metadata()
+        .iter()
+        .map(|s| (s.name.clone(), s.visible != calamine::SheetVisible::Visible))
+        .collect();
+    let names: Vec<String> = sheets.iter().map(|(n, _)| n.clone()).collect();
     // Each sheet is read once, by the first rule that selects it, in rule order.
     let mut plan: Vec<(usize, String)> = Vec::new();
+    let mut hidden_skipped: Vec<String> = Vec::new();
     for (part, rule) in rules.iter().enumerate() {
         let mut any = false;
-        for (i, name) in names.iter().enumerate() {
-            if rule.select.matches(i, name) && !plan.iter().any(|(_, n)| n == name) {
-                plan.push((part, name.clone()));
-                any = true;
+        let mut only_hidden = false;
+        for (i, (name, hidden)) in sheets.iter().enumerate() {
+            if !rule.select.matches(i, name) || plan.iter().any(|(_, n)| n == name) {
+                continue;
             }
+            if *hidden && !rule.include_hidden {
+                if !hidden_skipped.contains(name) {
+                    hidden_skipped.push(name.clone());
+                }
+                only_hidden = true;
+                continue;
+            }
+            plan.push((part, name.clone()));
+            any = true;
         }
         if !any {
             let what = match &rule.select {
@@ -267,20 +395,71 @@ fn read_workbook(
                 SheetSelect::Glob(g) => format!("no sheet matches `{}`", g.glob()),
                 SheetSelect::Index(i) => format!("no sheet at index {i} (the workbook has {})", names.len()),
             };
-            return Err(unreadable(file, format!("{what}; sheets: {}", names.join(", "))));
+            let hint = if only_hidden {
+                " (only hidden sheets match; `include_hidden_sheets = true` reads them)"
+            } else {
+                ""
+            };
+            return Err(unreadable(
+                file,
+                format!("{what}{hint}; sheets: {}", names.join(", ")),
+            ));
         }
+    }
+    if !hidden_skipped.is_empty() {
+        let _ = tx.send(Msg::Warning(format!(
+            "hidden sheet(s) `{}` skipped (set `include_hidden_sheets = true` in the connector's [format] to read them)",
+            hidden_skipped.join("`, `")
+        )));
     }
     for (part, name) in plan {
         let sheet: Arc<str> = Arc::from(name.as_str());
+        let opened = |e: String| unreadable(file, format!("sheet `{name}`: {e}"));
+        let rule = &rules[part];
+        // Merged ranges (only read when a column asks to be filled), and the
+        // cells holding a formula (only looked for when the workbook has
+        // any): both need their own pass over the sheet before the rows.
+        let merges: Vec<calamine::Dimensions> = if rule.fill_merged.is_empty() {
+            Vec::new()
+        } else {
+            match &mut wb {
+                Sheets::Xlsx(x) => match x.worksheet_merge_cells(&name) {
+                    Some(r) => r.map_err(|e| opened(e.to_string()))?,
+                    None => Vec::new(),
+                },
+                Sheets::Xls(x) => x.worksheet_merge_cells(&name).unwrap_or_default(),
+                Sheets::Xlsb(_) | Sheets::Ods(_) => Vec::new(),
+            }
+        };
+        let mut formulas = std::collections::HashSet::new();
+        if has_formulas {
+            if let Sheets::Xlsx(x) = &mut wb {
+                let mut cells = x
+                    .worksheet_cells_reader(&name)
+                    .map_err(|e| opened(e.to_string()))?;
+                while let Some(c) = cells
+                    .next_formula()
+                    .map_err(|e| unreadable(file, format!("sheet `{name}` is corrupt: {e}")))?
+                {
+                    if !c.get_value().is_empty() {
+                        formulas.insert(c.get_position());
+                    }
+                }
+            }
+        }
         let mut sheet_reader = SheetState {
             part,
             sheet: sheet.clone(),
-            header_at: &rules[part].header,
+            header_at: &rule.header,
             header: None,
             tx,
             recycled,
+            fill_names: &rule.fill_merged,
+            merges,
+            fill_cols: Vec::new(),
+            carried: Vec::new(),
+            formulas,
         };
-        let opened = |e: String| unreadable(file, format!("sheet `{name}`: {e}"));
         let ok = match &mut wb {
             Sheets::Xlsx(x) => {
                 let mut cells = x
@@ -332,6 +511,15 @@ struct SheetState<'a> {
     header: Option<u32>,
     tx: &'a SyncSender<Msg>,
     recycled: &'a Receiver<Row>,
+    /// Normalized headers whose merged ranges are filled down.
+    fill_names: &'a [String],
+    merges: Vec<calamine::Dimensions>,
+    /// Column indices to fill, found at the header row.
+    fill_cols: Vec<u32>,
+    /// (merge index, column) → the top cell's text and date.
+    carried: Vec<((usize, u32), String, Option<chrono::NaiveDateTime>)>,
+    /// Cells (row, column) holding a formula: empty there means uncalculated.
+    formulas: std::collections::HashSet<(u32, u32)>,
 }
 
 impl SheetState<'_> {
@@ -358,8 +546,14 @@ impl SheetState<'_> {
                 };
                 if is_header {
                     self.header = Some(index);
-                    let header = (0..row.len())
+                    let header: Vec<String> = (0..row.len())
                         .map(|i| row.get(i).unwrap_or("").to_string())
+                        .collect();
+                    self.fill_cols = header
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, h)| self.fill_names.contains(&crate::map::normalize_header(h)))
+                        .map(|(i, _)| i as u32)
                         .collect();
                     return self
                         .tx
@@ -372,19 +566,55 @@ impl SheetState<'_> {
                 }
                 true
             }
-            Some(_) if row.is_blank() => true,
-            Some(_) => self
-                .tx
-                .send(Msg::Row {
-                    part: self.part,
-                    locator: Locator::Cell {
-                        sheet: self.sheet.clone(),
-                        row: index + 1,
-                    },
-                    row,
-                })
-                .is_ok(),
+            Some(_) => {
+                let mut row = row;
+                self.fill(index, &mut row);
+                if row.is_blank() {
+                    return true;
+                }
+                self.send_record(index, row)
+            }
         }
+    }
+
+    /// Carries merged values down into the fill columns.
+    fn fill(&mut self, index: u32, row: &mut Row) {
+        if self.fill_cols.is_empty() || self.merges.is_empty() {
+            return;
+        }
+        for (m, d) in self.merges.iter().enumerate() {
+            if index < d.start.0 || index > d.end.0 {
+                continue;
+            }
+            for &c in &self.fill_cols {
+                if c < d.start.1 || c > d.end.1 {
+                    continue;
+                }
+                if index == d.start.0 {
+                    // The top row holds the range's value (in its first column).
+                    let src = d.start.1 as usize;
+                    let text = row.get(src).unwrap_or("").to_string();
+                    let date = row.date(src);
+                    self.carried.retain(|(k, _, _)| *k != (m, c));
+                    self.carried.push(((m, c), text, date));
+                } else if let Some((_, text, date)) = self.carried.iter().find(|(k, _, _)| *k == (m, c)) {
+                    row.set(c as usize, text, *date);
+                }
+            }
+        }
+    }
+
+    fn send_record(&self, index: u32, row: Row) -> bool {
+        self.tx
+            .send(Msg::Row {
+                part: self.part,
+                locator: Locator::Cell {
+                    sheet: self.sheet.clone(),
+                    row: index + 1,
+                },
+                row,
+            })
+            .is_ok()
     }
 }
 
@@ -488,6 +718,11 @@ fn stream_cells<'a>(
         while first_col < c {
             row.push("");
             first_col += 1;
+        }
+        // No value at all (not an empty string: a formula may compute "")
+        // in a formula cell: the formula was never calculated.
+        if matches!(cell.get_value(), DataRef::Empty) && st.formulas.contains(&(r, c)) {
+            row.mark_uncalculated(row.len());
         }
         push_cell(&mut row, from_ref(cell.get_value()));
         first_col = c + 1;

@@ -104,6 +104,9 @@ pub struct Row {
     text: String,
     spans: Vec<(u32, u32)>,
     dates: Vec<Option<NaiveDateTime>>,
+    /// Values that are formulas with no calculated value (Excel): empty, but
+    /// not blank cells. Almost always empty itself.
+    uncalculated: Vec<u32>,
 }
 
 impl Row {
@@ -115,6 +118,27 @@ impl Row {
         self.text.clear();
         self.spans.clear();
         self.dates.clear();
+        self.uncalculated.clear();
+    }
+    /// Marks value `index` as a formula that was never calculated.
+    pub fn mark_uncalculated(&mut self, index: usize) {
+        self.uncalculated.push(index as u32);
+    }
+    /// Whether value `index` is a formula with no calculated value.
+    pub fn is_uncalculated(&self, index: usize) -> bool {
+        self.uncalculated.contains(&(index as u32))
+    }
+    /// Replaces value `index` (padding with empty values up to it): a
+    /// merged range's value carried down.
+    pub fn set(&mut self, index: usize, value: &str, date: Option<NaiveDateTime>) {
+        while self.spans.len() <= index {
+            self.push("");
+        }
+        let start = self.text.len() as u32;
+        self.text.push_str(value);
+        self.spans[index] = (start, self.text.len() as u32);
+        self.dates[index] = date;
+        self.uncalculated.retain(|i| *i as usize != index);
     }
     /// Appends a text value.
     pub fn push(&mut self, value: &str) {
@@ -219,6 +243,14 @@ impl<'r> Fields<'r> {
                 rec.get(index).map(|f| std::str::from_utf8(f).map(trim))
             }
             Fields::Row(r) => r.get(index).map(|s| Ok(trim(s))),
+        }
+    }
+
+    /// Whether field `index` is an Excel formula with no calculated value.
+    pub fn uncalculated(&self, index: usize) -> bool {
+        match self {
+            Fields::Csv { .. } => false,
+            Fields::Row(r) => r.is_uncalculated(index),
         }
     }
 

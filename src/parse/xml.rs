@@ -108,6 +108,8 @@ pub fn parse_path(src: &str, namespaces: &[(String, String)]) -> Result<XmlPath,
 pub struct XmlFormat {
     /// Absolute path of the record element from the root.
     pub record: XmlPath,
+    /// A document whose structure never leads to the record element.
+    pub no_records: crate::config::connector::NoRecords,
 }
 
 /// Counts line breaks as quick-xml consumes bytes, so events know their line.
@@ -141,8 +143,12 @@ impl<R: BufRead> BufRead for Lines<R> {
 pub const MAX_FIELDS: usize = 64;
 
 /// A streaming reader of records.
+/// The bytes quick-xml reads: the file itself, or its UTF-8 transcoding
+/// when it starts with a UTF-16 byte-order mark.
+type Source = BufReader<Box<dyn Read + Send>>;
+
 pub struct XmlReader {
-    reader: NsReader<Lines<BufReader<File>>>,
+    reader: NsReader<Lines<Source>>,
     file: String,
     record: XmlPath,
     fields: Vec<XmlPath>,
@@ -159,17 +165,49 @@ pub struct XmlReader {
     capture_depth: Vec<usize>,
     done: u64,
     values: Vec<String>,
+    no_records: crate::config::connector::NoRecords,
+    /// Records read so far.
+    records: u64,
+    /// Whether an element matched the record path's parent (for a one-step
+    /// path, the document itself): then zero records is an empty export,
+    /// not structure drift.
+    parent_seen: bool,
+    /// The root element's name, for the drift message.
+    root: Option<String>,
+    warnings: Vec<String>,
 }
 
 impl XmlReader {
     pub fn open(path: &Path, fmt: &XmlFormat, fields: Vec<XmlPath>) -> Result<XmlReader, ParseError> {
         let file = file_label(path);
-        let f = File::open(path).map_err(|source| ParseError::Io {
+        let mut f = File::open(path).map_err(|source| ParseError::Io {
             file: file.clone(),
             source,
         })?;
+        let io = |source| ParseError::Io {
+            file: file.clone(),
+            source,
+        };
+        // quick-xml reads UTF-8 only: a UTF-16 export (its BOM says so) is
+        // transcoded on the fly, so its records read like any other's.
+        let mut bom = [0u8; 2];
+        let n = read_up_to(&mut f, &mut bom).map_err(io)?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).map_err(io)?;
+        let inner: Box<dyn Read + Send> = match &bom[..n] {
+            [0xFF, 0xFE] | [0xFE, 0xFF] => {
+                let mut utf8 = encoding_rs_io::DecodeReaderBytesBuilder::new()
+                    .bom_sniffing(true)
+                    .strip_bom(true)
+                    .build(f);
+                // The declaration still says UTF-16, and quick-xml would
+                // decode the (now UTF-8) values with it: make it say UTF-8.
+                let head = utf8_declaration(&mut utf8).map_err(io)?;
+                Box::new(std::io::Cursor::new(head).chain(utf8))
+            }
+            _ => Box::new(f),
+        };
         let mut reader = NsReader::from_reader(Lines {
-            inner: BufReader::with_capacity(256 * 1024, f),
+            inner: BufReader::with_capacity(256 * 1024, inner),
             newlines: 0,
         });
         let cfg = reader.config_mut();
@@ -190,7 +228,17 @@ impl XmlReader {
             capture_depth: vec![0; n],
             done: 0,
             values: vec![String::new(); n],
+            no_records: fmt.no_records,
+            records: 0,
+            parent_seen: false,
+            root: None,
+            warnings: Vec::new(),
         })
+    }
+
+    /// Warnings so far (all of them once `next` returned `None`).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Reads the next record into `row`; `Ok(None)` at the end of the document.
@@ -211,8 +259,13 @@ impl XmlReader {
             capture_depth,
             done,
             values,
+            no_records,
+            records,
+            parent_seen,
+            root,
+            warnings,
         } = self;
-        let malformed = |reader: &NsReader<Lines<BufReader<File>>>, reason: String| ParseError::Malformed {
+        let malformed = |reader: &NsReader<Lines<Source>>, reason: String| ParseError::Malformed {
             file: file.clone(),
             locator: Locator::Line(reader.get_ref().newlines + 1),
             reason,
@@ -242,8 +295,14 @@ impl XmlReader {
                     let take = match *in_record {
                         None => {
                             let d = outer.len();
+                            if d == 0 && root.is_none() {
+                                *root = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                            }
                             let prefix_ok = (d == 0 || outer[d - 1])
                                 && record.steps.get(d).is_some_and(|s| s.matches(&ns, local));
+                            if prefix_ok && d + 2 == record.steps.len() {
+                                *parent_seen = true;
+                            }
                             outer.push(prefix_ok);
                             if prefix_ok && d + 1 == record.steps.len() {
                                 *in_record = Some(d);
@@ -320,6 +379,7 @@ impl XmlReader {
                         for v in values.iter() {
                             row.push(v.trim());
                         }
+                        *records += 1;
                         return Ok(Some(Locator::Line(*start_line)));
                     }
                     Some(_) => {
@@ -359,12 +419,91 @@ impl XmlReader {
                             "the document ends inside an open element".into(),
                         ));
                     }
+                    if *records == 0 && !*parent_seen {
+                        // Structure drift (an extra wrapper, a dropped
+                        // namespace) looks like an empty export: say which.
+                        let path: Vec<String> = record
+                            .steps
+                            .iter()
+                            .map(|s| match &s.ns {
+                                Some(ns) => format!("{{{ns}}}{}", s.local),
+                                None => s.local.clone(),
+                            })
+                            .collect();
+                        let what = match root {
+                            Some(r) => format!(
+                                "no element matches the record path `{}` (the document's root is <{r}>); \
+                                 has the export's structure or namespace changed?",
+                                path.join("/")
+                            ),
+                            None => "the document has no root element".to_string(),
+                        };
+                        match no_records {
+                            crate::config::connector::NoRecords::Refuse => {
+                                return Err(ParseError::Unreadable {
+                                    file: file.clone(),
+                                    reason: format!("{what} (no_records = \"refuse\")"),
+                                })
+                            }
+                            crate::config::connector::NoRecords::Warn => {
+                                if warnings.is_empty() {
+                                    warnings.push(format!("zero records: {what}"));
+                                }
+                            }
+                        }
+                    }
                     return Ok(None);
                 }
                 _ => {}
             }
         }
     }
+}
+
+/// Reads the start of a transcoded document (up to the end of its XML
+/// declaration, at most 1 KiB) and rewrites the declaration's `encoding`
+/// to UTF-8. The bytes read are returned, to be put back in front.
+fn utf8_declaration(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 256];
+    while head.len() < 1024 && memchr::memmem::find(&head, b"?>").is_none() {
+        match r.read(&mut chunk)? {
+            0 => break,
+            k => head.extend_from_slice(&chunk[..k]),
+        }
+    }
+    if !head.starts_with(b"<?xml") {
+        return Ok(head);
+    }
+    let Some(end) = memchr::memmem::find(&head, b"?>") else {
+        return Ok(head);
+    };
+    let Some(at) = memchr::memmem::find(&head[..end], b"encoding") else {
+        return Ok(head);
+    };
+    let rest = &head[at..end];
+    let Some(open) = rest.iter().position(|b| *b == b'"' || *b == b'\'') else {
+        return Ok(head);
+    };
+    let quote = rest[open];
+    let Some(close) = rest[open + 1..].iter().position(|b| *b == quote) else {
+        return Ok(head);
+    };
+    let (from, to) = (at + open + 1, at + open + 1 + close);
+    head.splice(from..to, b"UTF-8".iter().copied());
+    Ok(head)
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -378,10 +517,20 @@ mod tests {
         fields: &[&str],
         ns: &[(String, String)],
     ) -> (Vec<(String, Vec<String>)>, Option<String>) {
+        read_bytes(xml.as_bytes(), record, fields, ns)
+    }
+
+    fn read_bytes(
+        xml: &[u8],
+        record: &str,
+        fields: &[&str],
+        ns: &[(String, String)],
+    ) -> (Vec<(String, Vec<String>)>, Option<String>) {
         let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(xml.as_bytes()).expect("write");
+        f.write_all(xml).expect("write");
         let fmt = XmlFormat {
             record: parse_path(record, ns).expect("record path"),
+            no_records: Default::default(),
         };
         let paths = fields
             .iter()
@@ -437,5 +586,54 @@ mod tests {
         assert_eq!(recs.len(), 1);
         let err = err.expect("malformed");
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+        let mut out = if big_endian {
+            vec![0xFE, 0xFF]
+        } else {
+            vec![0xFF, 0xFE]
+        };
+        for u in text.encode_utf16() {
+            out.extend_from_slice(&if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn utf16_documents_are_decoded_by_their_bom() {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n<E>\n<C id=\"A-1\"><S>Zoë</S></C>\n</E>\n";
+        for be in [false, true] {
+            let (records, err) = read_bytes(&utf16(xml, be), "E/C", &["@id", "S"], &[]);
+            assert_eq!(err, None, "big endian: {be}");
+            assert_eq!(
+                records,
+                vec![("line 3".to_string(), vec!["A-1".to_string(), "Zoë".to_string()])]
+            );
+        }
+    }
+
+    #[test]
+    fn structure_drift_is_refused_and_an_empty_export_is_not() {
+        // An extra wrapper: the record path's parent never matches.
+        let (records, err) = read_all("<W><E><C id=\"1\"/></E></W>", "E/C", &["@id"], &[]);
+        assert!(records.is_empty());
+        let err = err.expect("refused");
+        assert!(
+            err.contains("no element matches the record path `E/C`") && err.contains("<W>"),
+            "{err}"
+        );
+        // The parent is there with no records: a valid, empty export.
+        let (records, err) = read_all("<E></E>", "E/C", &["@id"], &[]);
+        assert!(records.is_empty());
+        assert_eq!(err, None);
+        // A dropped namespace.
+        let ns = vec![("b".to_string(), "urn:b".to_string())];
+        let (_, err) = read_all("<E><C id=\"1\"/></E>", "b:E/b:C", &["@id"], &ns);
+        assert!(err.expect("refused").contains("{urn:b}E/{urn:b}C"));
     }
 }

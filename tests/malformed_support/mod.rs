@@ -310,8 +310,61 @@ fn xml_many_attributes(dir: &Path) -> PathBuf {
     p
 }
 
+/// Rewrites the first sheet of a generated workbook (stored, unzipped).
+fn with_sheet_xml(wb: &mut rust_xlsxwriter::Workbook, edit: impl FnOnce(String) -> String) -> Vec<u8> {
+    let bytes = wb.save_to_buffer().expect("xlsx");
+    let mut entries = unzip_stored(&bytes);
+    let sheet = entries
+        .iter_mut()
+        .find(|(n, _)| n == "xl/worksheets/sheet1.xml")
+        .expect("sheet1");
+    sheet.1 = edit(String::from_utf8(sheet.1.clone()).expect("utf-8 sheet")).into_bytes();
+    zip_stored(&entries, None)
+}
+
+/// Two good rows, then a row whose first cell names shared string 9999 of
+/// a table of a dozen: calamine indexes past the end and panics.
+fn shared_string_out_of_range(dir: &Path) -> PathBuf {
+    let p = dir.join("shared_string_out_of_range.xlsx");
+    let mut third = XROW;
+    third[0] = "MF-0003";
+    let mut second = XROW;
+    second[0] = "MF-0002";
+    let z = with_sheet_xml(&mut workbook(&[XROW, second, third]), |xml| {
+        // Row 4's first cell: `<c r="A4" t="s"><v>N</v></c>`.
+        let at = xml
+            .find("<c r=\"A4\" t=\"s\"><v>")
+            .expect("A4 is a shared string");
+        let start = at + "<c r=\"A4\" t=\"s\"><v>".len();
+        let end = start + xml[start..].find("</v>").expect("end of A4");
+        format!("{}9999{}", &xml[..start], &xml[end..])
+    });
+    std::fs::write(&p, z).expect("write");
+    p
+}
+
+/// The status date of the only row is a formula saved without its value
+/// (a workbook written by a tool that does not calculate).
+fn formula_without_value(dir: &Path) -> PathBuf {
+    let p = dir.join("formula_without_value.xlsx");
+    let mut wb = workbook(&[XROW]);
+    let ws = wb.worksheet_from_index(0).expect("sheet");
+    ws.write_formula(1, 5, "=DATE(2026,11,20)").expect("formula");
+    let z = with_sheet_xml(&mut wb, |xml| {
+        let at = xml.find("<f>DATE(2026,11,20)</f>").expect("the formula");
+        let rest = &xml[at..];
+        let v = rest.find("<v>").expect("rust_xlsxwriter writes a cached 0");
+        let v_end = rest.find("</v>").expect("end of v") + "</v>".len();
+        format!("{}{}{}", &xml[..at + v], &rest[v_end..], "")
+    });
+    std::fs::write(&p, z).expect("write");
+    p
+}
+
 pub fn generate(name: &str, dir: &Path) -> PathBuf {
     match name {
+        "shared_string_out_of_range" => shared_string_out_of_range(dir),
+        "formula_without_value" => formula_without_value(dir),
         "ten_mb_line" => ten_mb_line(dir),
         "ten_mb_no_newline" => ten_mb_no_newline(dir),
         "forty_mb_no_newline" => forty_mb_no_newline(dir),
@@ -328,6 +381,8 @@ pub fn generate(name: &str, dir: &Path) -> PathBuf {
 
 /// Every generator, for the PHI test's sweep.
 pub const GENERATORS: &[&str] = &[
+    "shared_string_out_of_range",
+    "formula_without_value",
     "ten_mb_line",
     "ten_mb_no_newline",
     "forty_mb_no_newline",
