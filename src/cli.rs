@@ -836,6 +836,9 @@ fn parse(config_path: &std::path::Path, connector: &str, files: &[PathBuf]) -> a
         for (locator, reason) in &count.reasons {
             outln!("  refused at {locator}: {reason}");
         }
+        for w in &count.warnings {
+            outln!("  warning: {w}");
+        }
         if let Some(reason) = count.failed {
             outln!("  FAILED: {reason}");
             failed.push(path.display().to_string());

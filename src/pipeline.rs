@@ -868,7 +868,9 @@ impl Records {
         match self {
             Records::Excel(r) => r.warnings().to_vec(),
             Records::Xml { reader, .. } => reader.warnings().to_vec(),
-            Records::Csv { .. } | Records::X12 { .. } => Vec::new(),
+            // Envelope versions that disagree, from pass 1.
+            Records::X12 { reader, .. } => reader.verdicts().warnings.clone(),
+            Records::Csv { .. } => Vec::new(),
         }
     }
 
@@ -947,7 +949,8 @@ pub struct DryRun {
     pub counts: Counts,
     /// Set when the whole file would be refused.
     pub failed: Option<String>,
-    /// What the parser warned about; `status` shows the same after a run.
+    /// What the parser warned about (X12 envelope versions that disagree, an
+    /// XML file with no records); `status` shows the parser's own after a run.
     pub warnings: Vec<String>,
 }
 
@@ -1030,6 +1033,8 @@ pub struct ParseCount {
     pub headers: u64,
     /// Set when the parser gave up on the file.
     pub failed: Option<String>,
+    /// Warnings that refuse nothing (X12 envelope versions that disagree).
+    pub warnings: Vec<String>,
 }
 
 /// Streams `path` through `connector`'s parser only (no mapping, no hashing,
@@ -1055,7 +1060,10 @@ pub fn parse_only(connector: &Connector, path: &std::path::Path) -> Result<Parse
                     out.reasons.push((locator.to_string(), reason));
                 }
             }
-            Ok(None) => return Ok(out),
+            Ok(None) => {
+                out.warnings = reader.warnings();
+                return Ok(out);
+            }
             Err(ParseError::Io { source, .. }) => return Err(PipelineError::Io(source.to_string())),
             Err(e) => {
                 out.failed = Some(e.to_string());

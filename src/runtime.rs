@@ -282,6 +282,19 @@ enum HandleError {
     Store(#[from] StoreError),
 }
 
+/// X12 connectors with `acknowledgments = true`: a TA1 and a 999 beside the
+/// archived (or quarantined) file. Failing to write them is logged, not
+/// fatal: the file's milestones are committed already.
+fn write_acks(connector: &Connector, file: &std::path::Path) {
+    if let crate::config::Format::X12(fmt) = &connector.format {
+        if fmt.acknowledgments {
+            if let Err(e) = crate::parse::x12::ack::write_beside(file, fmt) {
+                tracing::warn!(connector = %connector.name, error = %e, "cannot write the X12 acknowledgments");
+            }
+        }
+    }
+}
+
 async fn handle_file(
     pipeline: &Pipeline,
     connector: &Arc<Connector>,
@@ -306,6 +319,7 @@ async fn handle_file(
                 return Ok(());
             };
             write_rejects(pipeline, row.id, &archived).await?;
+            write_acks(connector, &archived);
             FileProcessed {
                 connector: &connector.name,
                 file: &file.name,
@@ -330,6 +344,7 @@ async fn handle_file(
                 return Ok(());
             };
             write_rejects(pipeline, file_id, &moved).await?;
+            write_acks(connector, &moved);
             FileFailed {
                 connector: &connector.name,
                 file: &file.name,

@@ -372,6 +372,10 @@ pub fn golden_lines(dry: &DryRun) -> String {
         out.push_str(&serde_json::json!({"reject": r}).to_string());
         out.push('\n');
     }
+    for w in &dry.warnings {
+        out.push_str(&serde_json::json!({"warning": w}).to_string());
+        out.push('\n');
+    }
     if let Some(f) = &dry.failed {
         out.push_str(&serde_json::json!({"file_failed": f}).to_string());
         out.push('\n');

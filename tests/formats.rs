@@ -254,6 +254,53 @@ fn a_bad_x12_path_is_a_diagnostic_with_its_position() -> Result<()> {
     Ok(())
 }
 
+/// `hubsync check` refuses a path naming a loop, or a segment in a loop, that
+/// the mapping's transaction does not have: file:line:col and a caret.
+#[test]
+fn a_loop_the_transaction_lacks_is_refused_at_load_with_a_caret() -> Result<()> {
+    for (path, col, what) in [
+        (
+            "2100Z/NM1[01=PR]/NM103",
+            19,
+            "the 271 (eligibility, coverage or benefit information) has no loop 2100Z",
+        ),
+        (
+            "2110C/NM1[01=PR]/NM103",
+            25,
+            "loop 2110C (subscriber eligibility or benefit information) has no NM1 segment",
+        ),
+        (
+            "CLP01",
+            19,
+            "the 271 (eligibility, coverage or benefit information) has no CLP segment",
+        ),
+    ] {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("mappings"))?;
+        std::fs::create_dir_all(dir.path().join("connectors"))?;
+        std::fs::write(
+            dir.path().join("mappings/m.toml"),
+            format!(
+                "version = 1\nsyntax = \"x12\"\ntransaction = \"271\"\n[columns]\ntrace = {{ path = \"TRN[01=2]/TRN02\" }}\npayer = {{ path = \"{path}\" }}\n\
+                 [[milestones]]\ncode = \"'bv.completed'\"\ncase_id = \"$trace\"\noccurred_at = \"date($payer, '%Y%m%d')\"\n"
+            ),
+        )?;
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, "[pseudonymization]\nkey_env = \"HUBSYNC_PSEUDONYM_KEY\"\n")?;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["check", "-c"])
+            .arg(&cfg)
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{path}: check must fail:\n{text}");
+        assert!(text.contains(&format!("m.toml:6:{col}:")), "{path}:\n{text}");
+        assert!(text.contains(what), "{path}:\n{text}");
+        assert!(text.contains('^'), "{path}: a caret:\n{text}");
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- end to end
 
 #[derive(Clone, Default)]
@@ -307,12 +354,13 @@ async fn receiver() -> Result<(String, Received, tokio::task::JoinHandle<()>)> {
 }
 
 /// Runs the daemon over one connector with one dropped file; returns the
-/// webhooks received once `want` arrived (or the deadline passed).
+/// webhooks received once `want` arrived (or the deadline passed), and the
+/// files (name, text) beside the archived or quarantined copy.
 async fn drop_and_receive(
     conn_name: &str,
     fixture: &str,
     want: usize,
-) -> Result<(Vec<serde_json::Value>, PathBuf)> {
+) -> Result<(Vec<serde_json::Value>, Vec<(String, String)>)> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().to_path_buf();
     let drop_dir = root.join("drop");
@@ -375,15 +423,30 @@ async fn drop_and_receive(
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
     server.abort();
     let out = got.0.lock().expect("receiver lock").clone();
-    let where_ = root.join("data/archive").join(conn_name).join(&name);
-    let error_copy = root.join("data/error").join(conn_name);
     let sqlite = root.join("data/hubsync.db");
     assert!(sqlite.exists(), "the SQLite store was created");
-    let archived = where_.exists();
-    // Keep the temp dir alive until the checks are done.
-    let kept = if archived { where_ } else { error_copy };
+    // Archived files sit in a dated folder; quarantined ones in error/.
+    let mut beside = Vec::new();
+    let mut dirs = vec![
+        root.join("data/archive").join(conn_name),
+        root.join("data/error").join(conn_name),
+    ];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n != name.to_string_lossy() {
+                beside.push((n, std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    beside.sort();
     drop(dir);
-    Ok((out, kept))
+    Ok((out, beside))
 }
 
 fn codes(hooks: &[serde_json::Value]) -> BTreeMap<String, usize> {
@@ -414,9 +477,25 @@ async fn e2e_x12_278_drop_delivers_signed_pa_webhooks() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_x12_bad_set_is_rejected_and_good_set_flows() -> Result<()> {
-    let (hooks, _) = drop_and_receive("payer-278", "fixtures/x12/278-bad-set-count.x12", 1).await?;
+    let (hooks, beside) = drop_and_receive("payer-278", "fixtures/x12/278-bad-set-count.x12", 1).await?;
     assert_eq!(hooks.len(), 1, "{hooks:#?}");
     assert!(serde_json::to_string(&hooks)?.contains("TRK-GOOD-1"));
+    // The connector acknowledges: a TA1 and a 999 beside the archived file,
+    // the good set accepted and the bad one rejected (SE01 count, IK5 code 4).
+    let names: Vec<&str> = beside.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".x12.ta1")) && names.iter().any(|n| n.ends_with(".x12.999")),
+        "{names:?}"
+    );
+    let ack = beside
+        .iter()
+        .find(|(n, _)| n.ends_with(".999"))
+        .map(|(_, t)| t.as_str())
+        .unwrap_or("");
+    assert!(
+        ack.contains("IK5*A~") && ack.contains("IK5*R*4~") && ack.contains("AK9*P*2*2*1~"),
+        "{ack}"
+    );
     Ok(())
 }
 
@@ -624,6 +703,345 @@ fn parse_command_counts_records_and_refused_envelopes() -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- X12 table
+
+/// One X12 fixture: the connector it goes through, the transaction set it
+/// carries (ST01 of its first set; `None` when the ISA itself is refused),
+/// how many milestones, refused sets and warnings it yields, and facts that
+/// only loop-scoped reading gets right.
+struct X12Case {
+    file: &'static str,
+    connector: &'static str,
+    st01: Option<&'static str>,
+    milestones: usize,
+    refused: usize,
+    warnings: usize,
+    /// The file as a whole is refused (`hubsync parse` exits non-zero).
+    fails: bool,
+    /// `CASE CODE [occ=OCCURRENCE] [attr=VALUE]…` must match one milestone;
+    /// `reject~TEXT`, `warning~TEXT`, `failed~TEXT` a refusal, a warning or
+    /// the file's failure containing TEXT.
+    facts: &'static [&'static str],
+}
+
+const X12_CASES: &[X12Case] = &[
+    X12Case { file: "fixtures/x12/867-dispenses.x12", connector: "summit-867", st01: Some("867"), milestones: 4, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // Each PTD is a dispense; its NDC and quantity come from its own QTY loop.
+            "AC-100200 dispense.completed occ=RX-5501 ndc11=50242004101 quantity=28 pharmacy_id=5512345",
+            "AC-100200 dispense.shipped occ=RX-5501 ship_to=HOME DELIVERY",
+            "AC-100201 dispense.completed occ=RX-5502 ndc11=50242008801 quantity=1",
+            "AC-100201 dispense.shipped occ=RX-5502 ship_to=CLINIC",
+        ] },
+    X12Case { file: "fixtures/x12/270-inquiry.x12", connector: "payer-271", st01: Some("270"), milestones: 0, refused: 1, warnings: 0, fails: false,
+        facts: &["reject~is a 270 (eligibility, coverage or benefit inquiry); this connector accepts 271"] },
+    X12Case { file: "fixtures/x12/271-dependents.x12", connector: "payer-271", st01: Some("271"), milestones: 2, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // The payer is 2100A's NM1*PR, not the 2120C benefit-related entity's.
+            "BV-SUB-1 bv.completed payer=ACME HEALTH PLAN payer_id=60054 coverage=active x_service_types=30,88",
+            // The dependent has its own result and does not inherit the subscriber's plan.
+            "BV-DEP-1 bv.completed payer=ACME HEALTH PLAN coverage=inactive x_plan_description=- x_plan_begin=-",
+        ] },
+    X12Case { file: "fixtures/x12/271-version-mismatch.x12", connector: "payer-271", st01: Some("271"), milestones: 1, refused: 0, warnings: 3, fails: false,
+        facts: &["warning~ISA12=00401 but GS08=005010X279A1", "warning~GS08=005010X279A1 but ST03=005010X217", "warning~005010X217 is not an implementation guide"] },
+    X12Case { file: "fixtures/x12/275-on-278-connector.x12", connector: "payer-278", st01: Some("275"), milestones: 0, refused: 1, warnings: 0, fails: false,
+        facts: &["reject~is a 275; this connector accepts 278"] },
+    X12Case { file: "fixtures/x12/278-aaa-rejected.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false,
+        facts: &["TRK-AAA-1 pa.denied reason=x12:901:75 reason=x12:889:C x_request_rejected=true"] },
+    X12Case { file: "fixtures/x12/278-bad-ge-count.x12", connector: "payer-278", st01: Some("278"), milestones: 0, refused: 1, warnings: 0, fails: false, facts: &["reject~GE01"] },
+    X12Case { file: "fixtures/x12/278-bad-hl-parent.x12", connector: "payer-278", st01: Some("278"), milestones: 0, refused: 1, warnings: 0, fails: false, facts: &["reject~HL02"] },
+    X12Case { file: "fixtures/x12/278-bad-iea.x12", connector: "payer-278", st01: Some("278"), milestones: 0, refused: 0, warnings: 0, fails: true, facts: &["failed~IEA02"] },
+    X12Case { file: "fixtures/x12/278-bad-set-count.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 1, warnings: 0, fails: false, facts: &["reject~SE01=99"] },
+    X12Case { file: "fixtures/x12/278-denied.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-DENY-1 pa.denied x_decision_level=event"] },
+    X12Case { file: "fixtures/x12/278-gs-terminator.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-GS-1 pa.approved auth_number=AUTH-1D"] },
+    X12Case { file: "fixtures/x12/278-info-requested.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12/278-mixed-services.x12", connector: "payer-278", st01: Some("278"), milestones: 3, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // No event-level HCR; A3 then A1: a partial approval, not pa.denied.
+            "TRK-MIX-1 pa.approved occ= decision_partial=true auth_number=AUTH-MIX-2",
+            "TRK-MIX-1 pa.denied occ=service:96413 reason=x12:306:A3 reason=x12:886:7 approved_quantity=-",
+            "TRK-MIX-1 pa.approved occ=service:J9271 auth_number=AUTH-MIX-2 approved_quantity=4 auth_start=2026-12-01 auth_end=2027-05-31",
+        ] },
+    X12Case { file: "fixtures/x12/278-modified.x12", connector: "payer-278", st01: Some("278"), milestones: 2, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // The event-level A6 stays; the service's own A1 is its own occurrence.
+            "TRK-MOD-1 pa.approved occ= x_decision_modified=true auth_number=AUTH-7781",
+            "TRK-MOD-1 pa.approved occ=service:J9271 x_decision_modified=false auth_number=AUTH-7781-1 approved_quantity=6",
+        ] },
+    X12Case { file: "fixtures/x12/278-not-required.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false,
+        facts: &["TRK-NA-1 pa.not_required reason=x12:306:NA"] },
+    X12Case { file: "fixtures/x12/278-pended.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-PEND-1 pa.pended"] },
+    X12Case { file: "fixtures/x12/278-three-events.x12", connector: "payer-278", st01: Some("278"), milestones: 3, refused: 0, warnings: 0, fails: false,
+        facts: &["TRK-PART-1 pa.approved decision_partial=true auth_number=AUTH-9001"] },
+    X12Case { file: "fixtures/x12/278-two-interchanges.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 1, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12-public/271-response-4010.x12", connector: "payer-271", st01: Some("271"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12-public/271-response-5010.x12", connector: "payer-271", st01: Some("271"), milestones: 1, refused: 0, warnings: 0, fails: false,
+        facts: &["93175-012547 bv.completed payer=ABC COMPANY"] },
+    X12Case { file: "fixtures/x12-public/271-response-mixed-versions.x12", connector: "payer-271", st01: Some("271"), milestones: 0, refused: 0, warnings: 0, fails: true, facts: &["failed~IEA02"] },
+    X12Case { file: "fixtures/x12-public/278-request-approved.x12", connector: "payer-278", st01: Some("278"), milestones: 0, refused: 1, warnings: 2, fails: false,
+        facts: &["reject~BHT02=13 (a request)"] },
+    X12Case { file: "fixtures/x12-public/278-response-approved.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 2, fails: false,
+        facts: &["111099 pa.approved payer=MARYLAND CAPITAL INSURANCE COMPANY auth_number=AUTH0001"] },
+    X12Case { file: "fixtures/x12-public/837-bad-first-line.x12", connector: "payer-271", st01: None, milestones: 0, refused: 0, warnings: 0, fails: true, facts: &["failed~ISA02"] },
+    X12Case { file: "fixtures/x12-public/837-different-separators.x12", connector: "payer-271", st01: Some("837"), milestones: 0, refused: 1, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12-public/837-many-claims.x12", connector: "payer-271", st01: Some("837"), milestones: 0, refused: 1, warnings: 0, fails: false, facts: &[] },
+    X12Case { file: "fixtures/x12-public/837-multiple-isa.x12", connector: "payer-271", st01: Some("837"), milestones: 0, refused: 2, warnings: 0, fails: false, facts: &[] },
+];
+
+/// ST01 of the first set of `path`, read with the connector's own format.
+fn first_st01(path: &Path, fmt: &hubsync::parse::x12::X12Format) -> Option<String> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut t = hubsync::parse::x12::Tokenizer::new(f, fmt);
+    let mut elems = Vec::new();
+    while let Ok(true) = t.next_segment() {
+        if t.id() == b"ST" {
+            t.split(&mut elems);
+            let (s, e) = *elems.get(1)?;
+            return Some(String::from_utf8_lossy(&t.segment()[s as usize..e as usize]).into_owned());
+        }
+    }
+    None
+}
+
+/// Whether `m` (a milestone as JSON) has every `key=value` of `want`; a
+/// value `-` means the attribute is absent, `reason=SYSTEM:CODE` a reason.
+fn milestone_matches(m: &serde_json::Value, want: &[&str]) -> bool {
+    want.iter().all(|kv| {
+        let Some((k, v)) = kv.split_once('=') else {
+            return false;
+        };
+        match k {
+            "occ" => m["occurrence"].as_str() == Some(v),
+            "reason" => m["reasons"].as_array().is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    format!(
+                        "{}:{}",
+                        r["system"].as_str().unwrap_or(""),
+                        r["code"].as_str().unwrap_or("")
+                    ) == v
+                })
+            }),
+            _ => {
+                let a = &m["attributes"][k];
+                match a {
+                    serde_json::Value::Null => v == "-",
+                    serde_json::Value::String(s) => s == v,
+                    other => other.to_string().as_str() == v,
+                }
+            }
+        }
+    })
+}
+
+/// Every X12 file in fixtures/ through `parse` and the dry run of `map`:
+/// its transaction type, its counts, its loop-scoped values and whether the
+/// parser refuses it as a whole (the exit code of `hubsync parse`).
+#[test]
+fn every_x12_fixture_parses_and_maps_as_tabled() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = repo_config(dir.path())?;
+    let mut on_disk = Vec::new();
+    for d in ["fixtures/x12", "fixtures/x12-public"] {
+        for e in std::fs::read_dir(repo().join(d))? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".x12") {
+                on_disk.push(format!("{d}/{name}"));
+            }
+        }
+    }
+    for f in &on_disk {
+        assert!(
+            X12_CASES.iter().any(|c| c.file == f),
+            "{f} is not in X12_CASES: add its row"
+        );
+    }
+    let mut failures = Vec::new();
+    for case in X12_CASES {
+        let conn = connector(&cfg, case.connector);
+        let path = repo().join(case.file);
+        let hubsync::config::Format::X12(fmt) = &conn.format else {
+            bail!("{} is not an X12 connector", case.connector);
+        };
+        let st01 = first_st01(&path, fmt);
+        let dry = dry_run(&cfg, conn, &path)?;
+        let parse = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["parse", "-c"])
+            .arg(dir.path().join("config.toml"))
+            .args(["--connector", case.connector])
+            .arg(&path)
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .output()?;
+        let mut bad = |what: String| failures.push(format!("{}: {what}", case.file));
+        if st01.as_deref() != case.st01 {
+            bad(format!("ST01 {st01:?}, expected {:?}", case.st01));
+        }
+        if dry.milestones.len() != case.milestones {
+            bad(format!(
+                "{} milestones, expected {}",
+                dry.milestones.len(),
+                case.milestones
+            ));
+        }
+        if dry.rejects.len() != case.refused {
+            bad(format!(
+                "{} refused, expected {}",
+                dry.rejects.len(),
+                case.refused
+            ));
+        }
+        if dry.warnings.len() != case.warnings {
+            bad(format!(
+                "{} warnings, expected {}: {:?}",
+                dry.warnings.len(),
+                case.warnings,
+                dry.warnings
+            ));
+        }
+        if dry.failed.is_some() != case.fails || parse.status.success() == case.fails {
+            bad(format!(
+                "failed {:?}, parse exit {:?}; expected the file {}",
+                dry.failed,
+                parse.status.code(),
+                if case.fails { "refused" } else { "read" }
+            ));
+        }
+        let ms: Vec<serde_json::Value> = dry
+            .milestones
+            .iter()
+            .map(|(_, c)| serde_json::to_value(c))
+            .collect::<Result<_, _>>()?;
+        for fact in case.facts {
+            let ok = if let Some(t) = fact.strip_prefix("reject~") {
+                dry.rejects.iter().any(|r| r.reason.contains(t))
+            } else if let Some(t) = fact.strip_prefix("warning~") {
+                dry.warnings.iter().any(|w| w.contains(t))
+            } else if let Some(t) = fact.strip_prefix("failed~") {
+                dry.failed.as_deref().is_some_and(|f| f.contains(t))
+            } else {
+                let mut words = fact.split(' ');
+                let (case_id, code) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let rest: Vec<&str> = words.collect();
+                // Values may hold spaces (payer names): re-join what is not `k=`.
+                let mut kvs: Vec<String> = Vec::new();
+                for w in rest {
+                    match (w.contains('='), kvs.last_mut()) {
+                        (false, Some(last)) => {
+                            last.push(' ');
+                            last.push_str(w);
+                        }
+                        _ => kvs.push(w.to_string()),
+                    }
+                }
+                let kvs: Vec<&str> = kvs.iter().map(String::as_str).collect();
+                ms.iter()
+                    .any(|m| m["case_id"] == case_id && m["milestone"] == code && milestone_matches(m, &kvs))
+            };
+            if !ok {
+                bad(format!(
+                    "no match for `{fact}`; milestones: {ms:?}; rejects: {:?}",
+                    dry.rejects
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+/// A dependent's `patient_ref` comes from the dependent's own identity, not
+/// the subscriber's (issue 18).
+#[test]
+fn x12_271_dependent_has_its_own_patient_ref() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = repo_config(dir.path())?;
+    let dry = dry_run(
+        &cfg,
+        connector(&cfg, "payer-271"),
+        &repo().join("fixtures/x12/271-dependents.x12"),
+    )?;
+    let refs: BTreeMap<&str, Option<&str>> = dry
+        .milestones
+        .iter()
+        .map(|(_, c)| (c.case_id.as_str(), c.patient_ref.as_deref()))
+        .collect();
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    assert!(refs.values().all(Option::is_some), "{refs:?}");
+    assert_ne!(refs["BV-SUB-1"], refs["BV-DEP-1"], "{refs:?}");
+    Ok(())
+}
+
+/// A specialty pharmacy's files (its CSV status feed and its 867 dispense
+/// report) and the hub's file about the same case land on one case
+/// timeline: same program, same case id, three connectors.
+#[test]
+fn sp_feeds_and_the_hub_file_share_one_case_timeline() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg_path = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "data_dir = {:?}\nconnectors_dir = {:?}\nmappings_dir = {:?}\n[pseudonymization]\nkey_env = \"HUBSYNC_PSEUDONYM_KEY\"\n\
+             [[subscribers]]\nname = \"mfr\"\nurl = \"http://127.0.0.1:9/hooks\"\nsecret_env = \"FORMATS_SECRET\"\n",
+            dir.path().join("data"),
+            repo().join("connectors"),
+            repo().join("mappings"),
+        ),
+    )?;
+    for (connector, file) in [
+        ("acme-hub", "fixtures/acme-hub/status_20261122.csv"),
+        ("summit-sp", "fixtures/sp/summit-sp-status_20261124.csv"),
+        ("summit-867", "fixtures/x12/867-dispenses.x12"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["ingest", "-c"])
+            .arg(&cfg_path)
+            .args(["--connector", connector])
+            .arg(repo().join(file))
+            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("FORMATS_SECRET", format!("whsec_{SECRET_B64}"))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "ingest {file}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cfg = config::load_with_env(&cfg_path, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let timeline = rt.block_on(async {
+        let store = hubsync::store::Store::open_read_only(&cfg.store_url)
+            .await?
+            .context("the store exists after ingest")?;
+        let rows = store.case_timeline("ACME-ONC", "AC-100200").await?;
+        store.close().await;
+        anyhow::Ok(rows)
+    })?;
+    let by_connector: BTreeMap<&str, Vec<&str>> = timeline.iter().fold(BTreeMap::new(), |mut m, r| {
+        m.entry(r.connector.as_str())
+            .or_default()
+            .push(r.milestone.as_str());
+        m
+    });
+    assert_eq!(
+        by_connector.keys().copied().collect::<Vec<_>>(),
+        ["acme-hub", "summit-867", "summit-sp"],
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["summit-sp"].contains(&"dispense.shipped"),
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["summit-867"].contains(&"dispense.completed"),
+        "{by_connector:?}"
+    );
+    assert!(
+        by_connector["acme-hub"].contains(&"referral.received"),
+        "{by_connector:?}"
+    );
+    Ok(())
+}
 // ------------------------------------------- honest answers (issue 18)
 
 /// A throwaway project: config, one connector `c` and the given mappings,

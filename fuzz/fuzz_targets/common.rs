@@ -23,7 +23,7 @@ fn env(k: &str) -> Option<String> {
     match k {
         // Fixed keys for fuzzing only: nothing here is a deployment secret.
         "HUBSYNC_PSEUDONYM_KEY" => Some("fuzz-pseudonym-key-0123456789abcdef".to_string()),
-        "HUBSYNC_LOCAL_SECRET" => Some("fuzz-webhook-secret-0123456789abcdef".to_string()),
+        "HUBSYNC_LOCAL_SECRET" => Some("whsec_ZnV6ei13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5".to_string()),
         _ => None,
     }
 }

@@ -231,6 +231,12 @@ pub struct FormatSpec {
     pub lenient_isa_width: Option<Spanned<bool>>,
     /// HL03 levels that start a record (default: 278 EV; others 22 and 23).
     pub record_levels: Option<Spanned<Vec<String>>>,
+    /// ST01 transaction sets accepted (default: the mapping's `transaction`).
+    pub transaction_sets: Option<Spanned<Vec<String>>>,
+    /// Purpose codes accepted (BHT02; BPT01 for an 867), e.g. `["11"]`.
+    pub purposes: Option<Spanned<Vec<String>>>,
+    /// Write a TA1 and a 999 beside every archived X12 file.
+    pub acknowledgments: Option<Spanned<bool>>,
     // -- xml
     /// Path of the record element from the root, e.g. `Export/Cases/Case`.
     pub record: Option<Spanned<String>>,

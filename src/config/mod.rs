@@ -981,6 +981,15 @@ fn load_format(
         if let Some(s) = &f.record_levels {
             foreign.push((s.span(), "record_levels", FormatKind::X12));
         }
+        if let Some(s) = &f.transaction_sets {
+            foreign.push((s.span(), "transaction_sets", FormatKind::X12));
+        }
+        if let Some(s) = &f.purposes {
+            foreign.push((s.span(), "purposes", FormatKind::X12));
+        }
+        if let Some(s) = &f.acknowledgments {
+            foreign.push((s.span(), "acknowledgments", FormatKind::X12));
+        }
     }
     if kind != FormatKind::Xml {
         if let Some(s) = &f.record {
@@ -1183,6 +1192,12 @@ fn load_format(
                     .map_or_else(Default::default, |c| *c.get_ref()),
                 lenient_isa_width: f.lenient_isa_width.as_ref().is_some_and(|b| *b.get_ref()),
                 record_levels,
+                transaction_sets: f.transaction_sets.as_ref().map_or_else(
+                    || mapping.transaction.iter().cloned().collect(),
+                    |l| l.get_ref().clone(),
+                ),
+                purposes: f.purposes.as_ref().map_or(Vec::new(), |l| l.get_ref().clone()),
+                acknowledgments: f.acknowledgments.as_ref().is_some_and(|b| *b.get_ref()),
             }))
         }
         FormatKind::Xml => {

@@ -148,6 +148,8 @@ pub struct Mapping {
     pub name: String,
     pub path: PathBuf,
     pub syntax: Syntax,
+    /// The X12 transaction set an `x12` mapping reads (ST01), when declared.
+    pub transaction: Option<String>,
     /// XML namespace prefixes (prefix → URI), for `xml` syntax.
     pub namespaces: Vec<(String, String)>,
     pub columns: Vec<Column>,
@@ -233,6 +235,30 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let transaction = match &spec.transaction {
+        None => None,
+        Some(t) if syntax != Syntax::X12 => {
+            diags.push(src.diag(t.span(), "`transaction` applies to `x12` mappings only"));
+            None
+        }
+        Some(t) => match crate::parse::x12::guides::transaction(t.get_ref().as_bytes()) {
+            Some(table) => Some(table),
+            None => {
+                let known: Vec<&str> = crate::parse::x12::guides::TRANSACTIONS
+                    .iter()
+                    .map(|t| t.id)
+                    .collect();
+                diags.push(
+                    src.diag(
+                        t.span(),
+                        format!("no loop table for transaction set `{}`", t.get_ref()),
+                    )
+                    .with_hint(format!("known: {}", known.join(", "))),
+                );
+                None
+            }
+        },
+    };
     let mut columns = Vec::new();
     let mut seen_headers: HashMap<String, String> = HashMap::new();
     for (key, col) in &spec.columns {
@@ -261,17 +287,19 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
                 diags.push(src.diag(key.span(), format!("column `{}` has no `path`", key.get_ref())));
                 continue;
             }
-            (Syntax::X12, None, Some(p)) => match crate::parse::x12::parse_path(p.get_ref()) {
-                Ok(x) => Some(FieldPath::X12(x)),
-                Err((span, msg)) => {
-                    let base = content_offset(src, &p.span());
-                    diags.push(
+            (Syntax::X12, None, Some(p)) => {
+                match crate::parse::x12::parse_path_in(p.get_ref(), transaction) {
+                    Ok(x) => Some(FieldPath::X12(x)),
+                    Err((span, msg)) => {
+                        let base = content_offset(src, &p.span());
+                        diags.push(
                         src.diag(base + span.start..base + span.end, msg)
-                            .with_hint("X12 paths: HCR01, NM1[01=IL]/NM109, UM04.1, EB[01=1]/EB03#*"),
+                            .with_hint("X12 paths: HCR01, NM1[01=IL]/NM109, UM04.1, EB[01=1]/EB03#*, 2100A/NM1[01=PR]/NM103"),
                     );
-                    continue;
+                        continue;
+                    }
                 }
-            },
+            }
             (Syntax::Xml, None, Some(p)) => match crate::parse::xml::parse_path(p.get_ref(), &namespaces) {
                 Ok(x) => Some(FieldPath::Xml(x)),
                 Err((span, msg)) => {
@@ -583,6 +611,7 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
             name,
             path: src.path.clone(),
             syntax,
+            transaction: transaction.map(|t| t.id.to_string()),
             namespaces,
             ignored_headers: spec.ignored_headers.iter().map(|h| normalize_header(h)).collect(),
             columns,

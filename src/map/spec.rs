@@ -18,6 +18,10 @@ pub struct MappingSpec {
     /// segment paths or `xml` element paths.
     #[serde(default)]
     pub syntax: Option<Spanned<Syntax>>,
+    /// The X12 transaction set (ST01) an `x12` mapping reads, e.g. `"278"`:
+    /// its paths are checked against that transaction's loop table.
+    #[serde(default)]
+    pub transaction: Option<Spanned<String>>,
     /// XML namespace prefixes used in `xml` paths: prefix → namespace URI.
     #[serde(default)]
     pub namespaces: BTreeMap<String, String>,
