@@ -96,6 +96,8 @@ fn api_router(state: AdminState) -> Router {
         .route("/v1/messages/{id}/attempts", get(attempts))
         .route("/v1/cases/{program}/{case_id}/timeline", get(timeline))
         .route("/v1/replay", post(replay))
+        .route("/v1/journeys/stalls", get(journey_stalls))
+        .route("/v1/journeys/stats", get(journey_stats))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move { authorize(&token, req, next).await }
@@ -224,9 +226,15 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 async fn metrics(State(s): State<AdminState>) -> Result<Response, AdminError> {
     let stats = s.store.subscriber_stats().await?;
     let states = s.store.subscriber_states().await?;
+    let mut text = s.metrics.render(&stats, &states);
+    if !s.config.journeys.is_empty() {
+        let open = s.store.journey_open_counts().await?;
+        let armed = s.store.journey_armed_counts().await?;
+        text.push_str(&crate::metrics::render_journeys(&open, &armed));
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        s.metrics.render(&stats, &states),
+        text,
     )
         .into_response())
 }
@@ -324,6 +332,44 @@ async fn enable(
 #[derive(Debug, Deserialize)]
 struct Limit {
     limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StallsQuery {
+    program: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Open stalls by program and rule, oldest first, with counts.
+async fn journey_stalls(
+    State(s): State<AdminState>,
+    Query(q): Query<StallsQuery>,
+) -> Result<Json<crate::journey::view::StallsView>, AdminError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(
+        crate::journey::view::stalls(&s.store, &s.config, q.program.as_deref(), limit).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    /// `90d` by default.
+    window: Option<String>,
+    program: Option<String>,
+}
+
+/// p50/p90 between milestone pairs per program and payer.
+async fn journey_stats(
+    State(s): State<AdminState>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<Vec<crate::journey::stats::PairStats>>, AdminError> {
+    let window = crate::config::duration::parse_duration(q.window.as_deref().unwrap_or("90d"))
+        .map_err(AdminError::BadRequest)?;
+    let mut rows = crate::journey::view::stats(&s.store, &s.config, window).await?;
+    if let Some(p) = &q.program {
+        rows.retain(|r| &r.program == p);
+    }
+    Ok(Json(rows))
 }
 
 async fn dead_letters(

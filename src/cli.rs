@@ -188,6 +188,26 @@ pub enum Command {
         #[arg(long)]
         failed_only: bool,
     },
+    /// Open journey stalls by program and rule, oldest first, with counts;
+    /// `--stats`: time between milestone pairs per program and payer.
+    Journeys {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        program: Option<String>,
+        /// Stalls listed at most (counts cover all).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// p50/p90 of referral→BV, PA submitted→decision and approved→shipped.
+        #[arg(long)]
+        stats: bool,
+        /// Statistics over pairs completed in this window (e.g. 30d, 90d).
+        #[arg(long, default_value = "90d")]
+        window: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-enable a subscriber that a 410 Gone disabled.
     Enable {
         #[arg(long, short, default_value = "config.toml")]
@@ -223,9 +243,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = load(&config)?;
             let rules: usize = c.connectors.iter().map(|c| c.mapping.rules.len()).sum();
             outln!(
-                "ok: {} connector(s), {} milestone rule(s), {} subscriber(s)",
+                "ok: {} connector(s), {} milestone rule(s), {} journey rule(s), {} subscriber(s)",
                 c.connectors.len(),
                 rules,
+                c.journeys.rule_count(),
                 c.subscribers.len()
             );
             Ok(())
@@ -389,6 +410,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Journeys {
+            config,
+            program,
+            limit,
+            stats,
+            window,
+            json,
+        } => journeys(&config, program.as_deref(), limit, stats, &window, json).await,
         Command::Enable { config, subscriber } => {
             let c = load(&config)?;
             if !c.subscribers.iter().any(|s| s.name == subscriber) {
@@ -515,6 +544,112 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+    }
+}
+
+/// `hubsync journeys`: open stalls, or pair statistics with `--stats`.
+async fn journeys(
+    config_path: &std::path::Path,
+    program: Option<&str>,
+    limit: i64,
+    stats: bool,
+    window: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let c = load(config_path)?;
+    let store = Store::open(&c.store_url).await?;
+    if stats {
+        let window = config::duration::parse_duration(window).map_err(anyhow::Error::msg)?;
+        let mut rows = crate::journey::view::stats(&store, &c, window).await?;
+        if let Some(p) = program {
+            rows.retain(|r| r.program == p);
+        }
+        store.close().await;
+        if json {
+            outln!("{}", serde_json::to_string_pretty(&rows)?);
+            return Ok(());
+        }
+        outln!(
+            "JOURNEY TIMES (pairs completed in the last {}; from stored occurred_at)",
+            humantime(window)
+        );
+        outln!(
+            "{:<16} {:<28} {:<24} {:>7} {:>10} {:>10}",
+            "program",
+            "payer",
+            "pair",
+            "cases",
+            "p50 (h)",
+            "p90 (h)"
+        );
+        for r in rows {
+            outln!(
+                "{:<16} {:<28} {:<24} {:>7} {:>10.1} {:>10.1}",
+                r.program,
+                r.payer,
+                r.pair,
+                r.cases,
+                r.p50_hours,
+                r.p90_hours
+            );
+        }
+        return Ok(());
+    }
+    let view = crate::journey::view::stalls(&store, &c, program, limit).await?;
+    store.close().await;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    outln!("OPEN STALLS BY PROGRAM AND RULE (oldest first)");
+    outln!("{:<16} {:<32} {:>6}  oldest deadline", "program", "rule", "open");
+    for k in &view.counts {
+        outln!(
+            "{:<16} {:<32} {:>6}  {}",
+            k.program,
+            k.rule,
+            k.open,
+            crate::outbox::journey::rfc3339_ms(k.oldest_deadline_ms)
+        );
+    }
+    if view.counts.is_empty() {
+        outln!("(none)");
+        return Ok(());
+    }
+    outln!("\nSTALLS (oldest first, at most {limit})");
+    outln!(
+        "{:<16} {:<32} {:<10} {:<18} {:<26} {:>10}  notified",
+        "program",
+        "rule",
+        "severity",
+        "case",
+        "deadline",
+        "overdue"
+    );
+    for s in &view.stalls {
+        outln!(
+            "{:<16} {:<32} {:<10} {:<18} {:<26} {:>10}  {}",
+            s.program,
+            s.rule,
+            s.severity.unwrap_or("?"),
+            s.case_id,
+            s.deadline_at,
+            humantime(std::time::Duration::from_secs(s.overdue_seconds as u64)),
+            if s.notified { "yes" } else { "no (recorded only)" }
+        );
+    }
+    Ok(())
+}
+
+/// `3d 4h`, `5m 2s`: a duration for people.
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ if s.is_multiple_of(86400) => format!("{}d", s / 86400),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
 
@@ -665,8 +800,22 @@ async fn listen(
             } else {
                 String::new()
             };
+            let kind = v["type"].as_str().unwrap_or("?");
             let printed = if output == ListenOutput::Json {
                 write_out(format_args!("{stamp}{}\n", String::from_utf8_lossy(&body)))
+            } else if kind.starts_with("journey.") {
+                let d = &v["data"];
+                write_out(format_args!(
+                    "{stamp}{id} {kind:<22} program={} case={} seq={} rule={} severity={} trigger={} deadline_at={} late_by={}s\n",
+                    d["program"].as_str().unwrap_or("?"),
+                    d["case_id"].as_str().unwrap_or("?"),
+                    d["sequence"],
+                    d["rule"]["name"].as_str().unwrap_or("?"),
+                    d["rule"]["severity"].as_str().unwrap_or("?"),
+                    d["trigger"]["milestone"].as_str().unwrap_or("?"),
+                    d["deadline_at"].as_str().unwrap_or("?"),
+                    d["late_by_seconds"]
+                ))
             } else {
                 let d = &v["data"];
                 write_out(format_args!(

@@ -18,6 +18,8 @@
 //!   ledger progress, state and outbox in one transaction per chunk.
 //! - [`runtime`]: spawns sources, pipelines and delivery workers; owns shutdown.
 //! - [`expect`]: per-connector deadlines; a missed drop becomes `feed.missing`.
+//! - [`journey`]: journey rules and durable timers; a case that misses a
+//!   deadline becomes `journey.stalled`.
 //! - [`store`]: the only place with SQL; SQLite, or PostgreSQL shared by
 //!   several instances (see `src/store/design.md`).
 //! - [`config`]: config, connector and mapping files, validated at load.
@@ -36,6 +38,7 @@ pub mod console;
 pub mod deliver;
 pub mod diff;
 pub mod expect;
+pub mod journey;
 pub mod map;
 pub mod metrics;
 pub mod model;

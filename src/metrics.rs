@@ -253,6 +253,68 @@ impl Metrics {
     }
 }
 
+/// Journey metrics: open stalls and armed timers per program and rule (from
+/// the store, so right across restarts and instances), and this process's
+/// timer counters. Labels are program and rule names, never a case.
+pub fn render_journeys(
+    open: &[crate::store::journey::StallCount],
+    armed: &[crate::store::journey::ArmedCount],
+) -> String {
+    use crate::journey as j;
+    let mut out = String::with_capacity(1024);
+    header(
+        &mut out,
+        "hubsync_journey_open_stalls",
+        "gauge",
+        "Cases stalled on a journey rule and not yet resumed or cancelled.",
+    );
+    for s in open {
+        let _ = writeln!(
+            out,
+            "hubsync_journey_open_stalls{{program=\"{}\",rule=\"{}\"}} {}",
+            esc(&s.program),
+            esc(&s.rule),
+            s.open
+        );
+    }
+    header(
+        &mut out,
+        "hubsync_journey_timers_armed",
+        "gauge",
+        "Journey timers armed and waiting (in the store).",
+    );
+    for a in armed {
+        let _ = writeln!(
+            out,
+            "hubsync_journey_timers_armed{{program=\"{}\",rule=\"{}\"}} {}",
+            esc(&a.program),
+            esc(&a.rule),
+            a.armed
+        );
+    }
+    header(
+        &mut out,
+        "hubsync_journey_timers_total",
+        "counter",
+        "Journey timer transitions made by this process.",
+    );
+    for (event, v) in [
+        ("armed", &j::TIMERS_ARMED),
+        ("fired", &j::TIMERS_FIRED),
+        ("cleared", &j::TIMERS_CLEARED),
+        ("cancelled", &j::TIMERS_CANCELLED),
+        ("resumed", &j::TIMERS_RESUMED),
+        ("suppressed", &j::STALLS_SUPPRESSED),
+    ] {
+        let _ = writeln!(
+            out,
+            "hubsync_journey_timers_total{{event=\"{event}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+    out
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -139,6 +139,8 @@ pub struct Pipeline {
     pub wakers: Vec<Arc<Notify>>,
     /// Build state without enqueueing webhooks (onboarding a hub's history).
     pub seed: bool,
+    /// Wakes the journey clock after a commit that may have armed timers.
+    pub timers: Arc<Notify>,
 }
 
 impl Pipeline {
@@ -149,6 +151,7 @@ impl Pipeline {
             index: Arc::new(Mutex::new(None)),
             seed: false,
             wakers,
+            timers: Arc::new(Notify::new()),
         }
     }
 
@@ -440,9 +443,14 @@ impl Pipeline {
             tx.upsert_state(&state_rows, file_id).await?;
             bumped = Some(tx.bump_program(program).await?);
         }
+        // Journey timers arm and settle with the state that moves them; a
+        // late awaited milestone's `journey.resumed` joins this chunk's outbox.
+        let journey_rows =
+            crate::journey::plan::on_chunk(&mut tx, &self.config, connector, &deltas, self.seed).await?;
         if self.seed {
             outbox_rows.clear();
         }
+        outbox_rows.extend(journey_rows);
         tx.insert_outbox(&outbox_rows, file_id).await?;
         if !chunk.rejects.is_empty() {
             tx.insert_rejects(file_id, &chunk.rejects).await?;
@@ -468,6 +476,10 @@ impl Pipeline {
             for w in &self.wakers {
                 w.notify_one();
             }
+        }
+        if !deltas.is_empty() && self.config.journeys.program(program).is_some() {
+            // A timer armed here may be due before the clock's next wake-up.
+            self.timers.notify_one();
         }
         Ok(())
     }

@@ -107,6 +107,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
         tracker.spawn(async move { cleaner(store, metrics, retention, every, token).await });
     }
     let pipeline = Pipeline::new(store.clone(), config.clone(), wakers.clone());
+    {
+        // The journey clock: fires stalls from the wall clock (overdue ones
+        // at once after a restart).
+        let (s, c, armed, w, t) = (
+            store.clone(),
+            config.clone(),
+            pipeline.timers.clone(),
+            wakers.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move { crate::journey::fire::run(s, c, armed, w, t).await });
+    }
     // Load the state index before the first file arrives, so the first
     // night's file is as fast as every other one.
     match pipeline.warm().await {

@@ -89,6 +89,8 @@ pub struct MapReport {
     /// What the parser warned about (hidden sheets skipped, …).
     pub warnings: Vec<String>,
     pub coverage: Vec<MapCoverage>,
+    /// What the file's deltas would do to journey timers.
+    pub journeys: Vec<crate::journey::plan::Effect>,
 }
 
 fn value_at<'a>(v: &'a serde_json::Value, field: &str) -> &'a serde_json::Value {
@@ -122,7 +124,6 @@ pub async fn map_file(
                 serde_json::from_str(&row.body)?,
             );
         }
-        store.close().await;
     }
     let mut entries = Vec::with_capacity(dry.milestones.len());
     for (locator, content) in dry.milestones {
@@ -155,6 +156,15 @@ pub async fn map_file(
             milestone: content,
             changes,
         });
+    }
+    let deltas: Vec<&Content> = entries
+        .iter()
+        .filter(|e| e.status != Verdict::Unchanged)
+        .map(|e| &e.milestone)
+        .collect();
+    let journeys = crate::journey::plan::effects(config, connector, store.as_ref(), &deltas).await?;
+    if let Some(store) = &store {
+        store.close().await;
     }
     // Reconcile against the store: a record is emitted only if one of its
     // milestones is new or changed.
@@ -217,6 +227,7 @@ pub async fn map_file(
         failed: dry.failed,
         warnings: dry.warnings,
         coverage,
+        journeys,
     })
 }
 
@@ -236,6 +247,9 @@ impl MapReport {
         }
         for c in &self.coverage {
             line(serde_json::json!({"kind": "coverage", "coverage": c}));
+        }
+        for j in &self.journeys {
+            line(serde_json::json!({"kind": "journey", "journey": j}));
         }
         line(serde_json::json!({"kind": "summary", "summary": self.summary()}));
         out
@@ -289,6 +303,19 @@ impl MapReport {
                     r.locator,
                     r.column.as_deref().unwrap_or("-"),
                     r.reason
+                );
+            }
+        }
+        if !self.journeys.is_empty() {
+            let _ = writeln!(out, "\nJOURNEY RULES (what this file would do to timers)");
+            for j in &self.journeys {
+                let _ = writeln!(
+                    out,
+                    "  {:<8} {:<14} {:<32} {}",
+                    j.action.as_str(),
+                    j.case_id,
+                    j.rule,
+                    j.detail
                 );
             }
         }

@@ -46,6 +46,37 @@ pub struct ConfigSpec {
     pub admin: Option<AdminSpec>,
     #[serde(default)]
     pub subscribers: Vec<SubscriberSpec>,
+    #[serde(default)]
+    pub journeys: JourneysSpec,
+}
+
+/// `[journeys]`: where journey rule files are and how late stalls are treated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneysSpec {
+    /// The folder of rule files (one per program), relative to the config.
+    #[serde(default = "default_journeys_dir")]
+    pub dir: PathBuf,
+    /// A stall found more than this long after its deadline (a backfill, a
+    /// daemon that was down) is recorded but not sent.
+    #[serde(default = "default_horizon")]
+    pub horizon: Dur,
+}
+
+impl Default for JourneysSpec {
+    fn default() -> Self {
+        JourneysSpec {
+            dir: default_journeys_dir(),
+            horizon: default_horizon(),
+        }
+    }
+}
+
+fn default_journeys_dir() -> PathBuf {
+    "journeys".into()
+}
+fn default_horizon() -> Dur {
+    Dur::secs(7 * 86400)
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,6 +346,8 @@ pub struct Config {
     pub payload_retention: Duration,
     pub cleaner_interval: Duration,
     pub admin: Option<Admin>,
+    /// Journey rules per program (`[journeys]`, `journeys/*.toml`).
+    pub journeys: Arc<crate::journey::Journeys>,
 }
 
 /// The admin API, ready to start.
@@ -857,6 +890,16 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         }
     }
 
+    let programs: Vec<&str> = connectors.iter().map(|c| c.program.as_str()).collect();
+    let fed = diags.is_empty().then_some(programs.as_slice());
+    let journeys = match crate::journey::load(&resolve(&spec.journeys.dir), spec.journeys.horizon.0, fed) {
+        Ok(j) => j,
+        Err(d) => {
+            diags.extend(d);
+            crate::journey::Journeys::default()
+        }
+    };
+
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -879,6 +922,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         payload_retention: spec.delivery.payload_retention.0,
         cleaner_interval: spec.delivery.cleaner_interval.0,
         admin,
+        journeys: Arc::new(journeys),
     })
 }
 

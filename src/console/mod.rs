@@ -692,7 +692,8 @@ async fn cases(
     match (program, case_id) {
         (Some(p), Some(c)) => {
             let rows = store.case_timeline(&p, &c).await?;
-            let entries = pages::timeline(rows);
+            let timers = store.journey_case(&p, &c).await?;
+            let entries = pages::timeline(rows, timers);
             Ok(html(pages::case(&current, &search, &entries)))
         }
         _ => {

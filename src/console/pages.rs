@@ -960,6 +960,8 @@ pub fn cases(current: &Current, s: &CaseSearch, recent: &[CaseRef]) -> Markup {
 /// second variant rendered by [`entry`] with its own marker.
 pub enum Entry {
     Milestone(Box<MilestoneEntry>),
+    /// A journey rule's deadline passed on this case (open, resumed or cancelled since).
+    Stall(Box<crate::store::journey::TimerRow>),
 }
 
 /// A forwarded milestone with what its stored body says (while retention
@@ -1021,16 +1023,58 @@ impl MilestoneEntry {
     }
 }
 
-/// A case's timeline rows as journey entries, in sequence order.
-pub fn timeline(rows: Vec<MessageRow>) -> Vec<Entry> {
-    rows.into_iter()
-        .map(|r| Entry::Milestone(Box::new(MilestoneEntry::from_row(r))))
-        .collect()
+/// A case's timeline rows as journey entries, in sequence order, with the
+/// stalls of its journey timers placed where they were found.
+pub fn timeline(rows: Vec<MessageRow>, timers: Vec<crate::store::journey::TimerRow>) -> Vec<Entry> {
+    let mut stalls: Vec<_> = timers.into_iter().filter(|t| t.fired_at_ms.is_some()).collect();
+    stalls.sort_by_key(|t| t.fired_at_ms);
+    let mut stalls = stalls.into_iter().peekable();
+    let mut out = Vec::new();
+    for r in rows {
+        while let Some(t) = stalls.next_if(|t| t.fired_at_ms.is_some_and(|f| f < r.created_at_ms)) {
+            out.push(Entry::Stall(Box::new(t)));
+        }
+        out.push(Entry::Milestone(Box::new(MilestoneEntry::from_row(r))));
+    }
+    out.extend(stalls.map(|t| Entry::Stall(Box::new(t))));
+    out
 }
 
 fn entry(current: &Current, e: &Entry) -> Markup {
     match e {
         Entry::Milestone(m) => milestone_entry(current, m),
+        Entry::Stall(t) => stall_entry(t),
+    }
+}
+
+fn stall_entry(t: &crate::store::journey::TimerRow) -> Markup {
+    use crate::store::journey::TimerStatus;
+    let open = t.status == TimerStatus::Stalled;
+    html! {
+        li class=(if open { "step bad stall" } else { "step stall" }) {
+            div.head {
+                h3 { "Stalled: " (t.rule) }
+                code.code { "journey rule" }
+            }
+            p.meta {
+                "Waiting since " (milestone_label(&t.trigger_milestone)) " (" (t.trigger_occurred_at) ")"
+                " · deadline " (utc(t.deadline_ms))
+                @if let Some(f) = t.fired_at_ms { " · found " (utc(f)) }
+            }
+            p.meta {
+                @match t.status {
+                    TimerStatus::Stalled => { strong { "Open" } " — nothing awaited has arrived yet." }
+                    TimerStatus::Resumed => {
+                        "Resumed by " (milestone_label(t.settled_by.as_deref().unwrap_or("?")))
+                        @if let Some(s) = t.settled_at_ms { " at " (utc(s)) }
+                    }
+                    TimerStatus::Cancelled => { "Cancelled by " (t.settled_by.as_deref().unwrap_or("a removed rule")) }
+                    TimerStatus::Armed | TimerStatus::Cleared => { "" }
+                }
+                " · "
+                @if t.stalled_webhook.is_some() { "journey.stalled sent" } @else { "recorded, not sent (past the horizon, or no subscriber)" }
+            }
+        }
     }
 }
 
@@ -1261,5 +1305,68 @@ mod tests {
             masked_reason("date '11/13/1944' does not match %m/%d/%Y; code 'XXX'"),
             "date '##/##/####' does not match %m/%d/%Y; code 'XXX'"
         );
+    }
+
+    fn message(seq: i64, at: i64, code: &str) -> MessageRow {
+        MessageRow {
+            id: format!("msg_{seq}"),
+            pos: seq,
+            connector: "acme-hub".into(),
+            program: "P".into(),
+            case_id: "C-1".into(),
+            milestone: code.into(),
+            sequence: seq,
+            created_at_ms: at,
+            file: Some("f.csv".into()),
+            sha256: None,
+            body: None,
+            deliveries: vec![],
+        }
+    }
+
+    #[test]
+    fn stalls_sit_in_the_timeline_where_they_were_found() {
+        use crate::store::journey::{TimerRow, TimerStatus};
+        let stall = |status, fired: Option<i64>| TimerRow {
+            id: 1,
+            program: "P".into(),
+            case_id: "C-1".into(),
+            rule: "approved-not-dispensed".into(),
+            trigger_milestone: "pa.approved".into(),
+            trigger_occurrence: String::new(),
+            trigger_occurred_at: "2026-11-30".into(),
+            connector: "acme-hub".into(),
+            armed_at_ms: 1_000,
+            deadline_ms: 4_000,
+            status,
+            fired_at_ms: fired,
+            settled_at_ms: None,
+            settled_by: None,
+            stalled_webhook: None,
+            resumed_webhook: None,
+        };
+        let entries = timeline(
+            vec![
+                message(1, 1_000, "pa.approved"),
+                message(2, 9_000, "dispense.shipped"),
+            ],
+            vec![
+                stall(TimerStatus::Stalled, Some(5_000)),
+                // Armed or cleared timers never stalled: not in the journey.
+                stall(TimerStatus::Cleared, None),
+            ],
+        );
+        let kinds: Vec<&str> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Milestone(_) => "milestone",
+                Entry::Stall(_) => "stall",
+            })
+            .collect();
+        assert_eq!(kinds, ["milestone", "stall", "milestone"]);
+        let html = stall_entry(&stall(TimerStatus::Stalled, Some(5_000))).into_string();
+        assert!(html.contains("Stalled: approved-not-dispensed"), "{html}");
+        assert!(html.contains("Open"), "{html}");
+        assert!(html.contains("recorded, not sent"), "{html}");
     }
 }

@@ -178,7 +178,7 @@ impl Scope for LoadScope<'_> {
 
 /// Offset of an expression's first character inside the TOML string token at
 /// `span` (past the opening quote or triple quote).
-fn content_offset(src: &SourceFile, span: &Range<usize>) -> usize {
+pub(crate) fn content_offset(src: &SourceFile, span: &Range<usize>) -> usize {
     let token = src.text.get(span.start..).unwrap_or("");
     if token.starts_with("\"\"\"") || token.starts_with("'''") {
         let after = span.start + 3;

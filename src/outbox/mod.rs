@@ -4,6 +4,8 @@
 //! Rendering at commit time (not at send time) is what makes a `webhook-id`
 //! name one payload forever: retries, restarts and replays re-send these bytes.
 
+pub mod journey;
+
 use serde::Serialize;
 
 use crate::diff::Delta;

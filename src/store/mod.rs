@@ -13,6 +13,7 @@
 //! serialized by a per-program generation row. SQLite is single-instance, so
 //! it grants every claim. See `design.md` beside this file.
 
+pub mod journey;
 pub mod lock;
 pub mod postgres;
 pub mod sqlite;

@@ -34,6 +34,8 @@ use super::{
     OutboxWrite, RejectRow, SchemaVersion, StateRow, StoreError, StoreOptions, SubscriberStats,
 };
 
+mod journey;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
 /// Connections per instance: one committer per connector, one worker per

@@ -22,6 +22,8 @@ use super::{
     ReplayFilter, SchemaVersion, StateRow, StoreError, SubscriberState, SubscriberStats,
 };
 
+mod journey;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 
 /// The highest migration applied to the database, if any.

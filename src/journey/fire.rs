@@ -1,0 +1,253 @@
+//! Firing timers from the wall clock. A quiet case stalls on time: nothing
+//! waits for a new file (the classic bug of stream engines whose timers
+//! move only with events).
+//!
+//! The clock task keeps one number in memory, the next deadline, and sleeps
+//! until it (or until a pipeline arms an earlier one, or a poll interval
+//! for timers other instances armed). [`fire_due`] fires what is due in
+//! batches: each batch is one transaction that locks the program (as chunk
+//! commits do), claims due timers (`FOR UPDATE SKIP LOCKED` on PostgreSQL),
+//! marks them stalled and writes their `journey.stalled` outbox rows. After
+//! a crash, due timers are still armed in the store and fire once at start.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{local_rfc3339, subscribers};
+use crate::config::Config;
+use crate::outbox::journey::render_stalled;
+use crate::store::journey::TimerStatus;
+use crate::store::{OutboxWrite, Store, StoreError};
+
+/// Timers per firing transaction: big enough to drain a backlog fast, small
+/// enough that a chunk commit never waits long for the program lock.
+pub const FIRE_BATCH: i64 = 2_000;
+
+/// What one [`fire_due`] call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fired {
+    /// Stalls recorded.
+    pub stalled: u64,
+    /// Of them, sent (an outbox row with subscribers).
+    pub sent: u64,
+    /// Recorded but not sent: found later than the horizon after their deadline.
+    pub suppressed: u64,
+    /// Timers whose rule is no longer configured: cancelled.
+    pub orphaned: u64,
+}
+
+impl Fired {
+    fn add(&mut self, o: Fired) {
+        self.stalled += o.stalled;
+        self.sent += o.sent;
+        self.suppressed += o.suppressed;
+        self.orphaned += o.orphaned;
+    }
+}
+
+/// Fires every timer of every program due at `now_ms` (all batches).
+pub async fn fire_due(store: &Store, config: &Config, now_ms: i64) -> Result<Fired, StoreError> {
+    let mut total = Fired::default();
+    for program in config.journeys.programs.keys() {
+        loop {
+            let (f, claimed) = fire_batch(store, config, program, now_ms, FIRE_BATCH).await?;
+            total.add(f);
+            if claimed < FIRE_BATCH as usize {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The zone a timer's times are shown in: its connector's.
+fn zone_of(config: &Config, connector: &str) -> Tz {
+    config
+        .connectors
+        .iter()
+        .find(|c| c.name == connector)
+        .map_or(chrono_tz::UTC, |c| c.time.tz)
+}
+
+/// One transaction: up to `limit` due timers of `program`. Returns what was
+/// fired and how many timers were claimed.
+pub async fn fire_batch(
+    store: &Store,
+    config: &Config,
+    program: &str,
+    now_ms: i64,
+    limit: i64,
+) -> Result<(Fired, usize), StoreError> {
+    let Some(rules) = config.journeys.program(program) else {
+        return Ok((Fired::default(), 0));
+    };
+    let mut tx = store.begin().await?;
+    // Chunk commits of this program take the same lock first: a stall is
+    // decided against settled state, never beside a chunk that clears it.
+    tx.lock_program(program).await?;
+    let due = tx.journey_due(program, now_ms, limit).await?;
+    if due.is_empty() {
+        return Ok((Fired::default(), 0));
+    }
+    let horizon_ms = config.journeys.horizon.as_millis() as i64;
+    let mut f = Fired::default();
+    // Per-case sequence numbers for the stalls that are sent.
+    let mut per_case: Vec<(&str, &str, i64)> = Vec::new();
+    let mut slot = std::collections::HashMap::new();
+    let mut plans = Vec::with_capacity(due.len());
+    for t in &due {
+        let rule = rules.rule(&t.rule);
+        let subs = match rule {
+            Some(_) if now_ms - t.deadline_ms <= horizon_ms => {
+                subscribers(config, &t.connector, &t.program, "journey.stalled")
+            }
+            _ => Vec::new(),
+        };
+        let send = rule.is_some() && !subs.is_empty();
+        if send {
+            let i = *slot
+                .entry((t.program.as_str(), t.case_id.as_str()))
+                .or_insert_with(|| {
+                    per_case.push((t.program.as_str(), t.case_id.as_str(), 0));
+                    per_case.len() - 1
+                });
+            per_case[i].2 += 1;
+        }
+        plans.push((t, rule, subs, send));
+    }
+    let last = if per_case.is_empty() {
+        Vec::new()
+    } else {
+        tx.bump_cases(&per_case).await?
+    };
+    let mut next: Vec<i64> = per_case
+        .iter()
+        .zip(&last)
+        .map(|((_, _, n), l)| l - n + 1)
+        .collect();
+    let mut outbox = Vec::new();
+    let mut marks = Vec::with_capacity(due.len());
+    for (t, rule, subs, send) in plans {
+        let Some(rule) = rule else {
+            // The rule was removed or renamed since the timer armed.
+            f.orphaned += 1;
+            marks.push((t.id, TimerStatus::Cancelled, None));
+            continue;
+        };
+        f.stalled += 1;
+        if !send {
+            if now_ms - t.deadline_ms > horizon_ms {
+                f.suppressed += 1;
+            }
+            marks.push((t.id, TimerStatus::Stalled, None));
+            continue;
+        }
+        let i = slot[&(t.program.as_str(), t.case_id.as_str())];
+        let seq = next[i];
+        next[i] += 1;
+        let id = crate::outbox::new_webhook_id();
+        let body = render_stalled(
+            rule,
+            t,
+            &local_rfc3339(t.deadline_ms, zone_of(config, &t.connector)),
+            now_ms,
+            seq,
+        );
+        marks.push((t.id, TimerStatus::Stalled, Some(id.clone())));
+        outbox.push(OutboxWrite {
+            key_hash: xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
+            id,
+            connector: t.connector.clone(),
+            program: t.program.clone(),
+            case_id: t.case_id.clone(),
+            milestone: "journey.stalled".to_string(),
+            seq,
+            lane: crate::map::key_hash(&t.program, &t.case_id, "", "").1,
+            body,
+            subscribers: subs,
+        });
+        f.sent += 1;
+    }
+    tx.journey_fired(&marks, now_ms).await?;
+    // file_id 0: not from a file, like feed events.
+    tx.insert_outbox(&outbox, 0).await?;
+    tx.commit().await?;
+    super::TIMERS_FIRED.fetch_add(f.stalled, Relaxed);
+    super::STALLS_SUPPRESSED.fetch_add(f.suppressed, Relaxed);
+    if f.stalled > 0 {
+        tracing::info!(
+            program,
+            stalled = f.stalled,
+            sent = f.sent,
+            suppressed = f.suppressed,
+            "journey stalls found"
+        );
+    }
+    Ok((f, due.len()))
+}
+
+/// How often the clock looks for timers armed by other processes (another
+/// instance on PostgreSQL, `hubsync ingest`), at the latest.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The clock task: fires due timers until shutdown. `armed` is notified by
+/// pipelines after a commit that armed timers; `wakers` wake delivery.
+pub async fn run(
+    store: Store,
+    config: Arc<Config>,
+    armed: Arc<Notify>,
+    wakers: Vec<Arc<Notify>>,
+    shutdown: CancellationToken,
+) {
+    if config.journeys.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        // One indexed read per wake-up; the firing transaction (and its
+        // program lock) only when something is due.
+        let step = async {
+            let now = crate::store::now_ms();
+            if store.journey_next_due().await?.is_some_and(|next| next <= now) {
+                let f = fire_due(&store, &config, now).await?;
+                if f.sent > 0 {
+                    for w in &wakers {
+                        w.notify_one();
+                    }
+                }
+            }
+            store.journey_next_due().await
+        };
+        let wait = match step.await {
+            Ok(next) => {
+                backoff = Duration::from_secs(1);
+                // Still due after firing: a timer of a program whose rule
+                // file is gone; look again at the poll interval, not at once.
+                next.map_or(POLL, |next| {
+                    let ms = next - crate::store::now_ms();
+                    if ms <= 0 {
+                        POLL
+                    } else {
+                        Duration::from_millis(ms as u64).min(POLL)
+                    }
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_s = backoff.as_secs(), "cannot fire journey timers; retrying");
+                let b = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                b
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = armed.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Journey timers on PostgreSQL (see `store::journey`). Several instances
+//! fire timers side by side: each claims due rows `FOR UPDATE SKIP LOCKED`
+//! inside the transaction that marks them stalled and writes their outbox
+//! rows, after taking the program lock (so firing and chunk commits of one
+//! program serialize, and lock order is the same as a chunk's: program,
+//! then cases, then timers). A timer is therefore fired by one transaction
+//! only; a crash before commit releases the claim.
+
+use sqlx::Row;
+
+use super::{PgStore, PgTx};
+use crate::store::journey::{
+    timer_row, ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
+    TIMER_COLS,
+};
+use crate::store::StoreError;
+
+fn rows(rs: &[sqlx::postgres::PgRow]) -> Result<Vec<TimerRow>, StoreError> {
+    rs.iter()
+        .map(|r| timer_row!(r))
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)
+}
+
+impl PgStore {
+    pub async fn journey_next_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(deadline_at) FROM journey_timers WHERE status = 0")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn journey_open(&self, program: Option<&str>, limit: i64) -> Result<Vec<TimerRow>, StoreError> {
+        let rs = sqlx::query(&format!(
+            "SELECT {TIMER_COLS} FROM journey_timers WHERE status = 1 AND ($1::text IS NULL OR program = $1)
+             ORDER BY deadline_at, id LIMIT $2"
+        ))
+        .bind(program)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows(&rs)
+    }
+
+    pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
+        let rs: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT program, rule, COUNT(*), MIN(deadline_at) FROM journey_timers WHERE status = 1
+             GROUP BY program, rule ORDER BY MIN(deadline_at)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rs
+            .into_iter()
+            .map(|(program, rule, open, oldest)| StallCount {
+                program,
+                rule,
+                open,
+                oldest_deadline_ms: oldest,
+            })
+            .collect())
+    }
+
+    pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
+        let rs: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT program, rule, COUNT(*) FROM journey_timers WHERE status = 0 GROUP BY program, rule ORDER BY program, rule",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rs
+            .into_iter()
+            .map(|(program, rule, armed)| ArmedCount { program, rule, armed })
+            .collect())
+    }
+
+    pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> {
+        let rs = sqlx::query(&format!(
+            "SELECT {TIMER_COLS} FROM journey_timers WHERE program = $1 AND case_id = $2 ORDER BY deadline_at, id"
+        ))
+        .bind(program)
+        .bind(case_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows(&rs)
+    }
+
+    pub async fn journey_state(&self, program: &str, codes: &[&str]) -> Result<Vec<StateBody>, StoreError> {
+        let rs = sqlx::query(
+            "SELECT case_id, milestone, body FROM state WHERE program = $1 AND milestone = ANY($2)",
+        )
+        .bind(program)
+        .bind(codes)
+        .fetch_all(&self.pool)
+        .await?;
+        rs.iter()
+            .map(|r| {
+                Ok(StateBody {
+                    case_id: r.try_get("case_id")?,
+                    milestone: r.try_get("milestone")?,
+                    body: r.try_get("body")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+impl PgTx {
+    pub async fn journey_present(
+        &mut self,
+        program: &str,
+        case_ids: &[&str],
+        codes: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT case_id, milestone FROM state WHERE program = $1 AND case_id = ANY($2) AND milestone = ANY($3)",
+        )
+        .bind(program)
+        .bind(case_ids)
+        .bind(codes)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn journey_arm(&mut self, arms: &[TimerArm]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for rearm in [false, true] {
+            let these: Vec<&TimerArm> = arms.iter().filter(|a| a.rearm == rearm).collect();
+            if these.is_empty() {
+                continue;
+            }
+            let col = |f: fn(&TimerArm) -> &str| these.iter().map(|a| f(a)).collect::<Vec<&str>>();
+            let sql = format!(
+                "INSERT INTO journey_timers (program, case_id, rule, trigger_milestone, trigger_occurrence,
+                    trigger_occurred_at, connector, armed_at, deadline_at, status)
+                 SELECT u.*, 0 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::text[], $8::bigint[], $9::bigint[]) AS u
+                 ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) {}",
+                if rearm {
+                    "DO UPDATE SET trigger_occurred_at = excluded.trigger_occurred_at, deadline_at = excluded.deadline_at
+                     WHERE journey_timers.status = 0"
+                } else {
+                    "DO NOTHING"
+                }
+            );
+            n += sqlx::query(&sql)
+                .bind(col(|a| &a.program))
+                .bind(col(|a| &a.case_id))
+                .bind(col(|a| &a.rule))
+                .bind(col(|a| &a.trigger_milestone))
+                .bind(col(|a| &a.trigger_occurrence))
+                .bind(col(|a| &a.trigger_occurred_at))
+                .bind(col(|a| &a.connector))
+                .bind(these.iter().map(|a| a.armed_at_ms).collect::<Vec<i64>>())
+                .bind(these.iter().map(|a| a.deadline_ms).collect::<Vec<i64>>())
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
+    pub async fn journey_settle(
+        &mut self,
+        settles: &[TimerSettle],
+        kind: SettleKind,
+        now_ms: i64,
+    ) -> Result<Vec<TimerRow>, StoreError> {
+        let (from_armed, from_stalled) = match kind {
+            SettleKind::Awaited => (TimerStatus::Cleared, TimerStatus::Resumed),
+            SettleKind::Cancel => (TimerStatus::Cancelled, TimerStatus::Cancelled),
+        };
+        let col = |f: fn(&TimerSettle) -> &str| settles.iter().map(f).collect::<Vec<&str>>();
+        let returning = TIMER_COLS
+            .split(", ")
+            .map(|c| format!("t.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rs = sqlx::query(&format!(
+            "UPDATE journey_timers t SET status = CASE t.status WHEN 0 THEN $5::bigint ELSE $6::bigint END,
+                settled_at = $7, settled_by = v.by
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS v(program, case_id, rule, by)
+             WHERE t.program = v.program AND t.case_id = v.case_id AND t.rule = v.rule AND t.status IN (0, 1)
+             RETURNING {returning}"
+        ))
+        .bind(col(|s| &s.program))
+        .bind(col(|s| &s.case_id))
+        .bind(col(|s| &s.rule))
+        .bind(col(|s| &s.by))
+        .bind(from_armed.code())
+        .bind(from_stalled.code())
+        .bind(now_ms)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows(&rs)
+    }
+
+    pub async fn journey_due(
+        &mut self,
+        program: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<TimerRow>, StoreError> {
+        let rs = sqlx::query(&format!(
+            "SELECT {TIMER_COLS} FROM journey_timers
+             WHERE program = $1 AND status = 0 AND deadline_at <= $2 ORDER BY deadline_at, id LIMIT $3
+             FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(program)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows(&rs)
+    }
+
+    pub async fn journey_fired(
+        &mut self,
+        fired: &[(i64, TimerStatus, Option<String>)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<i64> = fired.iter().map(|f| f.0).collect();
+        let status: Vec<i64> = fired.iter().map(|f| f.1.code()).collect();
+        let webhooks: Vec<Option<String>> = fired.iter().map(|f| f.2.clone()).collect();
+        sqlx::query(
+            "UPDATE journey_timers t SET status = v.status, fired_at = $4,
+                settled_at = CASE v.status WHEN 1 THEN NULL ELSE $4 END, stalled_webhook = v.webhook
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS v(id, status, webhook)
+             WHERE t.id = v.id AND t.status = 0",
+        )
+        .bind(&ids)
+        .bind(&status)
+        .bind(&webhooks)
+        .bind(now_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {
+        let ids: Vec<i64> = resumed.iter().map(|r| r.0).collect();
+        let webhooks: Vec<&str> = resumed.iter().map(|r| r.1.as_str()).collect();
+        sqlx::query(
+            "UPDATE journey_timers t SET resumed_webhook = v.webhook
+             FROM UNNEST($1::bigint[], $2::text[]) AS v(id, webhook) WHERE t.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&webhooks)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! Journey timers on SQLite (see `store::journey`). One writer: a claim is
+//! simply the write transaction.
+
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{SqliteStore, SqliteTx, MAX_PARAMS};
+use crate::store::journey::{
+    timer_row, ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
+    TIMER_COLS,
+};
+use crate::store::StoreError;
+
+fn rows(rs: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<TimerRow>, StoreError> {
+    rs.iter()
+        .map(|r| timer_row!(r))
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)
+}
+
+impl SqliteStore {
+    pub async fn journey_next_due(&self) -> Result<Option<i64>, StoreError> {
+        // fetch_all: see `next_due` (a statement dropped early pins a snapshot).
+        let v: Vec<Option<i64>> = sqlx::query_scalar(
+            "SELECT MIN(deadline_at) FROM journey_timers INDEXED BY journey_timers_next WHERE status = 0",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(v.into_iter().next().flatten())
+    }
+
+    pub async fn journey_open(&self, program: Option<&str>, limit: i64) -> Result<Vec<TimerRow>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {TIMER_COLS} FROM journey_timers WHERE status = 1"
+        ));
+        if let Some(p) = program {
+            q.push(" AND program = ").push_bind(p.to_string());
+        }
+        q.push(" ORDER BY deadline_at, id LIMIT ").push_bind(limit);
+        rows(&q.build().fetch_all(&self.reader).await?)
+    }
+
+    pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
+        let rs: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT program, rule, COUNT(*), MIN(deadline_at) FROM journey_timers WHERE status = 1
+             GROUP BY program, rule ORDER BY MIN(deadline_at)",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rs
+            .into_iter()
+            .map(|(program, rule, open, oldest)| StallCount {
+                program,
+                rule,
+                open,
+                oldest_deadline_ms: oldest,
+            })
+            .collect())
+    }
+
+    pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
+        let rs: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT program, rule, COUNT(*) FROM journey_timers WHERE status = 0 GROUP BY program, rule ORDER BY program, rule",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rs
+            .into_iter()
+            .map(|(program, rule, armed)| ArmedCount { program, rule, armed })
+            .collect())
+    }
+
+    pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> {
+        let rs = sqlx::query(&format!(
+            "SELECT {TIMER_COLS} FROM journey_timers WHERE program = ? AND case_id = ? ORDER BY deadline_at, id"
+        ))
+        .bind(program)
+        .bind(case_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows(&rs)
+    }
+
+    pub async fn journey_state(&self, program: &str, codes: &[&str]) -> Result<Vec<StateBody>, StoreError> {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT case_id, milestone, body FROM state WHERE program = ");
+        q.push_bind(program.to_string());
+        q.push(" AND milestone IN (");
+        let mut sep = q.separated(", ");
+        for c in codes {
+            sep.push_bind(c.to_string());
+        }
+        q.push(")");
+        let rs = q.build().fetch_all(&self.reader).await?;
+        rs.iter()
+            .map(|r| {
+                Ok(StateBody {
+                    case_id: r.try_get("case_id")?,
+                    milestone: r.try_get("milestone")?,
+                    body: r.try_get("body")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+impl SqliteTx {
+    pub async fn journey_present(
+        &mut self,
+        program: &str,
+        case_ids: &[&str],
+        codes: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in case_ids.chunks(MAX_PARAMS - codes.len() - 1) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT case_id, milestone FROM state WHERE program = ");
+            q.push_bind(program.to_string());
+            q.push(" AND case_id IN (");
+            let mut sep = q.separated(", ");
+            for c in chunk {
+                sep.push_bind(c.to_string());
+            }
+            q.push(") AND milestone IN (");
+            let mut sep = q.separated(", ");
+            for c in codes {
+                sep.push_bind(c.to_string());
+            }
+            q.push(")");
+            out.extend(
+                q.build_query_as::<(String, String)>()
+                    .persistent(false)
+                    .fetch_all(&mut *self.tx)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn journey_arm(&mut self, arms: &[TimerArm]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for rearm in [false, true] {
+            let these: Vec<&TimerArm> = arms.iter().filter(|a| a.rearm == rearm).collect();
+            for chunk in these.chunks(MAX_PARAMS / 10) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO journey_timers (program, case_id, rule, trigger_milestone, trigger_occurrence,
+                        trigger_occurred_at, connector, armed_at, deadline_at, status) ",
+                );
+                q.push_values(chunk, |mut b, a| {
+                    b.push_bind(&a.program)
+                        .push_bind(&a.case_id)
+                        .push_bind(&a.rule)
+                        .push_bind(&a.trigger_milestone)
+                        .push_bind(&a.trigger_occurrence)
+                        .push_bind(&a.trigger_occurred_at)
+                        .push_bind(&a.connector)
+                        .push_bind(a.armed_at_ms)
+                        .push_bind(a.deadline_ms)
+                        .push_bind(0i64);
+                });
+                // A settled timer stays settled: the same trigger again
+                // (a re-sent snapshot) arms nothing.
+                q.push(if rearm {
+                    " ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO UPDATE SET
+                        trigger_occurred_at = excluded.trigger_occurred_at, deadline_at = excluded.deadline_at
+                      WHERE journey_timers.status = 0"
+                } else {
+                    " ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO NOTHING"
+                });
+                n += q
+                    .build()
+                    .persistent(false)
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected();
+            }
+        }
+        Ok(n)
+    }
+
+    pub async fn journey_settle(
+        &mut self,
+        settles: &[TimerSettle],
+        kind: SettleKind,
+        now_ms: i64,
+    ) -> Result<Vec<TimerRow>, StoreError> {
+        let (from_armed, from_stalled) = match kind {
+            SettleKind::Awaited => (TimerStatus::Cleared, TimerStatus::Resumed),
+            SettleKind::Cancel => (TimerStatus::Cancelled, TimerStatus::Cancelled),
+        };
+        let mut out = Vec::new();
+        for chunk in settles.chunks(MAX_PARAMS / 4 - 4) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("UPDATE journey_timers SET status = CASE status WHEN 0 THEN ");
+            q.push_bind(from_armed.code())
+                .push(" ELSE ")
+                .push_bind(from_stalled.code())
+                .push(" END, settled_at = ")
+                .push_bind(now_ms)
+                .push(", settled_by = v.column4 FROM (");
+            q.push_values(chunk, |mut b, s| {
+                b.push_bind(&s.program)
+                    .push_bind(&s.case_id)
+                    .push_bind(&s.rule)
+                    .push_bind(&s.by);
+            });
+            q.push(format!(
+                ") AS v WHERE journey_timers.program = v.column1 AND journey_timers.case_id = v.column2
+                   AND journey_timers.rule = v.column3 AND journey_timers.status IN (0, 1)
+                 RETURNING {}",
+                TIMER_COLS
+                    .split(", ")
+                    .map(|c| format!("journey_timers.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            out.extend(rows(
+                &q.build().persistent(false).fetch_all(&mut *self.tx).await?,
+            )?);
+        }
+        Ok(out)
+    }
+
+    pub async fn journey_due(
+        &mut self,
+        program: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<TimerRow>, StoreError> {
+        let rs = sqlx::query(&format!(
+            "SELECT {TIMER_COLS} FROM journey_timers INDEXED BY journey_timers_due
+             WHERE program = ? AND status = 0 AND deadline_at <= ? ORDER BY deadline_at, id LIMIT ?"
+        ))
+        .bind(program)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows(&rs)
+    }
+
+    pub async fn journey_fired(
+        &mut self,
+        fired: &[(i64, TimerStatus, Option<String>)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in fired.chunks(MAX_PARAMS / 3 - 2) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("UPDATE journey_timers SET status = v.column2, fired_at = ");
+            q.push_bind(now_ms)
+                .push(", settled_at = CASE v.column2 WHEN 1 THEN NULL ELSE ");
+            q.push_bind(now_ms)
+                .push(" END, stalled_webhook = v.column3 FROM (");
+            q.push_values(chunk, |mut b, (id, status, webhook)| {
+                b.push_bind(*id)
+                    .push_bind(status.code())
+                    .push_bind(webhook.clone());
+            });
+            q.push(") AS v WHERE journey_timers.id = v.column1 AND journey_timers.status = 0");
+            q.build().persistent(false).execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {
+        for chunk in resumed.chunks(MAX_PARAMS / 2 - 2) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("UPDATE journey_timers SET resumed_webhook = v.column2 FROM (");
+            q.push_values(chunk, |mut b, (id, webhook)| {
+                b.push_bind(*id).push_bind(webhook.clone());
+            });
+            q.push(") AS v WHERE journey_timers.id = v.column1");
+            q.build().persistent(false).execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+}

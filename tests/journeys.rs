@@ -1,0 +1,508 @@
+//! Journey rules and durable timers (issue 15), end to end: a real SQLite
+//! file or PostgreSQL database, a real receiver verifying signatures, the
+//! real daemon in process (or as a child killed with SIGKILL). Deadlines are
+//! seconds long, measured from when hubsync learns the trigger, so the wall
+//! clock runs for real; day-long waits are covered by the calendar unit
+//! tests and by firing with an injected `now` (`journey::fire::fire_due`).
+
+mod common;
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use hubsync::store::journey::TimerStatus;
+use support::{poll_until, Hub, Receiver};
+
+const HEADER: &str = "Case ID,Patient ID,Patient Last Name,Patient DOB,Status Code,Status Date,Sub Status,Payer,Plan Type,PA Number,PA Approval Date,PA Start,PA End,Denial Reason,Ship Date,Carrier,Tracking Number,Fill Number,NDC,Quantity,Days Supply,Last Updated";
+
+/// A PA approval (approved on `date`, MM/DD/YYYY) with no dispense.
+fn approved(case: &str, date: &str) -> String {
+    format!("{case},P{case},Doe,01/01/1970,PAA,{date},Awaiting Dispense,Aetna,Commercial,PA-{case},{date},{date},12/31/2030,,,,,,,,,")
+}
+
+/// The same case, shipped on `ship` (its approval still on the row, as hubs send snapshots).
+fn shipped(case: &str, date: &str, ship: &str) -> String {
+    format!("{case},P{case},Doe,01/01/1970,SHP,{ship},Shipped,Aetna,Commercial,PA-{case},{date},{date},12/31/2030,,{ship},UPS,1Z{case},1,00002-1234-01,30,30,")
+}
+
+fn csv(rows: &[String]) -> String {
+    let mut s = String::from(HEADER);
+    for r in rows {
+        s.push('\n');
+        s.push_str(r);
+    }
+    s.push('\n');
+    s
+}
+
+/// Writes the hub's rule file: PA approval must be followed by a dispense.
+fn rules(hub: &Hub, deadline: &str, from: &str, extra: &str) {
+    let dir = hub.root().join("journeys");
+    std::fs::create_dir_all(&dir).expect("mkdir journeys");
+    std::fs::write(
+        dir.join("acme-onc.toml"),
+        format!(
+            "program = \"ACME-ONC\"\n\n[[rule]]\nname = \"approved-not-dispensed\"\nseverity = \"high\"\n\
+             trigger = \"pa.approved\"\nawaits = [\"dispense.shipped\", \"dispense.completed\"]\n\
+             cancels = [\"case.cancelled\"]\ndeadline = \"{deadline}\"\nfrom = \"{from}\"\n{extra}\n"
+        ),
+    )
+    .expect("write rules");
+}
+
+fn drop_text(hub: &Hub, name: &str, text: &str) {
+    let src = hub.root().join(format!("src-{name}"));
+    std::fs::write(&src, text).expect("write file");
+    hub.drop_file(&src, name);
+}
+
+fn of_type<'a>(got: &'a BTreeMap<String, support::Received>, kind: &str) -> Vec<&'a support::Received> {
+    got.values().filter(|r| r.body["type"] == kind).collect()
+}
+
+/// A quiet case stalls from the wall clock, with no further file; a case
+/// whose dispense arrives with its approval never arms; the stall is sent
+/// once, signed, in the case's sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_case_stalls_on_time_and_once() {
+    let rx = Receiver::start().await;
+    let hub = Hub::new(&rx.url(), "", "", 1000);
+    rules(&hub, "2s", "learned_at", "");
+    let port = support::free_port();
+    let text = std::fs::read_to_string(&hub.config).expect("config");
+    std::fs::write(
+        &hub.config,
+        format!("{text}\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"HUBSYNC_TEST_ADMIN_TOKEN\"\n"),
+    )
+    .expect("config");
+    let daemon = hub.start();
+    let t0 = std::time::Instant::now();
+    drop_text(
+        &hub,
+        "status_20261201.csv",
+        &csv(&[
+            approved("Q-1", "11/30/2026"),
+            shipped("Q-2", "11/29/2026", "11/30/2026"),
+        ]),
+    );
+    // pa.approved ×2 + dispense.shipped, then one stall.
+    let got = rx.wait_unique(4, Duration::from_secs(20)).await;
+    let stalls = of_type(&got, "journey.stalled");
+    assert_eq!(stalls.len(), 1, "{got:#?}");
+    let s = &stalls[0].body["data"];
+    assert_eq!(s["case_id"], "Q-1");
+    assert_eq!(s["rule"]["name"], "approved-not-dispensed");
+    assert_eq!(s["rule"]["severity"], "high");
+    assert_eq!(s["trigger"]["milestone"], "pa.approved");
+    assert_eq!(s["trigger"]["occurred_at"], "2026-11-30");
+    assert_eq!(s["sequence"], 2, "the stall follows the case's approval");
+    assert!(s["late_by_seconds"].as_i64().is_some_and(|l| l < 5), "{s}");
+    assert!(
+        stalls[0].at.duration_since(t0) >= Duration::from_secs(2),
+        "not before the deadline"
+    );
+    // Fires once: nothing more, however long we wait.
+    rx.assert_stays(4, Duration::from_secs(3)).await;
+    assert_eq!(rx.bad_signatures(), 0);
+    let store = hub.store().await;
+    let timers = store.journey_case("ACME-ONC", "Q-1").await.expect("timers");
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timers[0].status, TimerStatus::Stalled);
+    assert_eq!(timers[0].stalled_webhook.as_deref(), Some(stalls[0].id.as_str()));
+    assert!(
+        store
+            .journey_case("ACME-ONC", "Q-2")
+            .await
+            .expect("timers")
+            .is_empty(),
+        "an approval that arrives with its dispense never arms"
+    );
+    let open = store.journey_open_counts().await.expect("counts");
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].open, 1);
+    // The admin API lists it, and /metrics counts it.
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        http.get(format!("http://127.0.0.1:{port}{path}"))
+            .bearer_auth(support::ADMIN_TOKEN)
+            .send()
+    };
+    let v: serde_json::Value = serde_json::from_str(
+        &get("/v1/journeys/stalls")
+            .await
+            .expect("GET stalls")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(v["counts"][0]["open"], 1, "{v}");
+    assert_eq!(v["stalls"][0]["case_id"], "Q-1", "{v}");
+    assert_eq!(v["stalls"][0]["notified"], true, "{v}");
+    let metrics = get("/metrics")
+        .await
+        .expect("GET metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .contains("hubsync_journey_open_stalls{program=\"ACME-ONC\",rule=\"approved-not-dispensed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hubsync_journey_timers_total{event=\"fired\"}"),
+        "{metrics}"
+    );
+    let stats = get("/v1/journeys/stats?window=3650d").await.expect("GET stats");
+    assert!(stats.status().is_success());
+    daemon.stop().await;
+}
+
+/// The awaited milestone in time clears the timer; no stall. Arriving after
+/// the stall, it resumes it: `journey.resumed` follows, in case order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_time_clears_and_late_resumes() {
+    let rx = Receiver::start().await;
+    let hub = Hub::new(&rx.url(), "", "", 1000);
+    rules(&hub, "3s", "learned_at", "");
+    let daemon = hub.start();
+    drop_text(
+        &hub,
+        "status_20261201.csv",
+        &csv(&[approved("T-1", "11/30/2026"), approved("L-1", "11/30/2026")]),
+    );
+    rx.wait_unique(2, Duration::from_secs(20)).await;
+    // T-1 ships in time (well before 3 s).
+    drop_text(
+        &hub,
+        "status_20261202.csv",
+        &csv(&[
+            shipped("T-1", "11/30/2026", "12/01/2026"),
+            approved("L-1", "11/30/2026"),
+        ]),
+    );
+    // L-1 stalls; T-1 does not.
+    let got = rx.wait_unique(4, Duration::from_secs(20)).await;
+    let stalls = of_type(&got, "journey.stalled");
+    assert_eq!(stalls.len(), 1, "{got:#?}");
+    assert_eq!(stalls[0].body["data"]["case_id"], "L-1");
+    let store = hub.store().await;
+    let t1 = store.journey_case("ACME-ONC", "T-1").await.expect("timers");
+    assert_eq!(t1[0].status, TimerStatus::Cleared);
+    assert_eq!(t1[0].settled_by.as_deref(), Some("dispense.shipped"));
+    // L-1 ships late: shipped, then resumed.
+    drop_text(
+        &hub,
+        "status_20261203.csv",
+        &csv(&[shipped("L-1", "11/30/2026", "12/02/2026")]),
+    );
+    let got = rx.wait_unique(6, Duration::from_secs(20)).await;
+    rx.assert_stays(6, Duration::from_secs(1)).await;
+    let resumed = of_type(&got, "journey.resumed");
+    assert_eq!(resumed.len(), 1, "{got:#?}");
+    let r = &resumed[0].body["data"];
+    assert_eq!(r["case_id"], "L-1");
+    assert_eq!(r["stalled_id"], stalls[0].id.as_str());
+    assert_eq!(r["resumed_by"]["milestone"], "dispense.shipped");
+    let seq = |kind: &str| {
+        got.values()
+            .find(|x| x.body["type"] == kind && x.body["data"]["case_id"] == "L-1")
+            .map(|x| x.body["data"]["sequence"].as_i64().expect("sequence"))
+            .expect(kind)
+    };
+    assert!(
+        seq("pa.approved") < seq("journey.stalled")
+            && seq("journey.stalled") < seq("dispense.shipped")
+            && seq("dispense.shipped") < seq("journey.resumed"),
+        "per-case order"
+    );
+    let l1 = store.journey_case("ACME-ONC", "L-1").await.expect("timers");
+    assert_eq!(l1[0].status, TimerStatus::Resumed);
+    assert_eq!(l1[0].resumed_webhook.as_deref(), Some(resumed[0].id.as_str()));
+    assert!(store.journey_open_counts().await.expect("counts").is_empty());
+    daemon.stop().await;
+}
+
+/// `kill -9` after the timer is armed and before it fires: the stall fires
+/// once after the restart, from the timer the store kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_arming_and_firing_fires_once_after_restart() {
+    let rx = Receiver::start().await;
+    let hub = Hub::new(&rx.url(), "", "", 1000);
+    rules(&hub, "3s", "learned_at", "");
+    let mut child = hub.spawn();
+    drop_text(
+        &hub,
+        "status_20261201.csv",
+        &csv(&[approved("K-1", "11/30/2026")]),
+    );
+    let store = hub.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = store.journey_case("ACME-ONC", "K-1").await.expect("timers");
+        if t.first().is_some_and(|t| t.status == TimerStatus::Armed) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the timer never armed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    // The deadline passes while hubsync is down.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        of_type(&rx.unique(), "journey.stalled").is_empty(),
+        "fired before the deadline or by a dead process"
+    );
+    let mut child = hub.spawn();
+    poll_until(Duration::from_secs(20), || {
+        let n = of_type(&rx.unique(), "journey.stalled").len();
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err("no stall after the restart".to_string())
+        }
+    })
+    .await;
+    // Restart again: nothing fires twice.
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let mut child = hub.spawn();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = rx.unique();
+    assert_eq!(of_type(&got, "journey.stalled").len(), 1, "{got:#?}");
+    let t = store.journey_case("ACME-ONC", "K-1").await.expect("timers");
+    assert_eq!(t[0].status, TimerStatus::Stalled);
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+}
+
+/// A backfill of 10,000 historical cases (approvals in 2024, half shipped)
+/// sends no stale stall: shipped cases never arm, the others are recorded
+/// as stalls older than the horizon and not sent. `--seed` does the same
+/// with timers and sends no milestone either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_sends_no_stale_stalls() {
+    let rx = Receiver::start().await;
+    for seed in [false, true] {
+        let hub = Hub::new(&rx.url(), "", "", 5000);
+        rules(&hub, "5 business days", "occurred_at", "");
+        let mut rows = Vec::with_capacity(10_000);
+        for i in 0..10_000 {
+            let case = format!("H-{i:05}");
+            rows.push(if i % 2 == 0 {
+                shipped(&case, "03/04/2024", "03/08/2024")
+            } else {
+                approved(&case, "03/04/2024")
+            });
+        }
+        let file = hub.root().join("history_20240315.csv");
+        std::fs::write(&file, csv(&rows)).expect("write history");
+        let config = hub.load();
+        let store = hubsync::store::Store::open(&config.store_url)
+            .await
+            .expect("store");
+        let mut pipeline =
+            hubsync::pipeline::Pipeline::new(store.clone(), std::sync::Arc::new(config), Vec::new());
+        pipeline.seed = seed;
+        let (sha256, size) = hubsync::source::local::hash_file(&file).expect("hash");
+        let ready = hubsync::source::ReadyFile {
+            path: file.clone(),
+            name: "history_20240315.csv".into(),
+            size,
+            sha256,
+            marker: None,
+        };
+        let connector = pipeline.config.connectors[0].clone();
+        let outcome = pipeline
+            .process(&connector, &ready, &tokio_util::sync::CancellationToken::new())
+            .await
+            .expect("process");
+        assert!(matches!(outcome, hubsync::pipeline::FileOutcome::Done(_)));
+        // The clock, now: every armed timer is years overdue.
+        let fired = hubsync::journey::fire::fire_due(&store, &pipeline.config, hubsync::store::now_ms())
+            .await
+            .expect("fire");
+        assert_eq!(fired.stalled, 5_000, "seed={seed}");
+        assert_eq!(fired.suppressed, 5_000, "seed={seed}");
+        assert_eq!(fired.sent, 0, "seed={seed}");
+        let counts = store.journey_open_counts().await.expect("counts");
+        assert_eq!(
+            counts.iter().map(|c| c.open).sum::<i64>(),
+            5_000,
+            "recorded as open stalls"
+        );
+        assert!(
+            store
+                .journey_case("ACME-ONC", "H-00000")
+                .await
+                .expect("timers")
+                .is_empty(),
+            "a shipped case never arms"
+        );
+        assert_eq!(store.journey_next_due().await.expect("next"), None);
+        let open = store.journey_open(None, 10).await.expect("open");
+        assert!(open.iter().all(|t| t.stalled_webhook.is_none()));
+        store.close().await;
+    }
+    // Nothing reached a receiver: milestones go only to a running daemon,
+    // and no stall was queued.
+    assert!(of_type(&rx.unique(), "journey.stalled").is_empty());
+}
+
+/// `hubsync check` fails a broken rule with file:line:col and a caret.
+#[test]
+fn a_broken_rule_fails_check_with_its_position() {
+    let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
+    rules(
+        &hub,
+        "5 buisness days",
+        "occurred_at",
+        "when = \"$payr == 'Aetna'\"",
+    );
+    let out = hub.cli(&["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("journeys/acme-onc.toml:9:12: impossible deadline"),
+        "{err}"
+    );
+    assert!(
+        err.contains("journeys/acme-onc.toml:11:9: in when: unknown attribute `$payr`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `$payer`?"), "{err}");
+    assert!(err.contains("^^^"), "{err}");
+    // Fixed, it passes and counts the rule.
+    rules(
+        &hub,
+        "5 business days",
+        "occurred_at",
+        "when = \"$payer == 'Aetna'\"",
+    );
+    let out = hub.cli(&["check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 journey rule(s)"));
+}
+
+/// Points `hub` at a PostgreSQL database.
+fn use_postgres(hub: &Hub, url: &str) {
+    let text = std::fs::read_to_string(&hub.config).expect("read config");
+    std::fs::write(
+        &hub.config,
+        text.replacen(
+            "[store]\n",
+            &format!("[store]\nurl = \"{url}\"\nlease = \"2s\"\n"),
+            1,
+        ),
+    )
+    .expect("write config");
+}
+
+/// PostgreSQL: timers arm in the chunk transaction there too, and with
+/// three instances running their clocks on one database, each stall is
+/// fired and delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_postgres_deliver_each_stall_once() {
+    let db = common::PgDb::create().await;
+    let rx = Receiver::start().await;
+    let hub = Hub::new(&rx.url(), "", "", 200);
+    use_postgres(&hub, &db.url);
+    rules(&hub, "3s", "learned_at", "");
+    let cases = 300;
+    let rows: Vec<String> = (0..cases)
+        .map(|i| approved(&format!("M-{i:04}"), "11/30/2026"))
+        .collect();
+    // Three daemons, one database, one drop folder.
+    let daemons = [hub.start(), hub.start(), hub.start()];
+    drop_text(&hub, "status_20261201.csv", &csv(&rows));
+    let got = rx.wait_unique(2 * cases, Duration::from_secs(60)).await;
+    rx.assert_stays(2 * cases, Duration::from_secs(2)).await;
+    let stalls = of_type(&got, "journey.stalled");
+    assert_eq!(stalls.len(), cases);
+    let distinct: HashSet<&str> = stalls
+        .iter()
+        .map(|s| s.body["data"]["case_id"].as_str().expect("case"))
+        .collect();
+    assert_eq!(distinct.len(), cases, "one stall per case, never two");
+    rx.assert_ids_stable();
+    let store = hubsync::store::Store::open(&db.url).await.expect("store");
+    let open = store.journey_open(None, 10_000).await.expect("open");
+    assert_eq!(open.len(), cases);
+    for d in daemons {
+        d.stop().await;
+    }
+    store.close().await;
+}
+
+/// Firing with an injected clock on both backends: nothing before the
+/// deadline, everything due once at it, and a second call fires nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_due_respects_the_injected_clock_on_both_backends() {
+    for pg in [false, true] {
+        let db = if pg {
+            Some(common::PgDb::create().await)
+        } else {
+            None
+        };
+        let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
+        if let Some(db) = &db {
+            use_postgres(&hub, &db.url);
+        }
+        rules(&hub, "72h", "learned_at", "");
+        let file = hub.root().join("s.csv");
+        std::fs::write(
+            &file,
+            csv(&[approved("C-1", "11/30/2026"), approved("C-2", "11/30/2026")]),
+        )
+        .expect("write");
+        let config = std::sync::Arc::new(hub.load());
+        let store = hubsync::store::Store::open(&config.store_url)
+            .await
+            .expect("store");
+        let pipeline = hubsync::pipeline::Pipeline::new(store.clone(), config.clone(), Vec::new());
+        let (sha256, size) = hubsync::source::local::hash_file(&file).expect("hash");
+        let ready = hubsync::source::ReadyFile {
+            path: file.clone(),
+            name: "s.csv".into(),
+            size,
+            sha256,
+            marker: None,
+        };
+        pipeline
+            .process(
+                &config.connectors[0],
+                &ready,
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+            .expect("process");
+        let next = store.journey_next_due().await.expect("next").expect("armed");
+        let now = hubsync::store::now_ms();
+        assert!((next - now - 72 * 3600 * 1000).abs() < 60_000, "72 h from now");
+        let f = hubsync::journey::fire::fire_due(&store, &config, next - 1)
+            .await
+            .expect("fire");
+        assert_eq!(f.stalled, 0, "pg={pg}: not a millisecond early");
+        let f = hubsync::journey::fire::fire_due(&store, &config, next + 1000)
+            .await
+            .expect("fire");
+        assert_eq!((f.stalled, f.sent), (2, 2), "pg={pg}");
+        let f = hubsync::journey::fire::fire_due(&store, &config, next + 2000)
+            .await
+            .expect("fire");
+        assert_eq!(f.stalled, 0, "pg={pg}: fires once");
+        let t = store.journey_case("ACME-ONC", "C-1").await.expect("timers");
+        assert_eq!(t[0].status, TimerStatus::Stalled);
+        let msg = store
+            .message(t[0].stalled_webhook.as_deref().expect("sent"))
+            .await
+            .expect("message")
+            .expect("in the outbox");
+        assert_eq!(msg.milestone, "journey.stalled");
+        assert_eq!(msg.sequence, 2);
+        store.close().await;
+    }
+}
