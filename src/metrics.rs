@@ -262,36 +262,20 @@ pub fn render_journeys(
 ) -> String {
     use crate::journey as j;
     let mut out = String::with_capacity(1024);
-    header(
+    per_rule(
         &mut out,
         "hubsync_journey_open_stalls",
-        "gauge",
         "Cases stalled on a journey rule and not yet resumed or cancelled.",
+        open.iter().map(|s| (s.program.as_str(), s.rule.as_str(), s.open)),
     );
-    for s in open {
-        let _ = writeln!(
-            out,
-            "hubsync_journey_open_stalls{{program=\"{}\",rule=\"{}\"}} {}",
-            esc(&s.program),
-            esc(&s.rule),
-            s.open
-        );
-    }
-    header(
+    per_rule(
         &mut out,
         "hubsync_journey_timers_armed",
-        "gauge",
         "Journey timers armed and waiting (in the store).",
+        armed
+            .iter()
+            .map(|a| (a.program.as_str(), a.rule.as_str(), a.armed)),
     );
-    for a in armed {
-        let _ = writeln!(
-            out,
-            "hubsync_journey_timers_armed{{program=\"{}\",rule=\"{}\"}} {}",
-            esc(&a.program),
-            esc(&a.rule),
-            a.armed
-        );
-    }
     header(
         &mut out,
         "hubsync_journey_timers_total",
@@ -313,6 +297,24 @@ pub fn render_journeys(
         );
     }
     out
+}
+
+/// One gauge with a sample per program and rule.
+fn per_rule<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    rows: impl Iterator<Item = (&'a str, &'a str, i64)>,
+) {
+    header(out, name, "gauge", help);
+    for (program, rule, value) in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{program=\"{}\",rule=\"{}\"}} {value}",
+            esc(program),
+            esc(rule)
+        );
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
