@@ -260,7 +260,10 @@ fn parse_unscoped(s: &str, lead: usize) -> Result<X12Path, (Range<usize>, String
     // Segment ids are 2-3 characters; the element number is the last two digits before `.`/`#`.
     let body_end = rest.find(['.', '#']).unwrap_or(rest.len());
     let body = &rest[..body_end];
-    if body.len() < 4 || !body[body.len() - 2..].chars().all(|c| c.is_ascii_digit()) {
+    // Bytes, not chars: only when the last two bytes are ASCII digits is
+    // `body.len() - 2` a character boundary to slice at (a fuzzed `DTé3`
+    // panicked here).
+    if body.len() < 4 || !body.as_bytes()[body.len() - 2..].iter().all(u8::is_ascii_digit) {
         return bad(
             rest_at..rest_at + body_end.max(1),
             "an element reference is a segment id and a two-digit element number, e.g. HCR01",
