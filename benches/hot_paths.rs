@@ -35,10 +35,10 @@ use hubsync::diff::{Candidate, Delta, StateIndex, Verdict};
 use hubsync::map::{Binding, Bound, ContentSink, FieldPath, Fingerprint, HashSink};
 use hubsync::model::{ChangeKind, Content, Provenance};
 use hubsync::outbox;
+use hubsync::outbox::Due;
 use hubsync::parse::csv::{CsvFormat, CsvReader};
 use hubsync::parse::x12::{self, Tokenizer, X12Format, X12Next, X12Reader};
 use hubsync::parse::{Fields, Row};
-use hubsync::store::Due;
 
 /// Rows in the generated CSV snapshot: enough that the mapping benches cycle
 /// through a realistic mix of status codes rather than one hot row.

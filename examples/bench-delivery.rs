@@ -23,7 +23,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use hubsync::config::{Envelope, PayloadMode, Subscriber};
 use hubsync::deliver::{http_client, sign, Worker};
-use hubsync::store::{OutboxWrite, Store};
+use hubsync::outbox::OutboxWrite;
+use hubsync::store::Store;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

@@ -196,7 +196,7 @@ async fn main() {
             println!("armed from {read} rows in {secs:.1}s");
             let now = hubsync::store::now_ms() + 2 * 86_400_000;
             let t0 = Instant::now();
-            let f = hubsync::journey::fire::fire_due(&store, &config, now)
+            let f = hubsync::timers::fire::fire_due(&store, &config, now)
                 .await
                 .expect("fire");
             let secs = t0.elapsed().as_secs_f64();
@@ -227,7 +227,7 @@ async fn main() {
                 rss_mib()
             );
             let shutdown = tokio_util::sync::CancellationToken::new();
-            let clock = tokio::spawn(hubsync::journey::fire::run(
+            let clock = tokio::spawn(hubsync::timers::fire::run(
                 store.clone(),
                 config.clone(),
                 pipeline.timers.clone(),

@@ -344,10 +344,10 @@ struct StallsQuery {
 async fn journey_stalls(
     State(s): State<AdminState>,
     Query(q): Query<StallsQuery>,
-) -> Result<Json<crate::journey::view::StallsView>, AdminError> {
+) -> Result<Json<crate::timers::view::StallsView>, AdminError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(
-        crate::journey::view::stalls(&s.store, &s.config, q.program.as_deref(), limit).await?,
+        crate::timers::view::stalls(&s.store, &s.config, q.program.as_deref(), limit).await?,
     ))
 }
 
@@ -362,10 +362,10 @@ struct StatsQuery {
 async fn journey_stats(
     State(s): State<AdminState>,
     Query(q): Query<StatsQuery>,
-) -> Result<Json<Vec<crate::journey::stats::PairStats>>, AdminError> {
+) -> Result<Json<Vec<crate::timers::stats::PairStats>>, AdminError> {
     let window = crate::config::duration::parse_duration(q.window.as_deref().unwrap_or("90d"))
         .map_err(AdminError::BadRequest)?;
-    let mut rows = crate::journey::view::stats(&s.store, &s.config, window).await?;
+    let mut rows = crate::timers::view::stats(&s.store, &s.config, window).await?;
     if let Some(p) = &q.program {
         rows.retain(|r| &r.program == p);
     }

@@ -560,7 +560,7 @@ async fn journeys(
     let store = Store::open(&c.store_url).await?;
     if stats {
         let window = config::duration::parse_duration(window).map_err(anyhow::Error::msg)?;
-        let mut rows = crate::journey::view::stats(&store, &c, window).await?;
+        let mut rows = crate::timers::view::stats(&store, &c, window).await?;
         if let Some(p) = program {
             rows.retain(|r| r.program == p);
         }
@@ -595,7 +595,7 @@ async fn journeys(
         }
         return Ok(());
     }
-    let view = crate::journey::view::stalls(&store, &c, program, limit).await?;
+    let view = crate::timers::view::stalls(&store, &c, program, limit).await?;
     store.close().await;
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);

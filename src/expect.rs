@@ -20,8 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Connector, Expectation};
+use crate::outbox::OutboxWrite;
 use crate::outbox::{self, FeedMissing};
-use crate::store::{MissingDrop, OutboxWrite, Store, StoreError};
+use crate::store::{MissingDrop, Store, StoreError};
 
 /// The instant a local date's deadline falls on. In a spring-forward gap the
 /// deadline moves forward by the gap; an ambiguous time takes the earlier.

@@ -18,8 +18,10 @@
 //!   ledger progress, state and outbox in one transaction per chunk.
 //! - [`runtime`]: spawns sources, pipelines and delivery workers; owns shutdown.
 //! - [`expect`]: per-connector deadlines; a missed drop becomes `feed.missing`.
-//! - [`journey`]: journey rules and durable timers; a case that misses a
-//!   deadline becomes `journey.stalled`.
+//! - [`journey`]: journey rules and what a chunk arms and settles; a case
+//!   that misses a deadline becomes `journey.stalled`.
+//! - [`timers`]: durable journey timers applied in commits, fired from the
+//!   wall clock, and shown.
 //! - [`store`]: the only place with SQL; SQLite, or PostgreSQL shared by
 //!   several instances (see `src/store/design.md`).
 //! - [`config`]: config, connector and mapping files, validated at load.
@@ -49,4 +51,5 @@ pub mod runtime;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod timers;
 pub mod workbench;

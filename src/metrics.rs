@@ -257,8 +257,8 @@ impl Metrics {
 /// the store, so right across restarts and instances), and this process's
 /// timer counters. Labels are program and rule names, never a case.
 pub fn render_journeys(
-    open: &[crate::store::journey::StallCount],
-    armed: &[crate::store::journey::ArmedCount],
+    open: &[crate::journey::timer::StallCount],
+    armed: &[crate::journey::timer::ArmedCount],
 ) -> String {
     use crate::journey as j;
     let mut out = String::with_capacity(1024);

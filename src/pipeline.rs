@@ -30,21 +30,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::connector::{ExtraColumns, OnRowError};
 use crate::config::{Config, Connector, Format};
-use crate::diff::{self, Candidate, StateIndex, Verdict};
+use crate::diff::{self, Candidate, StateIndex, StateRow, Verdict};
 use crate::map::expr::Stop;
 use crate::map::{Binding, FieldPath, Mapping};
 use crate::map::{Bound, ContentSink, HashSink};
-use crate::model::Provenance;
-use crate::outbox;
+use crate::model::{Counts, Provenance};
+use crate::outbox::{self, OutboxWrite};
 use crate::parse::csv::CsvReader;
 use crate::parse::excel::{ExcelNext, ExcelReader};
 use crate::parse::x12::{X12Next, X12Reader};
 use crate::parse::xml::XmlReader;
 use crate::parse::{Fields, Locator, ParseError, Row};
 use crate::source::ReadyFile;
-use crate::store::{
-    Claim, Counts, FileRow, FileStatus, Generation, OutboxWrite, RejectRow, StateRow, Store, StoreError,
-};
+use crate::store::{Claim, FileRow, FileStatus, Generation, RejectRow, Store, StoreError};
 
 /// System errors: the file stays where it is and is retried later.
 #[derive(Debug, thiserror::Error)]
@@ -446,7 +444,7 @@ impl Pipeline {
         // Journey timers arm and settle with the state that moves them; a
         // late awaited milestone's `journey.resumed` joins this chunk's outbox.
         let journey_rows =
-            crate::journey::plan::on_chunk(&mut tx, &self.config, connector, &deltas, self.seed).await?;
+            crate::timers::chunk::on_chunk(&mut tx, &self.config, connector, &deltas, self.seed).await?;
         if self.seed {
             outbox_rows.clear();
         }

@@ -117,7 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
             wakers.clone(),
             shutdown.clone(),
         );
-        tracker.spawn(async move { crate::journey::fire::run(s, c, armed, w, t).await });
+        tracker.spawn(async move { crate::timers::fire::run(s, c, armed, w, t).await });
     }
     // Load the state index before the first file arrives, so the first
     // night's file is as fast as every other one.

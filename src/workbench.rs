@@ -15,8 +15,9 @@ use crate::config::diag::{parse_toml, Diagnostics, SourceFile};
 use crate::config::{Config, Connector};
 use crate::map::{key_hash, Coverage};
 use crate::model::Content;
+use crate::model::Counts;
 use crate::pipeline::{dry_run_with, DryRun, PipelineError};
-use crate::store::{Counts, RejectRow, Store, StoreError};
+use crate::store::{RejectRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkbenchError {
@@ -90,7 +91,7 @@ pub struct MapReport {
     pub warnings: Vec<String>,
     pub coverage: Vec<MapCoverage>,
     /// What the file's deltas would do to journey timers.
-    pub journeys: Vec<crate::journey::plan::Effect>,
+    pub journeys: Vec<crate::timers::chunk::Effect>,
 }
 
 fn value_at<'a>(v: &'a serde_json::Value, field: &str) -> &'a serde_json::Value {
@@ -162,7 +163,7 @@ pub async fn map_file(
         .filter(|e| e.status != Verdict::Unchanged)
         .map(|e| &e.milestone)
         .collect();
-    let journeys = crate::journey::plan::effects(config, connector, store.as_ref(), &deltas).await?;
+    let journeys = crate::timers::chunk::effects(config, connector, store.as_ref(), &deltas).await?;
     if let Some(store) = &store {
         store.close().await;
     }

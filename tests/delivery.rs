@@ -432,7 +432,7 @@ async fn coalescing_collapses_superseded_updates_while_down() {
     assert_eq!(timeline.len(), 2);
     assert_eq!(
         timeline[0].deliveries[0].status,
-        hubsync::store::DeliveryStatus::Coalesced
+        hubsync::outbox::DeliveryStatus::Coalesced
     );
     store.close().await;
     daemon.stop().await;
@@ -766,10 +766,10 @@ async fn retention_cleaner_purges_delivered_payloads() {
         let m = store.message(h.id()).await.expect("query").expect("row kept");
         if h.ok() {
             assert!(m.body.is_none(), "delivered payload purged");
-            assert_eq!(m.deliveries[0].status, hubsync::store::DeliveryStatus::Delivered);
+            assert_eq!(m.deliveries[0].status, hubsync::outbox::DeliveryStatus::Delivered);
         } else {
             assert!(m.body.is_some(), "a dead letter keeps its payload");
-            assert_eq!(m.deliveries[0].status, hubsync::store::DeliveryStatus::Failed);
+            assert_eq!(m.deliveries[0].status, hubsync::outbox::DeliveryStatus::Failed);
         }
     }
     assert_eq!(store.dead_letters("mfr", 10).await.expect("dead").len(), 1);

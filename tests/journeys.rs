@@ -3,7 +3,7 @@
 //! real daemon in process (or as a child killed with SIGKILL). Deadlines are
 //! seconds long, measured from when hubsync learns the trigger, so the wall
 //! clock runs for real; day-long waits are covered by the calendar unit
-//! tests and by firing with an injected `now` (`journey::fire::fire_due`).
+//! tests and by firing with an injected `now` (`timers::fire::fire_due`).
 
 mod common;
 mod support;
@@ -11,7 +11,7 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use hubsync::store::journey::TimerStatus;
+use hubsync::journey::timer::TimerStatus;
 use support::{poll_until, Hub, Receiver};
 
 const HEADER: &str = "Case ID,Patient ID,Patient Last Name,Patient DOB,Status Code,Status Date,Sub Status,Payer,Plan Type,PA Number,PA Approval Date,PA Start,PA End,Denial Reason,Ship Date,Carrier,Tracking Number,Fill Number,NDC,Quantity,Days Supply,Last Updated";
@@ -322,7 +322,7 @@ async fn a_backfill_sends_no_stale_stalls() {
             .expect("process");
         assert!(matches!(outcome, hubsync::pipeline::FileOutcome::Done(_)));
         // The clock, now: every armed timer is years overdue.
-        let fired = hubsync::journey::fire::fire_due(&store, &pipeline.config, hubsync::store::now_ms())
+        let fired = hubsync::timers::fire::fire_due(&store, &pipeline.config, hubsync::store::now_ms())
             .await
             .expect("fire");
         assert_eq!(fired.stalled, 5_000, "seed={seed}");
@@ -482,15 +482,15 @@ async fn fire_due_respects_the_injected_clock_on_both_backends() {
         let next = store.journey_next_due().await.expect("next").expect("armed");
         let now = hubsync::store::now_ms();
         assert!((next - now - 72 * 3600 * 1000).abs() < 60_000, "72 h from now");
-        let f = hubsync::journey::fire::fire_due(&store, &config, next - 1)
+        let f = hubsync::timers::fire::fire_due(&store, &config, next - 1)
             .await
             .expect("fire");
         assert_eq!(f.stalled, 0, "pg={pg}: not a millisecond early");
-        let f = hubsync::journey::fire::fire_due(&store, &config, next + 1000)
+        let f = hubsync::timers::fire::fire_due(&store, &config, next + 1000)
             .await
             .expect("fire");
         assert_eq!((f.stalled, f.sent), (2, 2), "pg={pg}");
-        let f = hubsync::journey::fire::fire_due(&store, &config, next + 2000)
+        let f = hubsync::timers::fire::fire_due(&store, &config, next + 2000)
             .await
             .expect("fire");
         assert_eq!(f.stalled, 0, "pg={pg}: fires once");

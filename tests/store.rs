@@ -9,10 +9,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{Backend, TEST_LEASE};
-use hubsync::store::{
-    now_ms, AttemptOutcome, AttemptResult, Claim, Counts, FileRow, FileStatus, Generation, OutboxWrite,
-    RejectRow, StateRow, Store, StoreError, Tx,
-};
+use hubsync::diff::StateRow;
+use hubsync::model::Counts;
+use hubsync::outbox::{AttemptOutcome, AttemptResult, OutboxWrite};
+use hubsync::store::{now_ms, Claim, FileRow, FileStatus, Generation, RejectRow, Store, StoreError, Tx};
 
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
@@ -269,7 +269,7 @@ async fn insert(store: &Store, rows: &[OutboxWrite]) {
     tx.commit().await.expect("commit");
 }
 
-async fn claim(store: &Store, sub: &str, limit: usize) -> Vec<hubsync::store::Due> {
+async fn claim(store: &Store, sub: &str, limit: usize) -> Vec<hubsync::outbox::Due> {
     store
         .claim_due(sub, now_ms(), limit, TEST_LEASE, &HashSet::new())
         .await

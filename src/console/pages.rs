@@ -12,9 +12,10 @@ use super::session::Current;
 use super::ReplayForm;
 use crate::admin::SubscriberView;
 use crate::config::{Connector, Format, Source};
+use crate::outbox::DeliveryStatus;
 use crate::store::{
-    now_ms, AttemptTally, AuditEntry, CaseRef, DeadLetter, DeliveryStatus, FileStatus, FileSummary, Latency,
-    MessageRow, MissingDrop, RejectRow, ReplayCount,
+    now_ms, AttemptTally, AuditEntry, CaseRef, DeadLetter, FileStatus, FileSummary, Latency, MessageRow,
+    MissingDrop, RejectRow, ReplayCount,
 };
 
 /// A file page lists at most this many deltas.
@@ -961,7 +962,7 @@ pub fn cases(current: &Current, s: &CaseSearch, recent: &[CaseRef]) -> Markup {
 pub enum Entry {
     Milestone(Box<MilestoneEntry>),
     /// A journey rule's deadline passed on this case (open, resumed or cancelled since).
-    Stall(Box<crate::store::journey::TimerRow>),
+    Stall(Box<crate::journey::timer::TimerRow>),
 }
 
 /// A forwarded milestone with what its stored body says (while retention
@@ -1025,7 +1026,7 @@ impl MilestoneEntry {
 
 /// A case's timeline rows as journey entries, in sequence order, with the
 /// stalls of its journey timers placed where they were found.
-pub fn timeline(rows: Vec<MessageRow>, timers: Vec<crate::store::journey::TimerRow>) -> Vec<Entry> {
+pub fn timeline(rows: Vec<MessageRow>, timers: Vec<crate::journey::timer::TimerRow>) -> Vec<Entry> {
     let mut stalls: Vec<_> = timers.into_iter().filter(|t| t.fired_at_ms.is_some()).collect();
     stalls.sort_by_key(|t| t.fired_at_ms);
     let mut stalls = stalls.into_iter().peekable();
@@ -1047,8 +1048,8 @@ fn entry(current: &Current, e: &Entry) -> Markup {
     }
 }
 
-fn stall_entry(t: &crate::store::journey::TimerRow) -> Markup {
-    use crate::store::journey::TimerStatus;
+fn stall_entry(t: &crate::journey::timer::TimerRow) -> Markup {
+    use crate::journey::timer::TimerStatus;
     let open = t.status == TimerStatus::Stalled;
     html! {
         li class=(if open { "step bad stall" } else { "step stall" }) {
@@ -1326,7 +1327,7 @@ mod tests {
 
     #[test]
     fn stalls_sit_in_the_timeline_where_they_were_found() {
-        use crate::store::journey::{TimerRow, TimerStatus};
+        use crate::journey::timer::{TimerRow, TimerStatus};
         let stall = |status, fired: Option<i64>| TimerRow {
             id: 1,
             program: "P".into(),

@@ -7,7 +7,7 @@
 //! given subscriber setting.
 
 use crate::config::{Envelope, PayloadMode, Subscriber};
-use crate::store::Due;
+use crate::outbox::Due;
 
 /// Why a message cannot be prepared.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

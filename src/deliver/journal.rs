@@ -26,7 +26,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::store::AttemptResult;
+use crate::outbox::AttemptResult;
 
 /// The journal folder of `subscriber` for the store at `store_url`, or
 /// `None` when the store does not need one (PostgreSQL: no single writer,
@@ -149,7 +149,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::AttemptOutcome;
+    use crate::outbox::AttemptOutcome;
 
     fn answer(pos: i64) -> AttemptResult {
         AttemptResult {

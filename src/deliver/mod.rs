@@ -49,7 +49,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Subscriber;
 use crate::metrics::SubscriberMetrics;
-use crate::store::{now_ms, AttemptOutcome, AttemptResult, Due, Store, StoreError, SubscriberState};
+use crate::outbox::{AttemptOutcome, AttemptResult, Due};
+use crate::store::{now_ms, Store, StoreError, SubscriberState};
 use retry::Verdict;
 
 /// Errors of the delivery stage.

@@ -10,13 +10,17 @@
 //!
 //! The index is only a filter. It may be incomplete (too many keys to hold, or
 //! not loaded yet); then a miss is a candidate and step 2 decides.
+//!
+//! Diff owns the shape of the stored state ([`StateRow`]): what step 2
+//! compares against, and what a commit writes back. The store reads and
+//! persists it as is, so no conversion stands between a fetched row and the
+//! comparison.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::map::Fingerprint;
 use crate::model::{ChangeKind, Content};
-use crate::store::StateRow;
 
 /// The keys are already xxh3 hashes: hashing them again is wasted work.
 #[derive(Default)]
@@ -104,6 +108,21 @@ impl StateIndex {
         }
         self.map.insert(fp.key, fp.content);
     }
+}
+
+/// One milestone as stored: its key, its hashes and its content as JSON.
+/// Read back for step 2 (the prior state) and written by the commit (the
+/// new state), one row per `(program, case_id, milestone, occurrence)`.
+#[derive(Debug, Clone)]
+pub struct StateRow {
+    pub program: String,
+    pub case_id: String,
+    pub milestone: String,
+    pub occurrence: String,
+    pub key_hash: u64,
+    pub content_hash: u64,
+    /// The [`Content`] as JSON, for field-level diffs.
+    pub body: String,
 }
 
 /// A milestone that differs from the index (or that the index cannot vouch for).

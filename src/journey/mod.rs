@@ -7,15 +7,15 @@
 //! This module owns the rules (loaded from `journeys/*.toml`, validated with
 //! `file:line:col`), deadline arithmetic (calendar hours, business days with
 //! holidays in the connector's zone), what a chunk arms and settles
-//! ([`plan`]), the wall-clock firing of durable timers ([`fire`]) and journey
-//! statistics ([`stats`]). Timers live in the store (`store::journey`):
-//! only the next deadline is in memory. See `docs/journeys.md`.
+//! ([`plan`]) and the timer types ([`timer`]). It sits below the store:
+//! applying a plan in a commit, firing durable timers from the wall clock
+//! and the views and statistics over them are `crate::timers`, above it.
+//! Timers live in the store (`store::journey`): only the next deadline is
+//! in memory. See `docs/journeys.md`.
 
 pub mod calendar;
-pub mod fire;
 pub mod plan;
-pub mod stats;
-pub mod view;
+pub mod timer;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};

@@ -304,6 +304,37 @@ pub enum ChangeKind {
     Updated,
 }
 
+/// Reconciliation counts of a file: read = emitted + unchanged + rejected + filtered.
+///
+/// The pipeline produces them per chunk, the store adds them up in the
+/// file's ledger row, and logs, `status` and dry runs report them. Here,
+/// at the bottom, because each of those layers reads them and none of them
+/// owns the others (telemetry sits below every stage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub read: u64,
+    pub emitted: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    pub filtered: u64,
+    /// Milestones forwarded (a record can produce several).
+    pub deltas: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.read += o.read;
+        self.emitted += o.emitted;
+        self.unchanged += o.unchanged;
+        self.rejected += o.rejected;
+        self.filtered += o.filtered;
+        self.deltas += o.deltas;
+    }
+    pub fn reconciles(&self) -> bool {
+        self.read == self.emitted + self.unchanged + self.rejected + self.filtered
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

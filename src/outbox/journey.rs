@@ -8,8 +8,8 @@
 
 use serde::Serialize;
 
+use crate::journey::timer::TimerRow;
 use crate::journey::Rule;
-use crate::store::journey::TimerRow;
 
 /// The rule, as the event names it.
 #[derive(Debug, Clone, Serialize)]

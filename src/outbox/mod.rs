@@ -3,8 +3,15 @@
 //!
 //! Rendering at commit time (not at send time) is what makes a `webhook-id`
 //! name one payload forever: retries, restarts and replays re-send these bytes.
+//!
+//! The outbox stage also owns its message types ([`message`]): the row a
+//! commit writes, the due message a worker claims and an attempt's outcome.
+//! `store` persists them and `deliver` consumes them.
 
 pub mod journey;
+pub mod message;
+
+pub use message::{AttemptOutcome, AttemptResult, DeliveryStatus, Due, OutboxWrite};
 
 use serde::Serialize;
 

@@ -7,21 +7,65 @@
 //! checkpoint lives in the same transaction as the output).
 //!
 //! Two backends, one implementation each ([`sqlite`], [`postgres`]), each with
-//! its own migration folder; every public method dispatches by `match`.
+//! its own migration folder. They keep only their SQL: row mapping and the
+//! bookkeeping around queries are shared ([`rows`]), and the enums hand each
+//! call to the backend through one macro (`dispatch!`). The types the store
+//! persists belong to the stages that make them (`diff::StateRow`,
+//! `outbox::OutboxWrite`, `journey::timer::TimerRow`, `model::Counts`, …):
+//! the store imports them, never the reverse.
 //! PostgreSQL also lets several instances share the work: files and
 //! deliveries are claimed with leases, and chunk commits of one program are
 //! serialized by a per-program generation row. SQLite is single-instance, so
 //! it grants every claim. See `design.md` beside this file.
 
+/// Writes methods of [`Store`] (`&self`) or [`Tx`] (`&mut self`) that hand
+/// the call, as is, to the backend's method of the same name: each backend
+/// implements every one, SQLite granting what only sharing needs (leases,
+/// generations), so a dispatch is all the enum adds. A method may open with
+/// a block that answers without the database (an empty batch).
+macro_rules! dispatch {
+    ($enum:ident; $($(#[$doc:meta])* $vis:vis async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?)
+        -> $ret:ty $($guard:block)?;)*) => {
+        impl $enum {
+            $($(#[$doc])* $vis async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                $($guard)?
+                match self {
+                    $enum::Sqlite(b) => b.$name($($arg),*).await,
+                    $enum::Postgres(b) => b.$name($($arg),*).await,
+                }
+            })*
+        }
+    };
+    ($enum:ident; $($(#[$doc:meta])* $vis:vis async fn $name:ident(&mut self $(, $arg:ident: $ty:ty)* $(,)?)
+        -> $ret:ty $($guard:block)?;)*) => {
+        impl $enum {
+            $($(#[$doc])* $vis async fn $name(&mut self $(, $arg: $ty)*) -> $ret {
+                $($guard)?
+                match self {
+                    $enum::Sqlite(b) => b.$name($($arg),*).await,
+                    $enum::Postgres(b) => b.$name($($arg),*).await,
+                }
+            })*
+        }
+    };
+}
+
 pub mod journey;
 pub mod lock;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::Serialize;
+
+// Types the store persists but does not own: each belongs to the stage that
+// produces it, below the store, so the store imports them and not the reverse.
+use crate::diff::StateRow;
+use crate::model::Counts;
+use crate::outbox::{AttemptOutcome, AttemptResult, DeliveryStatus, Due, OutboxWrite};
 
 /// Errors from the database: system errors, to be propagated and retried.
 #[derive(Debug, thiserror::Error)]
@@ -165,148 +209,12 @@ impl FileStatus {
     }
 }
 
-/// Reconciliation counts of a file: read = emitted + unchanged + rejected + filtered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub read: u64,
-    pub emitted: u64,
-    pub unchanged: u64,
-    pub rejected: u64,
-    pub filtered: u64,
-    /// Milestones forwarded (a record can produce several).
-    pub deltas: u64,
-}
-
-impl Counts {
-    pub fn add(&mut self, o: &Counts) {
-        self.read += o.read;
-        self.emitted += o.emitted;
-        self.unchanged += o.unchanged;
-        self.rejected += o.rejected;
-        self.filtered += o.filtered;
-        self.deltas += o.deltas;
-    }
-    pub fn reconciles(&self) -> bool {
-        self.read == self.emitted + self.unchanged + self.rejected + self.filtered
-    }
-}
-
-/// A stored milestone state.
-#[derive(Debug, Clone)]
-pub struct StateRow {
-    pub program: String,
-    pub case_id: String,
-    pub milestone: String,
-    pub occurrence: String,
-    pub key_hash: u64,
-    pub content_hash: u64,
-    pub body: String,
-}
-
-/// An outbox message to insert.
-#[derive(Debug, Clone)]
-pub struct OutboxWrite {
-    pub id: String,
-    pub connector: String,
-    pub program: String,
-    pub case_id: String,
-    pub milestone: String,
-    pub seq: i64,
-    pub lane: u64,
-    pub body: String,
-    /// The milestone key hash: later updates with the same key supersede
-    /// earlier ones (what backlog coalescing collapses).
-    pub key_hash: u64,
-    /// Subscribers that receive it.
-    pub subscribers: Vec<String>,
-}
-
 /// A quarantined record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RejectRow {
     pub locator: String,
     pub column: Option<String>,
     pub reason: String,
-}
-
-/// A delivery that is due, with the message metadata thin payloads and
-/// CloudEvents headers are built from.
-#[derive(Debug, Clone)]
-pub struct Due {
-    pub pos: i64,
-    pub lane: i64,
-    pub attempts: u32,
-    pub webhook_id: String,
-    /// `None` once the retention cleaner purged it.
-    pub body: Option<String>,
-    pub connector: String,
-    pub program: String,
-    pub case_id: String,
-    pub milestone: String,
-    pub seq: i64,
-    /// Unix ms of the outbox commit.
-    pub created_at: i64,
-}
-
-/// Where a (subscriber, message) delivery stands. Stored as an integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    Pending,
-    Delivered,
-    /// Retries exhausted or a permanent error: a dead letter, replayable.
-    Failed,
-    /// Superseded by a later update of the same milestone key while the
-    /// subscriber was down; never sent (the receiver sees a sequence gap).
-    Coalesced,
-}
-
-impl DeliveryStatus {
-    pub fn code(self) -> i64 {
-        match self {
-            DeliveryStatus::Pending => 0,
-            DeliveryStatus::Delivered => 1,
-            DeliveryStatus::Failed => 2,
-            DeliveryStatus::Coalesced => 3,
-        }
-    }
-    pub fn from_code(c: i64) -> DeliveryStatus {
-        match c {
-            1 => DeliveryStatus::Delivered,
-            2 => DeliveryStatus::Failed,
-            3 => DeliveryStatus::Coalesced,
-            _ => DeliveryStatus::Pending,
-        }
-    }
-}
-
-/// What happened to one attempt; written in batches (and, on SQLite, to
-/// the outcome journal first: `deliver::journal`).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct AttemptResult {
-    pub subscriber: String,
-    pub pos: i64,
-    pub attempt: u32,
-    pub at_ms: i64,
-    pub duration_ms: i64,
-    pub http_status: Option<u16>,
-    pub error: Option<String>,
-    /// A capped, redacted excerpt of a failed response's body.
-    pub excerpt: Option<String>,
-    pub outcome: AttemptOutcome,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub enum AttemptOutcome {
-    Delivered,
-    /// Try again at this unix-ms time.
-    RetryAt(i64),
-    /// Retries exhausted or a permanent error: kept as a dead letter.
-    Failed,
-    /// The attempt is logged but the delivery is left exactly as it was
-    /// (pending, same schedule): a circuit-breaker probe that failed, or the
-    /// 410 that disabled the subscriber. Neither may use up a message's retries.
-    Held,
 }
 
 /// Operator-visible state of a subscriber (absent row = enabled, closed).
@@ -573,26 +481,10 @@ impl Store {
         Err(StoreError::Url(url.to_string()))
     }
 
-    /// Stored state rows by key hash (read-only; for dry runs).
-    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.state_rows(hashes).await,
-            Store::Postgres(s) => s.state_rows(hashes).await,
-        }
-    }
-
-    /// The schema version applied to the database and the one this binary has.
-    pub async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.schema_version().await,
-            Store::Postgres(s) => s.schema_version().await,
-        }
-    }
-
     /// This process's name in lease columns.
     pub fn instance(&self) -> &str {
         match self {
-            Store::Sqlite(_) => "local",
+            Store::Sqlite(s) => s.instance(),
             Store::Postgres(s) => s.instance(),
         }
     }
@@ -605,6 +497,59 @@ impl Store {
         }
     }
 
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(Tx::Sqlite(s.begin().await?)),
+            Store::Postgres(s) => Ok(Tx::Postgres(s.begin().await?)),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+        }
+    }
+
+    /// The cases of the latest file-borne messages, newest first, each once.
+    pub async fn recent_cases(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
+        let rows = self.recent_case_rows(limit * 8).await?;
+        let mut seen = HashSet::new();
+        Ok(rows
+            .into_iter()
+            .filter(|c| seen.insert((c.program.clone(), c.case_id.clone())))
+            .take(limit as usize)
+            .collect())
+    }
+
+    /// Records a missed deadline and, in the same transaction, its
+    /// `feed.missing` message when `message` has subscribers. Returns false
+    /// when the deadline was already recorded (nothing is written twice).
+    pub async fn missing_drop(
+        &self,
+        drop: &MissingDrop,
+        message: Option<&OutboxWrite>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let inserted = tx
+            .record_missing_drop(drop, message.map(|m| m.id.as_str()))
+            .await?;
+        if let Some(m) = message.filter(|_| inserted) {
+            // Not from a file: file_id 0 marks outbox rows of feed events.
+            tx.insert_outbox(std::slice::from_ref(m), 0).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+}
+
+dispatch! { Store;
+    /// Stored state rows by key hash (read-only; for dry runs).
+    pub async fn state_rows(&self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError>;
+
+    /// The schema version applied to the database and the one this binary has.
+    pub async fn schema_version(&self) -> Result<SchemaVersion, StoreError>;
+
     /// Claims a discovered file for this instance (see [`Claim`]). A file
     /// that failed earlier is claimed again (it was dropped again).
     pub async fn file_claim(
@@ -613,84 +558,120 @@ impl Store {
         sha256: &str,
         name: &str,
         size: u64,
-    ) -> Result<Claim, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.file_claim(connector, sha256, name, size).await,
-            Store::Postgres(s) => s.file_claim(connector, sha256, name, size).await,
-        }
-    }
+    ) -> Result<Claim, StoreError>;
 
+    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError>;
+
+    /// Marks a file failed with its reason (the whole-file errors: header, I/O).
+    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError>;
+
+    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError>;
+
+    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError>;
+
+    /// Every (key hash, content hash) in the state, unless there are more than `cap`.
+    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError>;
+
+    /// The earliest `next_attempt_at` of a pending delivery.
+    pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError>;
+
+    pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError>;
+
+    pub async fn subscriber_stats(&self) -> Result<Vec<SubscriberStats>, StoreError>;
+
+    /// A trivial query: is the database answering?
+    pub async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Every stored subscriber state (subscribers never disabled or parked have none).
+    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError>;
+
+    /// Writes a subscriber's whole state (upsert). Rare: on 410, breaker
+    /// transitions and re-enable.
+    pub async fn set_subscriber_state(&self, state: &SubscriberState) -> Result<(), StoreError>;
+
+    /// Marks as coalesced every pending, never-attempted delivery of
+    /// `subscriber` that a later pending delivery in the same lane with the
+    /// same milestone key supersedes. With `all_lanes` false, only lanes whose
+    /// head is failing (has attempts) are considered. Returns how many.
+    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError>;
+
+    /// Resets matching deliveries to pending, due now, attempts zero. The
+    /// outbox row (webhook-id and body) is reused as is.
+    pub async fn replay(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError>;
+
+    /// Nulls the body of up to `limit` messages committed before `cutoff_ms`
+    /// whose deliveries are all settled as delivered or coalesced. Ids and
+    /// metadata stay. Returns how many were purged.
+    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError>;
+
+    /// One message by webhook id, with provenance and deliveries.
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError>;
+
+    /// Logged attempts of a message, oldest first.
+    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError>;
+
+    /// Dead letters of `subscriber`, oldest first.
+    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// All messages of a case in sequence order, with provenance and deliveries.
+    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError>;
+
+    /// The ledger's verdict on a listed remote file version, if it has one.
+    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError>;
+
+    /// Records that a remote file version was handled (idempotent).
+    pub async fn remote_file_record(
+        &self,
+        key: &RemoteKey<'_>,
+        sha256: &str,
+        status: RemoteStatus,
+    ) -> Result<(), StoreError>;
+
+    /// Unix ms of the latest file that arrived for `connector` at or before
+    /// `until_ms`: a ledger row started, or a remote file recorded.
+    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Missed deadlines, newest first.
+    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError>;
+
+    /// Ledger rows with their times, newest first.
+    pub async fn file_summaries(&self, q: &FileQuery) -> Result<Vec<FileSummary>, StoreError>;
+
+    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError>;
+
+    /// The first `limit` messages a file produced, in outbox order.
+    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError>;
+
+    /// Attempts per subscriber since `since_ms`, and how many failed.
+    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError>;
+
+    /// Up to `limit` of `subscriber`'s latest deliveries delivered since `since_ms`.
+    pub async fn delivery_latencies(
+        &self,
+        subscriber: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Latency>, StoreError>;
+
+    /// What [`Store::replay`] would queue again with this filter; changes nothing.
+    pub async fn replay_preview(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError>;
+
+    pub async fn audit_record(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The latest audit entries, newest first.
+    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
     /// Extends this instance's lease on a file it is processing; `false` when
     /// the lease was lost (expired and taken over).
-    pub async fn file_renew(&self, file_id: i64) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(true),
-            Store::Postgres(s) => s.file_renew(file_id).await,
-        }
-    }
+    pub async fn file_renew(&self, file_id: i64) -> Result<bool, StoreError>;
 
     /// Gives up this instance's lease on a file (shutdown mid-file), so another
     /// instance can resume it at once instead of after the lease expires.
-    pub async fn file_release(&self, file_id: i64) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(()),
-            Store::Postgres(s) => s.file_release(file_id).await,
-        }
-    }
+    pub async fn file_release(&self, file_id: i64) -> Result<(), StoreError>;
 
     /// Each program's state generation (empty for a single-writer store).
     /// Read before [`Store::state_index`], so an index is never newer than the
     /// generations it is checked against.
-    pub async fn state_generations(&self) -> Result<HashMap<String, i64>, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(HashMap::new()),
-            Store::Postgres(s) => s.state_generations().await,
-        }
-    }
-
-    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.file_get(connector, sha256).await,
-            Store::Postgres(s) => s.file_get(connector, sha256).await,
-        }
-    }
-
-    /// Marks a file failed with its reason (the whole-file errors: header, I/O).
-    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.file_fail(file_id, reason).await,
-            Store::Postgres(s) => s.file_fail(file_id, reason).await,
-        }
-    }
-
-    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.files(limit).await,
-            Store::Postgres(s) => s.files(limit).await,
-        }
-    }
-
-    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.rejects(file_id).await,
-            Store::Postgres(s) => s.rejects(file_id).await,
-        }
-    }
-
-    /// Every (key hash, content hash) in the state, unless there are more than `cap`.
-    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.state_index(cap).await,
-            Store::Postgres(s) => s.state_index(cap).await,
-        }
-    }
-
-    pub async fn begin(&self) -> Result<Tx, StoreError> {
-        match self {
-            Store::Sqlite(s) => Ok(Tx::Sqlite(s.begin().await?)),
-            Store::Postgres(s) => Ok(Tx::Postgres(s.begin().await?)),
-        }
-    }
+    pub async fn state_generations(&self) -> Result<HashMap<String, i64>, StoreError>;
 
     /// Claims up to `limit` heads of lanes that are due for `subscriber`,
     /// oldest first, leaving out `in_flight` (this worker's unsettled sends).
@@ -703,315 +684,39 @@ impl Store {
         limit: usize,
         lease: Duration,
         in_flight: &HashSet<i64>,
-    ) -> Result<Vec<Due>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.claim_due(subscriber, now_ms, limit, in_flight).await,
-            Store::Postgres(s) => s.claim_due(subscriber, now_ms, limit, lease, in_flight).await,
-        }
-    }
-
-    /// The earliest `next_attempt_at` of a pending delivery.
-    pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.next_due(subscriber).await,
-            Store::Postgres(s) => s.next_due(subscriber).await,
-        }
-    }
+    ) -> Result<Vec<Due>, StoreError>;
 
     /// Applies the outcomes an outcome journal kept (`deliver::journal`)
     /// after a crash. Idempotent: an outcome already recorded, or overtaken
     /// since (a replay re-queued the message), changes nothing. Returns how
     /// many deliveries it settled or rescheduled.
-    pub async fn apply_journal(&self, results: &[AttemptResult]) -> Result<u64, StoreError> {
+    pub async fn apply_journal(&self, results: &[AttemptResult]) -> Result<u64, StoreError>;
+
+    /// Latest file-borne outbox rows, newest first (cases may repeat).
+    async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError>;
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.apply_journal(results).await,
-            // Journals are kept for SQLite stores only (one process).
-            Store::Postgres(s) => s.record_attempts(results).await.map(|()| results.len() as u64),
-        }
-    }
-
-    pub async fn record_attempts(&self, results: &[AttemptResult]) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.record_attempts(results).await,
-            Store::Postgres(s) => s.record_attempts(results).await,
-        }
-    }
-
-    pub async fn subscriber_stats(&self) -> Result<Vec<SubscriberStats>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.subscriber_stats().await,
-            Store::Postgres(s) => s.subscriber_stats().await,
-        }
-    }
-
-    /// A trivial query: is the database answering?
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.ping().await,
-            Store::Postgres(s) => s.ping().await,
-        }
-    }
-
-    /// Every stored subscriber state (subscribers never disabled or parked have none).
-    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.subscriber_states().await,
-            Store::Postgres(s) => s.subscriber_states().await,
-        }
-    }
-
-    /// Writes a subscriber's whole state (upsert). Rare: on 410, breaker
-    /// transitions and re-enable.
-    pub async fn set_subscriber_state(&self, state: &SubscriberState) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.set_subscriber_state(state).await,
-            Store::Postgres(s) => s.set_subscriber_state(state).await,
-        }
-    }
-
-    /// Marks as coalesced every pending, never-attempted delivery of
-    /// `subscriber` that a later pending delivery in the same lane with the
-    /// same milestone key supersedes. With `all_lanes` false, only lanes whose
-    /// head is failing (has attempts) are considered. Returns how many.
-    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.coalesce(subscriber, all_lanes).await,
-            Store::Postgres(s) => s.coalesce(subscriber, all_lanes).await,
-        }
-    }
-
-    /// Resets matching deliveries to pending, due now, attempts zero. The
-    /// outbox row (webhook-id and body) is reused as is.
-    pub async fn replay(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.replay(filter).await,
-            Store::Postgres(s) => s.replay(filter).await,
-        }
-    }
-
-    /// Nulls the body of up to `limit` messages committed before `cutoff_ms`
-    /// whose deliveries are all settled as delivered or coalesced. Ids and
-    /// metadata stay. Returns how many were purged.
-    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.purge_payloads(cutoff_ms, limit).await,
-            Store::Postgres(s) => s.purge_payloads(cutoff_ms, limit).await,
-        }
-    }
-
-    /// One message by webhook id, with provenance and deliveries.
-    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.message(id).await,
-            Store::Postgres(s) => s.message(id).await,
-        }
-    }
-
-    /// Logged attempts of a message, oldest first.
-    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.attempts(message_id).await,
-            Store::Postgres(s) => s.attempts(message_id).await,
-        }
-    }
-
-    /// Dead letters of `subscriber`, oldest first.
-    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.dead_letters(subscriber, limit).await,
-            Store::Postgres(s) => s.dead_letters(subscriber, limit).await,
-        }
-    }
-
-    /// All messages of a case in sequence order, with provenance and deliveries.
-    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.case_timeline(program, case_id).await,
-            Store::Postgres(s) => s.case_timeline(program, case_id).await,
-        }
-    }
-
-    pub async fn close(&self) {
-        match self {
-            Store::Sqlite(s) => s.close().await,
-            Store::Postgres(s) => s.close().await,
-        }
-    }
-
-    // ------------------------------------------------ remote files, expectations
-
-    /// The ledger's verdict on a listed remote file version, if it has one.
-    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.remote_file_status(key).await,
-            Store::Postgres(s) => s.remote_file_status(key).await,
-        }
-    }
-
-    /// Records that a remote file version was handled (idempotent).
-    pub async fn remote_file_record(
-        &self,
-        key: &RemoteKey<'_>,
-        sha256: &str,
-        status: RemoteStatus,
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.remote_file_record(key, sha256, status).await,
-            Store::Postgres(s) => s.remote_file_record(key, sha256, status).await,
-        }
-    }
-
-    /// Unix ms of the latest file that arrived for `connector` at or before
-    /// `until_ms`: a ledger row started, or a remote file recorded.
-    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.last_arrival(connector, until_ms).await,
-            Store::Postgres(s) => s.last_arrival(connector, until_ms).await,
-        }
-    }
-
-    /// Records a missed deadline and, in the same transaction, its
-    /// `feed.missing` message when `message` has subscribers. Returns false
-    /// when the deadline was already recorded (nothing is written twice).
-    pub async fn missing_drop(
-        &self,
-        drop: &MissingDrop,
-        message: Option<&OutboxWrite>,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.missing_drop(drop, message).await,
-            Store::Postgres(s) => s.missing_drop(drop, message).await,
-        }
-    }
-
-    /// Missed deadlines, newest first.
-    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.missing_drops(limit).await,
-            Store::Postgres(s) => s.missing_drops(limit).await,
-        }
-    }
-    // ------------------------------------------------ operator console (issue 17)
-
-    /// Ledger rows with their times, newest first.
-    pub async fn file_summaries(&self, q: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.file_summaries(q).await,
-            Store::Postgres(s) => s.file_summaries(q).await,
-        }
-    }
-
-    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.file_summary(file_id).await,
-            Store::Postgres(s) => s.file_summary(file_id).await,
-        }
-    }
-
-    /// The first `limit` messages a file produced, in outbox order.
-    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.file_messages(file_id, limit).await,
-            Store::Postgres(s) => s.file_messages(file_id, limit).await,
-        }
-    }
-
-    /// Attempts per subscriber since `since_ms`, and how many failed.
-    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.attempt_tallies(since_ms).await,
-            Store::Postgres(s) => s.attempt_tallies(since_ms).await,
-        }
-    }
-
-    /// Up to `limit` of `subscriber`'s latest deliveries delivered since `since_ms`.
-    pub async fn delivery_latencies(
-        &self,
-        subscriber: &str,
-        since_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<Latency>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.delivery_latencies(subscriber, since_ms, limit).await,
-            Store::Postgres(s) => s.delivery_latencies(subscriber, since_ms, limit).await,
-        }
-    }
-
-    /// The cases of the latest file-borne messages, newest first, each once.
-    pub async fn recent_cases(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
-        let rows = match self {
-            Store::Sqlite(s) => s.recent_case_rows(limit * 8).await?,
-            Store::Postgres(s) => s.recent_case_rows(limit * 8).await?,
-        };
-        let mut seen = HashSet::new();
-        Ok(rows
-            .into_iter()
-            .filter(|c| seen.insert((c.program.clone(), c.case_id.clone())))
-            .take(limit as usize)
-            .collect())
-    }
-
-    /// What [`Store::replay`] would queue again with this filter; changes nothing.
-    pub async fn replay_preview(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.replay_preview(filter).await,
-            Store::Postgres(s) => s.replay_preview(filter).await,
-        }
-    }
-
-    pub async fn audit_record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.audit_record(entry).await,
-            Store::Postgres(s) => s.audit_record(entry).await,
-        }
-    }
-
-    /// The latest audit entries, newest first.
-    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.audit_recent(limit).await,
-            Store::Postgres(s) => s.audit_recent(limit).await,
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
         }
     }
 }
 
-impl Tx {
+dispatch! { Tx;
     /// Stored state rows whose key hash is in `hashes`.
-    pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.state_rows(hashes).await,
-            Tx::Postgres(t) => t.state_rows(hashes).await,
-        }
-    }
+    pub async fn state_rows(&mut self, hashes: &[u64]) -> Result<Vec<StateRow>, StoreError>;
 
     /// Adds `n` to each case's sequence; returns each case's new last sequence.
-    pub async fn bump_cases(&mut self, cases: &[(&str, &str, i64)]) -> Result<Vec<i64>, StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.bump_cases(cases).await,
-            Tx::Postgres(t) => t.bump_cases(cases).await,
-        }
-    }
+    pub async fn bump_cases(&mut self, cases: &[(&str, &str, i64)]) -> Result<Vec<i64>, StoreError>;
 
-    pub async fn upsert_state(&mut self, rows: &[StateRow], file_id: i64) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.upsert_state(rows, file_id).await,
-            Tx::Postgres(t) => t.upsert_state(rows, file_id).await,
-        }
-    }
+    pub async fn upsert_state(&mut self, rows: &[StateRow], file_id: i64) -> Result<(), StoreError>;
 
-    pub async fn insert_outbox(&mut self, rows: &[OutboxWrite], file_id: i64) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.insert_outbox(rows, file_id).await,
-            Tx::Postgres(t) => t.insert_outbox(rows, file_id).await,
-        }
-    }
+    pub async fn insert_outbox(&mut self, rows: &[OutboxWrite], file_id: i64) -> Result<(), StoreError>;
 
-    pub async fn insert_rejects(&mut self, file_id: i64, rows: &[RejectRow]) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.insert_rejects(file_id, rows).await,
-            Tx::Postgres(t) => t.insert_rejects(file_id, rows).await,
-        }
-    }
+    pub async fn insert_rejects(&mut self, file_id: i64, rows: &[RejectRow]) -> Result<(), StoreError>;
 
     /// Moves the file's checkpoint and adds this chunk's counts; `finish` marks it done or failed.
     pub async fn file_progress(
@@ -1020,44 +725,23 @@ impl Tx {
         records_done: u64,
         counts: &Counts,
         finish: Option<(FileStatus, Option<&str>)>,
-    ) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.file_progress(file_id, records_done, counts, finish).await,
-            Tx::Postgres(t) => t.file_progress(file_id, records_done, counts, finish).await,
-        }
-    }
-
-    pub async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.commit().await,
-            Tx::Postgres(t) => t.commit().await,
-        }
-    }
-
-    /// Locks `program`'s state for the rest of the transaction (chunk commits
-    /// of one program serialize across instances) and returns its generation.
-    pub async fn lock_program(&mut self, program: &str) -> Result<Generation, StoreError> {
-        match self {
-            Tx::Sqlite(_) => Ok(Generation::SingleWriter),
-            Tx::Postgres(t) => t.lock_program(program).await,
-        }
-    }
-
-    /// Records that this transaction wrote `program`'s state; returns the new generation.
-    pub async fn bump_program(&mut self, program: &str) -> Result<Generation, StoreError> {
-        match self {
-            Tx::Sqlite(_) => Ok(Generation::SingleWriter),
-            Tx::Postgres(t) => t.bump_program(program).await,
-        }
-    }
+    ) -> Result<(), StoreError>;
 
     /// (key hash, content hash) of stored states whose key hash is in `hashes`.
-    pub async fn state_hashes(&mut self, hashes: &[u64]) -> Result<Vec<(u64, u64)>, StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.state_hashes(hashes).await,
-            Tx::Postgres(t) => t.state_hashes(hashes).await,
-        }
-    }
+    pub async fn state_hashes(&mut self, hashes: &[u64]) -> Result<Vec<(u64, u64)>, StoreError>;
+    /// Locks `program`'s state for the rest of the transaction (chunk commits
+    /// of one program serialize across instances) and returns its generation.
+    pub async fn lock_program(&mut self, program: &str) -> Result<Generation, StoreError>;
+
+    /// Records that this transaction wrote `program`'s state; returns the new generation.
+    pub async fn bump_program(&mut self, program: &str) -> Result<Generation, StoreError>;
+
+    /// Records a missed deadline once; false when it was already recorded.
+    async fn record_missing_drop(
+        &mut self,
+        drop: &MissingDrop,
+        webhook_id: Option<&str>,
+    ) -> Result<bool, StoreError>;
 }
 
 impl FileStatus {

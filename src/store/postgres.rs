@@ -20,18 +20,15 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{
-    AttemptRow, AttemptTally, AuditEntry, CaseRef, DeadLetter, DeliveryRow, DeliveryStatus, FileQuery,
-    FileSummary, Latency, MessageRow, MissingDrop, RemoteKey, RemoteStatus, ReplayCount, ReplayFilter,
-    SubscriberState,
-};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::QueryBuilder;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 
+use super::rows::{self, all, DELIVERY_COLS, FILE_COLS, MESSAGE_SELECT, SUBSCRIBER_STATE_SELECT};
 use super::{
-    check_schema, now_ms, AttemptOutcome, AttemptResult, Claim, Counts, Due, FileRow, FileStatus, Generation,
-    OutboxWrite, RejectRow, SchemaVersion, StateRow, StoreError, StoreOptions, SubscriberStats,
+    check_schema, now_ms, AttemptOutcome, AttemptResult, AttemptRow, AttemptTally, AuditEntry, CaseRef,
+    Claim, Counts, DeadLetter, Due, FileQuery, FileRow, FileStatus, FileSummary, Generation, Latency,
+    MessageRow, MissingDrop, OutboxWrite, RejectRow, RemoteKey, RemoteStatus, ReplayCount, ReplayFilter,
+    SchemaVersion, StateRow, StoreError, StoreOptions, SubscriberState, SubscriberStats,
 };
 
 mod journey;
@@ -59,30 +56,6 @@ pub struct PgTx {
     tx: Transaction<'static, Postgres>,
     instance: String,
     lease_ms: i64,
-}
-
-const FILE_COLS: &str =
-    "id, connector, sha256, name, status, records_done, records_read, emitted, unchanged, \
-     rejected, filtered, deltas, error";
-
-fn file_row(r: &PgRow) -> Result<FileRow, sqlx::Error> {
-    Ok(FileRow {
-        id: r.try_get("id")?,
-        connector: r.try_get("connector")?,
-        sha256: r.try_get("sha256")?,
-        name: r.try_get("name")?,
-        status: FileStatus::parse(r.try_get::<&str, _>("status")?),
-        records_done: r.try_get::<i64, _>("records_done")? as u64,
-        counts: Counts {
-            read: r.try_get::<i64, _>("records_read")? as u64,
-            emitted: r.try_get::<i64, _>("emitted")? as u64,
-            unchanged: r.try_get::<i64, _>("unchanged")? as u64,
-            rejected: r.try_get::<i64, _>("rejected")? as u64,
-            filtered: r.try_get::<i64, _>("filtered")? as u64,
-            deltas: r.try_get::<i64, _>("deltas")? as u64,
-        },
-        error: r.try_get("error")?,
-    })
 }
 
 /// The highest migration applied to the database, if any.
@@ -198,7 +171,7 @@ impl PgStore {
         .bind(sha256)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(file_row).transpose()?)
+        Ok(row.as_ref().map(rows::file_row).transpose()?)
     }
 
     /// One statement decides the claim, under the row lock the upsert takes:
@@ -236,7 +209,7 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(r) = row {
-            return Ok(Claim::Owned(file_row(&r)?));
+            return Ok(Claim::Owned(rows::file_row(&r)?));
         }
         let row = sqlx::query(&format!(
             "SELECT {FILE_COLS}, finished_at FROM files WHERE connector = $1 AND sha256 = $2"
@@ -246,7 +219,7 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await?;
         let finished_at: Option<i64> = row.try_get("finished_at")?;
-        let file = file_row(&row)?;
+        let file = rows::file_row(&row)?;
         // Within a lease of its finish, a done file is still being archived by
         // the instance that finished it: moving it here too would race that.
         Ok(match file.status {
@@ -296,7 +269,7 @@ impl PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(file_row).collect::<Result<_, _>>()?)
+        all(&rows, rows::file_row)
     }
 
     pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
@@ -304,16 +277,7 @@ impl PgStore {
             .bind(file_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RejectRow {
-                    locator: r.try_get("locator")?,
-                    column: r.try_get("col")?,
-                    reason: r.try_get("reason")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::reject_row)
     }
 
     pub async fn state_generations(&self) -> Result<HashMap<String, i64>, StoreError> {
@@ -394,24 +358,7 @@ impl PgStore {
         .bind(now + lease_ms)
         .fetch_all(&self.deliveries)
         .await?;
-        let mut due = rows
-            .iter()
-            .map(|r| {
-                Ok(Due {
-                    pos: r.try_get("pos")?,
-                    lane: r.try_get("lane")?,
-                    attempts: r.try_get::<i32, _>("attempts")? as u32,
-                    webhook_id: r.try_get("id")?,
-                    body: r.try_get("body")?,
-                    connector: r.try_get("connector")?,
-                    program: r.try_get("program")?,
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    seq: r.try_get("seq")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect::<Result<Vec<Due>, sqlx::Error>>()?;
+        let mut due = all(&rows, rows::due)?;
         // A send that outlived its lease may be re-claimed by its own worker:
         // it is still in flight, and its result will settle it.
         due.retain(|d| !in_flight.contains(&d.pos));
@@ -428,6 +375,13 @@ impl PgStore {
         .bind(subscriber)
         .fetch_one(&self.deliveries)
         .await?)
+    }
+
+    /// Outcome journals are kept for SQLite stores only (one process); a
+    /// batch handed here is recorded as any other.
+    pub async fn apply_journal(&self, results: &[AttemptResult]) -> Result<u64, StoreError> {
+        self.record_attempts(results).await?;
+        Ok(results.len() as u64)
     }
 
     /// Settles a batch of attempts. A success is a fact whoever recorded it;
@@ -519,20 +473,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         let now = now_ms();
-        rows.iter()
-            .map(|r| {
-                Ok(SubscriberStats {
-                    subscriber: r.try_get("subscriber")?,
-                    pending: r.try_get("pending")?,
-                    delivered: r.try_get("delivered")?,
-                    failed: r.try_get("failed")?,
-                    coalesced: r.try_get("coalesced")?,
-                    failing: r.try_get("failing")?,
-                    oldest_pending_ms: r.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t),
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, |r| rows::subscriber_stats(r, now))
     }
 }
 
@@ -548,20 +489,31 @@ async fn fetch_state_rows(
     .bind(&keys)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(StateRow {
-                program: r.try_get("program")?,
-                case_id: r.try_get("case_id")?,
-                milestone: r.try_get("milestone")?,
-                occurrence: r.try_get("occurrence")?,
-                key_hash: r.try_get::<i64, _>("key_hash")? as u64,
-                content_hash: r.try_get::<i64, _>("content_hash")? as u64,
-                body: r.try_get("body")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    all(&rows, rows::state_row)
+}
+
+impl PgTx {
+    /// See `Store::missing_drop`. The primary key makes the event once-only
+    /// across instances: the instance whose insert wins writes the outbox
+    /// row in the same commit.
+    pub async fn record_missing_drop(
+        &mut self,
+        drop: &MissingDrop,
+        webhook_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (connector, expected_by) DO NOTHING",
+        )
+        .bind(&drop.connector)
+        .bind(drop.expected_by_ms)
+        .bind(drop.detected_at_ms)
+        .bind(drop.last_arrival_ms)
+        .bind(webhook_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 impl PgTx {
@@ -624,11 +576,7 @@ impl PgTx {
         .bind(&ns)
         .fetch_all(&mut *self.tx)
         .await?;
-        let seqs: HashMap<(String, String), i64> = rows.into_iter().map(|(p, c, s)| ((p, c), s)).collect();
-        Ok(cases
-            .iter()
-            .map(|(p, c, _)| seqs.get(&(p.to_string(), c.to_string())).copied().unwrap_or(0))
-            .collect())
+        Ok(rows::seqs_in_order(cases, rows))
     }
 
     pub async fn upsert_state(&mut self, rows: &[StateRow], file_id: i64) -> Result<(), StoreError> {
@@ -768,10 +716,7 @@ impl PgTx {
         finish: Option<(FileStatus, Option<&str>)>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let (status, error, finished_at) = match finish {
-            Some((s, e)) => (s.as_str(), e, Some(now)),
-            None => (FileStatus::Processing.as_str(), None, None),
-        };
+        let (status, error, finished_at) = rows::finish_cols(finish, now);
         let done = sqlx::query(
             "UPDATE files SET records_done = $1, records_read = records_read + $2, emitted = emitted + $3,
                 unchanged = unchanged + $4, rejected = rejected + $5, filtered = filtered + $6, deltas = deltas + $7,
@@ -859,37 +804,6 @@ impl PgStore {
         .await?)
     }
 
-    pub async fn missing_drop(
-        &self,
-        drop: &MissingDrop,
-        message: Option<&OutboxWrite>,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        // The primary key makes the event once-only across instances: the
-        // instance whose insert wins writes the outbox row in the same commit.
-        let inserted = sqlx::query(
-            "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (connector, expected_by) DO NOTHING",
-        )
-        .bind(&drop.connector)
-        .bind(drop.expected_by_ms)
-        .bind(drop.detected_at_ms)
-        .bind(drop.last_arrival_ms)
-        .bind(message.map(|m| m.id.as_str()))
-        .execute(&mut *tx.tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            if let Some(m) = message {
-                // Not from a file: file_id 0 marks outbox rows of feed events.
-                tx.insert_outbox(std::slice::from_ref(m), 0).await?;
-            }
-        }
-        tx.tx.commit().await?;
-        Ok(inserted)
-    }
-
     pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
         let rows = sqlx::query(
             "SELECT connector, expected_by, detected_at, last_arrival, webhook_id FROM missing_drops
@@ -898,18 +812,7 @@ impl PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MissingDrop {
-                    connector: r.try_get("connector")?,
-                    expected_by_ms: r.try_get("expected_by")?,
-                    detected_at_ms: r.try_get("detected_at")?,
-                    last_arrival_ms: r.try_get("last_arrival")?,
-                    webhook_id: r.try_get("webhook_id")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::missing_drop)
     }
 }
 
@@ -922,25 +825,8 @@ impl PgStore {
     }
 
     pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT subscriber, disabled_at, disabled_reason, disabled_url, parked_until, parked_reason
-             FROM subscriber_state ORDER BY subscriber",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SubscriberState {
-                    subscriber: r.try_get("subscriber")?,
-                    disabled_at: r.try_get("disabled_at")?,
-                    disabled_reason: r.try_get("disabled_reason")?,
-                    disabled_url: r.try_get("disabled_url")?,
-                    parked_until: r.try_get("parked_until")?,
-                    parked_reason: r.try_get("parked_reason")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        let rows = sqlx::query(SUBSCRIBER_STATE_SELECT).fetch_all(&self.pool).await?;
+        all(&rows, rows::subscriber_state)
     }
 
     pub async fn set_subscriber_state(&self, st: &SubscriberState) -> Result<(), StoreError> {
@@ -985,7 +871,7 @@ impl PgStore {
     }
 
     pub async fn replay(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        let filter = |q: &mut QueryBuilder<'_, Postgres>| replay_where(q, f);
+        let filter = |q: &mut QueryBuilder<'_, Postgres>| rows::replay_where(q, f);
         let mut tx = self.pool.begin().await?;
         let mut count = ReplayCount::default();
         if !f.allow_purged {
@@ -1030,58 +916,23 @@ impl PgStore {
     }
 
     async fn messages_where(&self, clause: &str, binds: &[&str]) -> Result<Vec<MessageRow>, StoreError> {
-        let sql = format!(
-            "SELECT o.pos, o.id, o.connector, o.program, o.case_id, o.milestone, o.seq, o.created_at, o.body,
-                    f.name AS file, f.sha256
-             FROM outbox o LEFT JOIN files f ON f.id = o.file_id WHERE {clause}"
-        );
+        let sql = format!("{MESSAGE_SELECT} {clause}");
         let mut q = sqlx::query(&sql);
         for b in binds {
             q = q.bind(*b);
         }
-        let rows = q.fetch_all(&self.pool).await?;
-        let mut out: Vec<MessageRow> = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(MessageRow {
-                pos: r.try_get("pos")?,
-                id: r.try_get("id")?,
-                connector: r.try_get("connector")?,
-                program: r.try_get("program")?,
-                case_id: r.try_get("case_id")?,
-                milestone: r.try_get("milestone")?,
-                sequence: r.try_get("seq")?,
-                created_at_ms: r.try_get("created_at")?,
-                file: r.try_get("file")?,
-                sha256: r.try_get("sha256")?,
-                body: r.try_get("body")?,
-                deliveries: Vec::new(),
-            });
-        }
+        let mut out = all(&q.fetch_all(&self.pool).await?, rows::message_row)?;
         if out.is_empty() {
             return Ok(out);
         }
         let positions: Vec<i64> = out.iter().map(|m| m.pos).collect();
-        let rows = sqlx::query(
-            "SELECT pos, subscriber, status, attempts, last_status, last_error, delivered_at
-             FROM deliveries WHERE pos = ANY($1) ORDER BY subscriber",
-        )
+        let deliveries = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries WHERE pos = ANY($1) ORDER BY subscriber"
+        ))
         .bind(&positions)
         .fetch_all(&self.pool)
         .await?;
-        let slot: HashMap<i64, usize> = out.iter().enumerate().map(|(i, m)| (m.pos, i)).collect();
-        for r in &rows {
-            let pos: i64 = r.try_get("pos")?;
-            if let Some(i) = slot.get(&pos) {
-                out[*i].deliveries.push(DeliveryRow {
-                    subscriber: r.try_get("subscriber")?,
-                    status: DeliveryStatus::from_code(i64::from(r.try_get::<i16, _>("status")?)),
-                    attempts: i64::from(r.try_get::<i32, _>("attempts")?),
-                    last_status: r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
-                    last_error: r.try_get("last_error")?,
-                    delivered_at_ms: r.try_get("delivered_at")?,
-                });
-            }
-        }
+        rows::attach_deliveries(&mut out, &deliveries)?;
         Ok(out)
     }
 
@@ -1105,20 +956,7 @@ impl PgStore {
         .bind(message_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptRow {
-                    subscriber: r.try_get("subscriber")?,
-                    attempt: i64::from(r.try_get::<i32, _>("attempt")?),
-                    at_ms: r.try_get("at")?,
-                    duration_ms: r.try_get("duration_ms")?,
-                    status: r.try_get::<Option<i32>, _>("status")?.map(i64::from),
-                    error: r.try_get("error")?,
-                    response_excerpt: r.try_get("response_excerpt")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::attempt_row)
     }
 
     pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
@@ -1131,80 +969,19 @@ impl PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadLetter {
-                    id: r.try_get("id")?,
-                    program: r.try_get("program")?,
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    sequence: r.try_get("seq")?,
-                    created_at_ms: r.try_get("created_at")?,
-                    attempts: i64::from(r.try_get::<i32, _>("attempts")?),
-                    last_status: r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::dead_letter)
     }
 }
 
 // ------------------------------------------------ operator console (issue 17)
 
-/// The WHERE clause of a replay (over `deliveries d JOIN outbox o`): every
-/// given criterion must hold; settled deliveries only.
-fn replay_where(q: &mut QueryBuilder<'_, Postgres>, f: &ReplayFilter) {
-    q.push(" WHERE d.subscriber = ");
-    q.push_bind(f.subscriber.clone());
-    if f.failed_only {
-        q.push(" AND d.status = 2");
-    } else {
-        q.push(" AND d.status <> 0");
-    }
-    if let Some(t) = f.since_ms {
-        q.push(" AND o.created_at >= ").push_bind(t);
-    }
-    if let Some(t) = f.until_ms {
-        q.push(" AND o.created_at < ").push_bind(t);
-    }
-    if let Some(p) = &f.program {
-        q.push(" AND o.program = ").push_bind(p.clone());
-    }
-    if let Some(c) = &f.case_id {
-        q.push(" AND o.case_id = ").push_bind(c.clone());
-    }
-    if let Some(m) = &f.message_id {
-        q.push(" AND o.id = ").push_bind(m.clone());
-    }
-}
-
-fn file_summary_row(r: &PgRow) -> Result<FileSummary, sqlx::Error> {
-    Ok(FileSummary {
-        file: file_row(r)?,
-        size: r.try_get::<i64, _>("size")? as u64,
-        started_at_ms: r.try_get("started_at")?,
-        finished_at_ms: r.try_get("finished_at")?,
-    })
-}
-
 impl PgStore {
     pub async fn file_summaries(&self, fq: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE TRUE"
-        ));
-        if let Some(c) = &fq.connector {
-            q.push(" AND connector = ").push_bind(c.clone());
-        }
-        if let Some(t) = fq.since_ms {
-            q.push(" AND started_at >= ").push_bind(t);
-        }
-        if fq.failed_only {
-            q.push(" AND status = 'failed'");
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(fq.limit);
-        let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(file_summary_row).collect::<Result<_, _>>()?)
+        let mut q = rows::file_summaries_query::<Postgres>(fq);
+        all(
+            &q.build().persistent(false).fetch_all(&self.pool).await?,
+            rows::file_summary,
+        )
     }
 
     pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
@@ -1214,7 +991,7 @@ impl PgStore {
         .bind(file_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(file_summary_row).transpose()?)
+        Ok(row.as_ref().map(rows::file_summary).transpose()?)
     }
 
     pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
@@ -1227,22 +1004,15 @@ impl PgStore {
     }
 
     pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT subscriber, COUNT(*),
-                    COALESCE(SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END), 0)
+        let rows = sqlx::query(
+            "SELECT subscriber, COUNT(*) AS attempts,
+                    COALESCE(SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END), 0) AS failed
              FROM attempts WHERE at >= $1 GROUP BY subscriber ORDER BY subscriber",
         )
         .bind(since_ms)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(subscriber, attempts, failed)| AttemptTally {
-                subscriber,
-                attempts,
-                failed,
-            })
-            .collect())
+        all(&rows, rows::attempt_tally)
     }
 
     pub async fn delivery_latencies(
@@ -1251,8 +1021,8 @@ impl PgStore {
         since_ms: i64,
         limit: i64,
     ) -> Result<Vec<Latency>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT d.delivered_at, d.delivered_at - o.created_at
+        let rows = sqlx::query(
+            "SELECT d.delivered_at, d.delivered_at - o.created_at AS latency
              FROM deliveries d JOIN outbox o ON o.pos = d.pos
              WHERE d.subscriber = $1 AND d.status = 1 AND d.delivered_at >= $2
              ORDER BY d.pos DESC LIMIT $3",
@@ -1262,33 +1032,19 @@ impl PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(delivered_at_ms, latency_ms)| Latency {
-                delivered_at_ms,
-                latency_ms,
-            })
-            .collect())
+        all(&rows, rows::latency)
     }
 
     /// Latest file-borne outbox rows (feed events have file id 0), newest first.
     pub async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        let rows = sqlx::query(
             "SELECT program, case_id, milestone, created_at FROM outbox WHERE file_id <> 0
              ORDER BY pos DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(program, case_id, milestone, created_at_ms)| CaseRef {
-                program,
-                case_id,
-                milestone,
-                created_at_ms,
-            })
-            .collect())
+        all(&rows, rows::case_ref)
     }
 
     pub async fn replay_preview(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
@@ -1297,19 +1053,9 @@ impl PgStore {
                     COALESCE(SUM(CASE WHEN o.body IS NULL THEN 1 ELSE 0 END), 0)
              FROM deliveries d JOIN outbox o ON o.pos = d.pos",
         );
-        replay_where(&mut q, f);
+        rows::replay_where(&mut q, f);
         let (kept, purged): (i64, i64) = q.build_query_as().persistent(false).fetch_one(&self.pool).await?;
-        Ok(if f.allow_purged {
-            ReplayCount {
-                replayed: (kept + purged) as u64,
-                purged: 0,
-            }
-        } else {
-            ReplayCount {
-                replayed: kept as u64,
-                purged: purged as u64,
-            }
-        })
+        Ok(rows::replay_count(kept, purged, f.allow_purged))
     }
 
     pub async fn audit_record(&self, e: &AuditEntry) -> Result<(), StoreError> {
@@ -1327,21 +1073,12 @@ impl PgStore {
     }
 
     pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        let rows = sqlx::query(
             "SELECT at, operator, action, target, detail FROM console_audit ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(at_ms, operator, action, target, detail)| AuditEntry {
-                at_ms,
-                operator,
-                action,
-                target,
-                detail,
-            })
-            .collect())
+        all(&rows, rows::audit_entry)
     }
 }

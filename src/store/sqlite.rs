@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 
+use super::rows::{self, all, DELIVERY_COLS, FILE_COLS, MESSAGE_SELECT, SUBSCRIBER_STATE_SELECT};
 use super::{
     check_schema, now_ms, AttemptOutcome, AttemptResult, AttemptRow, AttemptTally, AuditEntry, CaseRef,
-    Claim, Counts, DeadLetter, DeliveryRow, DeliveryStatus, Due, FileQuery, FileRow, FileStatus, FileSummary,
-    Latency, MessageRow, MissingDrop, OutboxWrite, RejectRow, RemoteKey, RemoteStatus, ReplayCount,
-    ReplayFilter, SchemaVersion, StateRow, StoreError, SubscriberState, SubscriberStats,
+    Claim, Counts, DeadLetter, Due, FileQuery, FileRow, FileStatus, FileSummary, Generation, Latency,
+    MessageRow, MissingDrop, OutboxWrite, RejectRow, RemoteKey, RemoteStatus, ReplayCount, ReplayFilter,
+    SchemaVersion, StateRow, StoreError, SubscriberState, SubscriberStats,
 };
 
 mod journey;
@@ -131,45 +132,10 @@ pub struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
 }
 
-fn file_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRow, sqlx::Error> {
-    Ok(FileRow {
-        id: r.try_get("id")?,
-        connector: r.try_get("connector")?,
-        sha256: r.try_get("sha256")?,
-        name: r.try_get("name")?,
-        status: FileStatus::parse(r.try_get::<&str, _>("status")?),
-        records_done: r.try_get::<i64, _>("records_done")? as u64,
-        counts: Counts {
-            read: r.try_get::<i64, _>("records_read")? as u64,
-            emitted: r.try_get::<i64, _>("emitted")? as u64,
-            unchanged: r.try_get::<i64, _>("unchanged")? as u64,
-            rejected: r.try_get::<i64, _>("rejected")? as u64,
-            filtered: r.try_get::<i64, _>("filtered")? as u64,
-            deltas: r.try_get::<i64, _>("deltas")? as u64,
-        },
-        error: r.try_get("error")?,
-    })
-}
-
-fn state_row(r: &sqlx::sqlite::SqliteRow) -> Result<StateRow, sqlx::Error> {
-    Ok(StateRow {
-        program: r.try_get("program")?,
-        case_id: r.try_get("case_id")?,
-        milestone: r.try_get("milestone")?,
-        occurrence: r.try_get("occurrence")?,
-        key_hash: r.try_get::<i64, _>("key_hash")? as u64,
-        content_hash: r.try_get::<i64, _>("content_hash")? as u64,
-        body: r.try_get("body")?,
-    })
-}
-
 /// `SELECT … FROM state WHERE key_hash IN (…)`, the hashes as one JSON array.
 const STATE_BY_HASH: &str =
     "SELECT program, case_id, milestone, occurrence, key_hash, content_hash, body FROM state
      WHERE key_hash IN (SELECT value FROM json_each(?))";
-
-const FILE_COLS: &str =
-    "id, connector, sha256, name, status, records_done, records_read, emitted, unchanged, rejected, filtered, deltas, error";
 
 impl SqliteStore {
     pub async fn open(path: &str) -> Result<SqliteStore, StoreError> {
@@ -254,7 +220,7 @@ impl SqliteStore {
             .bind(json_ints(hashes.iter().map(|h| *h as i64)))
             .fetch_all(&self.reader)
             .await?;
-        Ok(rows.iter().map(state_row).collect::<Result<_, _>>()?)
+        all(&rows, rows::state_row)
     }
 
     pub async fn close(&self) {
@@ -267,6 +233,26 @@ impl SqliteStore {
 
     pub async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
         check_schema(applied_version(&self.writer).await?, &MIGRATOR)
+    }
+
+    /// This process's name in lease columns (it never writes one).
+    pub fn instance(&self) -> &str {
+        "local"
+    }
+
+    /// The lease is never lost: no other instance shares the file.
+    pub async fn file_renew(&self, _file_id: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Nothing to release: no lease was taken.
+    pub async fn file_release(&self, _file_id: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// No generations: only this process writes the state.
+    pub async fn state_generations(&self) -> Result<HashMap<String, i64>, StoreError> {
+        Ok(HashMap::new())
     }
 
     /// One instance owns a SQLite store, so every claim is granted: a file not
@@ -296,7 +282,7 @@ impl SqliteStore {
         .bind(sha256)
         .fetch_optional(&self.writer)
         .await?;
-        Ok(row.as_ref().map(file_row).transpose()?)
+        Ok(row.as_ref().map(rows::file_row).transpose()?)
     }
 
     async fn file_begin(
@@ -328,7 +314,7 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(file_row(&row)?)
+        Ok(rows::file_row(&row)?)
     }
 
     pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
@@ -346,7 +332,7 @@ impl SqliteStore {
             .bind(limit)
             .fetch_all(&self.reader)
             .await?;
-        Ok(rows.iter().map(file_row).collect::<Result<_, _>>()?)
+        all(&rows, rows::file_row)
     }
 
     pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
@@ -354,16 +340,7 @@ impl SqliteStore {
             .bind(file_id)
             .fetch_all(&self.writer)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RejectRow {
-                    locator: r.try_get("locator")?,
-                    column: r.try_get("col")?,
-                    reason: r.try_get("reason")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::reject_row)
     }
 
     pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
@@ -390,12 +367,14 @@ impl SqliteStore {
         })
     }
 
-    /// Due lane heads; nothing to lease, since this process is the only sender.
+    /// Due lane heads; nothing to lease (`_lease`), since this process is
+    /// the only sender.
     pub async fn claim_due(
         &self,
         subscriber: &str,
         now: i64,
         limit: usize,
+        _lease: Duration,
         in_flight: &HashSet<i64>,
     ) -> Result<Vec<Due>, StoreError> {
         let skip: Vec<i64> = in_flight.iter().copied().collect();
@@ -437,24 +416,7 @@ impl SqliteStore {
         q.push(" ORDER BY d.pos LIMIT ");
         q.push_bind(limit);
         let rows = q.build().fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Due {
-                    pos: r.try_get("pos")?,
-                    lane: r.try_get("lane")?,
-                    attempts: r.try_get::<i64, _>("attempts")? as u32,
-                    webhook_id: r.try_get("id")?,
-                    body: r.try_get("body")?,
-                    connector: r.try_get("connector")?,
-                    program: r.try_get("program")?,
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    seq: r.try_get("seq")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::due)
     }
 
     pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError> {
@@ -618,20 +580,7 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         let now = now_ms();
-        rows.iter()
-            .map(|r| {
-                Ok(SubscriberStats {
-                    subscriber: r.try_get("subscriber")?,
-                    pending: r.try_get("pending")?,
-                    delivered: r.try_get("delivered")?,
-                    failed: r.try_get("failed")?,
-                    coalesced: r.try_get("coalesced")?,
-                    failing: r.try_get("failing")?,
-                    oldest_pending_ms: r.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t),
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, |r| rows::subscriber_stats(r, now))
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -640,25 +589,10 @@ impl SqliteStore {
     }
 
     pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT subscriber, disabled_at, disabled_reason, disabled_url, parked_until, parked_reason
-             FROM subscriber_state ORDER BY subscriber",
-        )
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SubscriberState {
-                    subscriber: r.try_get("subscriber")?,
-                    disabled_at: r.try_get("disabled_at")?,
-                    disabled_reason: r.try_get("disabled_reason")?,
-                    disabled_url: r.try_get("disabled_url")?,
-                    parked_until: r.try_get("parked_until")?,
-                    parked_reason: r.try_get("parked_reason")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        let rows = sqlx::query(SUBSCRIBER_STATE_SELECT)
+            .fetch_all(&self.writer)
+            .await?;
+        all(&rows, rows::subscriber_state)
     }
 
     pub async fn set_subscriber_state(&self, st: &SubscriberState) -> Result<(), StoreError> {
@@ -706,7 +640,7 @@ impl SqliteStore {
 
     pub async fn replay(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
         // One WHERE clause for counting what retention purged and for the update.
-        let filter = |q: &mut QueryBuilder<'_, Sqlite>| replay_where(q, f);
+        let filter = |q: &mut QueryBuilder<'_, Sqlite>| rows::replay_where(q, f);
         let mut tx = self.writer.begin().await?;
         let mut count = ReplayCount::default();
         let mut q =
@@ -767,59 +701,26 @@ impl SqliteStore {
     }
 
     async fn messages_where(&self, clause: &str, binds: &[&str]) -> Result<Vec<MessageRow>, StoreError> {
-        let sql = format!(
-            "SELECT o.pos, o.id, o.connector, o.program, o.case_id, o.milestone, o.seq, o.created_at, o.body,
-                    f.name AS file, f.sha256
-             FROM outbox o LEFT JOIN files f ON f.id = o.file_id WHERE {clause}"
-        );
+        let sql = format!("{MESSAGE_SELECT} {clause}");
         let mut q = sqlx::query(&sql);
         for b in binds {
             q = q.bind(*b);
         }
-        let rows = q.fetch_all(&self.reader).await?;
-        let mut out: Vec<MessageRow> = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(MessageRow {
-                pos: r.try_get("pos")?,
-                id: r.try_get("id")?,
-                connector: r.try_get("connector")?,
-                program: r.try_get("program")?,
-                case_id: r.try_get("case_id")?,
-                milestone: r.try_get("milestone")?,
-                sequence: r.try_get("seq")?,
-                created_at_ms: r.try_get("created_at")?,
-                file: r.try_get("file")?,
-                sha256: r.try_get("sha256")?,
-                body: r.try_get("body")?,
-                deliveries: Vec::new(),
-            });
-        }
+        let mut out = all(&q.fetch_all(&self.reader).await?, rows::message_row)?;
         if out.is_empty() {
             return Ok(out);
         }
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT pos, subscriber, status, attempts, last_status, last_error, delivered_at FROM deliveries WHERE pos IN (",
-        );
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE pos IN ("));
         let mut sep = q.separated(", ");
         for m in &out {
             sep.push_bind(m.pos);
         }
         q.push(") ORDER BY subscriber");
-        let rows = q.build().persistent(false).fetch_all(&self.reader).await?;
-        let slot: HashMap<i64, usize> = out.iter().enumerate().map(|(i, m)| (m.pos, i)).collect();
-        for r in &rows {
-            let pos: i64 = r.try_get("pos")?;
-            if let Some(i) = slot.get(&pos) {
-                out[*i].deliveries.push(DeliveryRow {
-                    subscriber: r.try_get("subscriber")?,
-                    status: DeliveryStatus::from_code(r.try_get("status")?),
-                    attempts: r.try_get("attempts")?,
-                    last_status: r.try_get("last_status")?,
-                    last_error: r.try_get("last_error")?,
-                    delivered_at_ms: r.try_get("delivered_at")?,
-                });
-            }
-        }
+        rows::attach_deliveries(
+            &mut out,
+            &q.build().persistent(false).fetch_all(&self.reader).await?,
+        )?;
         Ok(out)
     }
 
@@ -843,20 +744,7 @@ impl SqliteStore {
         .bind(message_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptRow {
-                    subscriber: r.try_get("subscriber")?,
-                    attempt: r.try_get("attempt")?,
-                    at_ms: r.try_get("at")?,
-                    duration_ms: r.try_get("duration_ms")?,
-                    status: r.try_get("status")?,
-                    error: r.try_get("error")?,
-                    response_excerpt: r.try_get("response_excerpt")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::attempt_row)
     }
 
     pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
@@ -869,22 +757,7 @@ impl SqliteStore {
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadLetter {
-                    id: r.try_get("id")?,
-                    program: r.try_get("program")?,
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    sequence: r.try_get("seq")?,
-                    created_at_ms: r.try_get("created_at")?,
-                    attempts: r.try_get("attempts")?,
-                    last_status: r.try_get("last_status")?,
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::dead_letter)
     }
 }
 
@@ -941,35 +814,6 @@ impl SqliteStore {
         .await?)
     }
 
-    pub async fn missing_drop(
-        &self,
-        drop: &MissingDrop,
-        message: Option<&OutboxWrite>,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (connector, expected_by) DO NOTHING",
-        )
-        .bind(&drop.connector)
-        .bind(drop.expected_by_ms)
-        .bind(drop.detected_at_ms)
-        .bind(drop.last_arrival_ms)
-        .bind(message.map(|m| m.id.as_str()))
-        .execute(&mut *tx.tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            if let Some(m) = message {
-                // Not from a file: file_id 0 marks outbox rows of feed events.
-                tx.insert_outbox(std::slice::from_ref(m), 0).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(inserted)
-    }
-
     pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
         let rows = sqlx::query(
             "SELECT connector, expected_by, detected_at, last_arrival, webhook_id FROM missing_drops
@@ -978,22 +822,42 @@ impl SqliteStore {
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MissingDrop {
-                    connector: r.try_get("connector")?,
-                    expected_by_ms: r.try_get("expected_by")?,
-                    detected_at_ms: r.try_get("detected_at")?,
-                    last_arrival_ms: r.try_get("last_arrival")?,
-                    webhook_id: r.try_get("webhook_id")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rows, rows::missing_drop)
     }
 }
 
 impl SqliteTx {
+    /// See `Store::missing_drop`: the deadline's row, once.
+    pub async fn record_missing_drop(
+        &mut self,
+        drop: &MissingDrop,
+        webhook_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (connector, expected_by) DO NOTHING",
+        )
+        .bind(&drop.connector)
+        .bind(drop.expected_by_ms)
+        .bind(drop.detected_at_ms)
+        .bind(drop.last_arrival_ms)
+        .bind(webhook_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl SqliteTx {
+    /// The single writer already serializes every chunk: nothing to lock.
+    pub async fn lock_program(&mut self, _program: &str) -> Result<Generation, StoreError> {
+        Ok(Generation::SingleWriter)
+    }
+
+    pub async fn bump_program(&mut self, _program: &str) -> Result<Generation, StoreError> {
+        Ok(Generation::SingleWriter)
+    }
+
     pub async fn state_hashes(&mut self, hashes: &[u64]) -> Result<Vec<(u64, u64)>, StoreError> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT key_hash, content_hash FROM state WHERE key_hash IN (SELECT value FROM json_each(?))",
@@ -1009,11 +873,11 @@ impl SqliteTx {
             .bind(json_ints(hashes.iter().map(|h| *h as i64)))
             .fetch_all(&mut *self.tx)
             .await?;
-        Ok(rows.iter().map(state_row).collect::<Result<_, _>>()?)
+        all(&rows, rows::state_row)
     }
 
     pub async fn bump_cases(&mut self, cases: &[(&str, &str, i64)]) -> Result<Vec<i64>, StoreError> {
-        let mut seqs: HashMap<(String, String), i64> = HashMap::with_capacity(cases.len());
+        let mut returned = Vec::with_capacity(cases.len());
         for chunk in batches(cases) {
             let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO cases (program, case_id, last_seq) ");
             q.push_values(chunk, |mut b, (p, c, n)| {
@@ -1023,17 +887,13 @@ impl SqliteTx {
                 " ON CONFLICT (program, case_id) DO UPDATE SET last_seq = last_seq + excluded.last_seq
                  RETURNING program, case_id, last_seq",
             );
-            for r in q.build().fetch_all(&mut *self.tx).await? {
-                seqs.insert(
-                    (r.try_get("program")?, r.try_get("case_id")?),
-                    r.try_get("last_seq")?,
-                );
-            }
+            returned.extend(
+                q.build_query_as::<(String, String, i64)>()
+                    .fetch_all(&mut *self.tx)
+                    .await?,
+            );
         }
-        Ok(cases
-            .iter()
-            .map(|(p, c, _)| seqs.get(&(p.to_string(), c.to_string())).copied().unwrap_or(0))
-            .collect())
+        Ok(rows::seqs_in_order(cases, returned))
     }
 
     pub async fn upsert_state(&mut self, rows: &[StateRow], file_id: i64) -> Result<(), StoreError> {
@@ -1142,10 +1002,7 @@ impl SqliteTx {
         c: &Counts,
         finish: Option<(FileStatus, Option<&str>)>,
     ) -> Result<(), StoreError> {
-        let (status, error, finished_at) = match finish {
-            Some((s, e)) => (s.as_str(), e, Some(now_ms())),
-            None => (FileStatus::Processing.as_str(), None, None),
-        };
+        let (status, error, finished_at) = rows::finish_cols(finish, now_ms());
         sqlx::query(
             "UPDATE files SET records_done = ?, records_read = records_read + ?, emitted = emitted + ?,
                 unchanged = unchanged + ?, rejected = rejected + ?, filtered = filtered + ?, deltas = deltas + ?,
@@ -1176,59 +1033,13 @@ impl SqliteTx {
 
 // ------------------------------------------------ operator console (issue 17)
 
-/// The WHERE clause of a replay (over `deliveries d JOIN outbox o`): every
-/// given criterion must hold; settled deliveries only.
-fn replay_where(q: &mut QueryBuilder<'_, Sqlite>, f: &ReplayFilter) {
-    q.push(" WHERE d.subscriber = ");
-    q.push_bind(f.subscriber.clone());
-    if f.failed_only {
-        q.push(" AND d.status = 2");
-    } else {
-        q.push(" AND d.status <> 0");
-    }
-    if let Some(t) = f.since_ms {
-        q.push(" AND o.created_at >= ").push_bind(t);
-    }
-    if let Some(t) = f.until_ms {
-        q.push(" AND o.created_at < ").push_bind(t);
-    }
-    if let Some(p) = &f.program {
-        q.push(" AND o.program = ").push_bind(p.clone());
-    }
-    if let Some(c) = &f.case_id {
-        q.push(" AND o.case_id = ").push_bind(c.clone());
-    }
-    if let Some(m) = &f.message_id {
-        q.push(" AND o.id = ").push_bind(m.clone());
-    }
-}
-
-fn file_summary_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileSummary, sqlx::Error> {
-    Ok(FileSummary {
-        file: file_row(r)?,
-        size: r.try_get::<i64, _>("size")? as u64,
-        started_at_ms: r.try_get("started_at")?,
-        finished_at_ms: r.try_get("finished_at")?,
-    })
-}
-
 impl SqliteStore {
     pub async fn file_summaries(&self, fq: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE 1 = 1"
-        ));
-        if let Some(c) = &fq.connector {
-            q.push(" AND connector = ").push_bind(c.clone());
-        }
-        if let Some(t) = fq.since_ms {
-            q.push(" AND started_at >= ").push_bind(t);
-        }
-        if fq.failed_only {
-            q.push(" AND status = 'failed'");
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(fq.limit);
-        let rows = q.build().persistent(false).fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(file_summary_row).collect::<Result<_, _>>()?)
+        let mut q = rows::file_summaries_query::<Sqlite>(fq);
+        all(
+            &q.build().persistent(false).fetch_all(&self.reader).await?,
+            rows::file_summary,
+        )
     }
 
     pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
@@ -1238,7 +1049,7 @@ impl SqliteStore {
         .bind(file_id)
         .fetch_optional(&self.reader)
         .await?;
-        Ok(row.as_ref().map(file_summary_row).transpose()?)
+        Ok(row.as_ref().map(rows::file_summary).transpose()?)
     }
 
     pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
@@ -1251,22 +1062,15 @@ impl SqliteStore {
     }
 
     pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT subscriber, COUNT(*),
-                    SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END)
+        let rows = sqlx::query(
+            "SELECT subscriber, COUNT(*) AS attempts,
+                    SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END) AS failed
              FROM attempts WHERE at >= ? GROUP BY subscriber ORDER BY subscriber",
         )
         .bind(since_ms)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(subscriber, attempts, failed)| AttemptTally {
-                subscriber,
-                attempts,
-                failed,
-            })
-            .collect())
+        all(&rows, rows::attempt_tally)
     }
 
     pub async fn delivery_latencies(
@@ -1275,8 +1079,8 @@ impl SqliteStore {
         since_ms: i64,
         limit: i64,
     ) -> Result<Vec<Latency>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT d.delivered_at, d.delivered_at - o.created_at
+        let rows = sqlx::query(
+            "SELECT d.delivered_at, d.delivered_at - o.created_at AS latency
              FROM deliveries d JOIN outbox o ON o.pos = d.pos
              WHERE d.subscriber = ? AND d.status = 1 AND d.delivered_at >= ?
              ORDER BY d.pos DESC LIMIT ?",
@@ -1286,33 +1090,19 @@ impl SqliteStore {
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(delivered_at_ms, latency_ms)| Latency {
-                delivered_at_ms,
-                latency_ms,
-            })
-            .collect())
+        all(&rows, rows::latency)
     }
 
     /// Latest file-borne outbox rows (feed events have file id 0), newest first.
     pub async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        let rows = sqlx::query(
             "SELECT program, case_id, milestone, created_at FROM outbox WHERE file_id <> 0
              ORDER BY pos DESC LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(program, case_id, milestone, created_at_ms)| CaseRef {
-                program,
-                case_id,
-                milestone,
-                created_at_ms,
-            })
-            .collect())
+        all(&rows, rows::case_ref)
     }
 
     pub async fn replay_preview(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
@@ -1321,23 +1111,13 @@ impl SqliteStore {
                     COALESCE(SUM(CASE WHEN o.body IS NULL THEN 1 ELSE 0 END), 0)
              FROM deliveries d JOIN outbox o ON o.pos = d.pos",
         );
-        replay_where(&mut q, f);
+        rows::replay_where(&mut q, f);
         let (kept, purged): (i64, i64) = q
             .build_query_as()
             .persistent(false)
             .fetch_one(&self.reader)
             .await?;
-        Ok(if f.allow_purged {
-            ReplayCount {
-                replayed: (kept + purged) as u64,
-                purged: 0,
-            }
-        } else {
-            ReplayCount {
-                replayed: kept as u64,
-                purged: purged as u64,
-            }
-        })
+        Ok(rows::replay_count(kept, purged, f.allow_purged))
     }
 
     pub async fn audit_record(&self, e: &AuditEntry) -> Result<(), StoreError> {
@@ -1355,21 +1135,12 @@ impl SqliteStore {
     }
 
     pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        let rows = sqlx::query(
             "SELECT at, operator, action, target, detail FROM console_audit ORDER BY id DESC LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(at_ms, operator, action, target, detail)| AuditEntry {
-                at_ms,
-                operator,
-                action,
-                target,
-                detail,
-            })
-            .collect())
+        all(&rows, rows::audit_entry)
     }
 }

@@ -5,7 +5,7 @@
 //! what each carries. None carries a patient identifier, a name, or a raw
 //! field value: only counts, locators, column names and redacted shapes.
 
-use crate::store::Counts;
+use crate::model::Counts;
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level`.
 pub fn init(json: bool, level: Option<&str>) {

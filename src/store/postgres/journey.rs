@@ -6,21 +6,12 @@
 //! then cases, then timers). A timer is therefore fired by one transaction
 //! only; a crash before commit releases the claim.
 
-use sqlx::Row;
-
 use super::{PgStore, PgTx};
-use crate::store::journey::{
-    timer_row, ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
-    TIMER_COLS,
+use crate::journey::timer::{
+    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
 };
+use crate::store::rows::{self, all, timer_cols_of, ARMED_COUNTS, OPEN_COUNTS, TIMER_COLS};
 use crate::store::StoreError;
-
-fn rows(rs: &[sqlx::postgres::PgRow]) -> Result<Vec<TimerRow>, StoreError> {
-    rs.iter()
-        .map(|r| timer_row!(r))
-        .collect::<Result<_, _>>()
-        .map_err(StoreError::from)
-}
 
 impl PgStore {
     pub async fn journey_next_due(&self) -> Result<Option<i64>, StoreError> {
@@ -40,37 +31,21 @@ impl PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows(&rs)
+        all(&rs, rows::timer_row)
     }
 
     pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
-        let rs: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT program, rule, COUNT(*), MIN(deadline_at) FROM journey_timers WHERE status = 1
-             GROUP BY program, rule ORDER BY MIN(deadline_at)",
+        all(
+            &sqlx::query(OPEN_COUNTS).fetch_all(&self.pool).await?,
+            rows::stall_count,
         )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rs
-            .into_iter()
-            .map(|(program, rule, open, oldest)| StallCount {
-                program,
-                rule,
-                open,
-                oldest_deadline_ms: oldest,
-            })
-            .collect())
     }
 
     pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
-        let rs: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT program, rule, COUNT(*) FROM journey_timers WHERE status = 0 GROUP BY program, rule ORDER BY program, rule",
+        all(
+            &sqlx::query(ARMED_COUNTS).fetch_all(&self.pool).await?,
+            rows::armed_count,
         )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rs
-            .into_iter()
-            .map(|(program, rule, armed)| ArmedCount { program, rule, armed })
-            .collect())
     }
 
     pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> {
@@ -81,7 +56,7 @@ impl PgStore {
         .bind(case_id)
         .fetch_all(&self.pool)
         .await?;
-        rows(&rs)
+        all(&rs, rows::timer_row)
     }
 
     pub async fn journey_state(&self, program: &str, codes: &[&str]) -> Result<Vec<StateBody>, StoreError> {
@@ -92,16 +67,7 @@ impl PgStore {
         .bind(codes)
         .fetch_all(&self.pool)
         .await?;
-        rs.iter()
-            .map(|r| {
-                Ok(StateBody {
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    body: r.try_get("body")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rs, rows::state_body)
     }
 }
 
@@ -166,16 +132,9 @@ impl PgTx {
         kind: SettleKind,
         now_ms: i64,
     ) -> Result<Vec<TimerRow>, StoreError> {
-        let (from_armed, from_stalled) = match kind {
-            SettleKind::Awaited => (TimerStatus::Cleared, TimerStatus::Resumed),
-            SettleKind::Cancel => (TimerStatus::Cancelled, TimerStatus::Cancelled),
-        };
+        let (from_armed, from_stalled) = kind.settles_to();
         let col = |f: fn(&TimerSettle) -> &str| settles.iter().map(f).collect::<Vec<&str>>();
-        let returning = TIMER_COLS
-            .split(", ")
-            .map(|c| format!("t.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let returning = timer_cols_of("t");
         let rs = sqlx::query(&format!(
             "UPDATE journey_timers t SET status = CASE t.status WHEN 0 THEN $5::bigint ELSE $6::bigint END,
                 settled_at = $7, settled_by = v.by
@@ -192,7 +151,7 @@ impl PgTx {
         .bind(now_ms)
         .fetch_all(&mut *self.tx)
         .await?;
-        rows(&rs)
+        all(&rs, rows::timer_row)
     }
 
     pub async fn journey_due(
@@ -211,7 +170,7 @@ impl PgTx {
         .bind(limit)
         .fetch_all(&mut *self.tx)
         .await?;
-        rows(&rs)
+        all(&rs, rows::timer_row)
     }
 
     pub async fn journey_fired(

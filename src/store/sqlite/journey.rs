@@ -1,21 +1,14 @@
 //! Journey timers on SQLite (see `store::journey`). One writer: a claim is
 //! simply the write transaction.
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::{SqliteStore, SqliteTx, MAX_PARAMS};
-use crate::store::journey::{
-    timer_row, ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
-    TIMER_COLS,
+use crate::journey::timer::{
+    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
 };
+use crate::store::rows::{self, all, timer_cols_of, ARMED_COUNTS, OPEN_COUNTS, TIMER_COLS};
 use crate::store::StoreError;
-
-fn rows(rs: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<TimerRow>, StoreError> {
-    rs.iter()
-        .map(|r| timer_row!(r))
-        .collect::<Result<_, _>>()
-        .map_err(StoreError::from)
-}
 
 impl SqliteStore {
     pub async fn journey_next_due(&self) -> Result<Option<i64>, StoreError> {
@@ -36,37 +29,21 @@ impl SqliteStore {
             q.push(" AND program = ").push_bind(p.to_string());
         }
         q.push(" ORDER BY deadline_at, id LIMIT ").push_bind(limit);
-        rows(&q.build().fetch_all(&self.reader).await?)
+        all(&q.build().fetch_all(&self.reader).await?, rows::timer_row)
     }
 
     pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
-        let rs: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT program, rule, COUNT(*), MIN(deadline_at) FROM journey_timers WHERE status = 1
-             GROUP BY program, rule ORDER BY MIN(deadline_at)",
+        all(
+            &sqlx::query(OPEN_COUNTS).fetch_all(&self.reader).await?,
+            rows::stall_count,
         )
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rs
-            .into_iter()
-            .map(|(program, rule, open, oldest)| StallCount {
-                program,
-                rule,
-                open,
-                oldest_deadline_ms: oldest,
-            })
-            .collect())
     }
 
     pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
-        let rs: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT program, rule, COUNT(*) FROM journey_timers WHERE status = 0 GROUP BY program, rule ORDER BY program, rule",
+        all(
+            &sqlx::query(ARMED_COUNTS).fetch_all(&self.reader).await?,
+            rows::armed_count,
         )
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rs
-            .into_iter()
-            .map(|(program, rule, armed)| ArmedCount { program, rule, armed })
-            .collect())
     }
 
     pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> {
@@ -77,7 +54,7 @@ impl SqliteStore {
         .bind(case_id)
         .fetch_all(&self.reader)
         .await?;
-        rows(&rs)
+        all(&rs, rows::timer_row)
     }
 
     pub async fn journey_state(&self, program: &str, codes: &[&str]) -> Result<Vec<StateBody>, StoreError> {
@@ -91,16 +68,7 @@ impl SqliteStore {
         }
         q.push(")");
         let rs = q.build().fetch_all(&self.reader).await?;
-        rs.iter()
-            .map(|r| {
-                Ok(StateBody {
-                    case_id: r.try_get("case_id")?,
-                    milestone: r.try_get("milestone")?,
-                    body: r.try_get("body")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        all(&rs, rows::state_body)
     }
 }
 
@@ -183,10 +151,7 @@ impl SqliteTx {
         kind: SettleKind,
         now_ms: i64,
     ) -> Result<Vec<TimerRow>, StoreError> {
-        let (from_armed, from_stalled) = match kind {
-            SettleKind::Awaited => (TimerStatus::Cleared, TimerStatus::Resumed),
-            SettleKind::Cancel => (TimerStatus::Cancelled, TimerStatus::Cancelled),
-        };
+        let (from_armed, from_stalled) = kind.settles_to();
         let mut out = Vec::new();
         for chunk in settles.chunks(MAX_PARAMS / 4 - 4) {
             let mut q =
@@ -207,14 +172,11 @@ impl SqliteTx {
                 ") AS v WHERE journey_timers.program = v.column1 AND journey_timers.case_id = v.column2
                    AND journey_timers.rule = v.column3 AND journey_timers.status IN (0, 1)
                  RETURNING {}",
-                TIMER_COLS
-                    .split(", ")
-                    .map(|c| format!("journey_timers.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                timer_cols_of("journey_timers")
             ));
-            out.extend(rows(
+            out.extend(all(
                 &q.build().persistent(false).fetch_all(&mut *self.tx).await?,
+                rows::timer_row,
             )?);
         }
         Ok(out)
@@ -235,7 +197,7 @@ impl SqliteTx {
         .bind(limit)
         .fetch_all(&mut *self.tx)
         .await?;
-        rows(&rs)
+        all(&rs, rows::timer_row)
     }
 
     pub async fn journey_fired(

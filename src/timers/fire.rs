@@ -18,11 +18,12 @@ use chrono_tz::Tz;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{local_rfc3339, subscribers};
 use crate::config::Config;
+use crate::journey::plan::{local_rfc3339, subscribers};
+use crate::journey::timer::TimerStatus;
 use crate::outbox::journey::render_stalled;
-use crate::store::journey::TimerStatus;
-use crate::store::{OutboxWrite, Store, StoreError};
+use crate::outbox::OutboxWrite;
+use crate::store::{Store, StoreError};
 
 /// Timers per firing transaction: big enough to drain a backlog fast, small
 /// enough that a chunk commit never waits long for the program lock.
@@ -177,8 +178,8 @@ pub async fn fire_batch(
     // file_id 0: not from a file, like feed events.
     tx.insert_outbox(&outbox, 0).await?;
     tx.commit().await?;
-    super::TIMERS_FIRED.fetch_add(f.stalled, Relaxed);
-    super::STALLS_SUPPRESSED.fetch_add(f.suppressed, Relaxed);
+    crate::journey::TIMERS_FIRED.fetch_add(f.stalled, Relaxed);
+    crate::journey::STALLS_SUPPRESSED.fetch_add(f.suppressed, Relaxed);
     if f.stalled > 0 {
         tracing::info!(
             program,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use super::calendar::occurred_instant;
+use crate::journey::calendar::occurred_instant;
 use crate::model::MilestoneCode;
 use crate::store::{Store, StoreError};
 

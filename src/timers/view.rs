@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::journey::timer::{StallCount, TimerRow};
 use crate::outbox::journey::rfc3339_ms;
-use crate::store::journey::{StallCount, TimerRow};
 use crate::store::{Store, StoreError};
 
 /// One open stall, for listings.

@@ -1,0 +1,14 @@
+//! Durable journey timers at work: the part of journeys that reads and
+//! writes the store. [`chunk`] applies a chunk's journey plan inside its
+//! commit (or previews it for `hubsync map`), [`fire`] fires due timers from
+//! the wall clock, [`view`] and [`stats`] are what `hubsync journeys`, the
+//! admin API and the console show.
+//!
+//! The rules, deadline arithmetic, the plan and the timer types are
+//! `crate::journey`, below the store; this module is above it, so neither
+//! journey nor the store imports the other's callers.
+
+pub mod chunk;
+pub mod fire;
+pub mod stats;
+pub mod view;
