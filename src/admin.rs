@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::setup::Config;
 use crate::store::{ReplayCount, ReplayFilter, Store, StoreError};
 
 /// Errors of the admin API.

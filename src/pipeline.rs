@@ -29,7 +29,6 @@ use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::connector::{ExtraColumns, OnRowError};
-use crate::config::{Config, Connector, Format};
 use crate::diff::{self, Candidate, StateIndex, Verdict};
 use crate::map::expr::Stop;
 use crate::map::{Binding, FieldPath, Mapping};
@@ -41,6 +40,7 @@ use crate::parse::excel::{ExcelNext, ExcelReader};
 use crate::parse::x12::{X12Next, X12Reader};
 use crate::parse::xml::XmlReader;
 use crate::parse::{Fields, Locator, ParseError, Row};
+use crate::setup::{Config, Connector, Format};
 use crate::source::ReadyFile;
 use crate::store::{
     Claim, Counts, FileRow, FileStatus, Generation, OutboxWrite, RejectRow, StateRow, Store, StoreError,

@@ -410,7 +410,7 @@ async fn feeds(
     Ok(html(pages::feeds(&current, &latest, &failed, &missing)))
 }
 
-fn connector<'a>(state: &'a ConsoleState, name: &str) -> Result<&'a crate::config::Connector, ConsoleError> {
+fn connector<'a>(state: &'a ConsoleState, name: &str) -> Result<&'a crate::setup::Connector, ConsoleError> {
     state
         .admin
         .config

@@ -96,7 +96,7 @@ pub struct FileUnmatched<'a> {
     pub folder: &'a std::path::Path,
     pub file: &'a str,
     /// The connectors watching the folder.
-    pub patterns: &'a [crate::config::LocalSource],
+    pub patterns: &'a [crate::source::LocalSource],
 }
 
 impl FileUnmatched<'_> {
