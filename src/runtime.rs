@@ -97,7 +97,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
         };
         let (listen, token) = (admin.listen, shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = crate::admin::serve(listen, state, token).await {
+            if let Err(e) = crate::admin::serve(listen, crate::console::app(state), token).await {
                 tracing::error!(error = %e, "admin API stopped");
             }
         });

@@ -190,10 +190,12 @@ impl DropFolder {
             if let Some(strays) = &mut self.strays {
                 if is_stray(&name, &strays.watchers) && entry.metadata().is_ok_and(|m| m.is_file()) {
                     if !strays.reported.contains(&name) {
+                        let patterns: Vec<&str> =
+                            strays.watchers.iter().map(|w| w.pattern.glob().glob()).collect();
                         crate::telemetry::FileUnmatched {
                             folder: &self.src.path,
                             file: &name,
-                            patterns: &strays.watchers,
+                            patterns: &patterns,
                         }
                         .emit();
                         strays.reported.insert(name.clone());
