@@ -684,7 +684,7 @@ def main():
         ("latency", lambda: scenario_latency(hs, res, a.quick, runs)),
         ("delivery", lambda: scenario_delivery(hs, res, a.quick, runs)),
         ("rss", lambda: scenario_rss(hs, res, a.quick)),
-        ("postgres", lambda: scenario_postgres(hs, res, a.quick, runs, sizes[0])),
+        ("postgres", lambda: scenario_postgres(hs, res, a.quick, runs, 5_000 if a.quick else sizes[0])),
         ("callgrind", lambda: scenario_callgrind(hs, res, a.quick)),
     ]
     for name, run in scenarios:
