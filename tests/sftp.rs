@@ -14,9 +14,9 @@ use sftp_support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn sftp_source(config: &hubsync::config::Config) -> Result<hubsync::config::SftpSource> {
+fn sftp_source(config: &hubsync::setup::Config) -> Result<hubsync::source::SftpSource> {
     match &config.connectors.first().context("no connector")?.source {
-        hubsync::config::Source::Sftp(s) => Ok(s.clone()),
+        hubsync::source::Source::Sftp(s) => Ok(s.clone()),
         other => anyhow::bail!("not an sftp source: {other:?}"),
     }
 }
@@ -556,7 +556,7 @@ fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
          [source]\nkind = \"sftp\"\nuser = \"u\"\npath = \"/in\"\nrescan = \"5s\"\n\
          password_env = \"NOPE\"\nhost_key_fingerprint = \"SHA256:short\"\n[format]\nkind = \"csv\"\n",
     )?;
-    let err = hubsync::config::load_with_env(&root.join("config.toml"), &|k| {
+    let err = hubsync::setup::load_with_env(&root.join("config.toml"), &|k| {
         (k == "TEST_PSEUDO").then(|| PSEUDO_KEY.to_string())
     })
     .expect_err("bad connector");
@@ -577,7 +577,7 @@ fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
         "program = \"P\"\nmapping = \"acme-hub-status\"\ntime_zone = \"UTC\"\n\
          [source]\nkind = \"local\"\npath = \"in\"\nhost = \"h\"\n[format]\nkind = \"csv\"\n",
     )?;
-    let err = hubsync::config::load_with_env(&root.join("config.toml"), &|k| {
+    let err = hubsync::setup::load_with_env(&root.join("config.toml"), &|k| {
         (k == "TEST_PSEUDO").then(|| PSEUDO_KEY.to_string())
     })
     .expect_err("bad connector");

@@ -61,7 +61,7 @@ fn diagnostics(config: &str, connector: &str, mapping: &str, env_ok: bool) -> Ve
         }
         Hub::env()(k)
     };
-    match hubsync::config::load_with_env(&root.join("config.toml"), &env) {
+    match hubsync::setup::load_with_env(&root.join("config.toml"), &env) {
         Ok(_) => panic!("expected diagnostics"),
         Err(d) => d.0,
     }
@@ -191,7 +191,7 @@ fn expression_error() {
     assert_eq!(d[0].line, line);
 }
 
-fn project(dir: &Path, mapping: &str, connector_extra: &str) -> hubsync::config::Config {
+fn project(dir: &Path, mapping: &str, connector_extra: &str) -> hubsync::setup::Config {
     std::fs::create_dir_all(dir.join("connectors")).expect("mkdir");
     std::fs::create_dir_all(dir.join("mappings")).expect("mkdir");
     std::fs::write(dir.join("config.toml"), CONFIG).expect("write");
@@ -203,7 +203,7 @@ fn project(dir: &Path, mapping: &str, connector_extra: &str) -> hubsync::config:
     };
     std::fs::write(dir.join("connectors/c.toml"), connector).expect("write");
     std::fs::write(dir.join("mappings/m.toml"), mapping).expect("write");
-    hubsync::config::load_with_env(&dir.join("config.toml"), &Hub::env()).unwrap_or_else(|d| panic!("{d}"))
+    hubsync::setup::load_with_env(&dir.join("config.toml"), &Hub::env()).unwrap_or_else(|d| panic!("{d}"))
 }
 
 /// Daylight saving: a local time in the spring gap and one in the autumn
@@ -751,4 +751,49 @@ fn mapping_tests_name_refused_inputs() {
         "{stderr}"
     );
     assert!(stderr.contains("1 mapping test(s) failed"), "{stderr}");
+}
+
+/// The shipped PA-decision rules split on `x_review_type`, which the 278
+/// mapping reads from UM06: an expedited review (U) arms the 72-hour rule,
+/// a standard one (no UM06) the 7-day rule; never both, never neither.
+#[test]
+fn the_278_review_type_picks_the_pa_decision_window() {
+    let journey_of = |fixture: &str| -> Vec<(String, String)> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["map", "--config"])
+            .arg(repo().join("config.example.toml"))
+            .args(["--connector", "payer-278"])
+            .arg(repo().join("fixtures/x12").join(fixture))
+            .env("HUBSYNC_PSEUDONYM_KEY", support::PSEUDONYM_KEY)
+            .env("HUBSYNC_LOCAL_SECRET", support::SECRET)
+            .output()
+            .expect("run map");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "journey")
+            .map(|v| {
+                let j = &v["journey"];
+                (
+                    j["rule"].as_str().unwrap_or("").to_string(),
+                    j["case_id"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        journey_of("278-pended-urgent.x12"),
+        [(
+            "pa-decision-overdue-urgent".to_string(),
+            "TRK-PEND-URGENT-1".to_string()
+        )]
+    );
+    assert_eq!(
+        journey_of("278-pended.x12"),
+        [(
+            "pa-decision-overdue-standard".to_string(),
+            "TRK-PEND-1".to_string()
+        )]
+    );
 }

@@ -37,6 +37,7 @@ pub mod guard;
 pub mod journal;
 pub mod retry;
 pub mod sign;
+pub mod subscriber;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -47,11 +48,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Subscriber;
 use crate::metrics::SubscriberMetrics;
 use crate::outbox::{AttemptOutcome, AttemptResult, Due};
 use crate::store::{now_ms, Store, StoreError, SubscriberState};
 use retry::Verdict;
+pub use subscriber::{ClientIdentity, Subscriber};
 
 /// Errors of the delivery stage.
 #[derive(Debug, thiserror::Error)]

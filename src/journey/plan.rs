@@ -20,7 +20,6 @@ use chrono_tz::Tz;
 
 use super::timer::{TimerArm, TimerSettle};
 use super::{calendar, ProgramRules, Rule};
-use crate::config::{Config, Connector};
 use crate::model::Content;
 
 /// What one chunk does to timers.
@@ -57,16 +56,17 @@ pub fn trigger_cases<'a>(rules: &ProgramRules, contents: &[&'a Content]) -> Vec<
     cases
 }
 
-/// The plan for `contents` (one chunk's deltas, in file order), given the
-/// `(case, code)` pairs already in the state among the blocking codes.
+/// The plan for `contents` (one chunk's deltas, in file order, from
+/// `connector`, whose zone is `tz`), given the `(case, code)` pairs already
+/// in the state among the blocking codes.
 pub fn plan(
     rules: &ProgramRules,
-    connector: &Connector,
+    connector: &str,
+    tz: Tz,
     contents: &[&Content],
     present: &HashSet<(String, String)>,
     learned: DateTime<Utc>,
 ) -> Plan {
-    let tz: Tz = connector.time.tz;
     let mut out = Plan::default();
     // This chunk's own codes per case: an awaited milestone anywhere in the
     // chunk counts as present (it is stored by the same commit).
@@ -120,7 +120,7 @@ pub fn plan(
             trigger_milestone: c.milestone.as_str().to_string(),
             trigger_occurrence: c.occurrence.clone(),
             trigger_occurred_at: c.occurred_at.clone(),
-            connector: connector.name.clone(),
+            connector: connector.to_string(),
             armed_at_ms: learned.timestamp_millis(),
             deadline_ms: deadline.timestamp_millis(),
             rearm: r.from == super::Anchor::OccurredAt,
@@ -135,14 +135,4 @@ pub fn local_rfc3339(ms: i64, tz: Tz) -> String {
         .unwrap_or_default()
         .with_timezone(&tz)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Subscribers that want `code` events of `program` from `connector`.
-pub fn subscribers(config: &Config, connector: &str, program: &str, code: &str) -> Vec<String> {
-    config
-        .subscribers
-        .iter()
-        .filter(|s| s.wants(connector, program, code))
-        .map(|s| s.name.clone())
-        .collect()
 }

@@ -9,14 +9,15 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 
-use crate::config::{Config, Connector};
+use super::subscribers;
 use crate::diff::Delta;
-use crate::journey::plan::{local_rfc3339, plan, subscribers, trigger_cases};
+use crate::journey::plan::{local_rfc3339, plan, trigger_cases};
 use crate::journey::timer::{SettleKind, TimerStatus};
 use crate::journey::{TIMERS_ARMED, TIMERS_CANCELLED, TIMERS_CLEARED, TIMERS_RESUMED};
 use crate::model::Content;
 use crate::outbox::journey::{render_resumed, ResumedByMilestone};
 use crate::outbox::OutboxWrite;
+use crate::setup::{Config, Connector};
 use crate::store::{Store, StoreError, Tx};
 
 /// Applies a chunk's journey effects inside its transaction (after its
@@ -47,7 +48,14 @@ pub async fn on_chunk(
         .collect();
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
-    let p = plan(rules, connector, &contents, &present, now);
+    let p = plan(
+        rules,
+        &connector.name,
+        connector.time.tz,
+        &contents,
+        &present,
+        now,
+    );
     let resumed = tx.journey_settle(&p.awaited, SettleKind::Awaited, now_ms).await?;
     let cancelled = tx.journey_settle(&p.cancels, SettleKind::Cancel, now_ms).await?;
     let armed = tx.journey_arm(&p.arms).await?;
@@ -195,7 +203,7 @@ pub async fn effects(
         }
     }
     let now = Utc::now();
-    let p = plan(rules, connector, deltas, &present, now);
+    let p = plan(rules, &connector.name, connector.time.tz, deltas, &present, now);
     if let Some(store) = store {
         // Only cases whose timers this file would settle: one query each.
         let mut settled: Vec<&str> = p

@@ -18,11 +18,12 @@ use chrono_tz::Tz;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::journey::plan::{local_rfc3339, subscribers};
+use super::subscribers;
+use crate::journey::plan::local_rfc3339;
 use crate::journey::timer::TimerStatus;
 use crate::outbox::journey::render_stalled;
 use crate::outbox::OutboxWrite;
+use crate::setup::Config;
 use crate::store::{Store, StoreError};
 
 /// Timers per firing transaction: big enough to drain a backlog fast, small

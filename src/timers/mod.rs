@@ -12,3 +12,15 @@ pub mod chunk;
 pub mod fire;
 pub mod stats;
 pub mod view;
+
+use crate::setup::Config;
+
+/// Subscribers that want `code` events of `program` from `connector`.
+pub fn subscribers(config: &Config, connector: &str, program: &str, code: &str) -> Vec<String> {
+    config
+        .subscribers
+        .iter()
+        .filter(|s| s.wants(connector, program, code))
+        .map(|s| s.name.clone())
+        .collect()
+}

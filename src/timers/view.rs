@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::journey::timer::{StallCount, TimerRow};
 use crate::outbox::journey::rfc3339_ms;
+use crate::setup::Config;
 use crate::store::{Store, StoreError};
 
 /// One open stall, for listings.

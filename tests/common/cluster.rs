@@ -224,8 +224,8 @@ impl Cluster {
     }
 
     /// The config as the binary loads it (for dry runs).
-    pub fn load_config(&self) -> hubsync::config::Config {
-        hubsync::config::load_with_env(&self.config, &|k| match k {
+    pub fn load_config(&self) -> hubsync::setup::Config {
+        hubsync::setup::load_with_env(&self.config, &|k| match k {
             "HUBSYNC_PSEUDONYM_KEY" => Some(PSEUDONYM_KEY.to_string()),
             "HUBSYNC_TEST_SECRET" => Some(secret()),
             _ => None,

@@ -399,9 +399,9 @@ impl Instance {
         Ok(())
     }
 
-    pub fn load(&self) -> Result<hubsync::config::Config> {
+    pub fn load(&self) -> Result<hubsync::setup::Config> {
         let env = self.env.clone();
-        hubsync::config::load_with_env(&self.root.join("config.toml"), &move |k| env.get(k).cloned())
+        hubsync::setup::load_with_env(&self.root.join("config.toml"), &move |k| env.get(k).cloned())
             .map_err(|d| anyhow::anyhow!("config has errors:\n{d}"))
     }
 
@@ -475,7 +475,7 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// How many webhooks a file produces on an empty store (the dry run).
-pub fn expected_webhooks(config: &hubsync::config::Config, file: &Path) -> Result<usize> {
+pub fn expected_webhooks(config: &hubsync::setup::Config, file: &Path) -> Result<usize> {
     let connector = config.connectors.first().context("no connector")?;
     let dry = hubsync::pipeline::dry_run(config, connector, file)?;
     if let Some(f) = dry.failed {

@@ -292,8 +292,8 @@ impl Hub {
         }
     }
 
-    pub fn load(&self) -> hubsync::config::Config {
-        hubsync::config::load_with_env(&self.config, &Hub::env())
+    pub fn load(&self) -> hubsync::setup::Config {
+        hubsync::setup::load_with_env(&self.config, &Hub::env())
             .unwrap_or_else(|d| panic!("config loads:\n{d}"))
     }
 
