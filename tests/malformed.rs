@@ -9,9 +9,10 @@
 //! declaring a million cells, deep XML) are generated here at test time;
 //! the manifest names their generator instead of a file.
 
-mod malformed_support;
+mod support;
 
-use malformed_support::*;
+use support::malformed::*;
+use support::repo;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

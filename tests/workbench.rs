@@ -421,8 +421,6 @@ async fn dry_run_writes_nothing() {
 
 // ------------------------------------- honest exit codes and coverage (issue 13)
 
-mod malformed_support;
-
 /// Format keys of another kind (`delimiter`, `encoding`, `skip_lines`,
 /// `quote` on an Excel connector; `no_records` on a CSV one) are refused by
 /// `check`, each at its position.
@@ -489,7 +487,7 @@ fn run(hub: &Hub, args: &[&str]) -> std::process::Output {
 fn a_workbook_refused_part_way_maps_nothing_and_fails_the_command() {
     let hub = xlsx_hub();
     let gen = tempfile::tempdir().expect("tempdir");
-    let file = malformed_support::generate("shared_string_out_of_range", gen.path());
+    let file = support::malformed::generate("shared_string_out_of_range", gen.path());
     let f = file.to_str().expect("utf-8 path");
     let out = run(&hub, &["map", "--connector", "acme-xlsx", f]);
     let (stdout, stderr) = (

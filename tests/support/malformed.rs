@@ -1,21 +1,16 @@
-//! Shared by tests/malformed.rs and tests/phi.rs: the workspace (shipped
-//! config, connectors and mappings), a child-process runner with limits
-//! (wait4 rusage for peak RSS, a watchdog for hangs), and the generators of
-//! the big and binary malformed files.
-#![allow(dead_code)]
+//! For the malformed-input tests (malformed, phi, fuzz, workbench): the
+//! workspace (shipped config, connectors and mappings), a child-process
+//! runner with limits (wait4 rusage for peak RSS, a watchdog for hangs), and
+//! the generators of the big and binary malformed files.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const PSEUDONYM_KEY: &str = "test-pseudonym-key-0123456789";
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+use super::{bin, repo, PSEUDONYM_KEY, SECRET};
+
 pub const MAX_RSS_KB: i64 = 256 * 1024;
 pub const MAX_TIME: Duration = Duration::from_secs(10);
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The shipped config, connectors and mappings, plus one Excel connector on
 /// the Acme mapping (so a generated workbook needs only Acme's columns).
@@ -55,7 +50,7 @@ pub fn run_limited(root: &Path, args: &[&std::ffi::OsStr]) -> Outcome {
     let out_path = root.join(format!("out-{}.txt", rand::random::<u32>()));
     let err_path = out_path.with_extension("err");
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+    let child = std::process::Command::new(bin())
         .args(args)
         .current_dir(root)
         .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
