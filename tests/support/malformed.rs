@@ -218,26 +218,18 @@ fn sheet_far_cell(dir: &Path) -> PathBuf {
 /// A sheet with a million empty cells (`<c r=".."/>`, no value) after one row.
 fn million_empty_cells(dir: &Path) -> PathBuf {
     let p = dir.join("million_empty_cells.xlsx");
-    let mut wb = workbook(&[XROW]);
-    let bytes = wb.save_to_buffer().expect("xlsx");
-    let mut entries = unzip_stored(&bytes);
-    let sheet = entries
-        .iter_mut()
-        .find(|(n, _)| n == "xl/worksheets/sheet1.xml")
-        .expect("sheet1");
-    let xml = String::from_utf8(sheet.1.clone()).expect("utf-8 sheet");
-    let mut empty = String::with_capacity(30 << 20);
-    for r in 3..=1002u32 {
-        empty.push_str(&format!("<row r=\"{r}\">"));
-        for c in 0..1000u32 {
-            empty.push_str(&format!("<c r=\"{}{r}\"/>", col_name(c)));
+    let z = with_sheet_xml(&mut workbook(&[XROW]), |xml| {
+        let mut empty = String::with_capacity(30 << 20);
+        for r in 3..=1002u32 {
+            empty.push_str(&format!("<row r=\"{r}\">"));
+            for c in 0..1000u32 {
+                empty.push_str(&format!("<c r=\"{}{r}\"/>", col_name(c)));
+            }
+            empty.push_str("</row>");
         }
-        empty.push_str("</row>");
-    }
-    sheet.1 = xml
-        .replacen("</sheetData>", &format!("{empty}</sheetData>"), 1)
-        .into_bytes();
-    std::fs::write(&p, zip_stored(&entries, None)).expect("write");
+        xml.replacen("</sheetData>", &format!("{empty}</sheetData>"), 1)
+    });
+    std::fs::write(&p, z).expect("write");
     p
 }
 
