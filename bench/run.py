@@ -656,31 +656,36 @@ def main():
     only = set(a.only.split(",")) if a.only else {"csv", "x12", "xlsx", "latency", "delivery", "rss", "postgres",
                                                   "callgrind"}
     DATA.mkdir(parents=True, exist_ok=True)
+    t = time.time()
     hs = binary(a.quick)
     install_python_peers()
+    print(f"bench: build and peers took {time.time() - t:.0f} s", file=sys.stderr)
     res = Results()
     started = time.time()
     load = os.getloadavg()[0]
-    if "csv" in only:
+    def csv_with_listener():
         rx = Listener(hs, 19321, OUT / "csv-peer.log")
         try:
             scenario_csv(hs, res, sizes, runs, rx.url)
         finally:
             rx.stop()
-    if "x12" in only:
-        scenario_x12(hs, res, a.quick, runs)
-    if "xlsx" in only:
-        scenario_xlsx(hs, res, a.quick, runs)
-    if "latency" in only:
-        scenario_latency(hs, res, a.quick, runs)
-    if "delivery" in only:
-        scenario_delivery(hs, res, a.quick, runs)
-    if "rss" in only:
-        scenario_rss(hs, res, a.quick)
-    if "postgres" in only:
-        scenario_postgres(hs, res, a.quick, runs, sizes[0])
-    if "callgrind" in only:
-        scenario_callgrind(hs, res, a.quick)
+
+    scenarios = [
+        ("csv", csv_with_listener),
+        ("x12", lambda: scenario_x12(hs, res, a.quick, runs)),
+        ("xlsx", lambda: scenario_xlsx(hs, res, a.quick, runs)),
+        ("latency", lambda: scenario_latency(hs, res, a.quick, runs)),
+        ("delivery", lambda: scenario_delivery(hs, res, a.quick, runs)),
+        ("rss", lambda: scenario_rss(hs, res, a.quick)),
+        ("postgres", lambda: scenario_postgres(hs, res, a.quick, runs, sizes[0])),
+        ("callgrind", lambda: scenario_callgrind(hs, res, a.quick)),
+    ]
+    for name, run in scenarios:
+        if name in only:
+            t = time.time()
+            run()
+            # What each scenario costs, so the CI budget (RELIABILITY.md) can be kept.
+            print(f"bench: {name} took {time.time() - t:.0f} s", file=sys.stderr)
     mode = "Quick mode: small sizes, 1 run, debug build; not figures to quote." if a.quick else \
         f"Medians of {runs} runs (pyx12 and openpyxl: 1 run, each takes minutes), release build."
     header = (f"Machine: {os.cpu_count()} cores, load average {load:.2f} at start; {mode} "

@@ -29,7 +29,6 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Samp
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use hubsync::config::{self, Config, Connector, Format};
 use hubsync::deliver::{envelope, sign};
 use hubsync::diff::{Candidate, Delta, StateIndex, Verdict};
 use hubsync::map::{Binding, Bound, ContentSink, FieldPath, Fingerprint, HashSink};
@@ -38,6 +37,7 @@ use hubsync::outbox;
 use hubsync::parse::csv::{CsvFormat, CsvReader};
 use hubsync::parse::x12::{self, Tokenizer, X12Format, X12Next, X12Reader};
 use hubsync::parse::{Fields, Row};
+use hubsync::setup::{self, Config, Connector, Format};
 use hubsync::store::Due;
 
 /// Rows in the generated CSV snapshot: enough that the mapping benches cycle
@@ -78,7 +78,7 @@ fn load_config(dir: &Path) -> Config {
         ),
     )
     .expect("the temp dir is writable");
-    config::load_with_env(&cfg, &|k| match k {
+    setup::load_with_env(&cfg, &|k| match k {
         "BENCH_PSEUDONYM_KEY" => Some(PSEUDONYM_KEY.to_string()),
         "BENCH_SECRET" => Some(SECRET.to_string()),
         _ => None,

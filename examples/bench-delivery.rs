@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use hubsync::config::{Envelope, PayloadMode, Subscriber};
+use hubsync::config::{Envelope, PayloadMode};
+use hubsync::deliver::Subscriber;
 use hubsync::deliver::{http_client, sign, Worker};
 use hubsync::store::{OutboxWrite, Store};
 
@@ -35,7 +36,7 @@ struct Rx {
 }
 
 async fn receiver(rx: Arc<Rx>, port: u16) -> std::net::SocketAddr {
-    let key = hubsync::config::decode_secret(SECRET).expect("valid secret");
+    let key = hubsync::deliver::sign::decode_secret(SECRET).expect("valid secret");
     let keys = Arc::new(vec![key]);
     let handler = move |headers: HeaderMap, body: Bytes| {
         let (rx, keys) = (rx.clone(), keys.clone());
@@ -125,7 +126,7 @@ fn subscriber(url: &str, in_flight: usize) -> Subscriber {
     Subscriber {
         name: "bench".into(),
         url: reqwest::Url::parse(url).expect("url"),
-        keys: vec![hubsync::config::decode_secret(SECRET).expect("secret")],
+        keys: vec![hubsync::deliver::sign::decode_secret(SECRET).expect("secret")],
         timeout: Duration::from_secs(15),
         max_in_flight: in_flight,
         retry_schedule: vec![Duration::from_secs(5)],
@@ -169,7 +170,7 @@ async fn main() {
         let id = "msg_wrkbench0000000000000000000000";
         let ts = chrono::Utc::now().timestamp();
         let b = body(1, 1, 1);
-        let key = hubsync::config::decode_secret(SECRET).expect("secret");
+        let key = hubsync::deliver::sign::decode_secret(SECRET).expect("secret");
         let sig = sign::sign(&[key], id, ts, b.as_bytes());
         let lua = format!(
             "wrk.method = \"POST\"\nwrk.body = {}\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"webhook-id\"] = \"{id}\"\nwrk.headers[\"webhook-timestamp\"] = \"{ts}\"\nwrk.headers[\"webhook-signature\"] = \"{sig}\"\n",

@@ -28,7 +28,7 @@ const KEY: &str = "bench-pseudonym-key-0123456789";
 
 /// A project folder: config, the acme-hub connector and mapping, and (with
 /// `deadline`) a rule every milestone the mapping produces triggers.
-fn project(dir: &Path, deadline: Option<&str>) -> hubsync::config::Config {
+fn project(dir: &Path, deadline: Option<&str>) -> hubsync::setup::Config {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(dir.join("connectors")).expect("mkdir");
     std::fs::create_dir_all(dir.join("mappings")).expect("mkdir");
@@ -61,7 +61,7 @@ fn project(dir: &Path, deadline: Option<&str>) -> hubsync::config::Config {
         )
         .expect("write rules");
     }
-    hubsync::config::load_with_env(&dir.join("config.toml"), &|k| match k {
+    hubsync::setup::load_with_env(&dir.join("config.toml"), &|k| match k {
         "K" => Some(KEY.to_string()),
         "S" => Some(SECRET.to_string()),
         _ => None,

@@ -62,7 +62,7 @@ async fn main() -> Result<()> {
         &sftp_connector(&sshd, &drop_dir, "", "after_commit = \"leave\"\n")?,
     )?;
     let config = inst.load()?;
-    let hubsync::config::Source::Sftp(src) = &config.connectors[0].source else {
+    let hubsync::source::Source::Sftp(src) = &config.connectors[0].source else {
         bail!("not sftp");
     };
     let mut remote = SftpDrop::new(src.clone());

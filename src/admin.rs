@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::setup::Config;
 use crate::store::{ReplayCount, ReplayFilter, Store, StoreError};
 
 /// Errors of the admin API.
@@ -66,24 +66,10 @@ pub struct AdminState {
     pub token: Arc<str>,
 }
 
-/// The router: the API, with bearer-token authentication on every route,
-/// and (unless `[admin] console = false`) the operator console under
-/// `/console`, which has its own login (see [`crate::console`]).
+/// The API's router, with bearer-token authentication on every route. The
+/// operator console is merged beside it by [`crate::console::app`], which
+/// sits above this module.
 pub fn router(state: AdminState) -> Router {
-    let console = state.config.admin.as_ref().is_some_and(|a| a.console);
-    let api = api_router(state.clone());
-    if console {
-        api.route(
-            "/",
-            get(|| async { axum::response::Redirect::to("/console/feeds") }),
-        )
-        .merge(crate::console::router(state))
-    } else {
-        api
-    }
-}
-
-fn api_router(state: AdminState) -> Router {
     let token = state.token.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -105,17 +91,17 @@ fn api_router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown`.
+/// Serves `router` (hardened) until `shutdown`.
 pub async fn serve(
     listen: std::net::SocketAddr,
-    state: AdminState,
+    router: Router,
     shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| AdminError::Bind(listen, e))?;
     tracing::info!(listen = %listener.local_addr().map_err(AdminError::Serve)?, "admin API listening");
-    axum::serve(listener, harden(router(state)))
+    axum::serve(listener, harden(router))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(AdminError::Serve)

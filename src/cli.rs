@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::deliver::sign;
+use crate::setup;
 use crate::store::Store;
 
 /// Standard output went away (`hubsync status | head`): the command ends
@@ -227,8 +228,8 @@ pub fn main() -> anyhow::Result<()> {
     rt.block_on(dispatch(cli))
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<config::Config> {
-    match config::load(path) {
+fn load(path: &std::path::Path) -> anyhow::Result<setup::Config> {
+    match setup::load(path) {
         Ok(c) => Ok(c),
         Err(d) => {
             errln!("{d}");
@@ -688,9 +689,9 @@ async fn print_missing_drops(store: &Store) -> anyhow::Result<()> {
 
 /// Files in watched folders that no connector's pattern matches: they are
 /// never processed, so say so (a re-drop under the wrong name, a typo).
-fn print_unmatched_files(c: &config::Config) -> anyhow::Result<()> {
+fn print_unmatched_files(c: &setup::Config) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    for (folder, watchers) in crate::source::local::folders(&c.connectors) {
+    for (folder, watchers) in crate::source::local::folders(c.connectors.iter().map(|c| &c.source)) {
         let names = match crate::source::local::strays(&folder, &watchers) {
             Ok(names) => names,
             // A folder the daemon has not created yet holds nothing.
@@ -757,7 +758,7 @@ async fn listen(
         std::env::var(secret_env).with_context(|| format!("environment variable {secret_env} is not set"))?;
     let keys: Vec<Vec<u8>> = raw
         .split_whitespace()
-        .map(|s| config::decode_secret(s).map_err(anyhow::Error::msg))
+        .map(|s| crate::deliver::sign::decode_secret(s).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<_>>()?;
     let keys = Arc::new(keys);
     // Set when printing fails (a closed pipe): the server stops with it.

@@ -19,8 +19,9 @@ use chrono_tz::Tz;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Connector, Expectation};
+use crate::config::connector::Expectation;
 use crate::outbox::{self, FeedMissing};
+use crate::setup::{Config, Connector};
 use crate::store::{MissingDrop, OutboxWrite, Store, StoreError};
 
 /// The instant a local date's deadline falls on. In a spring-forward gap the

@@ -22,7 +22,10 @@
 //!   deadline becomes `journey.stalled`.
 //! - [`store`]: the only place with SQL; SQLite, or PostgreSQL shared by
 //!   several instances (see `src/store/design.md`).
-//! - [`config`]: config, connector and mapping files, validated at load.
+//! - [`config`]: config and connector files as users write them (serde
+//!   specs and `file:line:col` diagnostics); the bottom layer.
+//! - [`setup`]: validates the specs and builds each stage's runtime parts.
+//! - [`text`]: header folding and typo hints, shared by several stages.
 //! - [`model`]: the canonical milestone model.
 //! - [`telemetry`]: logging setup; no PHI ever reaches it.
 //! - [`metrics`]: Prometheus counters and the exposition text.
@@ -46,7 +49,9 @@ pub mod outbox;
 pub mod parse;
 pub mod pipeline;
 pub mod runtime;
+pub mod setup;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod workbench;

@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminState};
-use crate::config::{Config, Connector, Source};
 use crate::deliver::{client_for, http_client_with, DeliverError, Worker};
 use crate::metrics::Metrics;
 use crate::pipeline::{FileOutcome, Pipeline};
+use crate::setup::{Config, Connector};
 use crate::source::local::{self, DropFolder};
 use crate::source::sftp::{RemoteFile, Scope, SftpDrop, SftpError};
+use crate::source::Source;
 use crate::store::{RemoteKey, RemoteStatus};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::{FileDuplicateSkipped, FileFailed, FileProcessed};
@@ -96,7 +97,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
         };
         let (listen, token) = (admin.listen, shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = crate::admin::serve(listen, state, token).await {
+            if let Err(e) = crate::admin::serve(listen, crate::console::app(state), token).await {
                 tracing::error!(error = %e, "admin API stopped");
             }
         });
@@ -128,7 +129,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
     // The connectors watching each local folder: the first of them reports
     // the folder's files that none of them matches.
     let mut watchers: std::collections::HashMap<_, _> =
-        local::folders(&config.connectors).into_iter().collect();
+        local::folders(config.connectors.iter().map(|c| &c.source))
+            .into_iter()
+            .collect();
     for connector in &config.connectors {
         let (p, c, t) = (pipeline.clone(), connector.clone(), shutdown.clone());
         match &connector.source {
@@ -290,7 +293,7 @@ enum HandleError {
 /// archived (or quarantined) file. Failing to write them is logged, not
 /// fatal: the file's milestones are committed already.
 fn write_acks(connector: &Connector, file: &std::path::Path) {
-    if let crate::config::Format::X12(fmt) = &connector.format {
+    if let crate::setup::Format::X12(fmt) = &connector.format {
         if fmt.acknowledgments {
             if let Err(e) = crate::parse::x12::ack::write_beside(file, fmt) {
                 tracing::warn!(connector = %connector.name, error = %e, "cannot write the X12 acknowledgments");

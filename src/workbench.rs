@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::diag::{parse_toml, Diagnostics, SourceFile};
-use crate::config::{Config, Connector};
 use crate::map::{key_hash, Coverage};
 use crate::model::Content;
 use crate::pipeline::{dry_run_with, DryRun, PipelineError};
+use crate::setup::{Config, Connector};
 use crate::store::{Counts, RejectRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +181,7 @@ pub async fn map_file(
     let unmapped = coverage.unmapped.into_inner();
     // Every mapping the connector applies: its own, and each sheet rule's.
     let mut mappings: Vec<&crate::map::Mapping> = vec![&connector.mapping];
-    if let crate::config::Format::Excel(rules) = &connector.format {
+    if let crate::setup::Format::Excel(rules) = &connector.format {
         for (_, m) in rules {
             if !mappings.iter().any(|x| x.name == m.name) {
                 mappings.push(m);

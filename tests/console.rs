@@ -102,7 +102,7 @@ impl World {
             wakers: HashMap::new(),
             token: ADMIN_TOKEN.into(),
         };
-        hubsync::admin::router(state)
+        hubsync::console::app(state)
     }
 
     async fn stop(mut self) {

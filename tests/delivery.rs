@@ -793,7 +793,7 @@ async fn mtls_client_certificate_loads() {
         "https://127.0.0.1:9/w",
         "client_cert = \"client.pem\"\nclient_key = \"missing.key\"",
     ));
-    let err = hubsync::config::load_with_env(&hub.config, &Hub::env()).expect_err("missing key");
+    let err = hubsync::setup::load_with_env(&hub.config, &Hub::env()).expect_err("missing key");
     let text = err.to_string();
     assert!(
         text.contains("missing.key") && text.contains("config.toml:"),

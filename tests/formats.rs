@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use hubsync::config::{self, Config, Connector};
 use hubsync::pipeline::dry_run;
+use hubsync::setup::{self, Config, Connector};
 use support::{repo, Receiver, PSEUDONYM_KEY, SECRET};
 
 fn env(k: &str) -> Option<String> {
@@ -40,7 +40,7 @@ fn repo_config(dir: &Path) -> Result<Config> {
             repo().join("mappings"),
         ),
     )?;
-    config::load_with_env(&cfg, &env).map_err(|d| anyhow::anyhow!("config does not load:\n{d}"))
+    setup::load_with_env(&cfg, &env).map_err(|d| anyhow::anyhow!("config does not load:\n{d}"))
 }
 
 fn connector<'c>(cfg: &'c Config, name: &str) -> &'c Arc<Connector> {
@@ -237,7 +237,7 @@ fn a_bad_x12_path_is_a_diagnostic_with_its_position() -> Result<()> {
     )?;
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, "[pseudonymization]\nkey_env = \"HUBSYNC_PSEUDONYM_KEY\"\n")?;
-    let err = config::load_with_env(&cfg, &env).expect_err("typo in a path");
+    let err = setup::load_with_env(&cfg, &env).expect_err("typo in a path");
     let text = err.to_string();
     assert!(text.contains("m.toml:5:"), "{text}");
     assert!(
@@ -341,7 +341,7 @@ async fn drop_and_receive(
         ),
     )?;
     std::fs::create_dir_all(root.join("data"))?;
-    let cfg = config::load_with_env(&cfg_path, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let cfg = setup::load_with_env(&cfg_path, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
     let token = tokio_util::sync::CancellationToken::new();
     let daemon = tokio::spawn(hubsync::runtime::run(cfg, token.clone()));
     let src = repo().join(fixture);
@@ -501,7 +501,7 @@ async fn bench_pipeline() -> Result<()> {
     ))
     .await?;
     let cfg = Arc::new(cfg);
-    if let (Some(_), hubsync::config::Format::X12(fmt)) = (std::env::var_os("BENCH_PARSE"), &conn.format) {
+    if let (Some(_), hubsync::setup::Format::X12(fmt)) = (std::env::var_os("BENCH_PARSE"), &conn.format) {
         // The two X12 passes alone, then with the rows projected.
         let t = std::time::Instant::now();
         let v = hubsync::parse::x12::validate(&file, fmt)?;
@@ -803,7 +803,7 @@ fn every_x12_fixture_parses_and_maps_as_tabled() -> Result<()> {
     for case in X12_CASES {
         let conn = connector(&cfg, case.connector);
         let path = repo().join(case.file);
-        let hubsync::config::Format::X12(fmt) = &conn.format else {
+        let hubsync::setup::Format::X12(fmt) = &conn.format else {
             bail!("{} is not an X12 connector", case.connector);
         };
         let st01 = first_st01(&path, fmt);
@@ -951,7 +951,7 @@ fn sp_feeds_and_the_hub_file_share_one_case_timeline() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let cfg = config::load_with_env(&cfg_path, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let cfg = setup::load_with_env(&cfg_path, &env).map_err(|d| anyhow::anyhow!("{d}"))?;
     let rt = tokio::runtime::Runtime::new()?;
     let timeline = rt.block_on(async {
         let store = hubsync::store::Store::open_read_only(&cfg.store_url)
@@ -1009,7 +1009,7 @@ impl Project {
         for (name, text) in mappings {
             std::fs::write(root.join(format!("mappings/{name}.toml")), text)?;
         }
-        let config = config::load_with_env(&root.join("config.toml"), &env)
+        let config = setup::load_with_env(&root.join("config.toml"), &env)
             .map_err(|d| anyhow::anyhow!("config does not load:\n{d}"))?;
         Ok(Project { dir, config })
     }

@@ -35,7 +35,7 @@ const HANG: Duration = Duration::from_secs(5);
 /// What a target needs: a workspace with the shipped config loaded.
 struct Ctx {
     dir: PathBuf,
-    config: hubsync::config::Config,
+    config: hubsync::setup::Config,
 }
 
 fn env(k: &str) -> Option<String> {
@@ -187,7 +187,7 @@ fn config_loader(ctx: &Ctx, data: &[u8]) -> String {
         .expect("copy");
     }
     std::fs::write(root.join("connectors/fuzz.toml"), data).expect("write scratch connector");
-    match hubsync::config::load_with_env(&root.join("config.toml"), &env) {
+    match hubsync::setup::load_with_env(&root.join("config.toml"), &env) {
         Ok(_) => "ok".to_string(),
         Err(d) => format!("err {}", shape(&d.to_string())),
     }
@@ -476,7 +476,7 @@ fn save(target: &str, input: &[u8]) -> PathBuf {
 
 fn context() -> (tempfile::TempDir, std::sync::Arc<Ctx>) {
     let ws = support::malformed::workspace();
-    let config = hubsync::config::load_with_env(&ws.path().join("config.toml"), &env)
+    let config = hubsync::setup::load_with_env(&ws.path().join("config.toml"), &env)
         .unwrap_or_else(|d| panic!("the shipped config loads:\n{d}"));
     let ctx = std::sync::Arc::new(Ctx {
         dir: ws.path().to_path_buf(),

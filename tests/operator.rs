@@ -225,7 +225,7 @@ async fn every_command_exits_quietly_on_a_closed_pipe() {
             .expect("spawn listen"),
     );
     let body = br#"{"type":"pa.approved","data":{"case_id":"C1"}}"#;
-    let key = hubsync::config::decode_secret(SECRET).expect("test secret");
+    let key = hubsync::deliver::sign::decode_secret(SECRET).expect("test secret");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -370,7 +370,7 @@ async fn listen_quiet_counts_verified_events_and_reports_at_exit() {
             .expect("spawn listen"),
     );
     let body = br#"{"type":"pa.approved","data":{"case_id":"C1"}}"#;
-    let key = hubsync::config::decode_secret(SECRET).expect("test secret");
+    let key = hubsync::deliver::sign::decode_secret(SECRET).expect("test secret");
     let client = reqwest::Client::new();
     let before = chrono::Utc::now().timestamp_millis();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -499,7 +499,7 @@ fn check_points_at_mapping_errors() {
 /// Regenerate with `hubsync test --update`.
 #[test]
 fn golden_every_fixture_maps_to_its_expected_output() {
-    let config = hubsync::config::load_with_env(&repo().join("config.example.toml"), &|k| match k {
+    let config = hubsync::setup::load_with_env(&repo().join("config.example.toml"), &|k| match k {
         "HUBSYNC_PSEUDONYM_KEY" => Some(support::PSEUDONYM_KEY.to_string()),
         "HUBSYNC_LOCAL_SECRET" => Some(support::SECRET.to_string()),
         _ => None,

@@ -435,7 +435,7 @@ fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
         "[pseudonymization]\nkey_env = \"TEST_PSEUDO\"\n",
     )?;
     let load = || {
-        hubsync::config::load_with_env(&root.join("config.toml"), &|k| {
+        hubsync::setup::load_with_env(&root.join("config.toml"), &|k| {
             (k == "TEST_PSEUDO").then(|| PSEUDONYM_KEY.to_string())
         })
         .expect_err("bad connector")

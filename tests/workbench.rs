@@ -61,7 +61,7 @@ fn diagnostics(config: &str, connector: &str, mapping: &str, env_ok: bool) -> Ve
         }
         Hub::env()(k)
     };
-    match hubsync::config::load_with_env(&root.join("config.toml"), &env) {
+    match hubsync::setup::load_with_env(&root.join("config.toml"), &env) {
         Ok(_) => panic!("expected diagnostics"),
         Err(d) => d.0,
     }
@@ -204,7 +204,7 @@ fn expression_error() {
     assert_eq!(d[0].line, line);
 }
 
-fn project(dir: &Path, mapping: &str, connector_extra: &str) -> hubsync::config::Config {
+fn project(dir: &Path, mapping: &str, connector_extra: &str) -> hubsync::setup::Config {
     std::fs::create_dir_all(dir.join("connectors")).expect("mkdir");
     std::fs::create_dir_all(dir.join("mappings")).expect("mkdir");
     std::fs::write(dir.join("config.toml"), CONFIG).expect("write");
@@ -216,7 +216,7 @@ fn project(dir: &Path, mapping: &str, connector_extra: &str) -> hubsync::config:
     };
     std::fs::write(dir.join("connectors/c.toml"), connector).expect("write");
     std::fs::write(dir.join("mappings/m.toml"), mapping).expect("write");
-    hubsync::config::load_with_env(&dir.join("config.toml"), &Hub::env()).unwrap_or_else(|d| panic!("{d}"))
+    hubsync::setup::load_with_env(&dir.join("config.toml"), &Hub::env()).unwrap_or_else(|d| panic!("{d}"))
 }
 
 /// Daylight saving: a local time in the spring gap and one in the autumn

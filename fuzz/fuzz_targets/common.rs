@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 pub struct Ctx {
     pub dir: tempfile::TempDir,
-    pub config: hubsync::config::Config,
+    pub config: hubsync::setup::Config,
 }
 
 /// The repository root (this crate lives in `fuzz/`).
@@ -31,7 +31,7 @@ fn env(k: &str) -> Option<String> {
 pub fn ctx() -> &'static Ctx {
     static CTX: OnceLock<Ctx> = OnceLock::new();
     CTX.get_or_init(|| {
-        let config = hubsync::config::load_with_env(&repo().join("config.example.toml"), &env)
+        let config = hubsync::setup::load_with_env(&repo().join("config.example.toml"), &env)
             .unwrap_or_else(|d| panic!("the shipped config loads: {d}"));
         Ctx {
             dir: tempfile::tempdir().expect("a scratch folder"),

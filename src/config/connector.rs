@@ -48,6 +48,15 @@ pub struct ExpectSpec {
     pub days: Vec<Spanned<String>>,
 }
 
+/// `[expect]` checked: a daily deadline for a feed's file, in the
+/// connector's time zone (setup parses it from [`ExpectSpec`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectation {
+    pub daily_by: chrono::NaiveTime,
+    /// Weekdays (of the deadline) the file is expected; empty means every day.
+    pub days: Vec<chrono::Weekday>,
+}
+
 /// The header policy: what drift in a hub's columns means.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -226,7 +235,7 @@ pub struct FormatSpec {
     pub fill_merged: Option<Spanned<Vec<String>>>,
     // -- x12
     /// ISA11 == ISA16: `reject` (default), `repetition` or `component`.
-    pub separator_collision: Option<Spanned<crate::parse::x12::SeparatorCollision>>,
+    pub separator_collision: Option<Spanned<SeparatorCollision>>,
     /// Accept an ISA whose elements are not at their fixed widths.
     pub lenient_isa_width: Option<Spanned<bool>>,
     /// HL03 levels that start a record (default: 278 EV; others 22 and 23).
@@ -249,6 +258,20 @@ pub struct FormatSpec {
     pub encoding: Option<Spanned<Encoding>>,
     /// Lines to skip before the header row (title rows some hubs add).
     pub skip_lines: Option<Spanned<u64>>,
+}
+
+/// What to do when ISA11 (repetition separator) equals ISA16 (component
+/// separator): X12 has no escape, so a partner that does this must be
+/// accepted knowingly, per connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeparatorCollision {
+    /// The interchange is refused (the default).
+    Reject,
+    /// The shared byte separates repetitions; elements have no components.
+    Repetition,
+    /// The shared byte separates components; elements have no repetitions.
+    Component,
 }
 
 /// An XML document whose structure does not lead to the record element.

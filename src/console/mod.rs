@@ -76,6 +76,23 @@ pub struct ConsoleState {
     pub secure: bool,
 }
 
+/// Everything the admin listener serves: the API and, unless `[admin]
+/// console = false`, the operator console under `/console` (which has its
+/// own login) with `/` redirecting to it.
+pub fn app(state: AdminState) -> Router {
+    let console = state.config.admin.as_ref().is_some_and(|a| a.console);
+    let api = crate::admin::router(state.clone());
+    if console {
+        api.route(
+            "/",
+            axum::routing::get(|| async { axum::response::Redirect::to("/console/feeds") }),
+        )
+        .merge(router(state))
+    } else {
+        api
+    }
+}
+
 /// The console's routes (under `/console`), with their security headers.
 pub fn router(admin: AdminState) -> Router {
     let secure = admin
@@ -410,7 +427,7 @@ async fn feeds(
     Ok(html(pages::feeds(&current, &latest, &failed, &missing)))
 }
 
-fn connector<'a>(state: &'a ConsoleState, name: &str) -> Result<&'a crate::config::Connector, ConsoleError> {
+fn connector<'a>(state: &'a ConsoleState, name: &str) -> Result<&'a crate::setup::Connector, ConsoleError> {
     state
         .admin
         .config

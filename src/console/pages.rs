@@ -11,7 +11,8 @@ use super::chart::{self, Series};
 use super::session::Current;
 use super::ReplayForm;
 use crate::admin::SubscriberView;
-use crate::config::{Connector, Format, Source};
+use crate::setup::{Connector, Format};
+use crate::source::Source;
 use crate::store::{
     now_ms, AttemptTally, AuditEntry, CaseRef, DeadLetter, DeliveryStatus, FileStatus, FileSummary, Latency,
     MessageRow, MissingDrop, RejectRow, ReplayCount,

@@ -6,7 +6,8 @@
 //! `webhook-id` names the same bytes on every attempt and every replay for a
 //! given subscriber setting.
 
-use crate::config::{Envelope, PayloadMode, Subscriber};
+use super::Subscriber;
+use crate::config::{Envelope, PayloadMode};
 use crate::store::Due;
 
 /// Why a message cannot be prepared.

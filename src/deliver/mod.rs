@@ -37,6 +37,7 @@ pub mod guard;
 pub mod journal;
 pub mod retry;
 pub mod sign;
+pub mod subscriber;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -47,10 +48,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Subscriber;
 use crate::metrics::SubscriberMetrics;
 use crate::store::{now_ms, AttemptOutcome, AttemptResult, Due, Store, StoreError, SubscriberState};
 use retry::Verdict;
+pub use subscriber::{ClientIdentity, Subscriber};
 
 /// Errors of the delivery stage.
 #[derive(Debug, thiserror::Error)]

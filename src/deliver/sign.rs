@@ -6,6 +6,20 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Decodes a `whsec_…` secret into its key bytes.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let b64 = secret
+        .strip_prefix("whsec_")
+        .ok_or("secret must start with `whsec_`")?;
+    let key = B64
+        .decode(b64)
+        .map_err(|e| format!("secret is not valid base64: {e}"))?;
+    if key.len() < 16 {
+        return Err("secret key is shorter than 16 bytes".into());
+    }
+    Ok(key)
+}
+
 fn mac(key: &[u8], id: &str, ts: i64, body: &[u8]) -> Hmac<Sha256> {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     m.update(id.as_bytes());
@@ -75,7 +89,6 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::decode_secret;
 
     /// The conformance vector from the Standard Webhooks specification.
     #[test]

@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{local_rfc3339, subscribers};
-use crate::config::Config;
 use crate::outbox::journey::render_stalled;
+use crate::setup::Config;
 use crate::store::journey::TimerStatus;
 use crate::store::{OutboxWrite, Store, StoreError};
 

@@ -335,7 +335,7 @@ fn code_at(
                 s.span(),
                 format!("unknown milestone code `{}` in {what}", s.get_ref()),
             );
-            diags.push(match expr::closest(s.get_ref(), &known) {
+            diags.push(match crate::text::closest(s.get_ref(), &known) {
                 Some(c) => d.with_hint(format!("did you mean `{c}`? docs/milestones.md lists every code")),
                 None => d.with_hint("docs/milestones.md lists every code"),
             });
@@ -414,7 +414,7 @@ fn load_file(path: &Path, diags: &mut Diagnostics) -> Option<ProgramRules> {
                         r.trigger.span(),
                         format!("trigger `{}` matches no milestone code", r.trigger.get_ref()),
                     );
-                    diags.push(match expr::closest(r.trigger.get_ref(), &known) {
+                    diags.push(match crate::text::closest(r.trigger.get_ref(), &known) {
                         Some(c) => d.with_hint(format!("did you mean `{c}`?")),
                         None => d.with_hint("a code (`pa.approved`) or a pattern (`pa.*`); docs/milestones.md lists every code"),
                     });

@@ -21,10 +21,10 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::{calendar, ProgramRules, Rule};
-use crate::config::{Config, Connector};
 use crate::diff::Delta;
 use crate::model::Content;
 use crate::outbox::journey::{render_resumed, ResumedByMilestone};
+use crate::setup::{Config, Connector};
 use crate::store::journey::{SettleKind, TimerArm, TimerSettle, TimerStatus};
 use crate::store::{OutboxWrite, StoreError, Tx};
 

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::outbox::journey::rfc3339_ms;
+use crate::setup::Config;
 use crate::store::journey::{StallCount, TimerRow};
 use crate::store::{Store, StoreError};
 

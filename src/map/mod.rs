@@ -28,6 +28,7 @@ use crate::config::connector::{DstAmbiguous, DstGap};
 use crate::config::diag::{parse_toml, Diagnostic, Diagnostics, SourceFile};
 use crate::model::{is_known_attribute, CaseStatus, Content, MilestoneCode, Occurred, Reason};
 use crate::parse::Fields;
+use crate::text::{closest, normalize_header};
 use expr::{Compiled, Env, Expr, Scope, Stop, Ty, Val};
 pub use spec::Syntax;
 use spec::{MappingSpec, OnUnmapped};
@@ -451,7 +452,7 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
                             literal_span(src, &m.code, lit),
                             format!("unknown milestone code `{lit}`"),
                         );
-                        if let Some(c) = expr::closest(lit, &known) {
+                        if let Some(c) = closest(lit, &known) {
                             diag = diag.with_hint(format!(
                                 "did you mean `{c}`? codes are listed in docs/milestones.md"
                             ));
@@ -537,7 +538,7 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
                     .map(|s| s.to_string())
                     .collect();
                 let mut diag = src.diag(k.span(), format!("unknown attribute `{}`", k.get_ref()));
-                diag = diag.with_hint(match expr::closest(k.get_ref(), &known) {
+                diag = diag.with_hint(match closest(k.get_ref(), &known) {
                     Some(c) => format!("did you mean `{c}`? partner-specific attributes start with `x_`"),
                     None => "see docs/mapping.md for attribute names; partner-specific ones start with `x_`"
                         .to_string(),
@@ -621,16 +622,6 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
     } else {
         Err(diags)
     }
-}
-
-/// Header names are compared trimmed, case-folded and with inner whitespace
-/// collapsed: hubs change `Case ID` to `case id ` without telling anyone.
-pub fn normalize_header(h: &str) -> String {
-    h.trim_start_matches('\u{feff}')
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
 }
 
 /// A header that breaks the mapping's contract: the whole file is quarantined.

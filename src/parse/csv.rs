@@ -8,7 +8,6 @@ use std::path::Path;
 use encoding_rs_io::DecodeReaderBytesBuilder;
 
 use super::{Locator, ParseError};
-use crate::config::connector::{Encoding, FormatSpec};
 
 /// Validated CSV settings of one connector.
 #[derive(Debug, Clone)]
@@ -19,40 +18,12 @@ pub struct CsvFormat {
     pub skip_lines: u64,
 }
 
-impl CsvFormat {
-    pub fn from_spec(spec: &FormatSpec) -> Result<CsvFormat, (std::ops::Range<usize>, String)> {
-        let one_byte = |s: &toml::Spanned<String>, what: &str| {
-            let v = s.get_ref();
-            let v = if v == "\\t" { "\t" } else { v.as_str() };
-            if v.len() == 1 && v.is_ascii() {
-                Ok(v.as_bytes()[0])
-            } else {
-                Err((s.span(), format!("{what} must be one ASCII character")))
-            }
-        };
-        let delimiter = spec
-            .delimiter
-            .as_ref()
-            .map_or(Ok(b','), |d| one_byte(d, "delimiter"))?;
-        let quote = spec.quote.as_ref().map_or(Ok(b'"'), |q| one_byte(q, "quote"))?;
-        if delimiter == quote {
-            let span = spec
-                .quote
-                .as_ref()
-                .or(spec.delimiter.as_ref())
-                .map_or(0..0, |s| s.span());
-            return Err((span, "quote and delimiter must differ".into()));
-        }
-        Ok(CsvFormat {
-            delimiter,
-            quote,
-            encoding: spec
-                .encoding
-                .as_ref()
-                .map_or_else(Default::default, |e| *e.get_ref()),
-            skip_lines: spec.skip_lines.as_ref().map_or(0, |s| *s.get_ref()),
-        })
-    }
+/// A file's text encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8, with or without a byte-order mark.
+    Utf8,
+    Windows1252,
 }
 
 /// A streaming reader over one CSV file.

@@ -538,7 +538,7 @@ impl SheetState<'_> {
                     HeaderAt::Find(names) => {
                         index < HEADER_SEARCH_ROWS && {
                             let cells: Vec<String> = (0..row.len())
-                                .map(|i| crate::map::normalize_header(row.get(i).unwrap_or("")))
+                                .map(|i| crate::text::normalize_header(row.get(i).unwrap_or("")))
                                 .collect();
                             names.iter().all(|alts| alts.iter().any(|a| cells.contains(a)))
                         }
@@ -552,7 +552,7 @@ impl SheetState<'_> {
                     self.fill_cols = header
                         .iter()
                         .enumerate()
-                        .filter(|(_, h)| self.fill_names.contains(&crate::map::normalize_header(h)))
+                        .filter(|(_, h)| self.fill_names.contains(&crate::text::normalize_header(h)))
                         .map(|(i, _)| i as u32)
                         .collect();
                     return self

@@ -103,13 +103,24 @@ pub fn parse_path(src: &str, namespaces: &[(String, String)]) -> Result<XmlPath,
     Ok(XmlPath { steps, attr })
 }
 
+/// What a document whose structure never leads to the record element means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoRecords {
+    /// Refuse the file: an extra wrapper or a dropped namespace is not an
+    /// empty export.
+    #[default]
+    Refuse,
+    /// Take it as done with zero records, and say so.
+    Warn,
+}
+
 /// Validated XML settings of one connector.
 #[derive(Debug, Clone)]
 pub struct XmlFormat {
     /// Absolute path of the record element from the root.
     pub record: XmlPath,
     /// A document whose structure never leads to the record element.
-    pub no_records: crate::config::connector::NoRecords,
+    pub no_records: NoRecords,
 }
 
 /// Counts line breaks as quick-xml consumes bytes, so events know their line.
@@ -165,7 +176,7 @@ pub struct XmlReader {
     capture_depth: Vec<usize>,
     done: u64,
     values: Vec<String>,
-    no_records: crate::config::connector::NoRecords,
+    no_records: NoRecords,
     /// Records read so far.
     records: u64,
     /// Whether an element matched the record path's parent (for a one-step
@@ -439,13 +450,13 @@ impl XmlReader {
                             None => "the document has no root element".to_string(),
                         };
                         match no_records {
-                            crate::config::connector::NoRecords::Refuse => {
+                            NoRecords::Refuse => {
                                 return Err(ParseError::Unreadable {
                                     file: file.clone(),
                                     reason: format!("{what} (no_records = \"refuse\")"),
                                 })
                             }
-                            crate::config::connector::NoRecords::Warn => {
+                            NoRecords::Warn => {
                                 if warnings.is_empty() {
                                     warnings.push(format!("zero records: {what}"));
                                 }

@@ -16,7 +16,18 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{ReadyFile, SourceError};
-use crate::config::LocalSource;
+
+/// A local drop folder, validated at load by setup.
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    pub path: PathBuf,
+    pub pattern: globset::GlobMatcher,
+    pub settle: Duration,
+    pub done_marker: Option<String>,
+    pub rescan: Duration,
+    pub archive: PathBuf,
+    pub error: PathBuf,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Observation {
@@ -100,12 +111,12 @@ fn is_stray(name: &str, watchers: &[LocalSource]) -> bool {
             .any(|w| w.pattern.is_match(name) || is_marker_of(w, name))
 }
 
-/// The local drop folders of `connectors`, each with every connector
-/// source watching it, in the order the folders first appear.
-pub fn folders(connectors: &[std::sync::Arc<crate::config::Connector>]) -> Vec<(PathBuf, Vec<LocalSource>)> {
+/// The local drop folders of `sources` (every connector's source), each with
+/// every local source watching it, in the order the folders first appear.
+pub fn folders<'a>(sources: impl IntoIterator<Item = &'a super::Source>) -> Vec<(PathBuf, Vec<LocalSource>)> {
     let mut out: Vec<(PathBuf, Vec<LocalSource>)> = Vec::new();
-    for c in connectors {
-        if let crate::config::Source::Local(src) = &c.source {
+    for source in sources {
+        if let super::Source::Local(src) = source {
             match out.iter_mut().find(|(p, _)| *p == src.path) {
                 Some((_, w)) => w.push(src.clone()),
                 None => out.push((src.path.clone(), vec![src.clone()])),
@@ -179,10 +190,12 @@ impl DropFolder {
             if let Some(strays) = &mut self.strays {
                 if is_stray(&name, &strays.watchers) && entry.metadata().is_ok_and(|m| m.is_file()) {
                     if !strays.reported.contains(&name) {
+                        let patterns: Vec<&str> =
+                            strays.watchers.iter().map(|w| w.pattern.glob().glob()).collect();
                         crate::telemetry::FileUnmatched {
                             folder: &self.src.path,
                             file: &name,
-                            patterns: &strays.watchers,
+                            patterns: &patterns,
                         }
                         .emit();
                         strays.reported.insert(name.clone());

@@ -10,8 +10,19 @@
 
 pub mod local;
 pub mod sftp;
+pub mod ssh_keys;
 
 use std::path::PathBuf;
+
+pub use local::LocalSource;
+pub use sftp::SftpSource;
+
+/// Where one connector's files come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Local(LocalSource),
+    Sftp(SftpSource),
+}
 
 /// A complete file, ready for the pipeline.
 #[derive(Debug, Clone)]

@@ -26,15 +26,58 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use russh::client;
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
 use russh_sftp::client::error::Error as SftpProtoError;
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileType, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::ssh_keys::{fingerprint, ClientKey};
 use super::ReadyFile;
-use crate::config::{AfterCommit, HostKeyCheck, Secret, SftpAuth, SftpSource};
+use crate::config::{AfterCommit, Secret};
+
+/// An SFTP drop, validated at load by setup.
+#[derive(Debug, Clone)]
+pub struct SftpSource {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub auth: SftpAuth,
+    pub host_key: HostKeyCheck,
+    /// The remote directory.
+    pub path: String,
+    pub pattern: globset::GlobMatcher,
+    pub recursive: bool,
+    pub poll_interval: Duration,
+    pub settle: Duration,
+    pub done_marker: Option<String>,
+    pub after_commit: AfterCommit,
+    pub remote_archive: String,
+    pub timeout: Duration,
+    /// Local folder downloads are streamed into: `<data_dir>/staging/<connector>`.
+    pub staging: PathBuf,
+    /// Local folder for rejects sidecars: `<data_dir>/archive/<connector>`.
+    pub archive: PathBuf,
+    /// Local folder failed files (and their `.error.json`) go to.
+    pub error: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum SftpAuth {
+    /// An ed25519 key, decoded at load (so `hubsync check` catches a bad key
+    /// or passphrase).
+    Key(ClientKey),
+    Password(Secret),
+}
+
+/// How the server's host key is verified. There is no "accept any".
+#[derive(Debug, Clone)]
+pub enum HostKeyCheck {
+    /// `SHA256:<base64>`, as `ssh-keygen -lf` prints it.
+    Fingerprint(String),
+    KnownHosts(PathBuf),
+}
 
 /// Errors of the SFTP stage. [`SftpError::scope`] says how far each reaches.
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +123,6 @@ pub enum SftpError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot use key file {path}: {reason}")]
-    Key { path: String, reason: String },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
 }
@@ -110,7 +151,6 @@ impl SftpError {
             | SftpError::Session(_)
             | SftpError::Lost { .. }
             | SftpError::Local { .. }
-            | SftpError::Key { .. }
             | SftpError::Timeout(_) => Scope::Connection,
         }
     }
@@ -166,37 +206,6 @@ fn proto_io(op: &'static str, path: &str, e: std::io::Error) -> SftpError {
             reason: e.to_string(),
         },
     }
-}
-
-/// Loads an OpenSSH ed25519 private key (decrypting it with `passphrase`).
-/// Other key types are refused: ed25519 is the one this build supports.
-pub fn load_key(path: &Path, passphrase: Option<&Secret>) -> Result<Arc<PrivateKey>, SftpError> {
-    let key =
-        russh::keys::load_secret_key(path, passphrase.map(|p| p.0.as_str())).map_err(|e| SftpError::Key {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    if key.algorithm() != russh::keys::Algorithm::Ed25519 {
-        return Err(SftpError::Key {
-            path: path.display().to_string(),
-            reason: format!("{} keys are not supported; use ed25519", key.algorithm()),
-        });
-    }
-    Ok(Arc::new(key))
-}
-
-/// Whether `s` looks like `SHA256:` followed by an unpadded base64 sha256.
-pub fn is_fingerprint(s: &str) -> bool {
-    s.strip_prefix("SHA256:").is_some_and(|b| {
-        b.len() == 43
-            && b.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
-    })
-}
-
-/// The `SHA256:…` fingerprint of a public key, as `ssh-keygen -l` prints it.
-pub fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
 }
 
 /// What a known_hosts file says about a key.
@@ -943,6 +952,7 @@ mod tests {
 
     #[test]
     fn fingerprints_are_checked_for_shape() {
+        use crate::source::ssh_keys::is_fingerprint;
         let fp = fingerprint(&key(KEY));
         assert!(is_fingerprint(&fp), "{fp}");
         assert!(!is_fingerprint("MD5:aa:bb"));

@@ -95,17 +95,16 @@ impl FileDuplicateSkipped<'_> {
 pub struct FileUnmatched<'a> {
     pub folder: &'a std::path::Path,
     pub file: &'a str,
-    /// The connectors watching the folder.
-    pub patterns: &'a [crate::config::LocalSource],
+    /// The file patterns of the connectors watching the folder.
+    pub patterns: &'a [&'a str],
 }
 
 impl FileUnmatched<'_> {
     pub fn emit(&self) {
-        let patterns: Vec<&str> = self.patterns.iter().map(|p| p.pattern.glob().glob()).collect();
         tracing::warn!(
             folder = %self.folder.display(),
             file = self.file,
-            patterns = ?patterns,
+            patterns = ?self.patterns,
             "file matches no connector's pattern in this folder; it will not be processed"
         );
     }

@@ -196,8 +196,8 @@ impl Cluster {
     }
 
     /// The config as the binary loads it (for dry runs).
-    pub fn load_config(&self) -> hubsync::config::Config {
-        hubsync::config::load_with_env(&self.config, &Hub::env()).unwrap_or_else(|d| panic!("config: {d}"))
+    pub fn load_config(&self) -> hubsync::setup::Config {
+        hubsync::setup::load_with_env(&self.config, &Hub::env()).unwrap_or_else(|d| panic!("config: {d}"))
     }
 
     /// Starts one more `hubsync run`; returns its index.

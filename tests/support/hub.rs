@@ -77,8 +77,8 @@ impl Hub {
         }
     }
 
-    pub fn load(&self) -> hubsync::config::Config {
-        hubsync::config::load_with_env(&self.config, &Hub::env())
+    pub fn load(&self) -> hubsync::setup::Config {
+        hubsync::setup::load_with_env(&self.config, &Hub::env())
             .unwrap_or_else(|d| panic!("config loads:\n{d}"))
     }
 
@@ -159,7 +159,7 @@ pub struct Running {
 
 impl Running {
     /// Runs `config` on this test's runtime.
-    pub fn start(config: hubsync::config::Config, grace: Duration) -> Running {
+    pub fn start(config: hubsync::setup::Config, grace: Duration) -> Running {
         let token = tokio_util::sync::CancellationToken::new();
         let t = token.clone();
         let task = tokio::spawn(async move { hubsync::runtime::run(config, t).await });

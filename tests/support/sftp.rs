@@ -240,9 +240,9 @@ impl Instance {
         Ok(())
     }
 
-    pub fn load(&self) -> Result<hubsync::config::Config> {
+    pub fn load(&self) -> Result<hubsync::setup::Config> {
         let env = self.env.clone();
-        hubsync::config::load_with_env(&self.root.join("config.toml"), &move |k| env.get(k).cloned())
+        hubsync::setup::load_with_env(&self.root.join("config.toml"), &move |k| env.get(k).cloned())
             .map_err(|d| anyhow::anyhow!("config has errors:\n{d}"))
     }
 
@@ -291,7 +291,7 @@ pub fn subscriber(name: &str, rx: &Receiver, path: &str, extra: &str) -> String 
 }
 
 /// How many webhooks a file produces on an empty store (the dry run).
-pub fn expected_webhooks(config: &hubsync::config::Config, file: &Path) -> Result<usize> {
+pub fn expected_webhooks(config: &hubsync::setup::Config, file: &Path) -> Result<usize> {
     let connector = config.connectors.first().context("no connector")?;
     let dry = hubsync::pipeline::dry_run(config, connector, file)?;
     if let Some(f) = dry.failed {
@@ -415,7 +415,7 @@ impl SftpRig {
     }
 
     /// The [`CONNECTOR`]'s SFTP source as the config loads it.
-    pub fn source(&self) -> Result<hubsync::config::SftpSource> {
+    pub fn source(&self) -> Result<hubsync::source::SftpSource> {
         match &self
             .inst
             .load()?
@@ -424,7 +424,7 @@ impl SftpRig {
             .context("no connector")?
             .source
         {
-            hubsync::config::Source::Sftp(s) => Ok(s.clone()),
+            hubsync::source::Source::Sftp(s) => Ok(s.clone()),
             other => bail!("not an sftp source: {other:?}"),
         }
     }

@@ -50,8 +50,7 @@ use super::Ctl;
 /// What to do when ISA11 (repetition separator) equals ISA16 (component
 /// separator). X12 has no escape, so the two cannot be told apart; a partner
 /// that does this must be accepted knowingly, per connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SeparatorCollision {
     /// The interchange is refused.
     #[default]

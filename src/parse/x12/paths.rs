@@ -165,7 +165,7 @@ pub fn parse_path_in(src: &str, t: Option<&Transaction>) -> Result<X12Path, (Ran
             Some((l, at)) => {
                 let Some(i) = t.loop_index(l) else {
                     let ids: Vec<String> = t.loops.iter().map(|l| l.id.to_string()).collect();
-                    let hint = crate::map::expr::closest(l, &ids)
+                    let hint = crate::text::closest(l, &ids)
                         .map(|c| format!(" (did you mean {c}?)"))
                         .unwrap_or_default();
                     return bad(
@@ -285,7 +285,7 @@ fn parse_unscoped(s: &str, lead: usize) -> Result<X12Path, (Range<usize>, String
             .iter()
             .find(|k| sorted(k) == sorted(seg))
             .map(String::as_str)
-            .or_else(|| crate::map::expr::closest(seg, &known))
+            .or_else(|| crate::text::closest(seg, &known))
             .map(|c| format!(" (did you mean {c}?)"))
             .unwrap_or_default();
         return bad(
