@@ -763,3 +763,48 @@ fn mapping_tests_name_refused_inputs() {
     );
     assert!(stderr.contains("1 mapping test(s) failed"), "{stderr}");
 }
+
+/// The shipped PA-decision rules split on `x_review_type`, which the 278
+/// mapping reads from UM06: an expedited review (U) arms the 72-hour rule,
+/// a standard one (no UM06) the 7-day rule; never both, never neither.
+#[test]
+fn the_278_review_type_picks_the_pa_decision_window() {
+    let journey_of = |fixture: &str| -> Vec<(String, String)> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["map", "--config"])
+            .arg(repo().join("config.example.toml"))
+            .args(["--connector", "payer-278"])
+            .arg(repo().join("fixtures/x12").join(fixture))
+            .env("HUBSYNC_PSEUDONYM_KEY", support::PSEUDONYM_KEY)
+            .env("HUBSYNC_LOCAL_SECRET", support::SECRET)
+            .output()
+            .expect("run map");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "journey")
+            .map(|v| {
+                let j = &v["journey"];
+                (
+                    j["rule"].as_str().unwrap_or("").to_string(),
+                    j["case_id"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        journey_of("278-pended-urgent.x12"),
+        [(
+            "pa-decision-overdue-urgent".to_string(),
+            "TRK-PEND-URGENT-1".to_string()
+        )]
+    );
+    assert_eq!(
+        journey_of("278-pended.x12"),
+        [(
+            "pa-decision-overdue-standard".to_string(),
+            "TRK-PEND-1".to_string()
+        )]
+    );
+}
