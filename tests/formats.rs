@@ -714,7 +714,9 @@ const X12_CASES: &[X12Case] = &[
         ] },
     X12Case { file: "fixtures/x12/278-not-required.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false,
         facts: &["TRK-NA-1 pa.not_required reason=x12:306:NA"] },
-    X12Case { file: "fixtures/x12/278-pended.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-PEND-1 pa.pended"] },
+    X12Case { file: "fixtures/x12/278-pended.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-PEND-1 pa.pended x_review_type=standard"] },
+    // UM06 = U: an expedited review, which the journey rules give 72 hours.
+    X12Case { file: "fixtures/x12/278-pended-urgent.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-PEND-URGENT-1 pa.pended x_review_type=urgent"] },
     X12Case { file: "fixtures/x12/278-three-events.x12", connector: "payer-278", st01: Some("278"), milestones: 3, refused: 0, warnings: 0, fails: false,
         facts: &["TRK-PART-1 pa.approved decision_partial=true auth_number=AUTH-9001"] },
     X12Case { file: "fixtures/x12/278-two-interchanges.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 1, warnings: 0, fails: false, facts: &[] },
