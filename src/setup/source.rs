@@ -41,7 +41,7 @@ pub(super) fn load_local(
     name: &str,
 ) -> Option<Source> {
     // Keys that only make sense for a remote drop are mistakes here, not noise.
-    let sftp_only: [(&str, Option<std::ops::Range<usize>>); 13] = [
+    let sftp_only: [(&str, Option<std::ops::Range<usize>>); 14] = [
         ("host", l.host.as_ref().map(|v| v.span())),
         ("port", l.port.as_ref().map(|v| v.span())),
         ("user", l.user.as_ref().map(|v| v.span())),
@@ -61,6 +61,7 @@ pub(super) fn load_local(
         ("after_commit", l.after_commit.as_ref().map(|v| v.span())),
         ("remote_archive", l.remote_archive.as_ref().map(|v| v.span())),
         ("timeout", l.timeout.as_ref().map(|v| v.span())),
+        ("ack_outbox", l.ack_outbox.as_ref().map(|v| v.span())),
     ];
     for (key, span) in sftp_only {
         if let Some(span) = span {
@@ -293,6 +294,26 @@ pub(super) fn load_sftp(
             diags.push(src.diag(p.span(), "poll_interval must be more than 0"));
         }
     }
+    let ack_outbox = l.ack_outbox.as_ref().and_then(|o| {
+        let raw = o.get_ref().trim();
+        let dir = match raw.trim_end_matches('/') {
+            "" if raw.starts_with('/') => "/",
+            d => d,
+        };
+        if dir.is_empty() {
+            diags.push(src.diag(o.span(), "`ack_outbox` cannot be empty"));
+            return None;
+        }
+        if dir == remote_dir {
+            // The acknowledgments would be listed (and, with a loose pattern,
+            // fetched) as partner files.
+            diags.push(
+                src.diag(o.span(), "`ack_outbox` must not be the drop folder itself")
+                    .with_hint("hubs give acknowledgments their own folder, e.g. `/outbox`"),
+            );
+        }
+        Some(dir.to_string())
+    });
     if diags.0.len() != before {
         return None;
     }
@@ -314,6 +335,8 @@ pub(super) fn load_sftp(
             .timeout
             .as_ref()
             .map_or(Duration::from_secs(30), |t| t.get_ref().0),
+        ack_outbox,
+        acks: data_dir.join("acks").join(name),
         staging: data_dir.join("staging").join(name),
         archive: data_dir.join("archive").join(name),
         error: l

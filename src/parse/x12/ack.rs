@@ -232,41 +232,63 @@ pub fn build(v: &Verdicts, now: (&str, &str, &str)) -> Acks {
     out
 }
 
-/// Writes `<file>.ta1` and `<file>.999` beside `file` (already archived or
-/// quarantined); returns their paths. Nothing for a file whose ISA could
-/// not be read (there is no one to address the acknowledgment to).
-pub fn write_beside(file: &Path, fmt: &X12Format) -> std::io::Result<Vec<PathBuf>> {
-    let v = match super::envelope::verdicts_of_file(file, fmt) {
-        Ok(v) => v,
-        Err(_) => return Ok(Vec::new()),
+impl Acks {
+    /// The acknowledgment files of input `name`: `<name>.ta1` and
+    /// `<name>.999`, each only when it has content.
+    pub fn files(&self, name: &str) -> Vec<(String, &str)> {
+        [("ta1", &self.ta1), ("999", &self.ack999)]
+            .into_iter()
+            .filter(|(_, body)| !body.is_empty())
+            .map(|(ext, body)| (format!("{name}.{ext}"), body.as_str()))
+            .collect()
+    }
+}
+
+/// The acknowledgments of the file at `file`, stamped now. `None` when
+/// there is no one to address them to (no ISA at all).
+pub fn of_file(file: &Path, fmt: &X12Format) -> Option<Acks> {
+    let fmt = X12Format {
+        acknowledgments: true,
+        ..fmt.clone()
     };
+    let v = super::envelope::verdicts_of_file(file, &fmt).ok()?;
     if v.acks.is_empty() {
-        return Ok(Vec::new());
+        return None;
     }
     let now = chrono::Utc::now();
-    let acks = build(
+    Some(build(
         &v,
         (
             &now.format("%y%m%d").to_string(),
             &now.format("%H%M").to_string(),
             &now.format("%Y%m%d").to_string(),
         ),
-    );
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = file.parent().unwrap_or(Path::new("."));
+    ))
+}
+
+/// Writes the acknowledgments of input `name` into `dir`; returns their paths.
+pub fn write_into(dir: &Path, name: &str, acks: &Acks) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for (ext, body) in [("ta1", &acks.ta1), ("999", &acks.ack999)] {
-        if body.is_empty() {
-            continue;
-        }
-        let p = dir.join(format!("{name}.{ext}"));
+    for (file, body) in acks.files(name) {
+        let p = dir.join(file);
         std::fs::write(&p, body)?;
         written.push(p);
     }
     Ok(written)
+}
+
+/// Writes `<file>.ta1` and `<file>.999` beside `file` (already archived or
+/// quarantined); returns their paths. Nothing for a file with no ISA at all
+/// (there is no one to address the acknowledgment to).
+pub fn write_beside(file: &Path, fmt: &X12Format) -> std::io::Result<Vec<PathBuf>> {
+    let Some(acks) = of_file(file, fmt) else {
+        return Ok(Vec::new());
+    };
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    write_into(file.parent().unwrap_or(Path::new(".")), &name, &acks)
 }
 
 #[cfg(test)]
