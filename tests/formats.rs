@@ -1430,3 +1430,51 @@ fn excel_formula_computing_empty_text_is_not_uncalculated() -> Result<()> {
     assert_eq!(d.milestones.len(), 1);
     Ok(())
 }
+
+/// Envelope versions that disagree are part of the file's reconciliation:
+/// `status` counts the warnings the file was accepted with and lists each.
+#[test]
+fn envelope_version_warnings_are_counted_in_the_files_reconciliation() -> Result<()> {
+    let connector = std::fs::read_to_string(repo().join("connectors/payer-271.toml"))?
+        .replace("path = \"data/drop/payer-271\"", "path = \"drop\"");
+    let mapping = std::fs::read_to_string(repo().join("mappings/x12-271-response.toml"))?;
+    let p = Project::new(&connector, &[("x12-271-response", &mapping)])?;
+    let file = repo().join("fixtures/x12/271-version-mismatch.x12");
+    let out = p.hubsync(&["ingest", "--connector", "c", &file.display().to_string()])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = p.hubsync(&["status"])?;
+    let shown = String::from_utf8_lossy(&status.stdout).to_string();
+    let mut files = shown
+        .lines()
+        .skip_while(|l| !(l.contains("unchanged") && l.contains("warnings")));
+    let header = files.next().context("the FILES header has a warnings column")?;
+    let row = files
+        .find(|l| l.contains("271-version-mismatch.x12"))
+        .context("the file's row")?;
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let names: Vec<&str> = header.split_whitespace().collect();
+    let at = names
+        .iter()
+        .position(|n| *n == "warnings")
+        .context("warnings column")?;
+    assert_eq!(cols[at], "3", "three warnings counted: {shown}");
+    assert_eq!(cols.last(), Some(&"yes"), "the counts still reconcile: {shown}");
+    let listed: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.trim_start().starts_with("warning: "))
+        .collect();
+    assert_eq!(listed.len(), 3, "{shown}");
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.contains("ISA12=00401 but GS08=005010X279A1"))
+            && listed
+                .iter()
+                .any(|l| l.contains("GS08=005010X279A1 but ST03=005010X217 (ST03 is used)"))
+            && listed
+                .iter()
+                .any(|l| l.contains("is not an implementation guide of the")),
+        "{shown}"
+    );
+    Ok(())
+}
