@@ -333,10 +333,10 @@ fn spool_acks(
     acks: &crate::parse::x12::ack::Acks,
     only_if_new: bool,
 ) {
-    if remote.source().ack_outbox.is_none() {
+    let Some(outbox) = &remote.source().ack_outbox else {
         return;
-    }
-    let spool = crate::source::spool::Spool::new(&remote.source().acks);
+    };
+    let spool = crate::source::spool::Spool::new(&outbox.spool);
     let tag = &staged.sha256[..16.min(staged.sha256.len())];
     if only_if_new && spool.has(tag) {
         return;
@@ -357,7 +357,7 @@ async fn push_acks(connector: &Connector, remote: &mut SftpDrop) -> Result<(), S
     let Some(outbox) = remote.source().ack_outbox.clone() else {
         return Ok(());
     };
-    let spool = crate::source::spool::Spool::new(&remote.source().acks);
+    let spool = crate::source::spool::Spool::new(&outbox.spool);
     let pending = match spool.pending() {
         Ok(p) => p,
         Err(e) => {
@@ -373,7 +373,7 @@ async fn push_acks(connector: &Connector, remote: &mut SftpDrop) -> Result<(), S
                 continue;
             }
         };
-        match remote.push(&outbox, &p.name, &body).await {
+        match remote.push(&outbox.remote, &p.name, &body).await {
             Ok(to) => {
                 remote.first_push_failure(&p.path, true);
                 if let Err(e) = spool.mark_sent(&p) {

@@ -728,10 +728,23 @@ const X12_CASES: &[X12Case] = &[
     X12Case { file: "fixtures/x12/867-dispenses.x12", connector: "summit-867", st01: Some("867"), milestones: 4, refused: 0, warnings: 0, fails: false,
         facts: &[
             // Each PTD is a dispense; its NDC and quantity come from its own QTY loop.
-            "AC-100200 dispense.completed occ=RX-5501 ndc11=50242004101 quantity=28 pharmacy_id=5512345",
-            "AC-100200 dispense.shipped occ=RX-5501 ship_to=HOME DELIVERY",
-            "AC-100201 dispense.completed occ=RX-5502 ndc11=50242008801 quantity=1",
-            "AC-100201 dispense.shipped occ=RX-5502 ship_to=CLINIC",
+            "AC-100200 dispense.completed occ=RX-5501/50242004101 ndc11=50242004101 quantity=28 pharmacy_id=5512345",
+            "AC-100200 dispense.shipped occ=RX-5501/50242004101 ship_to=HOME DELIVERY",
+            "AC-100201 dispense.completed occ=RX-5502/50242008801 ndc11=50242008801 quantity=1",
+            "AC-100201 dispense.shipped occ=RX-5502/50242008801 ship_to=CLINIC",
+        ] },
+    X12Case { file: "fixtures/x12/867-multi-line.x12", connector: "summit-867", st01: Some("867"), milestones: 8, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // Three QTY/LIN lines in one PTD: three occurrences of each
+            // milestone, each with its own NDC and quantity and the PTD's
+            // Rx number, dates and ship-to.
+            "AC-100300 dispense.completed occ=RX-5601/50242004101 ndc11=50242004101 quantity=28 rx_number=RX-5601",
+            "AC-100300 dispense.completed occ=RX-5601/50242009901 ndc11=50242009901 quantity=1 rx_number=RX-5601",
+            "AC-100300 dispense.completed occ=RX-5601/50242010001 ndc11=50242010001 quantity=2 rx_number=RX-5601",
+            "AC-100300 dispense.shipped occ=RX-5601/50242009901 ship_to=HOME DELIVERY quantity=1",
+            // The next PTD's line does not see the previous PTD's lines.
+            "AC-100301 dispense.completed occ=RX-5602/50242004101 ndc11=50242004101 quantity=56 pharmacy_id=5512345",
+            "AC-100301 dispense.shipped occ=RX-5602/50242004101 ship_to=CLINIC",
         ] },
     X12Case { file: "fixtures/x12/270-inquiry.x12", connector: "payer-271", st01: Some("270"), milestones: 0, refused: 1, warnings: 0, fails: false,
         facts: &["reject~is a 270 (eligibility, coverage or benefit inquiry); this connector accepts 271"] },

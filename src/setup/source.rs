@@ -11,7 +11,7 @@ use toml::Spanned;
 use crate::config::connector::{AfterCommit, ExpectSpec, Expectation, SourceSpec};
 use crate::config::diag::{Diagnostics, SourceFile};
 use crate::config::Secret;
-use crate::source::sftp::{HostKeyCheck, SftpAuth};
+use crate::source::sftp::{AckOutbox, HostKeyCheck, SftpAuth};
 use crate::source::{ssh_keys, LocalSource, SftpSource, Source};
 
 fn load_pattern(l: &SourceSpec, src: &SourceFile, diags: &mut Diagnostics) -> Option<globset::GlobMatcher> {
@@ -312,7 +312,10 @@ pub(super) fn load_sftp(
                     .with_hint("hubs give acknowledgments their own folder, e.g. `/outbox`"),
             );
         }
-        Some(dir.to_string())
+        Some(Box::new(AckOutbox {
+            remote: dir.to_string(),
+            spool: data_dir.join("acks").join(name),
+        }))
     });
     if diags.0.len() != before {
         return None;
@@ -336,7 +339,6 @@ pub(super) fn load_sftp(
             .as_ref()
             .map_or(Duration::from_secs(30), |t| t.get_ref().0),
         ack_outbox,
-        acks: data_dir.join("acks").join(name),
         staging: data_dir.join("staging").join(name),
         archive: data_dir.join("archive").join(name),
         error: l

@@ -55,16 +55,23 @@ pub struct SftpSource {
     pub after_commit: AfterCommit,
     pub remote_archive: String,
     pub timeout: Duration,
-    /// The remote folder acknowledgments are pushed to (`ack_outbox`).
-    pub ack_outbox: Option<String>,
-    /// Local spool of acknowledgments owed to the hub: `<data_dir>/acks/<connector>`.
-    pub acks: PathBuf,
+    /// Where acknowledgments go back to the hub, when they do (`ack_outbox`).
+    pub ack_outbox: Option<Box<AckOutbox>>,
     /// Local folder downloads are streamed into: `<data_dir>/staging/<connector>`.
     pub staging: PathBuf,
     /// Local folder for rejects sidecars: `<data_dir>/archive/<connector>`.
     pub archive: PathBuf,
     /// Local folder failed files (and their `.error.json`) go to.
     pub error: PathBuf,
+}
+
+/// The hub's folder for acknowledgments and the local spool of those owed.
+#[derive(Debug, Clone)]
+pub struct AckOutbox {
+    /// The remote folder (`ack_outbox`).
+    pub remote: String,
+    /// `<data_dir>/acks/<connector>`: see [`super::spool`].
+    pub spool: PathBuf,
 }
 
 #[derive(Debug, Clone)]

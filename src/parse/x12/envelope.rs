@@ -175,17 +175,6 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
     Ok(v)
 }
 
-/// Pass 1 of the file at `path`, whether or not any interchange is sound
-/// (the acknowledgments of a wholly rejected file still name its interchanges).
-pub fn verdicts_of_file(path: &Path, fmt: &X12Format) -> Result<Verdicts, ParseError> {
-    let file = file_label(path);
-    let f = File::open(path).map_err(|source| ParseError::Io {
-        file: file.clone(),
-        source,
-    })?;
-    verdicts_of(f, fmt, &file)
-}
-
 fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts, ParseError> {
     let mut v = Verdicts::default();
     walk(src, fmt, file, &mut v)?;
@@ -248,7 +237,7 @@ fn read_at(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> Result<(), ParseError> {
+fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, v: &mut Verdicts) -> Result<(), ParseError> {
     let mut tok = Tokenizer::new(src, fmt);
     let mut n = Counters::default();
     let mut isa: Option<OpenIsa> = None;
@@ -281,7 +270,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                 s.segments += 1;
                 if !(2..=3).contains(&id.len()) || !id.iter().all(u8::is_ascii_alphanumeric) {
                     if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_segment(&mut v, id, s.segments, "1", None);
+                        super::ack::note_segment(v, id, s.segments, "1", None);
                     }
                     s.error
                         .get_or_insert_with(|| format!("segment {} has no valid segment id", s.segments));
@@ -295,27 +284,27 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
         match tok.id() {
             b"ISA" => {
                 if let Some(open) = isa.take() {
-                    refuse_isa(&mut v, open.ordinal, "022", || {
+                    refuse_isa(v, open.ordinal, "022", || {
                         format!(
                             "interchange ISA13={} has no IEA (a new ISA starts at segment {segno})",
                             open.isa13
                         )
                     });
-                    close_open(&mut v, &mut gs, &mut st, "no trailer before the next ISA");
+                    close_open(v, &mut gs, &mut st, "no trailer before the next ISA");
                 }
                 n.interchange += 1;
                 v.interchanges += 1;
                 isa12.clear();
                 isa12.extend_from_slice(e(12).trim_ascii());
                 if fmt.acknowledgments {
-                    super::ack::note_isa(&mut v, n.interchange, &|k| e(k));
+                    super::ack::note_isa(v, n.interchange, &|k| e(k));
                 }
                 if let Some((note, what)) = isa_value_warning(&|k| e(k)) {
                     if v.warnings.len() < MAX_WARNINGS {
                         v.warnings
                             .push(format!("interchange ISA13={}: {what}", show(e(13))));
                     }
-                    super::ack::note_interchange_warning(&mut v, n.interchange, note);
+                    super::ack::note_interchange_warning(v, n.interchange, note);
                 }
                 isa = Some(OpenIsa {
                     ordinal: n.interchange,
@@ -329,7 +318,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                     return Err(outside(b"GS", segno));
                 };
                 if let Some(open) = gs.take() {
-                    refuse_group(&mut v, open.ordinal, "3", || {
+                    refuse_group(v, open.ordinal, "3", || {
                         format!("group GS06={} has no GE (segment {segno} is a GS)", open.gs06)
                     });
                     if let Some(s) = st.take() {
@@ -343,12 +332,12 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                 gs08.clear();
                 gs08.extend_from_slice(e(8).trim_ascii());
                 if fmt.acknowledgments {
-                    super::ack::note_gs(&mut v, n.group, &|k| e(k));
+                    super::ack::note_gs(v, n.group, &|k| e(k));
                 }
                 // An interchange whose version (ISA12) is not its group's
                 // (GS08) is read, but accepted with errors: TA105 017.
                 if gs08.len() >= 5 && !isa12.is_empty() && gs08[..5] != isa12[..] {
-                    super::ack::note_interchange_warning(&mut v, i.ordinal, "017");
+                    super::ack::note_interchange_warning(v, i.ordinal, "017");
                 }
                 gs = Some(OpenGs {
                     ordinal: n.group,
@@ -364,7 +353,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                     return Err(outside(b"ST", segno));
                 };
                 let Some(g) = gs.as_mut() else {
-                    refuse_isa(&mut v, i.ordinal, "024", || {
+                    refuse_isa(v, i.ordinal, "024", || {
                         format!(
                             "interchange ISA13={}: ST at segment {segno} is outside a GS/GE group",
                             i.isa13
@@ -382,28 +371,22 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                 }
                 g.sets += 1;
                 if fmt.acknowledgments {
-                    super::ack::note_st(&mut v, n.set, &|k| e(k));
+                    super::ack::note_st(v, n.set, &|k| e(k));
                 }
-                let set_level = version_warnings(
-                    &mut v,
-                    &isa12,
-                    &gs08,
-                    e(1).trim_ascii(),
-                    e(3).trim_ascii(),
-                    &|| {
+                let set_level =
+                    version_warnings(v, &isa12, &gs08, e(1).trim_ascii(), e(3).trim_ascii(), &|| {
                         format!(
                             "transaction set ST02={} (ISA13={}, GS06={})",
                             show(e(2)),
                             i.isa13,
                             g.gs06
                         )
-                    },
-                );
+                    });
                 if set_level && fmt.acknowledgments {
                     // ST03 (element 3, data element 1705) is not the
                     // group's guide or not the transaction's: noted, and the
                     // set accepted with errors.
-                    super::ack::note_set_warning(&mut v, ("ST".into(), 1, "8", Some((3, "7"))));
+                    super::ack::note_set_warning(v, ("ST".into(), 1, "8", Some((3, "7"))));
                 }
                 st = Some(OpenSt {
                     ordinal: n.set,
@@ -434,7 +417,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                             }
                             if s.hl_stack.is_empty() {
                                 if s.error.is_none() && fmt.acknowledgments {
-                                    super::ack::note_segment(&mut v, b"HL", at, "8", Some((2, "7")));
+                                    super::ack::note_segment(v, b"HL", at, "8", Some((2, "7")));
                                 }
                                 s.error.get_or_insert_with(|| {
                                     format!(
@@ -449,7 +432,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                     _ => {
                         let want = s.last_hl + 1;
                         if s.error.is_none() && fmt.acknowledgments {
-                            super::ack::note_segment(&mut v, b"HL", at, "8", Some((1, "7")));
+                            super::ack::note_segment(v, b"HL", at, "8", Some((1, "7")));
                         }
                         s.error.get_or_insert_with(|| {
                             format!(
@@ -467,7 +450,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
             b"SE" => {
                 let Some(mut s) = st.take() else {
                     if let Some(i) = &isa {
-                        refuse_isa(&mut v, i.ordinal, "024", || {
+                        refuse_isa(v, i.ordinal, "024", || {
                             format!("interchange ISA13={}: SE at segment {segno} has no ST", i.isa13)
                         });
                     }
@@ -477,7 +460,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                 let declared = parse_u64(e(1));
                 if declared != Some(s.segments) {
                     if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_set(&mut v, "4");
+                        super::ack::note_set(v, "4");
                     }
                     s.error.get_or_insert_with(|| {
                         format!(
@@ -490,7 +473,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                 }
                 if Ctl::new(e(2)) != s.st02 {
                     if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_set(&mut v, "3");
+                        super::ack::note_set(v, "3");
                     }
                     s.error.get_or_insert_with(|| {
                         format!(
@@ -518,7 +501,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
             b"GE" => {
                 let Some(g) = gs.take() else {
                     if let Some(i) = &isa {
-                        refuse_isa(&mut v, i.ordinal, "024", || {
+                        refuse_isa(v, i.ordinal, "024", || {
                             format!("interchange ISA13={}: GE at segment {segno} has no GS", i.isa13)
                         });
                     }
@@ -534,7 +517,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                 }
                 let isa13 = isa.as_ref().map(|i| i.isa13).unwrap_or_default();
                 if parse_u64(e(1)) != Some(g.sets) {
-                    refuse_group(&mut v, g.ordinal, "5", || {
+                    refuse_group(v, g.ordinal, "5", || {
                         format!(
                             "group GS06={} (ISA13={isa13}): GE01={} but the group has {} transaction sets (GE at file segment {segno})",
                             g.gs06,
@@ -543,7 +526,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                         )
                     });
                 } else if Ctl::new(e(2)) != g.gs06 {
-                    refuse_group(&mut v, g.ordinal, "4", || {
+                    refuse_group(v, g.ordinal, "4", || {
                         format!(
                             "group GS06={} (ISA13={isa13}): GE02={} does not match (GE at file segment {segno})",
                             g.gs06,
@@ -556,16 +539,16 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                 let Some(i) = isa.take() else {
                     return Err(outside(b"IEA", segno));
                 };
-                close_open(&mut v, &mut gs, &mut st, "no trailer before IEA");
+                close_open(v, &mut gs, &mut st, "no trailer before IEA");
                 if parse_u64(e(1)) != Some(i.groups) {
-                    refuse_isa(&mut v, i.ordinal, "021", || {
+                    refuse_isa(v, i.ordinal, "021", || {
                         format!(
                             "interchange ISA13={} (ISA at file segment {}): IEA01={} but the interchange has {} functional groups (IEA at file segment {segno})",
                             i.isa13, i.segment, show(e(1)), i.groups
                         )
                     });
                 } else if Ctl::new(e(2)) != i.isa13 {
-                    refuse_isa(&mut v, i.ordinal, "001", || {
+                    refuse_isa(v, i.ordinal, "001", || {
                         format!(
                             "interchange ISA13={} (ISA at file segment {}): IEA02={} does not match ISA13 (IEA at file segment {segno})",
                             i.isa13, i.segment, show(e(2))
@@ -580,7 +563,7 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
                 if gs.is_none() || st.is_none() {
                     if let Some(i) = &isa {
                         let what = show(other);
-                        refuse_isa(&mut v, i.ordinal, "024", || {
+                        refuse_isa(v, i.ordinal, "024", || {
                             format!(
                                 "interchange ISA13={}: segment {segno} ({what}) is outside a transaction set",
                                 i.isa13
@@ -592,8 +575,8 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, mut v: &mut Verdicts) -> R
         }
     }
     if let Some(i) = isa.take() {
-        close_open(&mut v, &mut gs, &mut st, "the file ends first");
-        refuse_isa(&mut v, i.ordinal, "023", || {
+        close_open(v, &mut gs, &mut st, "the file ends first");
+        refuse_isa(v, i.ordinal, "023", || {
             format!("interchange ISA13={} has no IEA: the file ends first", i.isa13)
         });
     }
