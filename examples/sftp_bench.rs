@@ -7,15 +7,16 @@
 //!
 //! Run: `scripts/bench-sftp.sh` (or `cargo run --release --example sftp_bench -- [MB] [runs]`).
 
-#[path = "../tests/sftp_support/mod.rs"]
-mod sftp_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hubsync::source::sftp::{RemoteFile, SftpDrop};
-use sftp_support::*;
+use support::sftp::{sftp_connector, subscriber, Instance, Sshd};
+use support::{eventually, fixture, Receiver};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -54,12 +55,8 @@ async fn main() -> Result<()> {
     println!("file: {mb} MiB on 127.0.0.1:{} (OpenSSH sftp-server)", sshd.port);
 
     // hubsync: connect once, then fetch (download + sha256 + fsync into staging).
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/h", ""),
-        &rx.secret,
-    )?;
+    let rx = Receiver::start().await;
+    let inst = Instance::new(&tmp.path().join("hubsync"), &subscriber("rx", &rx, "/h", ""))?;
     inst.connector(
         "bench",
         &sftp_connector(&sshd, &drop_dir, "", "after_commit = \"leave\"\n")?,
@@ -155,7 +152,7 @@ async fn main() -> Result<()> {
         let stable = Instant::now();
         std::fs::rename(&staged, drop_dir.join(day))?;
         let first = eventually("first webhook", Duration::from_secs(60), || {
-            rx.all().get(before).map(|r| r.at)
+            rx.accepted().get(before).map(|r| r.at)
         })
         .await?;
         lat.push(first.duration_since(stable).as_secs_f64() * 1000.0);
@@ -164,7 +161,7 @@ async fn main() -> Result<()> {
         })
         .await?;
     }
-    daemon.stop().await?;
+    daemon.stop().await;
     println!(
         "stable-to-first-webhook ms (settle 1s, poll 200ms): {:?}",
         lat.iter().map(|v| v.round()).collect::<Vec<_>>()

@@ -24,7 +24,7 @@
 //! `CHAOS_LONG=1` makes each run bigger; `CHAOS_REPORT=path` appends one JSON
 //! line of figures per test. `scripts/chaos --seeds 200` is the long mode.
 
-mod sftp_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -36,16 +36,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use base64::Engine;
 use chrono::NaiveDate;
-use hmac::{Hmac, Mac};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
+use support::process::{bin_under_test, kill9};
+use support::receiver::{key_of, serve, signed_id};
+use support::{files_in, PgDb, PSEUDONYM_KEY, SECRET};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const PSEUDONYM_KEY: &str = "chaos-pseudonym-key-0123456789";
 /// The subscriber's per-request timeout; a stall lasts longer.
 const TIMEOUT_MS: u64 = 2000;
 
@@ -479,32 +477,6 @@ struct Receiver {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn verify(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
-    let t: i64 = ts.parse().ok()?;
-    if (chrono::Utc::now().timestamp() - t).abs() > 300 || id.is_empty() {
-        return None;
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    sig.split(' ')
-        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
-        .then_some(id)
-}
-
-fn kill9(pid: u32) {
-    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-}
-
 /// Kills an armed pid the moment a file event matches: a write to the
 /// SQLite WAL (a commit under way) or a download appearing in SFTP staging.
 struct Tripwire {
@@ -559,9 +531,7 @@ impl Tripwire {
 
 impl Receiver {
     async fn start(seed: u64, fail_pct: u32, stall_pct: u32) -> Receiver {
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(SECRET.trim_start_matches("whsec_"))
-            .expect("the test secret is base64");
+        let key = key_of(SECRET);
         let state: Arc<Mutex<RxState>> = Arc::default();
         let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed)));
         let kill_pid = Arc::new(AtomicU32::new(0));
@@ -594,7 +564,7 @@ impl Receiver {
                 let answer = {
                     let mut s = st.lock().expect("receiver lock");
                     s.requests += 1;
-                    match verify(&key, &headers, &body) {
+                    match signed_id(&key, &headers, &body) {
                         None => {
                             s.bad_signatures += 1;
                             Err(StatusCode::UNAUTHORIZED)
@@ -652,14 +622,7 @@ impl Receiver {
                 status
             }
         };
-        let app = axum::Router::new().fallback(axum::routing::post(handler));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve(axum::Router::new().fallback(axum::routing::post(handler))).await;
         Receiver {
             addr,
             state,
@@ -690,54 +653,6 @@ enum Backend {
     Postgres { instances: usize },
 }
 
-/// A PostgreSQL database `chaos_<random>`, dropped at the end.
-struct PgDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDb {
-    async fn create() -> PgDb {
-        let admin = std::env::var("HUBSYNC_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-        let name = format!("chaos_{:016x}", rand::random::<u64>());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL must be running ({admin}): {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create the chaos database");
-        conn.close().await.ok();
-        let url = format!("{}/{name}", admin.rsplit_once('/').expect("url ends in /db").0);
-        PgDb { admin, name, url }
-    }
-}
-
-impl Drop for PgDb {
-    /// Dropped on success and on failure alike (during a panic's unwinding
-    /// too), from a thread with its own runtime: Drop cannot await.
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread runtime builds");
-            rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                    conn.close().await.ok();
-                }
-            })
-        })
-        .join();
-    }
-}
-
 struct Env {
     root: PathBuf,
     config: PathBuf,
@@ -761,7 +676,7 @@ impl Env {
             .append(true)
             .open(self.root.join(format!("daemon-{slot}.log")))
             .expect("open the daemon log");
-        let child = Command::new(bin())
+        let child = Command::new(bin_under_test())
             .args(["run", "--config"])
             .arg(&self.config)
             .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
@@ -826,19 +741,9 @@ fn write_config(
     store_url: &str,
     rx: &Receiver,
     rng: &mut StdRng,
-    sshd: Option<(&sftp_support::Sshd, &Path)>,
+    sshd: Option<(&support::sftp::Sshd, &Path)>,
 ) {
-    for d in ["connectors", "mappings"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for m in ["acme-hub-status", "x12-278-response"] {
-        std::fs::copy(
-            repo.join(format!("mappings/{m}.toml")),
-            root.join(format!("mappings/{m}.toml")),
-        )
-        .expect("copy a mapping");
-    }
+    support::hub::lay_out(root, &["acme-hub-status", "x12-278-response"]);
     let local = |feed: Feed, mapping: &str, format: &str| {
         format!(
             "program = \"ACME-ONC\"\nmapping = \"{mapping}\"\ntime_zone = \"America/New_York\"\n\
@@ -869,7 +774,7 @@ fn write_config(
             .expect("write connector");
     }
     if let Some((sshd, remote)) = sshd {
-        let text = sftp_support::sftp_connector(sshd, remote, "", "")
+        let text = support::sftp::sftp_connector(sshd, remote, "", "")
             .expect("sftp connector")
             .replace("pattern = \"status_*.csv\"", "pattern = \"*.csv\"")
             .replace("poll_interval = \"200ms\"", "poll_interval = \"100ms\"");
@@ -932,29 +837,8 @@ fn left_in(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.filter_map(Result::ok) {
-            let p = e.path();
-            if p.is_dir() {
-                files_under(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-}
-
 fn sha_of(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).expect("read a file")))
-}
-
-/// The binary under test; `HUBSYNC_TEST_BIN` overrides it (scripts/chaos
-/// runs a private copy, so a rebuild during a long run changes nothing).
-fn bin() -> PathBuf {
-    std::env::var_os("HUBSYNC_TEST_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hubsync").into())
 }
 
 // --------------------------------------------------------------- the run
@@ -1036,7 +920,7 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
     };
     let sftp = rng.random_range(0..3) != 0;
     let sshd = if sftp {
-        Some(sftp_support::Sshd::start(&root.join("sshd"), "").expect("sshd starts"))
+        Some(support::sftp::Sshd::start(&root.join("sshd"), "").expect("sshd starts"))
     } else {
         None
     };
@@ -1327,12 +1211,10 @@ async fn run_one(seed: u64, backend: Backend, long: bool) -> Figures {
         }
     }
     // Files: every good file archived, every broken one in error, never both.
-    let mut archived = Vec::new();
-    files_under(&root.join("data/archive"), &mut archived);
-    let mut errored = Vec::new();
-    files_under(&root.join("data/error"), &mut errored);
+    let mut archived = files_in(&root.join("data/archive"));
+    let errored = files_in(&root.join("data/error"));
     if sftp {
-        files_under(&remote.join("archive"), &mut archived);
+        archived.extend(files_in(&remote.join("archive")));
     }
     let hashes = |v: &[PathBuf]| -> BTreeSet<String> {
         v.iter()

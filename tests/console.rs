@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use support::{free_port, poll_until, repo, wait_admin, Hub, Recorder, Running, ADMIN_TOKEN};
+use support::{fixture, free_port, poll_until, repo, wait_admin, Hub, Recorder, Running, ADMIN_TOKEN};
 use tower::ServiceExt;
 
 /// The case whose messages the receiver refuses on their first attempt: with
@@ -21,10 +21,6 @@ use tower::ServiceExt;
 const DEAD_CASE: &str = "AC-100203";
 const PROGRAM: &str = "ACME-ONC";
 const OPERATOR: &str = "Dana Tester";
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    repo().join("fixtures/acme-hub").join(name)
-}
 
 /// The files ingested, in order: two nights, one with bad rows, one refused.
 const FILES: [&str; 4] = [

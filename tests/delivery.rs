@@ -6,28 +6,35 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hubsync::config::DEFAULT_RETRY_SCHEDULE;
 use hubsync::deliver::retry::{self, Verdict};
 use support::{
-    admin_get, admin_post, free_port, repo, wait_admin, write_snapshot, Hub, Receiver, Recorder, ADMIN_TOKEN,
+    admin_get, admin_post, admin_table, fixture, free_port, poll_until, subscriber, wait_admin,
+    write_snapshot, Hub, Receiver, Recorder, ADMIN_TOKEN,
 };
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    repo().join("fixtures/acme-hub").join(name)
+/// The delivery set-up most tests share: a hub whose one subscriber, `mfr`,
+/// posts to `rx` at `/w` with `extra` lines in its table.
+fn recorded_hub(rx: &Recorder, extra: &str) -> Hub {
+    let hub = Hub::new(&rx.url("/w"), "", "", 1000);
+    hub.set_tail(&subscriber("mfr", &rx.url("/w"), extra));
+    hub
 }
 
-fn subscriber(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        "[[subscribers]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret_env = \"HUBSYNC_TEST_SECRET\"\ntimeout = \"5s\"\n{extra}\n"
-    )
-}
-
-fn admin_table(port: u16) -> String {
-    format!("[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"HUBSYNC_TEST_ADMIN_TOKEN\"\n")
+/// Waits until `rx` has accepted `n` requests in all (replays included).
+async fn wait_replayed(rx: &Receiver, n: usize) {
+    poll_until(Duration::from_secs(10), || {
+        let got = rx.accepted().len();
+        if got >= n {
+            Ok(())
+        } else {
+            Err(format!("replay not delivered: {got} of {n} requests"))
+        }
+    })
+    .await
 }
 
 /// (case, milestone code) of every milestone a file maps to.
@@ -191,12 +198,10 @@ async fn retry_after_is_honoured_with_a_clamp() {
             (204, vec![])
         }
     });
-    let hub = Hub::new(&rx.url("/w"), "", "", 1000);
-    hub.set_tail(&subscriber(
-        "mfr",
-        &rx.url("/w"),
+    let hub = recorded_hub(
+        &rx,
         "retry_schedule = [\"100ms\", \"100ms\", \"100ms\"]\nretry_after_max = \"2s\"",
-    ));
+    );
     let file = snapshot(&hub, "one.csv", 1, None);
     let daemon = hub.start();
     hub.drop_file(&file, "one.csv");
@@ -220,12 +225,7 @@ async fn retry_after_is_honoured_with_a_clamp() {
 async fn gone_disables_the_subscriber_until_enabled() {
     let rx = Recorder::start().await;
     rx.respond(|_, _| (410, vec![]));
-    let hub = Hub::new(&rx.url("/w"), "", "", 1000);
-    hub.set_tail(&subscriber(
-        "mfr",
-        &rx.url("/w"),
-        "retry_schedule = [\"100ms\", \"100ms\"]\nmax_in_flight = 1",
-    ));
+    let hub = recorded_hub(&rx, "retry_schedule = [\"100ms\", \"100ms\"]\nmax_in_flight = 1");
     let file = snapshot(&hub, "three.csv", 3, None);
     let daemon = hub.start();
     hub.drop_file(&file, "three.csv");
@@ -297,21 +297,11 @@ async fn key_rotation_signs_with_every_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_parks_and_resumes() {
     let rx = Recorder::start().await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let h = healthy.clone();
-    rx.respond(move |_, _| {
-        if h.load(Ordering::SeqCst) {
-            (204, vec![])
-        } else {
-            (503, vec![])
-        }
-    });
-    let hub = Hub::new(&rx.url("/w"), "", "", 1000);
-    hub.set_tail(&subscriber(
-        "mfr",
-        &rx.url("/w"),
+    let healthy = rx.down_until_healthy();
+    let hub = recorded_hub(
+        &rx,
         "retry_schedule = [\"50ms\", \"50ms\", \"50ms\"]\nmax_in_flight = 2\nbreaker_failures = 3\nbreaker_probe_interval = \"400ms\"",
-    ));
+    );
     let file = snapshot(&hub, "ten.csv", 10, None);
     let daemon = hub.start();
     hub.drop_file(&file, "ten.csv");
@@ -376,21 +366,11 @@ async fn per_case_order_holds_while_another_case_keeps_failing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalescing_collapses_superseded_updates_while_down() {
     let rx = Recorder::start().await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let h = healthy.clone();
-    rx.respond(move |_, _| {
-        if h.load(Ordering::SeqCst) {
-            (204, vec![])
-        } else {
-            (503, vec![])
-        }
-    });
-    let hub = Hub::new(&rx.url("/w"), "", "", 1000);
-    hub.set_tail(&subscriber(
-        "mfr",
-        &rx.url("/w"),
+    let healthy = rx.down_until_healthy();
+    let hub = recorded_hub(
+        &rx,
         "coalesce = true\nmax_in_flight = 1\nbreaker_failures = 1\nbreaker_probe_interval = \"300ms\"\nretry_schedule = [\"100ms\", \"100ms\", \"100ms\"]",
-    ));
+    );
     let a = snapshot(&hub, "a.csv", 20, None);
     let b = snapshot(&hub, "b.csv", 20, Some(2)); // even cases move on
     let daemon = hub.start();
@@ -462,11 +442,7 @@ async fn replay_by_time_range_and_by_message() {
     let out = hub.cli(&["replay", "--subscriber", "mfr", "--since", &t1, "--until", &t2]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("3 message(s)"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while rx.accepted().len() < n1 + 6 {
-        assert!(std::time::Instant::now() < deadline, "replay not delivered");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_replayed(&rx, n1 + 6).await;
     let replayed: Vec<_> = rx.accepted()[n1 + 3..].to_vec();
     for r in &replayed {
         assert_eq!(r.body["data"]["source"]["file"], "b.csv", "only the day-2 range");
@@ -476,11 +452,7 @@ async fn replay_by_time_range_and_by_message() {
     let one = all.keys().next().expect("an id").clone();
     let out = hub.cli(&["replay", "--subscriber", "mfr", "--message", &one]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 message(s)"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while rx.accepted().len() < n1 + 7 {
-        assert!(std::time::Instant::now() < deadline, "replay not delivered");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_replayed(&rx, n1 + 7).await;
     assert_eq!(rx.accepted().last().expect("one").id, one);
     rx.assert_stays(n1 + 3, Duration::from_millis(300)).await;
     assert_eq!(rx.accepted().len(), n1 + 7);
@@ -731,11 +703,7 @@ async fn admin_api_metrics_and_operations() {
     let count: serde_json::Value = serde_json::from_str(&body).expect("json");
     let replayed = count["replayed"].as_u64().expect("count") as usize;
     assert_eq!(replayed, tl.len());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while rx.accepted().len() < n + replayed {
-        assert!(std::time::Instant::now() < deadline, "replay not delivered");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_replayed(&rx, n + replayed).await;
     rx.assert_ids_stable();
     daemon.stop().await;
 }

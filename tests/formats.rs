@@ -7,30 +7,23 @@
 //!   daemon's runtime, and an HTTP receiver on 127.0.0.1:0 that checks each
 //!   Standard Webhooks signature with its own HMAC.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use hubsync::pipeline::dry_run;
 use hubsync::setup::{self, Config, Connector};
-
-const KEY: &str = "test-pseudonym-key-0123456789";
-const SECRET_B64: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::{repo, Receiver, PSEUDONYM_KEY, SECRET};
 
 fn env(k: &str) -> Option<String> {
     match k {
-        "HUBSYNC_PSEUDONYM_KEY" => Some(KEY.into()),
-        "FORMATS_SECRET" => Some(format!("whsec_{SECRET_B64}")),
+        "HUBSYNC_PSEUDONYM_KEY" => Some(PSEUDONYM_KEY.into()),
+        "FORMATS_SECRET" => Some(SECRET.into()),
         _ => None,
     }
 }
@@ -290,7 +283,7 @@ fn a_loop_the_transaction_lacks_is_refused_at_load_with_a_caret() -> Result<()> 
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
             .args(["check", "-c"])
             .arg(&cfg)
-            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
             .output()?;
         let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "{path}: check must fail:\n{text}");
@@ -302,56 +295,6 @@ fn a_loop_the_transaction_lacks_is_refused_at_load_with_a_caret() -> Result<()> 
 }
 
 // ---------------------------------------------------------------- end to end
-
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<serde_json::Value>>>);
-
-/// Verifies a Standard Webhooks signature with our own HMAC (not the crate's signer).
-fn verify(headers: &axum::http::HeaderMap, body: &[u8]) -> bool {
-    let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let (id, ts, sigs) = (
-        get("webhook-id"),
-        get("webhook-timestamp"),
-        get("webhook-signature"),
-    );
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SECRET_B64)
-        .expect("the test secret is base64");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    !id.is_empty()
-        && sigs
-            .split(' ')
-            .any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
-}
-
-async fn receiver() -> Result<(String, Received, tokio::task::JoinHandle<()>)> {
-    use axum::routing::post;
-    let got = Received::default();
-    let state = got.clone();
-    let app = axum::Router::new().route(
-        "/hooks",
-        post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let state = state.clone();
-            async move {
-                if !verify(&headers, &body) {
-                    return axum::http::StatusCode::UNAUTHORIZED;
-                }
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                state.0.lock().expect("receiver lock").push(v);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((format!("http://{addr}/hooks"), got, task))
-}
 
 /// Runs the daemon over one connector with one dropped file; returns the
 /// webhooks received once `want` arrived (or the deadline passed), and the
@@ -382,7 +325,8 @@ async fn drop_and_receive(
         root.join("connectors").join(format!("{conn_name}.toml")),
         rewritten,
     )?;
-    let (url, got, server) = receiver().await?;
+    let rx = Receiver::start().await;
+    let url = rx.url_at("/hooks");
     let cfg_path = root.join("config.toml");
     std::fs::write(
         &cfg_path,
@@ -405,7 +349,7 @@ async fn drop_and_receive(
     std::fs::copy(&src, drop_dir.join(&name))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let n = got.0.lock().expect("receiver lock").len();
+        let n = rx.count();
         let archived = root
             .join("data/archive")
             .join(conn_name)
@@ -421,8 +365,8 @@ async fn drop_and_receive(
     tokio::time::sleep(Duration::from_millis(300)).await;
     token.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
-    server.abort();
-    let out = got.0.lock().expect("receiver lock").clone();
+    let out: Vec<serde_json::Value> = rx.accepted().into_iter().map(|r| r.body).collect();
+    drop(rx);
     let sqlite = root.join("data/hubsync.db");
     assert!(sqlite.exists(), "the SQLite store was created");
     // Archived files sit in a dated folder; quarantined ones in error/.
@@ -671,7 +615,7 @@ fn parse_command_counts_records_and_refused_envelopes() -> Result<()> {
             .arg(dir.path().join("config.toml"))
             .args(["--connector", "payer-278"])
             .arg(repo().join(file))
-            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
             .output()
     };
     let good = run("fixtures/x12/278-three-events.x12")?;
@@ -783,7 +727,9 @@ const X12_CASES: &[X12Case] = &[
         ] },
     X12Case { file: "fixtures/x12/278-not-required.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false,
         facts: &["TRK-NA-1 pa.not_required reason=x12:306:NA"] },
-    X12Case { file: "fixtures/x12/278-pended.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-PEND-1 pa.pended"] },
+    X12Case { file: "fixtures/x12/278-pended.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-PEND-1 pa.pended x_review_type=standard"] },
+    // UM06 = U: an expedited review, which the journey rules give 72 hours.
+    X12Case { file: "fixtures/x12/278-pended-urgent.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 0, warnings: 0, fails: false, facts: &["TRK-PEND-URGENT-1 pa.pended x_review_type=urgent"] },
     X12Case { file: "fixtures/x12/278-three-events.x12", connector: "payer-278", st01: Some("278"), milestones: 3, refused: 0, warnings: 0, fails: false,
         facts: &["TRK-PART-1 pa.approved decision_partial=true auth_number=AUTH-9001"] },
     X12Case { file: "fixtures/x12/278-two-interchanges.x12", connector: "payer-278", st01: Some("278"), milestones: 1, refused: 1, warnings: 0, fails: false, facts: &[] },
@@ -882,7 +828,7 @@ fn every_x12_fixture_parses_and_maps_as_tabled() -> Result<()> {
             .arg(dir.path().join("config.toml"))
             .args(["--connector", case.connector])
             .arg(&path)
-            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
             .output()?;
         let mut bad = |what: String| failures.push(format!("{}: {what}", case.file));
         if st01.as_deref() != case.st01 {
@@ -1010,8 +956,8 @@ fn sp_feeds_and_the_hub_file_share_one_case_timeline() -> Result<()> {
             .arg(&cfg_path)
             .args(["--connector", connector])
             .arg(repo().join(file))
-            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
-            .env("FORMATS_SECRET", format!("whsec_{SECRET_B64}"))
+            .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
+            .env("FORMATS_SECRET", SECRET)
             .output()?;
         assert!(
             out.status.success(),
@@ -1093,7 +1039,7 @@ impl Project {
             .args(args)
             .arg("--config")
             .arg(self.dir.path().join("config.toml"))
-            .env("HUBSYNC_PSEUDONYM_KEY", KEY)
+            .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
             .env("RUST_BACKTRACE", "1")
             .output()?)
     }

@@ -19,7 +19,7 @@
 //! `FUZZ_SECONDS` (default 2) bounds each target; `FUZZ_SEED` replays a run;
 //! `FUZZ_TARGET` picks one target; `FUZZ_REPORT=path` appends the figures.
 
-mod malformed_support;
+mod support;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -40,8 +40,8 @@ struct Ctx {
 
 fn env(k: &str) -> Option<String> {
     match k {
-        "HUBSYNC_PSEUDONYM_KEY" => Some(malformed_support::PSEUDONYM_KEY.to_string()),
-        "HUBSYNC_LOCAL_SECRET" => Some(malformed_support::SECRET.to_string()),
+        "HUBSYNC_PSEUDONYM_KEY" => Some(support::PSEUDONYM_KEY.to_string()),
+        "HUBSYNC_LOCAL_SECRET" => Some(support::SECRET.to_string()),
         _ => None,
     }
 }
@@ -179,13 +179,9 @@ fn config_loader(ctx: &Ctx, data: &[u8]) -> String {
     std::fs::create_dir_all(root.join("mappings")).expect("mkdir");
     let mapping = root.join("mappings/acme-hub-status.toml");
     if !mapping.exists() {
+        std::fs::copy(support::repo().join("mappings/acme-hub-status.toml"), &mapping).expect("copy");
         std::fs::copy(
-            malformed_support::repo().join("mappings/acme-hub-status.toml"),
-            &mapping,
-        )
-        .expect("copy");
-        std::fs::copy(
-            malformed_support::repo().join("config.example.toml"),
+            support::repo().join("config.example.toml"),
             root.join("config.toml"),
         )
         .expect("copy");
@@ -210,7 +206,7 @@ fn files_in(dir: &Path, ext: &str) -> Vec<Vec<u8>> {
 }
 
 fn targets() -> Vec<Target> {
-    let r = malformed_support::repo();
+    let r = support::repo();
     let fx = r.join("fixtures");
     let mut x12 = files_in(&fx.join("x12"), "x12");
     x12.extend(files_in(&fx.join("x12-public"), "x12"));
@@ -471,9 +467,7 @@ fn worker(ctx: std::sync::Arc<Ctx>, run: Run) -> Worker {
 
 fn save(target: &str, input: &[u8]) -> PathBuf {
     use sha2::Digest;
-    let dir = malformed_support::repo()
-        .join("target/fuzz-crashers")
-        .join(target);
+    let dir = support::repo().join("target/fuzz-crashers").join(target);
     std::fs::create_dir_all(&dir).expect("mkdir crashers");
     let p = dir.join(hex::encode(&sha2::Sha256::digest(input)[..8]));
     std::fs::write(&p, input).expect("save crasher");
@@ -481,7 +475,7 @@ fn save(target: &str, input: &[u8]) -> PathBuf {
 }
 
 fn context() -> (tempfile::TempDir, std::sync::Arc<Ctx>) {
-    let ws = malformed_support::workspace();
+    let ws = support::malformed::workspace();
     let config = hubsync::setup::load_with_env(&ws.path().join("config.toml"), &env)
         .unwrap_or_else(|d| panic!("the shipped config loads:\n{d}"));
     let ctx = std::sync::Arc::new(Ctx {
@@ -590,7 +584,7 @@ fn fuzz_every_target_for_a_bounded_time() {
 fn regressions_stay_fixed() {
     let (_ws, ctx) = context();
     quiet_panics();
-    let dir = malformed_support::repo().join("tests/data/fuzz");
+    let dir = support::repo().join("tests/data/fuzz");
     let mut n = 0;
     for t in targets() {
         let w = worker(ctx.clone(), t.run);

@@ -3,24 +3,16 @@
 //! are shared through leases, and killing instances (`kill -9`) mid-file and
 //! mid-delivery loses nothing. The receiver verifies every signature.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cluster::{snapshot, Cluster, ClusterOpts, Receiver};
-use common::PgDb;
 use hubsync::store::{FileRow, FileStatus, Store};
-
-/// The binary under test. `HUBSYNC_TEST_BIN` overrides it (a release build,
-/// or a private copy when several worktrees share one target directory and
-/// overwrite each other's `target/debug/hubsync`).
-fn bin() -> std::path::PathBuf {
-    std::env::var_os("HUBSYNC_TEST_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hubsync").into())
-}
+use support::cluster::{snapshot, Cluster, ClusterOpts, Receiver};
+use support::process::bin_under_test;
+use support::PgDb;
 
 /// Milestones a set of files produces when no case is shared between files.
 fn expected_deltas(cluster: &Cluster, files: &[(String, String)]) -> u64 {
@@ -137,7 +129,7 @@ fn check_files(cluster: &Cluster, t: &Totals, n_files: usize, rows: u64) {
     assert_eq!(t.failed, 0);
     let names = |dir: &Path| -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
-        for p in Cluster::files_in(dir) {
+        for p in support::files_in(dir) {
             *m.entry(p.file_name().expect("a name").to_string_lossy().into_owned())
                 .or_default() += 1;
         }
@@ -159,7 +151,7 @@ async fn three_instances_share_a_drop_of_many_files() {
         chunk_rows: 15,
         ..ClusterOpts::default()
     };
-    let mut cluster = Cluster::new(&bin(), &db.url, receiver.addr, &opts);
+    let mut cluster = Cluster::new(&bin_under_test(), &db.url, receiver.addr, &opts);
     for _ in 0..3 {
         cluster.spawn();
     }
@@ -209,7 +201,7 @@ async fn killing_instances_mid_file_and_mid_delivery_loses_nothing() {
         max_in_flight: 8,
         ..ClusterOpts::default()
     };
-    let mut cluster = Cluster::new(&bin(), &db.url, receiver.addr, &opts);
+    let mut cluster = Cluster::new(&bin_under_test(), &db.url, receiver.addr, &opts);
     for _ in 0..3 {
         cluster.spawn();
     }
@@ -319,14 +311,14 @@ async fn killing_instances_mid_file_and_mid_delivery_loses_nothing() {
 async fn migrate_creates_the_schema_and_startup_refuses_a_newer_one() {
     let db = PgDb::create().await;
     let receiver = Receiver::start().await;
-    let cluster = Cluster::new(&bin(), &db.url, receiver.addr, &ClusterOpts::default());
+    let cluster = Cluster::new(&bin_under_test(), &db.url, receiver.addr, &ClusterOpts::default());
     let hubsync = |args: &[&str]| {
-        std::process::Command::new(bin())
+        std::process::Command::new(bin_under_test())
             .args(args)
             .arg("--config")
             .arg(&cluster.config)
-            .env("HUBSYNC_PSEUDONYM_KEY", common::cluster::PSEUDONYM_KEY)
-            .env("HUBSYNC_TEST_SECRET", common::cluster::secret())
+            .env("HUBSYNC_PSEUDONYM_KEY", support::PSEUDONYM_KEY)
+            .env("HUBSYNC_TEST_SECRET", support::SECRET)
             .output()
             .expect("run hubsync")
     };

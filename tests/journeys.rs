@@ -5,7 +5,6 @@
 //! clock runs for real; day-long waits are covered by the calendar unit
 //! tests and by firing with an injected `now` (`journey::fire::fire_due`).
 
-mod common;
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
@@ -406,7 +405,7 @@ fn use_postgres(hub: &Hub, url: &str) {
 /// fired and delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_postgres_deliver_each_stall_once() {
-    let db = common::PgDb::create().await;
+    let db = support::PgDb::create().await;
     let rx = Receiver::start().await;
     let hub = Hub::new(&rx.url(), "", "", 200);
     use_postgres(&hub, &db.url);
@@ -443,7 +442,7 @@ async fn three_instances_on_postgres_deliver_each_stall_once() {
 async fn fire_due_respects_the_injected_clock_on_both_backends() {
     for pg in [false, true] {
         let db = if pg {
-            Some(common::PgDb::create().await)
+            Some(support::PgDb::create().await)
         } else {
             None
         };

@@ -9,9 +9,10 @@
 //! declaring a million cells, deep XML) are generated here at test time;
 //! the manifest names their generator instead of a file.
 
-mod malformed_support;
+mod support;
 
-use malformed_support::*;
+use support::malformed::*;
+use support::repo;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,18 +108,19 @@ fn every_malformed_file_has_its_declared_outcome_within_limits() {
             continue;
         };
         let refused = summary["file_refused"].as_str();
+        let rejects: Vec<String> = lines
+            .iter()
+            .filter(|l| l["kind"] == "reject")
+            .map(|l| {
+                format!(
+                    "{}: {}",
+                    l["reject"]["locator"].as_str().unwrap_or(""),
+                    l["reject"]["reason"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
         if std::env::var("MALFORMED_PRINT").is_ok() {
-            let rj: Vec<String> = lines
-                .iter()
-                .filter(|l| l["kind"] == "reject")
-                .map(|l| {
-                    format!(
-                        "{}: {}",
-                        l["reject"]["locator"].as_str().unwrap_or(""),
-                        l["reject"]["reason"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
+            let rj = &rejects;
             eprintln!(
                 "OUTCOME {label} refused={refused:?} read={} milestones={} rejected={rj:?}",
                 summary["records"]["read"],
@@ -145,17 +147,6 @@ fn every_malformed_file_has_its_declared_outcome_within_limits() {
                 failures.push(format!("{label}: {got} milestones, want {m}"));
             }
         }
-        let rejects: Vec<String> = lines
-            .iter()
-            .filter(|l| l["kind"] == "reject")
-            .map(|l| {
-                format!(
-                    "{}: {}",
-                    l["reject"]["locator"].as_str().unwrap_or(""),
-                    l["reject"]["reason"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
         let matches = rejects.len() == case.rejected.len()
             && case.rejected.iter().zip(&rejects).all(|(want, got)| {
                 let (loc, why) = want.split_once(": ").unwrap_or((want, ""));

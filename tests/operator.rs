@@ -10,11 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{repo, Hub, Receiver, SECRET};
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("fixtures/acme-hub").join(name)
-}
+use support::{fixture, Hub, Receiver, SECRET};
 
 /// `hubsync ARGS --config <hub>`, reading nothing from stdin.
 fn hubsync(hub: &Hub, args: &[&str]) -> Command {

@@ -7,13 +7,14 @@
 //! names and dates of birth found in the inputs. Sidecars and rejects files
 //! must also be owner-only (0600).
 
-mod malformed_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use malformed_support::*;
+use support::malformed::*;
+use support::{repo, PSEUDONYM_KEY, SECRET};
 
 /// Raw patient identifiers, names and dates of birth in one input file.
 fn phi_of(path: &Path) -> BTreeSet<String> {

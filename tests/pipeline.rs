@@ -8,11 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use support::{repo, Hub, Receiver};
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    repo().join("fixtures/acme-hub").join(name)
-}
+use support::{fixture, repo, Hub, Receiver};
 
 /// Milestones a file maps to (as if nothing were stored), via the dry run.
 fn milestone_count(hub: &Hub, file: &Path) -> usize {

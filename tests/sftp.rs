@@ -2,7 +2,7 @@
 //! started by each test on a loopback port). Never skipped: without sshd
 //! these tests fail, and say how to install it.
 
-mod sftp_support;
+mod support;
 
 use std::io::Write;
 use std::path::Path;
@@ -10,68 +10,46 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use hubsync::source::sftp::{SftpDrop, SftpError};
-use sftp_support::*;
+use support::sftp::{fingerprint_of, keygen, subscriber, SftpRig, CONNECTOR};
+use support::{eventually, fixture, PSEUDONYM_KEY};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn sftp_source(config: &hubsync::setup::Config) -> Result<hubsync::source::SftpSource> {
-    match &config.connectors.first().context("no connector")?.source {
-        hubsync::source::Source::Sftp(s) => Ok(s.clone()),
-        other => anyhow::bail!("not an sftp source: {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_file_becomes_signed_webhooks_and_is_archived_remotely() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
     // A passphrase-protected key: the passphrase comes from the environment.
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "correct horse")?;
-    let drop_dir = tmp.path().join("remote/drop");
-    std::fs::create_dir_all(&drop_dir)?;
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
-    let mut inst = inst;
-    inst.env
-        .insert("TEST_KEY_PASS".into(), sshd.client_passphrase.clone());
-    inst.connector(
-        "acme-sftp",
-        &sftp_connector(&sshd, &drop_dir, "", "key_passphrase_env = \"TEST_KEY_PASS\"\n")?,
-    )?;
-    let expected = expected_webhooks(&inst.load()?, &fixture("status_20261122.csv"))?;
+    let mut rig = SftpRig::builder().passphrase("correct horse").start().await?;
+    let pass = rig.sshd.client_passphrase.clone();
+    rig.inst.env.insert("TEST_KEY_PASS".into(), pass);
+    rig.connector("key_passphrase_env = \"TEST_KEY_PASS\"\n")?;
+    let expected = rig.expected("status_20261122.csv")?;
     ensure!(expected > 0, "the fixture produces webhooks");
 
-    let daemon = inst.start()?;
-    std::fs::copy(
-        fixture("status_20261122.csv"),
-        drop_dir.join("status_20261122.csv"),
-    )?;
-    eventually("all webhooks", WAIT, || (rx.count() >= expected).then_some(())).await?;
-    let archived = drop_dir.join("archive/status_20261122.csv");
+    let daemon = rig.inst.start()?;
+    rig.put("status_20261122.csv")?;
+    rig.wait_webhooks("all webhooks", expected, WAIT).await?;
+    let archived = rig.remote("archive/status_20261122.csv");
     eventually("the remote file archived", WAIT, || {
         archived.is_file().then_some(())
     })
     .await?;
     // Give a straggler (a duplicate send) the chance to show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    daemon.stop().await?;
+    daemon.stop().await;
 
-    let got = rx.all();
+    let got = rig.rx.accepted();
     assert_eq!(got.len(), expected, "each delta exactly once");
-    assert_eq!(*rx.refused.lock().expect("lock"), 0, "every signature verified");
+    assert_eq!(rig.rx.bad_signatures(), 0, "every signature verified");
     let ids: std::collections::HashSet<_> = got.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids.len(), got.len(), "webhook ids are unique");
     assert!(got
         .iter()
-        .all(|r| r.body["data"]["source"]["connector"] == "acme-sftp"));
+        .all(|r| r.body["data"]["source"]["connector"] == CONNECTOR));
     assert!(got
         .iter()
         .all(|r| r.body["data"]["source"]["file"] == "status_20261122.csv"));
     assert!(
-        !drop_dir.join("status_20261122.csv").exists(),
+        !rig.remote("status_20261122.csv").exists(),
         "moved out of the drop"
     );
     assert_eq!(
@@ -79,33 +57,26 @@ async fn end_to_end_file_becomes_signed_webhooks_and_is_archived_remotely() -> R
         std::fs::read(fixture("status_20261122.csv"))?,
         "archived intact"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(inst.staging("acme-sftp"))?.collect();
+    let leftovers: Vec<_> = std::fs::read_dir(rig.inst.staging(CONNECTOR))?.collect();
     assert!(leftovers.is_empty(), "staging is cleaned up: {leftovers:?}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_is_never_read_early() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
-    let drop_dir = tmp.path().join("remote/drop");
-    std::fs::create_dir_all(&drop_dir)?;
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
+    let rig = SftpRig::start().await?;
     // settle 2s, polled every 200ms: every listing during the upload sees a
     // new size, so none may count the file as complete.
-    let conn = sftp_connector(&sshd, &drop_dir, "", "")?.replace("settle = \"1s\"", "settle = \"2s\"");
-    inst.connector("acme-sftp", &conn)?;
+    let conn = rig
+        .connector_text("")?
+        .replace("settle = \"1s\"", "settle = \"2s\"");
+    rig.inst.connector(CONNECTOR, &conn)?;
     let full = std::fs::read(fixture("status_20261122.csv"))?;
-    let expected = expected_webhooks(&inst.load()?, &fixture("status_20261122.csv"))?;
-    let daemon = inst.start()?;
+    let expected = rig.expected("status_20261122.csv")?;
+    let daemon = rig.inst.start()?;
 
     // Written in 8 chunks, 700 ms apart: about 5 s for the whole file.
-    let path = drop_dir.join("status_20261122.csv");
+    let path = rig.remote("status_20261122.csv");
     let mut f = std::fs::File::create(&path)?;
     let chunk = full.len().div_ceil(8);
     let started = Instant::now();
@@ -114,19 +85,19 @@ async fn a_slow_upload_is_never_read_early() -> Result<()> {
         f.flush()?;
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(
-            rx.count(),
+            rig.rx.count(),
             0,
             "nothing may be sent while the file is being written"
         );
     }
     drop(f);
     assert!(started.elapsed() >= Duration::from_secs(5));
-    eventually("all webhooks", WAIT, || (rx.count() >= expected).then_some(())).await?;
+    rig.wait_webhooks("all webhooks", expected, WAIT).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    daemon.stop().await?;
+    daemon.stop().await;
 
-    assert_eq!(rx.count(), expected);
-    let store = inst.store().await?;
+    assert_eq!(rig.rx.count(), expected);
+    let store = rig.inst.store().await?;
     let files = store.files(10).await?;
     assert_eq!(files.len(), 1, "one version of the file was processed: {files:?}");
     assert_eq!(files[0].counts.read, 40, "all 40 records, not a prefix");
@@ -136,34 +107,20 @@ async fn a_slow_upload_is_never_read_early() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_host_key_is_refused() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
-    let drop_dir = tmp.path().join("remote/drop");
-    std::fs::create_dir_all(&drop_dir)?;
-    std::fs::copy(
-        fixture("status_20261122.csv"),
-        drop_dir.join("status_20261122.csv"),
-    )?;
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
+    let rig = SftpRig::start().await?;
+    rig.put("status_20261122.csv")?;
 
     // A key the server does not have.
-    let impostor = tmp.path().join("impostor");
+    let impostor = rig.tmp.path().join("impostor");
     keygen(&impostor, "")?;
     let wrong = fingerprint_of(&impostor.with_extension("pub"))?;
-    let good = sshd.host_fingerprint()?;
+    let good = rig.sshd.host_fingerprint()?;
     assert_ne!(wrong, good);
+    let with_wrong_key = rig.connector_text("")?.replace(&good, &wrong);
 
     // Pinned fingerprint.
-    inst.connector(
-        "acme-sftp",
-        &sftp_connector(&sshd, &drop_dir, "", "")?.replace(&good, &wrong),
-    )?;
-    let mut remote = SftpDrop::new(sftp_source(&inst.load()?)?);
+    rig.inst.connector(CONNECTOR, &with_wrong_key)?;
+    let mut remote = SftpDrop::new(rig.source()?);
     let err = remote
         .connect()
         .await
@@ -185,26 +142,22 @@ async fn a_wrong_host_key_is_refused() -> Result<()> {
     assert!(err.to_string().contains("does not match"), "{err}");
 
     // known_hosts with another key for this host:port, then with the right one.
-    let kh = tmp.path().join("known_hosts");
+    let kh = rig.tmp.path().join("known_hosts");
     let impostor_line = std::fs::read_to_string(impostor.with_extension("pub"))?;
     let mut parts = impostor_line.split_whitespace();
     let (algo, b64) = (parts.next().context("algo")?, parts.next().context("key")?);
-    std::fs::write(&kh, format!("[127.0.0.1]:{} {algo} {b64}\n", sshd.port))?;
-    let with_known_hosts = sftp_connector(
-        &sshd,
-        &drop_dir,
-        "",
-        &format!("known_hosts = \"{}\"\n", kh.display()),
-    )?
-    .replace(&format!("host_key_fingerprint = \"{good}\"\n"), "");
-    inst.connector("acme-sftp", &with_known_hosts)?;
-    let mut remote = SftpDrop::new(sftp_source(&inst.load()?)?);
+    std::fs::write(&kh, format!("[127.0.0.1]:{} {algo} {b64}\n", rig.sshd.port))?;
+    let with_known_hosts = rig
+        .connector_text(&format!("known_hosts = \"{}\"\n", kh.display()))?
+        .replace(&format!("host_key_fingerprint = \"{good}\"\n"), "");
+    rig.inst.connector(CONNECTOR, &with_known_hosts)?;
+    let mut remote = SftpDrop::new(rig.source()?);
     assert!(matches!(
         remote.connect().await,
         Err(SftpError::HostKeyMismatch { .. })
     ));
-    std::fs::write(&kh, sshd.known_hosts_line()?)?;
-    let mut remote = SftpDrop::new(sftp_source(&inst.load()?)?);
+    std::fs::write(&kh, rig.sshd.known_hosts_line()?)?;
+    let mut remote = SftpDrop::new(rig.source()?);
     remote
         .connect()
         .await
@@ -212,84 +165,61 @@ async fn a_wrong_host_key_is_refused() -> Result<()> {
     remote.disconnect().await;
 
     // The daemon with a wrong key: the connector stops, nothing is fetched.
-    inst.connector(
-        "acme-sftp",
-        &sftp_connector(&sshd, &drop_dir, "", "")?.replace(&good, &wrong),
-    )?;
-    let daemon = inst.start()?;
+    rig.inst.connector(CONNECTOR, &with_wrong_key)?;
+    let daemon = rig.inst.start()?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    daemon.stop().await?;
-    assert_eq!(rx.count(), 0);
+    daemon.stop().await;
+    assert_eq!(rig.rx.count(), 0);
     assert!(
-        drop_dir.join("status_20261122.csv").is_file(),
+        rig.remote("status_20261122.csv").is_file(),
         "the file was not touched"
     );
-    assert!(!drop_dir.join("archive").exists());
+    assert!(!rig.remote("archive").exists());
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_nothing_is_processed_twice() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
-    let drop_dir = tmp.path().join("remote/drop");
-    std::fs::create_dir_all(&drop_dir)?;
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
+    let rig = SftpRig::start().await?;
     // "leave": the file stays on the server, as with a read-only account.
-    inst.connector(
-        "acme-sftp",
-        &sftp_connector(&sshd, &drop_dir, "", "after_commit = \"leave\"\n")?,
-    )?;
-    std::fs::copy(
-        fixture("status_20261122.csv"),
-        drop_dir.join("status_20261122.csv"),
-    )?;
-    let first = expected_webhooks(&inst.load()?, &fixture("status_20261122.csv"))?;
+    rig.connector("after_commit = \"leave\"\n")?;
+    let day1 = rig.put("status_20261122.csv")?;
+    let first = rig.expected("status_20261122.csv")?;
 
-    let daemon = inst.start()?;
-    eventually("the first file's webhooks", WAIT, || {
-        (rx.count() >= first).then_some(())
-    })
-    .await?;
+    let daemon = rig.inst.start()?;
+    rig.wait_webhooks("the first file's webhooks", first, WAIT)
+        .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    daemon.stop().await?;
-    assert_eq!(rx.count(), first);
+    daemon.stop().await;
+    assert_eq!(rig.rx.count(), first);
 
     // Restart. The first file is still there; a second one arrives. The second
     // file's webhooks prove the restarted connector listed the folder (and
     // reached the first file before it, in path order).
-    let daemon = inst.start()?;
-    std::fs::copy(
-        fixture("status_20261123.csv"),
-        drop_dir.join("status_20261123.csv"),
-    )?;
+    let daemon = rig.inst.start()?;
+    let day2 = rig.put("status_20261123.csv")?;
     eventually("the second file's webhooks", WAIT, || {
-        (rx.count_from_file("status_20261123.csv") > 0).then_some(())
+        (rig.rx.count_from_file("status_20261123.csv") > 0).then_some(())
     })
     .await?;
     // And a third poll round after that, to be sure nothing more comes.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    daemon.stop().await?;
+    daemon.stop().await;
 
     assert_eq!(
-        rx.count_from_file("status_20261122.csv"),
+        rig.rx.count_from_file("status_20261122.csv"),
         first,
         "the first file was not processed again"
     );
-    assert!(drop_dir.join("status_20261122.csv").is_file(), "left in place");
+    assert!(day1.is_file(), "left in place");
     assert_eq!(
-        sshd.opens_of(&drop_dir.join("status_20261122.csv")),
+        rig.sshd.opens_of(&day1),
         1,
         "the remote-file ledger (path, size, mtime) kept it from being downloaded again; sshd log:\n{}",
-        sshd.log()
+        rig.sshd.log()
     );
-    assert_eq!(sshd.opens_of(&drop_dir.join("status_20261123.csv")), 1);
-    let store = inst.store().await?;
+    assert_eq!(rig.sshd.opens_of(&day2), 1);
+    let store = rig.inst.store().await?;
     let files = store.files(10).await?;
     assert_eq!(files.len(), 2, "{files:?}");
     store.close().await;
@@ -315,27 +245,18 @@ fn write_big_file(path: &Path, target_bytes: u64) -> Result<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_mid_transfer_recovers_without_half_processing() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
-    let drop_dir = tmp.path().join("remote/drop");
-    std::fs::create_dir_all(&drop_dir)?;
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
-    inst.connector("acme-sftp", &sftp_connector(&sshd, &drop_dir, "", "")?)?;
-    let expected = expected_webhooks(&inst.load()?, &fixture("status_20261122.csv"))?;
+    let rig = SftpRig::start().await?;
+    rig.connector("")?;
+    let expected = rig.expected("status_20261122.csv")?;
     // Written beside the drop, then renamed in: it appears whole.
-    let staged_remote = tmp.path().join("remote/status_20261122.csv");
+    let staged_remote = rig.tmp.path().join("remote/status_20261122.csv");
     let size = write_big_file(&staged_remote, 120 * 1024 * 1024)?;
-    let daemon = inst.start()?;
-    std::fs::rename(&staged_remote, drop_dir.join("status_20261122.csv"))?;
+    let daemon = rig.inst.start()?;
+    std::fs::rename(&staged_remote, rig.remote("status_20261122.csv"))?;
 
     // Wait until the download is in flight (a partial file in staging), then
     // kill the server's per-connection processes.
-    let staging = inst.staging("acme-sftp");
+    let staging = rig.inst.staging(CONNECTOR);
     let partial = eventually("a download in flight", WAIT, || {
         std::fs::read_dir(&staging).ok()?.flatten().find_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -344,26 +265,21 @@ async fn a_connection_cut_mid_transfer_recovers_without_half_processing() -> Res
         })
     })
     .await?;
-    let killed = sshd.kill_sessions();
+    let killed = rig.sshd.kill_sessions();
     assert!(killed > 0, "a session process was killed");
     assert!(partial < size, "cut mid-transfer ({partial} of {size} bytes)");
 
-    eventually("all webhooks after recovery", WAIT * 2, || {
-        (rx.count() >= expected).then_some(())
-    })
-    .await?;
+    rig.wait_webhooks("all webhooks after recovery", expected, WAIT * 2)
+        .await?;
     eventually("the remote file archived", WAIT, || {
-        drop_dir
-            .join("archive/status_20261122.csv")
-            .is_file()
-            .then_some(())
+        rig.remote("archive/status_20261122.csv").is_file().then_some(())
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    daemon.stop().await?;
+    daemon.stop().await;
 
-    assert_eq!(rx.count(), expected, "each delta once");
-    let store = inst.store().await?;
+    assert_eq!(rig.rx.count(), expected, "each delta once");
+    let store = rig.inst.store().await?;
     let files = store.files(10).await?;
     assert_eq!(
         files.len(),
@@ -378,31 +294,34 @@ async fn a_connection_cut_mid_transfer_recovers_without_half_processing() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_drop_fires_its_alert_through_the_outbox() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
-    let drop_dir = tmp.path().join("remote/drop");
-    std::fs::create_dir_all(&drop_dir)?;
-    let rx = Receiver::start().await?;
-    let subs = subscriber("ops", &rx, "/ops", "feed_missing = true") + &subscriber("crm", &rx, "/crm", "");
-    let inst = Instance::new(&tmp.path().join("hubsync"), &subs, &rx.secret)?;
+    let rig = SftpRig::builder()
+        .subscribers(|rx| {
+            subscriber("ops", rx, "/ops", "feed_missing = true") + &subscriber("crm", rx, "/crm", "")
+        })
+        .start()
+        .await?;
     // Due a few seconds from now, in the connector's zone (UTC here).
     let due = chrono::Utc::now() + chrono::Duration::seconds(4);
     let top = format!("[expect]\ndaily_by = \"{}\"\n", due.format("%H:%M:%S"));
-    let conn = sftp_connector(&sshd, &drop_dir, "", "")?
+    let conn = rig
+        .connector_text("")?
         .replace("America/New_York", "UTC")
         .replace("[source]", &format!("{top}\n[source]"));
-    inst.connector("acme-sftp", &conn)?;
-    let daemon = inst.start()?;
+    rig.inst.connector(CONNECTOR, &conn)?;
+    let daemon = rig.inst.start()?;
 
     let alert = eventually("a feed.missing webhook", WAIT, || {
-        rx.all().into_iter().find(|r| r.body["type"] == "feed.missing")
+        rig.rx
+            .accepted()
+            .into_iter()
+            .find(|r| r.body["type"] == "feed.missing")
     })
     .await?;
-    daemon.stop().await?;
+    daemon.stop().await;
 
     assert_eq!(alert.path, "/ops", "only the subscriber that asked for it");
     let data = &alert.body["data"];
-    assert_eq!(data["connector"], "acme-sftp");
+    assert_eq!(data["connector"], CONNECTOR);
     assert_eq!(data["program"], "ACME-ONC");
     assert_eq!(data["time_zone"], "UTC");
     assert_eq!(data["expected_by"], due.format("%Y-%m-%dT%H:%M:%SZ").to_string());
@@ -410,7 +329,7 @@ async fn a_missing_drop_fires_its_alert_through_the_outbox() -> Result<()> {
     assert!(alert.body["timestamp"].is_string());
     assert!(alert.id.starts_with("msg_"));
 
-    let store = inst.store().await?;
+    let store = rig.inst.store().await?;
     let missing = store.missing_drops(10).await?;
     assert_eq!(missing.len(), 1, "{missing:?}");
     assert_eq!(missing[0].webhook_id.as_deref(), Some(alert.id.as_str()));
@@ -420,108 +339,78 @@ async fn a_missing_drop_fires_its_alert_through_the_outbox() -> Result<()> {
         "crm did not ask: {stats:?}"
     );
     store.close().await;
-    assert_eq!(rx.all().iter().filter(|r| r.path == "/crm").count(), 0);
+    assert_eq!(rig.rx.accepted().iter().filter(|r| r.path == "/crm").count(), 0);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_done_marker_decides_and_is_tidied_with_the_file() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
-    let drop_dir = tmp.path().join("remote/drop");
-    std::fs::create_dir_all(&drop_dir)?;
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
-    inst.connector(
-        "acme-sftp",
-        &sftp_connector(&sshd, &drop_dir, "", "done_marker = \"{name}.ok\"\n")?,
-    )?;
-    let expected = expected_webhooks(&inst.load()?, &fixture("status_20261122.csv"))?;
-    let daemon = inst.start()?;
-    std::fs::copy(
-        fixture("status_20261122.csv"),
-        drop_dir.join("status_20261122.csv"),
-    )?;
+    let rig = SftpRig::start().await?;
+    rig.connector("done_marker = \"{name}.ok\"\n")?;
+    let expected = rig.expected("status_20261122.csv")?;
+    let daemon = rig.inst.start()?;
+    let file = rig.put("status_20261122.csv")?;
     // Long past the settle window, with many listings: no marker, no fetch.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rx.count(), 0, "not complete without its marker");
-    assert_eq!(sshd.opens_of(&drop_dir.join("status_20261122.csv")), 0);
-    std::fs::write(drop_dir.join("status_20261122.csv.ok"), "")?;
-    eventually("all webhooks", WAIT, || (rx.count() >= expected).then_some(())).await?;
+    assert_eq!(rig.rx.count(), 0, "not complete without its marker");
+    assert_eq!(rig.sshd.opens_of(&file), 0);
+    let marker = rig.remote("status_20261122.csv.ok");
+    std::fs::write(&marker, "")?;
+    rig.wait_webhooks("all webhooks", expected, WAIT).await?;
     eventually("file archived and marker removed", WAIT, || {
-        (drop_dir.join("archive/status_20261122.csv").is_file()
-            && !drop_dir.join("status_20261122.csv.ok").exists())
-        .then_some(())
+        (rig.remote("archive/status_20261122.csv").is_file() && !marker.exists()).then_some(())
     })
     .await?;
-    daemon.stop().await?;
-    assert_eq!(rx.count(), expected);
+    daemon.stop().await;
+    assert_eq!(rig.rx.count(), expected);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_account_and_an_unreadable_file_do_not_stop_the_connector() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir()?;
     // The SFTP server runs as `nobody` and read-only (`-R`): the account can
     // list and read what `nobody` may read, and cannot rename or delete.
-    let sshd = Sshd::start_with(
-        &tmp.path().join("sshd"),
-        "",
-        "setpriv --reuid=65534 --regid=65534 --clear-groups",
-        "-R",
-    )?;
-    let drop_dir = tmp.path().join("remote/drop");
-    std::fs::create_dir_all(&drop_dir)?;
-    for d in [tmp.path(), &tmp.path().join("remote"), &drop_dir] {
+    let rig = SftpRig::builder()
+        .sftp_server("setpriv --reuid=65534 --regid=65534 --clear-groups", "-R")
+        .start()
+        .await?;
+    let tmp = rig.tmp.path();
+    for d in [tmp, &tmp.join("remote"), &rig.drop_dir] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
     }
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
     // The default after_commit ("archive") needs write access this account lacks.
-    inst.connector("acme-sftp", &sftp_connector(&sshd, &drop_dir, "", "")?)?;
-    let expected = expected_webhooks(&inst.load()?, &fixture("status_20261123.csv"))?;
-    let unreadable = drop_dir.join("status_20261122.csv");
-    let readable = drop_dir.join("status_20261123.csv");
-    std::fs::copy(fixture("status_20261122.csv"), &unreadable)?;
+    rig.connector("")?;
+    let expected = rig.expected("status_20261123.csv")?;
+    let unreadable = rig.put("status_20261122.csv")?;
     std::fs::set_permissions(&unreadable, std::fs::Permissions::from_mode(0o000))?;
-    std::fs::copy(fixture("status_20261123.csv"), &readable)?;
+    let readable = rig.put("status_20261123.csv")?;
     std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644))?;
 
-    let daemon = inst.start()?;
+    let daemon = rig.inst.start()?;
     // The unreadable file comes first in path order; the readable one still goes through.
-    eventually("the readable file's webhooks", WAIT, || {
-        (rx.count() >= expected).then_some(())
-    })
-    .await?;
+    rig.wait_webhooks("the readable file's webhooks", expected, WAIT)
+        .await?;
     // Several more poll rounds: the committed file, which could not be
     // archived, is not fetched again.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    daemon.stop().await?;
+    daemon.stop().await;
 
-    assert_eq!(rx.count(), expected);
-    assert_eq!(rx.count_from_file("status_20261122.csv"), 0);
+    assert_eq!(rig.rx.count(), expected);
+    assert_eq!(rig.rx.count_from_file("status_20261122.csv"), 0);
     assert!(
         unreadable.is_file() && readable.is_file(),
         "nothing could be moved"
     );
     assert_eq!(
-        sshd.opens_of(&readable),
+        rig.sshd.opens_of(&readable),
         1,
         "fetched once; sftp log:\n{}",
-        sshd.log()
+        rig.sshd.log()
     );
     // After the readable file was read, the tidy-up (mkdir of the archive
     // folder) was refused: the account really is read-only.
-    let log = sshd.log();
+    let log = rig.sshd.log();
     let after_read = log
         .split(&format!("open \"{}\" flags READ", readable.display()))
         .nth(1)
@@ -530,7 +419,7 @@ async fn a_read_only_account_and_an_unreadable_file_do_not_stop_the_connector() 
         after_read.contains("sent status Permission denied"),
         "the tidy-up was refused: {log}"
     );
-    let store = inst.store().await?;
+    let store = rig.inst.store().await?;
     assert_eq!(store.files(10).await?.len(), 1);
     store.close().await;
     Ok(())
@@ -540,27 +429,24 @@ async fn a_read_only_account_and_an_unreadable_file_do_not_stop_the_connector() 
 fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
-    std::fs::create_dir_all(root.join("connectors"))?;
-    std::fs::create_dir_all(root.join("mappings"))?;
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/acme-hub-status.toml"),
-        root.join("mappings/acme-hub-status.toml"),
-    )?;
+    support::hub::lay_out(root, &["acme-hub-status"]);
     std::fs::write(
         root.join("config.toml"),
         "[pseudonymization]\nkey_env = \"TEST_PSEUDO\"\n",
     )?;
+    let load = || {
+        hubsync::setup::load_with_env(&root.join("config.toml"), &|k| {
+            (k == "TEST_PSEUDO").then(|| PSEUDONYM_KEY.to_string())
+        })
+        .expect_err("bad connector")
+    };
     std::fs::write(
         root.join("connectors/bad.toml"),
         "program = \"P\"\nmapping = \"acme-hub-status\"\ntime_zone = \"UTC\"\n\
          [source]\nkind = \"sftp\"\nuser = \"u\"\npath = \"/in\"\nrescan = \"5s\"\n\
          password_env = \"NOPE\"\nhost_key_fingerprint = \"SHA256:short\"\n[format]\nkind = \"csv\"\n",
     )?;
-    let err = hubsync::setup::load_with_env(&root.join("config.toml"), &|k| {
-        (k == "TEST_PSEUDO").then(|| PSEUDO_KEY.to_string())
-    })
-    .expect_err("bad connector");
-    let text = err.to_string();
+    let text = load().to_string();
     for want in [
         "an sftp source needs `host`",
         "`rescan` applies to `kind = \"local\"` sources only",
@@ -577,10 +463,7 @@ fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
         "program = \"P\"\nmapping = \"acme-hub-status\"\ntime_zone = \"UTC\"\n\
          [source]\nkind = \"local\"\npath = \"in\"\nhost = \"h\"\n[format]\nkind = \"csv\"\n",
     )?;
-    let err = hubsync::setup::load_with_env(&root.join("config.toml"), &|k| {
-        (k == "TEST_PSEUDO").then(|| PSEUDO_KEY.to_string())
-    })
-    .expect_err("bad connector");
+    let err = load();
     assert!(
         err.to_string()
             .contains("`host` applies to `kind = \"sftp\"` sources only"),

@@ -3,16 +3,16 @@
 //! SQLite and PostgreSQL keep the same behaviour. Tests that need two
 //! instances on one database are PostgreSQL-only, at the end.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Backend, TEST_LEASE};
 use hubsync::store::{
     now_ms, AttemptOutcome, AttemptResult, Claim, Counts, FileRow, FileStatus, Generation, OutboxWrite,
     RejectRow, StateRow, Store, StoreError, Tx,
 };
+use support::{Backend, TEST_LEASE};
 
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {

@@ -84,61 +84,71 @@ fn assert_at(diags: &[Diagnostic], file: &str, text: &str, needle: &str, skip: u
     assert!(d.to_string().contains('^'), "{d}");
 }
 
+/// The stock project with `from` replaced by `to` in the mapping fails with
+/// one diagnostic at `needle`, mentioning `what`; returns the diagnostics.
+fn mapping_edit_is_diagnosed(from: &str, to: &str, needle: &str, what: &str) -> Vec<Diagnostic> {
+    let m = MAPPING.replace(from, to);
+    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
+    assert_at(&d, "m.toml", &m, needle, 0, what);
+    d
+}
+
+/// As [`mapping_edit_is_diagnosed`], for an edit of the connector.
+fn connector_edit_is_diagnosed(from: &str, to: &str, needle: &str, what: &str) {
+    let c = CONNECTOR.replace(from, to);
+    let d = diagnostics(CONFIG, &c, MAPPING, true);
+    assert_at(&d, "c.toml", &c, needle, 0, what);
+}
+
 #[test]
 fn toml_syntax_error() {
-    let m = MAPPING.replace("version = 1", "version = = 1");
-    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
-    assert_at(&d, "m.toml", &m, "= 1", 0, "");
+    mapping_edit_is_diagnosed("version = 1", "version = = 1", "= 1", "");
 }
 
 #[test]
 fn unknown_key() {
-    let c = CONNECTOR.replace("time_zone", "timezone");
-    let d = diagnostics(CONFIG, &c, MAPPING, true);
-    assert_at(&d, "c.toml", &c, "timezone", 0, "unknown field `timezone`");
+    connector_edit_is_diagnosed("time_zone", "timezone", "timezone", "unknown field `timezone`");
 }
 
 #[test]
 fn column_not_in_the_declared_header() {
-    let m = MAPPING.replace("date($when_,", "date($whne,");
-    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
-    assert_at(&d, "m.toml", &m, "$whne", 0, "unknown column `$whne`");
+    let d = mapping_edit_is_diagnosed("date($when_,", "date($whne,", "$whne", "unknown column `$whne`");
     assert!(d[0].hint.as_deref().unwrap_or("").contains("$when_"));
 }
 
 #[test]
 fn unknown_milestone_code() {
-    let m = MAPPING.replace("\"bv.started\"", "\"bv.startd\"");
-    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
-    assert_at(
-        &d,
-        "m.toml",
-        &m,
+    mapping_edit_is_diagnosed(
+        "\"bv.started\"",
+        "\"bv.startd\"",
         "bv.startd",
-        0,
         "unknown milestone code `bv.startd`",
     );
 }
 
 #[test]
 fn unknown_attribute() {
-    let m = MAPPING.replace("payer = \"$status\"", "payr = \"$status\"");
-    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
-    assert_at(&d, "m.toml", &m, "payr", 0, "unknown attribute `payr`");
+    mapping_edit_is_diagnosed(
+        "payer = \"$status\"",
+        "payr = \"$status\"",
+        "payr",
+        "unknown attribute `payr`",
+    );
 }
 
 #[test]
 fn invalid_date_format() {
-    let m = MAPPING.replace("'%m/%d/%Y'", "'%m/%d/%K'");
-    let d = diagnostics(CONFIG, CONNECTOR, &m, true);
-    assert_at(&d, "m.toml", &m, "'%m/%d/%K'", 0, "unknown specifier `%K`");
+    mapping_edit_is_diagnosed("'%m/%d/%Y'", "'%m/%d/%K'", "'%m/%d/%K'", "unknown specifier `%K`");
 }
 
 #[test]
 fn unknown_time_zone() {
-    let c = CONNECTOR.replace("America/New_York", "America/NewYork");
-    let d = diagnostics(CONFIG, &c, MAPPING, true);
-    assert_at(&d, "c.toml", &c, "\"America/NewYork\"", 0, "unknown time zone");
+    connector_edit_is_diagnosed(
+        "America/New_York",
+        "America/NewYork",
+        "\"America/NewYork\"",
+        "unknown time zone",
+    );
 }
 
 #[test]
@@ -160,9 +170,12 @@ fn unreachable_value_map_entry() {
 
 #[test]
 fn connector_pointing_to_a_missing_mapping() {
-    let c = CONNECTOR.replace("mapping = \"m\"", "mapping = \"n\"");
-    let d = diagnostics(CONFIG, &c, MAPPING, true);
-    assert_at(&d, "c.toml", &c, "\"n\"", 0, "no mapping named `n`");
+    connector_edit_is_diagnosed(
+        "mapping = \"m\"",
+        "mapping = \"n\"",
+        "\"n\"",
+        "no mapping named `n`",
+    );
 }
 
 #[test]
@@ -421,8 +434,6 @@ async fn dry_run_writes_nothing() {
 
 // ------------------------------------- honest exit codes and coverage (issue 13)
 
-mod malformed_support;
-
 /// Format keys of another kind (`delimiter`, `encoding`, `skip_lines`,
 /// `quote` on an Excel connector; `no_records` on a CSV one) are refused by
 /// `check`, each at its position.
@@ -489,7 +500,7 @@ fn run(hub: &Hub, args: &[&str]) -> std::process::Output {
 fn a_workbook_refused_part_way_maps_nothing_and_fails_the_command() {
     let hub = xlsx_hub();
     let gen = tempfile::tempdir().expect("tempdir");
-    let file = malformed_support::generate("shared_string_out_of_range", gen.path());
+    let file = support::malformed::generate("shared_string_out_of_range", gen.path());
     let f = file.to_str().expect("utf-8 path");
     let out = run(&hub, &["map", "--connector", "acme-xlsx", f]);
     let (stdout, stderr) = (
@@ -751,4 +762,49 @@ fn mapping_tests_name_refused_inputs() {
         "{stderr}"
     );
     assert!(stderr.contains("1 mapping test(s) failed"), "{stderr}");
+}
+
+/// The shipped PA-decision rules split on `x_review_type`, which the 278
+/// mapping reads from UM06: an expedited review (U) arms the 72-hour rule,
+/// a standard one (no UM06) the 7-day rule; never both, never neither.
+#[test]
+fn the_278_review_type_picks_the_pa_decision_window() {
+    let journey_of = |fixture: &str| -> Vec<(String, String)> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+            .args(["map", "--config"])
+            .arg(repo().join("config.example.toml"))
+            .args(["--connector", "payer-278"])
+            .arg(repo().join("fixtures/x12").join(fixture))
+            .env("HUBSYNC_PSEUDONYM_KEY", support::PSEUDONYM_KEY)
+            .env("HUBSYNC_LOCAL_SECRET", support::SECRET)
+            .output()
+            .expect("run map");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "journey")
+            .map(|v| {
+                let j = &v["journey"];
+                (
+                    j["rule"].as_str().unwrap_or("").to_string(),
+                    j["case_id"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        journey_of("278-pended-urgent.x12"),
+        [(
+            "pa-decision-overdue-urgent".to_string(),
+            "TRK-PEND-URGENT-1".to_string()
+        )]
+    );
+    assert_eq!(
+        journey_of("278-pended.x12"),
+        [(
+            "pa-decision-overdue-standard".to_string(),
+            "TRK-PEND-1".to_string()
+        )]
+    );
 }

@@ -1,21 +1,16 @@
-//! Shared by tests/malformed.rs and tests/phi.rs: the workspace (shipped
-//! config, connectors and mappings), a child-process runner with limits
-//! (wait4 rusage for peak RSS, a watchdog for hangs), and the generators of
-//! the big and binary malformed files.
-#![allow(dead_code)]
+//! For the malformed-input tests (malformed, phi, fuzz, workbench): the
+//! workspace (shipped config, connectors and mappings), a child-process
+//! runner with limits (wait4 rusage for peak RSS, a watchdog for hangs), and
+//! the generators of the big and binary malformed files.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const PSEUDONYM_KEY: &str = "test-pseudonym-key-0123456789";
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+use super::{bin, repo, PSEUDONYM_KEY, SECRET};
+
 pub const MAX_RSS_KB: i64 = 256 * 1024;
 pub const MAX_TIME: Duration = Duration::from_secs(10);
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The shipped config, connectors and mappings, plus one Excel connector on
 /// the Acme mapping (so a generated workbook needs only Acme's columns).
@@ -55,7 +50,7 @@ pub fn run_limited(root: &Path, args: &[&std::ffi::OsStr]) -> Outcome {
     let out_path = root.join(format!("out-{}.txt", rand::random::<u32>()));
     let err_path = out_path.with_extension("err");
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+    let child = std::process::Command::new(bin())
         .args(args)
         .current_dir(root)
         .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
@@ -223,26 +218,18 @@ fn sheet_far_cell(dir: &Path) -> PathBuf {
 /// A sheet with a million empty cells (`<c r=".."/>`, no value) after one row.
 fn million_empty_cells(dir: &Path) -> PathBuf {
     let p = dir.join("million_empty_cells.xlsx");
-    let mut wb = workbook(&[XROW]);
-    let bytes = wb.save_to_buffer().expect("xlsx");
-    let mut entries = unzip_stored(&bytes);
-    let sheet = entries
-        .iter_mut()
-        .find(|(n, _)| n == "xl/worksheets/sheet1.xml")
-        .expect("sheet1");
-    let xml = String::from_utf8(sheet.1.clone()).expect("utf-8 sheet");
-    let mut empty = String::with_capacity(30 << 20);
-    for r in 3..=1002u32 {
-        empty.push_str(&format!("<row r=\"{r}\">"));
-        for c in 0..1000u32 {
-            empty.push_str(&format!("<c r=\"{}{r}\"/>", col_name(c)));
+    let z = with_sheet_xml(&mut workbook(&[XROW]), |xml| {
+        let mut empty = String::with_capacity(30 << 20);
+        for r in 3..=1002u32 {
+            empty.push_str(&format!("<row r=\"{r}\">"));
+            for c in 0..1000u32 {
+                empty.push_str(&format!("<c r=\"{}{r}\"/>", col_name(c)));
+            }
+            empty.push_str("</row>");
         }
-        empty.push_str("</row>");
-    }
-    sheet.1 = xml
-        .replacen("</sheetData>", &format!("{empty}</sheetData>"), 1)
-        .into_bytes();
-    std::fs::write(&p, zip_stored(&entries, None)).expect("write");
+        xml.replacen("</sheetData>", &format!("{empty}</sheetData>"), 1)
+    });
+    std::fs::write(&p, z).expect("write");
     p
 }
 

@@ -21,6 +21,9 @@
 //! while no other instance has written the program's state (see
 //! `src/store/design.md`).
 
+mod produce;
+mod records;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,23 +31,17 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::connector::{ExtraColumns, OnRowError};
-use crate::diff::{self, Candidate, StateIndex, Verdict};
-use crate::map::expr::Stop;
-use crate::map::{Binding, FieldPath, Mapping};
-use crate::map::{Bound, ContentSink, HashSink};
+use crate::diff::{self, StateIndex};
 use crate::model::Provenance;
 use crate::outbox;
-use crate::parse::csv::CsvReader;
-use crate::parse::excel::{ExcelNext, ExcelReader};
-use crate::parse::x12::{X12Next, X12Reader};
-use crate::parse::xml::XmlReader;
-use crate::parse::{Fields, Locator, ParseError, Row};
-use crate::setup::{Config, Connector, Format};
+use crate::parse::ParseError;
+use crate::setup::{Config, Connector};
 use crate::source::ReadyFile;
 use crate::store::{
     Claim, Counts, FileRow, FileStatus, Generation, OutboxWrite, RejectRow, StateRow, Store, StoreError,
 };
+use produce::{produce, Chunk, Finish, Job, ProduceError};
+use records::{Next, Records};
 
 /// System errors: the file stays where it is and is retried later.
 /// A done file's warnings are stored one per line in its ledger note, so
@@ -94,33 +91,6 @@ pub enum FileOutcome {
     Interrupted,
     /// Another instance holds the file (or has just finished it): leave it be.
     Elsewhere,
-}
-
-/// Candidates per chunk at most: about 1.5 KB each, so a few MB per chunk,
-/// and one fsync per few thousand deltas is noise.
-const MAX_CHUNK_CANDIDATES: usize = 4096;
-
-enum Finish {
-    /// Done, with the parser's warnings (hidden sheets skipped, …) joined:
-    /// kept in the ledger's error column, which `status` shows for a done
-    /// file as its warning.
-    Done(Vec<String>),
-    Failed(String),
-}
-
-/// What the producer hands the committer.
-struct Chunk {
-    /// Checkpoint after this chunk: records fully handled from the file's start.
-    records_done: u64,
-    /// read, rejected, filtered; plus records whose milestones the index
-    /// already judged unchanged (in `unchanged`).
-    counts: Counts,
-    candidates: Vec<Candidate>,
-    /// (key, content) of milestones the index judged unchanged; collected only
-    /// on a shared store, where the commit may have to re-check them.
-    skipped: Vec<(u64, u64)>,
-    rejects: Vec<RejectRow>,
-    finish: Option<Finish>,
 }
 
 /// Shared, lazily loaded state index. `None` means "must be (re)loaded": it
@@ -226,17 +196,16 @@ impl Pipeline {
             let keep_skipped = self.store.is_shared();
             tokio::task::spawn_blocking(move || {
                 let mut emit = |c: Chunk| tx.blocking_send(c).map_err(|_| ProduceError::Stopped);
-                produce(
-                    &config,
-                    &connector,
-                    &file,
-                    resume,
-                    index,
-                    None,
+                let job = Job {
+                    config: &config,
+                    connector: &connector,
+                    file: &file,
+                    resume_from: resume,
+                    coverage: None,
                     keep_skipped,
-                    Some(&committer_idle),
-                    &mut emit,
-                )
+                    committer_idle: Some(&committer_idle),
+                };
+                produce(&job, index, &mut emit)
             })
         };
         let provenance = Provenance {
@@ -518,458 +487,6 @@ async fn next_chunk(rx: &mut mpsc::Receiver<Chunk>, idle: &AtomicBool) -> Option
     chunk
 }
 
-enum ProduceError {
-    Io(String),
-    /// The committer went away (shutdown or a failed commit).
-    Stopped,
-}
-
-/// The producer: runs on a blocking thread, streams the file and sends chunks.
-// Each input is distinct and used directly; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn produce(
-    config: &Config,
-    connector: &Connector,
-    file: &ReadyFile,
-    resume_from: u64,
-    mut index: StateIndex,
-    coverage: Option<&crate::map::Coverage>,
-    keep_skipped: bool,
-    committer_idle: Option<&AtomicBool>,
-    emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>,
-) -> Result<StateIndex, ProduceError> {
-    let fail =
-        |emit: &mut dyn FnMut(Chunk) -> Result<(), ProduceError>, records_done: u64, reason: String| {
-            emit(Chunk {
-                records_done,
-                counts: Counts::default(),
-                candidates: Vec::new(),
-                skipped: Vec::new(),
-                rejects: Vec::new(),
-                finish: Some(Finish::Failed(reason)),
-            })
-        };
-    let mut reader = match Records::open(connector, &file.path) {
-        Ok(r) => r,
-        Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
-        Err(e) => {
-            fail(emit, resume_from, e.to_string())?;
-            return Ok(index);
-        }
-    };
-    // One bound mapping per part (an Excel sheet rule; otherwise part 0),
-    // rebound at each header.
-    let mut bounds: Vec<Option<Bound>> = Vec::new();
-    let chunk_rows = config.chunk_rows as u64;
-    let mut ordinal: u64 = 0;
-    let mut chunk = new_chunk(resume_from);
-    let mut total_rejects = 0u64;
-    // Fingerprints of one record, reused: most records produce one or two.
-    let mut fps: Vec<(usize, crate::map::Fingerprint)> = Vec::with_capacity(4);
-    let mut hasher = HashSink::new(config.content_seed);
-    loop {
-        let (locator, part, rejected) = match reader.next() {
-            Ok(Some(Next::Header { part, label, header })) => {
-                let mapping = part_mapping(connector, part);
-                let binding = match header {
-                    None => Binding::identity(mapping.columns.len()),
-                    Some(h) => match mapping.bind(&h) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            emit(refused(
-                                chunk,
-                                ordinal.max(resume_from),
-                                format!("{}: {label}header: {e}", file.name),
-                            ))?;
-                            return Ok(index);
-                        }
-                    },
-                };
-                if !binding.extras.is_empty() {
-                    let extras = format!("`{}`", binding.extras.join("`, `"));
-                    match connector.extra_columns {
-                        ExtraColumns::Ignore => {}
-                        ExtraColumns::Warn => {
-                            tracing::warn!(connector = %connector.name, file = %file.name, columns = %extras, "unexpected columns in the header (ignored)")
-                        }
-                        ExtraColumns::Reject => {
-                            emit(refused(
-                                chunk,
-                                ordinal.max(resume_from),
-                                format!(
-                                    "{}: {label}header: unexpected column(s) {extras} (header policy: extra_columns = \"reject\")",
-                                    file.name
-                                ),
-                            ))?;
-                            return Ok(index);
-                        }
-                    }
-                }
-                if bounds.len() <= part {
-                    bounds.resize_with(part + 1, || None);
-                }
-                bounds[part] = Some(Bound {
-                    mapping,
-                    binding,
-                    program: &connector.program,
-                    time: connector.time,
-                    pseudonymizer: &config.pseudonymizer,
-                    content_seed: config.content_seed,
-                    coverage,
-                });
-                continue;
-            }
-            Ok(Some(Next::Record { locator, part })) => (locator, part, None),
-            Ok(Some(Next::Rejected { locator, reason })) => (locator, 0, Some(reason)),
-            Ok(None) => break,
-            Err(ParseError::Io { source, .. }) => return Err(ProduceError::Io(source.to_string())),
-            Err(e) => {
-                emit(refused(chunk, ordinal.max(resume_from), e.to_string()))?;
-                return Ok(index);
-            }
-        };
-        let this = ordinal;
-        ordinal += 1;
-        if this < resume_from {
-            continue;
-        }
-        if let Some(c) = coverage {
-            c.next_record();
-        }
-        if rejected.is_none() && reader.is_blank() {
-            // A blank line is not a record: count it as filtered so totals reconcile.
-            chunk.counts.read += 1;
-            chunk.counts.filtered += 1;
-            chunk.records_done = ordinal;
-            continue;
-        }
-        let Some(bound) = bounds.get(part).and_then(Option::as_ref) else {
-            // Readers send a part's header before its records; a reader that
-            // did not is a bug, reported on the file rather than a panic.
-            emit(refused(
-                chunk,
-                this,
-                format!("{}: {locator}: a record came before its header", file.name),
-            ))?;
-            return Ok(index);
-        };
-        let mapping = bound.mapping;
-        chunk.counts.read += 1;
-        let fields = reader.fields();
-        fps.clear();
-        let mut stop: Option<Stop> = rejected.map(|reason| Stop::Reject { column: None, reason });
-        let rules: &[crate::map::Rule] = if stop.is_some() { &[] } else { &mapping.rules };
-        for (i, rule) in rules.iter().enumerate() {
-            let applies = match bound.applies(rule, fields) {
-                Ok(a) => a,
-                Err(s) => {
-                    stop = Some(s);
-                    break;
-                }
-            };
-            if !applies {
-                continue;
-            }
-            hasher.reset();
-            if let Err(s) = bound.walk(rule, fields, &mut hasher) {
-                stop = Some(s);
-                break;
-            }
-            fps.push((i, hasher.finish()));
-        }
-        match stop {
-            Some(Stop::Reject { column, reason }) => {
-                chunk.counts.rejected += 1;
-                total_rejects += 1;
-                let reject = RejectRow {
-                    locator: locator.to_string(),
-                    column,
-                    reason,
-                };
-                tracing::debug!(file = %file.name, locator = %reject.locator, column = reject.column.as_deref(), reason = %reject.reason, "record rejected");
-                let stop_file = match connector.on_row_error {
-                    OnRowError::FailFile => Some(format!(
-                        "{}: {}: {}{}",
-                        file.name,
-                        reject.locator,
-                        reject
-                            .column
-                            .as_deref()
-                            .map(|c| format!("column `{c}`: "))
-                            .unwrap_or_default(),
-                        reject.reason
-                    )),
-                    OnRowError::Quarantine => connector.max_rejects.filter(|m| total_rejects > *m).map(|m| {
-                        format!(
-                            "{}: more than {m} records rejected; last at {}",
-                            file.name, reject.locator
-                        )
-                    }),
-                };
-                chunk.rejects.push(reject);
-                if let Some(reason) = stop_file {
-                    emit(refused(chunk, ordinal, reason))?;
-                    return Ok(index);
-                }
-            }
-            Some(Stop::Skip { .. }) => chunk.counts.filtered += 1,
-            None if fps.is_empty() => chunk.counts.filtered += 1,
-            None => {
-                let mut any = false;
-                for (rule_idx, fp) in &fps {
-                    if index.check(fp) == Verdict::Unchanged {
-                        if keep_skipped {
-                            chunk.skipped.push((fp.key, fp.content));
-                        }
-                        continue;
-                    }
-                    any = true;
-                    let mut sink = ContentSink::new();
-                    bound
-                        .walk(&mapping.rules[*rule_idx], fields, &mut sink)
-                        .expect("the same rule on the same record succeeded a moment ago");
-                    index.record(fp);
-                    chunk.candidates.push(Candidate {
-                        record: this,
-                        locator: locator.to_string(),
-                        fp: *fp,
-                        content: sink.content,
-                    });
-                }
-                if !any {
-                    chunk.counts.unchanged += 1;
-                }
-            }
-        }
-        chunk.records_done = ordinal;
-        // A chunk closes on rows (bounding a checkpoint's distance), on
-        // candidates (bounding memory: each is a materialized milestone), or
-        // as soon as it holds a delta while the committer has nothing to do:
-        // the first delta of a file is committed (and its webhook sent) at
-        // once rather than after 20k rows, and while the committer is busy
-        // chunks grow by themselves (group commit), so a first load still
-        // commits in big chunks.
-        let hand_over = !chunk.candidates.is_empty()
-            && committer_idle.is_some_and(|idle| idle.swap(false, Ordering::AcqRel));
-        if hand_over || chunk.counts.read >= chunk_rows || chunk.candidates.len() >= MAX_CHUNK_CANDIDATES {
-            emit(std::mem::replace(&mut chunk, new_chunk(ordinal)))?;
-        }
-    }
-    chunk.records_done = ordinal.max(resume_from);
-    chunk.finish = Some(Finish::Done(reader.warnings()));
-    emit(chunk)?;
-    Ok(index)
-}
-
-/// The mapping of `part`: an Excel sheet rule's, else the connector's.
-fn part_mapping(connector: &Connector, part: usize) -> &Mapping {
-    match &connector.format {
-        Format::Excel(rules) => rules.get(part).map_or(&connector.mapping, |(_, m)| m),
-        _ => &connector.mapping,
-    }
-}
-
-/// What a record source yields next.
-enum Next {
-    /// The records that follow belong to `part`; bind its mapping to this
-    /// header (`None`: columns are addressed by path, in mapping order).
-    Header {
-        part: usize,
-        /// Prefix for header errors, e.g. "sheet `PA`: ".
-        label: String,
-        header: Option<Vec<String>>,
-    },
-    Record {
-        locator: Locator,
-        part: usize,
-    },
-    /// A unit the parser refused as a whole (a broken X12 envelope).
-    Rejected {
-        locator: Locator,
-        reason: String,
-    },
-}
-
-/// The record source of one file: a closed set of formats, so an enum.
-enum Records {
-    Csv {
-        reader: CsvReader,
-        rec: csv::ByteRecord,
-        header: Option<Vec<String>>,
-    },
-    Excel(ExcelReader),
-    X12 {
-        reader: X12Reader,
-        row: Row,
-        header_sent: bool,
-    },
-    Xml {
-        reader: XmlReader,
-        row: Row,
-        header_sent: bool,
-    },
-}
-
-fn paths_of(mapping: &Mapping) -> (Vec<crate::parse::x12::X12Path>, Vec<crate::parse::xml::XmlPath>) {
-    let mut x12 = Vec::new();
-    let mut xml = Vec::new();
-    for c in &mapping.columns {
-        match &c.path {
-            Some(FieldPath::X12(p)) => x12.push(p.clone()),
-            Some(FieldPath::Xml(p)) => xml.push(p.clone()),
-            None => {}
-        }
-    }
-    (x12, xml)
-}
-
-impl Records {
-    fn open(connector: &Connector, path: &std::path::Path) -> Result<Records, ParseError> {
-        Ok(match &connector.format {
-            Format::Csv(fmt) => {
-                let reader = CsvReader::open(path, fmt)?;
-                let header = Some(reader.header().to_vec());
-                Records::Csv {
-                    reader,
-                    rec: csv::ByteRecord::new(),
-                    header,
-                }
-            }
-            Format::Excel(rules) => Records::Excel(ExcelReader::open(
-                path,
-                rules.iter().map(|(r, _)| r.clone()).collect(),
-            )?),
-            Format::X12(fmt) => Records::X12 {
-                reader: X12Reader::open(path, fmt, paths_of(&connector.mapping).0)?,
-                row: Row::new(),
-                header_sent: false,
-            },
-            Format::Xml(fmt) => Records::Xml {
-                reader: XmlReader::open(path, fmt, paths_of(&connector.mapping).1)?,
-                row: Row::new(),
-                header_sent: false,
-            },
-        })
-    }
-
-    fn next(&mut self) -> Result<Option<Next>, ParseError> {
-        match self {
-            Records::Csv { reader, rec, header } => {
-                if let Some(h) = header.take() {
-                    return Ok(Some(Next::Header {
-                        part: 0,
-                        label: String::new(),
-                        header: Some(h),
-                    }));
-                }
-                Ok(reader
-                    .next_record(rec)?
-                    .map(|locator| match reader.unbalanced_quote(rec) {
-                        Some(reason) => Next::Rejected { locator, reason },
-                        None => Next::Record { locator, part: 0 },
-                    }))
-            }
-            Records::Excel(r) => Ok(r.read_next()?.map(|n| match n {
-                ExcelNext::Header { part, sheet, header } => Next::Header {
-                    part,
-                    label: format!("sheet `{sheet}`: "),
-                    header: Some(header),
-                },
-                ExcelNext::Record { part, locator } => Next::Record { locator, part },
-            })),
-            Records::X12 {
-                reader,
-                row,
-                header_sent,
-            } => {
-                if !*header_sent {
-                    *header_sent = true;
-                    return Ok(Some(Next::Header {
-                        part: 0,
-                        label: String::new(),
-                        header: None,
-                    }));
-                }
-                Ok(reader.next(row)?.map(|n| match n {
-                    X12Next::Record(locator) => Next::Record { locator, part: 0 },
-                    X12Next::Rejected { locator, reason } => Next::Rejected { locator, reason },
-                }))
-            }
-            Records::Xml {
-                reader,
-                row,
-                header_sent,
-            } => {
-                if !*header_sent {
-                    *header_sent = true;
-                    return Ok(Some(Next::Header {
-                        part: 0,
-                        label: String::new(),
-                        header: None,
-                    }));
-                }
-                Ok(reader.next(row)?.map(|locator| Next::Record { locator, part: 0 }))
-            }
-        }
-    }
-
-    /// What the parser warned about (read to the end): hidden sheets
-    /// skipped, a document with no record element under `no_records = "warn"`.
-    fn warnings(&self) -> Vec<String> {
-        match self {
-            Records::Excel(r) => r.warnings().to_vec(),
-            Records::Xml { reader, .. } => reader.warnings().to_vec(),
-            // Envelope versions that disagree, from pass 1.
-            Records::X12 { reader, .. } => reader.verdicts().warnings.clone(),
-            Records::Csv { .. } => Vec::new(),
-        }
-    }
-
-    /// The current record's fields.
-    fn fields(&self) -> Fields<'_> {
-        match self {
-            Records::Csv { rec, .. } => Fields::csv(rec),
-            Records::Excel(r) => Fields::Row(r.row()),
-            Records::X12 { row, .. } | Records::Xml { row, .. } => Fields::Row(row),
-        }
-    }
-
-    /// Whether the current record is blank (a blank CSV line). Blank sheet
-    /// rows never reach here; X12 and XML records are never blank.
-    fn is_blank(&self) -> bool {
-        match self {
-            Records::Csv { rec, .. } => rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)),
-            _ => false,
-        }
-    }
-}
-
-/// The last chunk of a file refused as a whole. Nothing of the chunk the
-/// refusal interrupts is committed or sent: its candidates are dropped, and
-/// the records that produced them count as rejected (with the file), so the
-/// counts still reconcile. Chunks committed before it stay committed: a file
-/// longer than `chunk_rows` that fails late has already delivered its first
-/// chunks, and the dry run shows exactly those.
-fn refused(mut chunk: Chunk, records_done: u64, reason: String) -> Chunk {
-    let dropped: std::collections::BTreeSet<u64> = chunk.candidates.iter().map(|c| c.record).collect();
-    chunk.counts.rejected += dropped.len() as u64;
-    chunk.candidates.clear();
-    chunk.records_done = records_done;
-    chunk.finish = Some(Finish::Failed(reason));
-    chunk
-}
-
-fn new_chunk(records_done: u64) -> Chunk {
-    Chunk {
-        records_done,
-        counts: Counts::default(),
-        candidates: Vec::new(),
-        skipped: Vec::new(),
-        rejects: Vec::new(),
-        finish: None,
-    }
-}
-
 /// Keeps this instance's lease on a file while it is processed, for chunks
 /// slower than a lease. Losing it needs no action here: the next chunk commit
 /// is fenced by the lease and fails.
@@ -1054,17 +571,16 @@ pub fn dry_run_with(
         Ok(())
     };
     // An empty, incomplete index makes every milestone a candidate.
-    match produce(
+    let job = Job {
         config,
         connector,
-        &file,
-        0,
-        StateIndex::new(None, 0),
+        file: &file,
+        resume_from: 0,
         coverage,
-        false,
-        None,
-        &mut emit,
-    ) {
+        keep_skipped: false,
+        committer_idle: None,
+    };
+    match produce(&job, StateIndex::new(None, 0), &mut emit) {
         Ok(_) | Err(ProduceError::Stopped) => {}
         Err(ProduceError::Io(e)) => return Err(PipelineError::Io(e)),
     }

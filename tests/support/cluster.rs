@@ -1,7 +1,7 @@
 //! A cluster of real `hubsync run` processes on one PostgreSQL database and
 //! one shared drop folder, and a webhook receiver on 127.0.0.1:0 that checks
-//! Standard Webhooks signatures and remembers what it got. Used by
-//! `tests/instances.rs` and the `pg_bench` example.
+//! Standard Webhooks signatures and remembers what it got (its first
+//! arrivals, for order checks). Used by `tests/instances.rs`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,17 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-
-pub const PSEUDONYM_KEY: &str = "test-pseudonym-key-0123456789abcdef";
-const SECRET_KEY: &[u8] = b"hubsync-test-signing-key-32bytes";
-
-pub fn secret() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(SECRET_KEY)
-    )
-}
+use super::hub::lay_out;
+use super::process::sigterm;
+use super::receiver::{key_of, serve, signed_id};
+use super::{Hub, PSEUDONYM_KEY, SECRET};
 
 /// One webhook as first received.
 #[derive(Debug, Clone)]
@@ -63,30 +56,21 @@ impl Receiver {
         use axum::http::{HeaderMap, StatusCode};
         let got = Arc::new(Mutex::new(Received::default()));
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let keys = Arc::new(vec![SECRET_KEY.to_vec()]);
+        let key = Arc::new(key_of(SECRET));
         let (g, d) = (got.clone(), delay_ms.clone());
         let handler = move |headers: HeaderMap, body: Bytes| {
-            let (got, delay, keys) = (g.clone(), d.clone(), keys.clone());
+            let (got, delay, key) = (g.clone(), d.clone(), key.clone());
             async move {
                 let ms = delay.load(Ordering::Relaxed);
                 if ms > 0 {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
-                let h = |n: &str| {
-                    headers
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string()
-                };
-                let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
-                let now = chrono::Utc::now().timestamp();
                 let mut got = got.lock().expect("receiver state lock");
                 got.requests += 1;
-                if hubsync::deliver::sign::verify(&keys, &id, &ts, &sig, &body, now, 300).is_err() {
+                let Some(id) = signed_id(&key, &headers, &body) else {
                     got.refused += 1;
                     return StatusCode::UNAUTHORIZED;
-                }
+                };
                 match got.bodies.get(&id) {
                     Some(b) if b[..] != body[..] => got.conflicts.push(id.clone()),
                     Some(_) => {}
@@ -113,14 +97,7 @@ impl Receiver {
                 StatusCode::NO_CONTENT
             }
         };
-        let app = axum::Router::new().fallback(axum::routing::post(handler));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("local addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve(axum::Router::new().fallback(axum::routing::post(handler))).await;
         Receiver {
             addr,
             got,
@@ -179,15 +156,10 @@ impl Cluster {
         let root = tempfile::tempdir().expect("tempdir");
         let r = root.path();
         let (drop, archive, error) = (r.join("drop"), r.join("archive"), r.join("error"));
-        for d in ["connectors", "mappings", "drop", "logs"] {
+        lay_out(r, &["acme-hub-status"]);
+        for d in ["drop", "logs"] {
             std::fs::create_dir_all(r.join(d)).expect("mkdir");
         }
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        std::fs::copy(
-            repo.join("mappings/acme-hub-status.toml"),
-            r.join("mappings/acme-hub-status.toml"),
-        )
-        .expect("copy the mapping");
         std::fs::write(
             r.join("connectors/acme-hub.toml"),
             format!(
@@ -225,12 +197,7 @@ impl Cluster {
 
     /// The config as the binary loads it (for dry runs).
     pub fn load_config(&self) -> hubsync::setup::Config {
-        hubsync::setup::load_with_env(&self.config, &|k| match k {
-            "HUBSYNC_PSEUDONYM_KEY" => Some(PSEUDONYM_KEY.to_string()),
-            "HUBSYNC_TEST_SECRET" => Some(secret()),
-            _ => None,
-        })
-        .unwrap_or_else(|d| panic!("config: {d}"))
+        hubsync::setup::load_with_env(&self.config, &Hub::env()).unwrap_or_else(|d| panic!("config: {d}"))
     }
 
     /// Starts one more `hubsync run`; returns its index.
@@ -242,7 +209,7 @@ impl Cluster {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("HUBSYNC_PSEUDONYM_KEY", PSEUDONYM_KEY)
-            .env("HUBSYNC_TEST_SECRET", secret())
+            .env("HUBSYNC_TEST_SECRET", SECRET)
             .env("RUST_LOG", &self.log)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -272,7 +239,7 @@ impl Cluster {
     /// SIGTERM to every live instance, then wait for each.
     pub fn stop_all(&mut self) {
         for c in self.children.iter().flatten() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            sigterm(c.id());
         }
         for c in self.children.iter_mut() {
             if let Some(mut child) = c.take() {
@@ -299,22 +266,6 @@ impl Cluster {
         f.write_all(content.as_bytes()).expect("write");
         f.sync_all().expect("sync");
         std::fs::rename(&tmp, self.drop.join(name)).expect("rename");
-    }
-
-    pub fn files_in(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return out;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(Cluster::files_in(&p));
-            } else {
-                out.push(p);
-            }
-        }
-        out
     }
 }
 

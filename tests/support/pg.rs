@@ -1,13 +1,9 @@
-//! Test fixtures shared by the integration tests: a throw-away PostgreSQL
-//! database per test (so tests run in parallel), and store backends.
+//! A throw-away PostgreSQL database per test (so tests run in parallel),
+//! and the store backends the store tests run on.
 //!
 //! PostgreSQL is required, never skipped: CI starts it on 127.0.0.1:5432
 //! (trust auth, user `postgres`, database `test`). `HUBSYNC_TEST_PG` points
 //! elsewhere.
-
-#![allow(dead_code)]
-
-pub mod cluster;
 
 use std::time::Duration;
 

@@ -1,33 +1,19 @@
-//! Test harness for the SFTP tests: a real OpenSSH `sshd` on a loopback port
-//! (its own host key, authorized key and config, killed on drop), a webhook
-//! receiver that verifies Standard Webhooks signatures, and a hubsync daemon
-//! run in-process on a temporary config.
-
-#![allow(dead_code)]
+//! The SFTP harness: a real OpenSSH `sshd` on a loopback port (its own host
+//! key, authorized key and config, killed on drop), a hubsync instance run
+//! in-process on a temporary config, and [`SftpRig`], the set-up the SFTP
+//! tests share.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio_util::sync::CancellationToken;
 
-/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
-pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use super::hub::lay_out;
+use super::process::{children_of, kill9};
+use super::{eventually, fixture, free_port, Receiver, Running, PSEUDONYM_KEY, SECRET};
 
 fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -61,12 +47,6 @@ pub fn fingerprint_of(pub_path: &Path) -> Result<String> {
         .nth(1)
         .map(str::to_string)
         .context("ssh-keygen -l printed no fingerprint")
-}
-
-/// A free loopback port (bound, then released for sshd to take).
-fn free_port() -> Result<u16> {
-    let l = StdListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Debian's OpenSSH server, started for one test.
@@ -124,7 +104,7 @@ impl Sshd {
         }
         let mut last_err = None;
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = free_port();
             let config = dir.join("sshd_config");
             std::fs::write(
                 &config,
@@ -211,44 +191,13 @@ impl Sshd {
         while let Some(parent) = parents.pop() {
             for pid in children_of(parent) {
                 parents.push(pid);
-                // SAFETY-free: plain `kill -9` through the command line.
-                if Command::new("kill")
-                    .arg("-9")
-                    .arg(pid.to_string())
-                    .status()
-                    .is_ok_and(|s| s.success())
-                {
+                if kill9(pid) {
                     killed += 1;
                 }
             }
         }
         killed
     }
-}
-
-/// Child pids of `parent`, from /proc.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // Field 4 (ppid) follows the parenthesized command name, which may contain spaces.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 impl Drop for Sshd {
@@ -259,125 +208,17 @@ impl Drop for Sshd {
     }
 }
 
-/// One webhook the receiver accepted.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub path: String,
-    pub id: String,
-    pub body: serde_json::Value,
-    pub at: Instant,
-}
-
-/// A webhook receiver on 127.0.0.1:0 that verifies signatures (401 otherwise)
-/// and records what it accepted.
-pub struct Receiver {
-    pub addr: SocketAddr,
-    pub secret: String,
-    pub got: Arc<Mutex<Vec<Received>>>,
-    pub refused: Arc<Mutex<usize>>,
-    stop: CancellationToken,
-}
-
-impl Receiver {
-    pub async fn start() -> Result<Receiver> {
-        use axum::body::Bytes;
-        use axum::http::{HeaderMap, StatusCode, Uri};
-        use base64::Engine;
-        let key = b"hubsync-sftp-test-signing-key-32".to_vec();
-        let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(&key));
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let refused: Arc<Mutex<usize>> = Arc::default();
-        let (g, r) = (got.clone(), refused.clone());
-        let keys = Arc::new(vec![key]);
-        let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (g, r, keys) = (g.clone(), r.clone(), keys.clone());
-            async move {
-                let h = |n: &str| {
-                    headers
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string()
-                };
-                let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
-                let now = chrono::Utc::now().timestamp();
-                if hubsync::deliver::sign::verify(&keys, &id, &ts, &sig, &body, now, 300).is_err() {
-                    *r.lock().expect("lock") += 1;
-                    return StatusCode::UNAUTHORIZED;
-                }
-                let Ok(body) = serde_json::from_slice(&body) else {
-                    return StatusCode::BAD_REQUEST;
-                };
-                g.lock().expect("lock").push(Received {
-                    path: uri.path().to_string(),
-                    id,
-                    body,
-                    at: Instant::now(),
-                });
-                StatusCode::NO_CONTENT
-            }
-        };
-        let app = axum::Router::new().fallback(axum::routing::post(handler));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-        });
-        Ok(Receiver {
-            addr,
-            secret,
-            got,
-            refused,
-            stop,
-        })
-    }
-
-    pub fn all(&self) -> Vec<Received> {
-        self.got.lock().expect("lock").clone()
-    }
-
-    pub fn count(&self) -> usize {
-        self.got.lock().expect("lock").len()
-    }
-
-    /// Accepted webhooks whose body says it came from file `name`.
-    pub fn count_from_file(&self, name: &str) -> usize {
-        self.all()
-            .iter()
-            .filter(|r| r.body["data"]["source"]["file"] == name)
-            .count()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 /// A hubsync instance's files: config, connectors, mappings, data.
 pub struct Instance {
     pub root: PathBuf,
     pub env: HashMap<String, String>,
 }
 
-pub const PSEUDO_KEY: &str = "test-pseudonymization-key-0123456789";
-
 impl Instance {
     /// Writes config.toml (subscribers given as TOML text) and copies the
     /// Acme mapping; connectors are added with [`Instance::connector`].
-    pub fn new(root: &Path, subscribers_toml: &str, secret: &str) -> Result<Instance> {
-        std::fs::create_dir_all(root.join("connectors"))?;
-        std::fs::create_dir_all(root.join("mappings"))?;
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        std::fs::copy(
-            repo.join("mappings/acme-hub-status.toml"),
-            root.join("mappings/acme-hub-status.toml"),
-        )?;
+    pub fn new(root: &Path, subscribers_toml: &str) -> Result<Instance> {
+        lay_out(root, &["acme-hub-status"]);
         std::fs::write(
             root.join("config.toml"),
             format!(
@@ -386,8 +227,8 @@ impl Instance {
             ),
         )?;
         let mut env = HashMap::new();
-        env.insert("TEST_PSEUDO".to_string(), PSEUDO_KEY.to_string());
-        env.insert("TEST_WHSEC".to_string(), secret.to_string());
+        env.insert("TEST_PSEUDO".to_string(), PSEUDONYM_KEY.to_string());
+        env.insert("TEST_WHSEC".to_string(), SECRET.to_string());
         Ok(Instance {
             root: root.to_path_buf(),
             env,
@@ -405,13 +246,10 @@ impl Instance {
             .map_err(|d| anyhow::anyhow!("config has errors:\n{d}"))
     }
 
-    /// Starts the daemon in-process; stop it with [`Running::stop`].
+    /// Starts the daemon in-process; stop it with [`Running::stop`] (an SFTP
+    /// session may take a while to close, hence the long grace).
     pub fn start(&self) -> Result<Running> {
-        let config = self.load()?;
-        let token = CancellationToken::new();
-        let t = token.clone();
-        let task = tokio::spawn(async move { hubsync::runtime::run(config, t).await });
-        Ok(Running { token, task })
+        Ok(Running::start(self.load()?, Duration::from_secs(20)))
     }
 
     pub fn staging(&self, connector: &str) -> PathBuf {
@@ -424,21 +262,6 @@ impl Instance {
             self.root.join("data/hubsync.db").display()
         ))
         .await?)
-    }
-}
-
-pub struct Running {
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), hubsync::runtime::RuntimeError>>,
-}
-
-impl Running {
-    pub async fn stop(self) -> Result<()> {
-        self.token.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .context("daemon did not stop within 20s")???;
-        Ok(())
     }
 }
 
@@ -461,17 +284,10 @@ pub fn sftp_connector(sshd: &Sshd, remote_dir: &Path, top: &str, extra: &str) ->
 /// The subscriber block for a receiver, at URL path `path`.
 pub fn subscriber(name: &str, rx: &Receiver, path: &str, extra: &str) -> String {
     format!(
-        "[[subscribers]]\nname = \"{name}\"\nurl = \"http://{}{path}\"\nsecret_env = \"TEST_WHSEC\"\n\
+        "[[subscribers]]\nname = \"{name}\"\nurl = \"{}\"\nsecret_env = \"TEST_WHSEC\"\n\
          retry_schedule = [\"200ms\", \"500ms\", \"1s\", \"2s\"]\n{extra}\n",
-        rx.addr
+        rx.url_at(path)
     )
-}
-
-/// The fixture file `name` from the repository.
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/acme-hub")
-        .join(name)
 }
 
 /// How many webhooks a file produces on an empty store (the dry run).
@@ -482,4 +298,134 @@ pub fn expected_webhooks(config: &hubsync::setup::Config, file: &Path) -> Result
         bail!("fixture fails: {f}");
     }
     Ok(dry.milestones.len())
+}
+
+/// The connector name the [`SftpRig`] tests use.
+pub const CONNECTOR: &str = "acme-sftp";
+
+/// What most SFTP tests start from: in one temp folder, a real sshd, the
+/// remote drop folder it serves (`remote/drop`), a receiver, and a hubsync
+/// instance whose subscribers post to that receiver.
+pub struct SftpRig {
+    pub tmp: tempfile::TempDir,
+    pub sshd: Sshd,
+    pub drop_dir: PathBuf,
+    pub rx: Receiver,
+    pub inst: Instance,
+}
+
+type Subscribers = Box<dyn FnOnce(&Receiver) -> String>;
+
+/// How to start an [`SftpRig`]; by default an unprotected client key, the
+/// plain sftp-server, and one subscriber `rx` at `/hooks`.
+#[derive(Default)]
+pub struct SftpRigBuilder {
+    passphrase: String,
+    prefix: String,
+    flags: String,
+    subscribers: Option<Subscribers>,
+}
+
+impl SftpRigBuilder {
+    /// Protect the client key with `passphrase`.
+    pub fn passphrase(mut self, passphrase: &str) -> Self {
+        self.passphrase = passphrase.to_string();
+        self
+    }
+
+    /// Run sftp-server behind `prefix` with extra `flags` (see [`Sshd::start_with`]).
+    pub fn sftp_server(mut self, prefix: &str, flags: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self.flags = flags.to_string();
+        self
+    }
+
+    /// The `[[subscribers]]` tables, given the receiver.
+    pub fn subscribers(mut self, f: impl FnOnce(&Receiver) -> String + 'static) -> Self {
+        self.subscribers = Some(Box::new(f));
+        self
+    }
+
+    pub async fn start(self) -> Result<SftpRig> {
+        let tmp = tempfile::tempdir()?;
+        let sshd = Sshd::start_with(
+            &tmp.path().join("sshd"),
+            &self.passphrase,
+            &self.prefix,
+            &self.flags,
+        )?;
+        let drop_dir = tmp.path().join("remote/drop");
+        std::fs::create_dir_all(&drop_dir)?;
+        let rx = Receiver::start().await;
+        let subscribers = match self.subscribers {
+            Some(f) => f(&rx),
+            None => subscriber("rx", &rx, "/hooks", ""),
+        };
+        let inst = Instance::new(&tmp.path().join("hubsync"), &subscribers)?;
+        Ok(SftpRig {
+            tmp,
+            sshd,
+            drop_dir,
+            rx,
+            inst,
+        })
+    }
+}
+
+impl SftpRig {
+    pub fn builder() -> SftpRigBuilder {
+        SftpRigBuilder::default()
+    }
+
+    /// The default rig.
+    pub async fn start() -> Result<SftpRig> {
+        SftpRig::builder().start().await
+    }
+
+    /// The [`CONNECTOR`] file's text for this server and drop, `extra` lines in `[source]`.
+    pub fn connector_text(&self, extra: &str) -> Result<String> {
+        sftp_connector(&self.sshd, &self.drop_dir, "", extra)
+    }
+
+    /// Writes the [`CONNECTOR`] file, `extra` lines in `[source]`.
+    pub fn connector(&self, extra: &str) -> Result<()> {
+        self.inst.connector(CONNECTOR, &self.connector_text(extra)?)
+    }
+
+    /// The path `name` in the remote drop folder.
+    pub fn remote(&self, name: &str) -> PathBuf {
+        self.drop_dir.join(name)
+    }
+
+    /// Copies the fixture `name` into the remote drop folder, same name.
+    pub fn put(&self, name: &str) -> Result<PathBuf> {
+        let to = self.remote(name);
+        std::fs::copy(fixture(name), &to)?;
+        Ok(to)
+    }
+
+    /// How many webhooks the fixture `name` produces on an empty store.
+    pub fn expected(&self, name: &str) -> Result<usize> {
+        expected_webhooks(&self.inst.load()?, &fixture(name))
+    }
+
+    /// Waits until the receiver has accepted `n` webhooks.
+    pub async fn wait_webhooks(&self, what: &str, n: usize, timeout: Duration) -> Result<()> {
+        eventually(what, timeout, || (self.rx.count() >= n).then_some(())).await
+    }
+
+    /// The [`CONNECTOR`]'s SFTP source as the config loads it.
+    pub fn source(&self) -> Result<hubsync::source::SftpSource> {
+        match &self
+            .inst
+            .load()?
+            .connectors
+            .first()
+            .context("no connector")?
+            .source
+        {
+            hubsync::source::Source::Sftp(s) => Ok(s.clone()),
+            other => bail!("not an sftp source: {other:?}"),
+        }
+    }
 }
