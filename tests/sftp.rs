@@ -472,30 +472,32 @@ fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
     Ok(())
 }
 
-/// An X12 connector over SFTP that pushes its acknowledgments to the hub's
-/// outbox folder (`ack_outbox`).
-fn x12_sftp_connector(sshd: &Sshd, drop_dir: &Path, outbox: &str) -> Result<String> {
-    Ok(sftp_connector(sshd, drop_dir, "", &format!("ack_outbox = \"{outbox}\"\n"))?
+/// The rig's connector as an X12 278 connector that pushes its
+/// acknowledgments to the hub's outbox folder (`ack_outbox`).
+fn x12_ack_rig(rig: &SftpRig, outbox: &Path) -> Result<()> {
+    std::fs::copy(
+        support::repo().join("mappings/x12-278-response.toml"),
+        rig.inst.root.join("mappings/x12-278-response.toml"),
+    )?;
+    let text = rig
+        .connector_text(&format!("ack_outbox = \"{}\"\n", outbox.display()))?
         .replace("mapping = \"acme-hub-status\"", "mapping = \"x12-278-response\"")
         .replace("pattern = \"status_*.csv\"", "pattern = \"*.x12\"")
         .replace(
             "[format]\nkind = \"csv\"\n",
             "[format]\nkind = \"x12\"\ntransaction_sets = [\"278\"]\npurposes = [\"11\"]\nacknowledgments = true\n",
-        ))
+        );
+    assert!(
+        text.contains("kind = \"x12\""),
+        "the connector was rewritten: {text}"
+    );
+    rig.inst.connector(CONNECTOR, &text)
 }
 
-fn install_278_mapping(inst: &Instance) -> Result<()> {
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/x12-278-response.toml"),
-        inst.root.join("mappings/x12-278-response.toml"),
-    )?;
+/// Copies the X12 fixture `name` into the remote drop folder.
+fn put_x12(rig: &SftpRig, name: &str) -> Result<()> {
+    std::fs::copy(support::repo().join("fixtures/x12").join(name), rig.remote(name))?;
     Ok(())
-}
-
-fn x12_fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/x12")
-        .join(name)
 }
 
 /// Segments of an X12 text (terminator `~`, line breaks ignored).
@@ -508,37 +510,21 @@ fn segs(x12: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledgments_are_pushed_whole_to_the_hubs_outbox_folder() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
-    let drop_dir = tmp.path().join("remote/drop");
-    let outbox = tmp.path().join("remote/outbox");
-    std::fs::create_dir_all(&drop_dir)?;
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
-    install_278_mapping(&inst)?;
+    let rig = SftpRig::start().await?;
     // The outbox does not exist yet: the first push creates it.
-    inst.connector(
-        "payer-sftp",
-        &x12_sftp_connector(&sshd, &drop_dir, &outbox.display().to_string())?,
-    )?;
-    let daemon = inst.start()?;
+    let outbox = rig.tmp.path().join("remote/outbox");
+    x12_ack_rig(&rig, &outbox)?;
+    let daemon = rig.inst.start()?;
     // One good set and one whose SE01 is wrong (99): accepted in part.
-    std::fs::copy(
-        x12_fixture("278-bad-set-count.x12"),
-        drop_dir.join("278-bad-set-count.x12"),
-    )?;
+    put_x12(&rig, "278-bad-set-count.x12")?;
     let ta1 = outbox.join("278-bad-set-count.x12.ta1");
     let ack999 = outbox.join("278-bad-set-count.x12.999");
     eventually("the TA1 and the 999 in the hub's outbox", WAIT, || {
         (ta1.is_file() && ack999.is_file()).then_some(())
     })
     .await?;
-    eventually("the good set's webhook", WAIT, || (rx.count() >= 1).then_some(())).await?;
-    daemon.stop().await?;
+    rig.wait_webhooks("the good set's webhook", 1, WAIT).await?;
+    daemon.stop().await;
 
     // Interchange accepted, addressed back to the sender, ISA13 echoed in TA101.
     let t = segs(&std::fs::read_to_string(&ta1)?);
@@ -571,11 +557,11 @@ async fn acknowledgments_are_pushed_whole_to_the_hubs_outbox_folder() -> Result<
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 2, "only the two acknowledgments: {names:?}");
-    let spool = inst.root.join("data/acks/payer-sftp");
+    let spool = rig.inst.root.join("data/acks").join(CONNECTOR);
     assert_eq!(std::fs::read_dir(spool.join("pending"))?.count(), 0);
     assert_eq!(std::fs::read_dir(spool.join("sent"))?.count(), 2);
     // The operator's copy stays beside the rejects in the local archive.
-    let archived = std::fs::read_dir(inst.root.join("data/archive/payer-sftp"))?
+    let archived = std::fs::read_dir(rig.inst.root.join("data/archive").join(CONNECTOR))?
         .flatten()
         .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -590,31 +576,15 @@ async fn acknowledgments_are_pushed_whole_to_the_hubs_outbox_folder() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledgment_the_hub_cannot_take_yet_is_kept_and_pushed_later() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir()?;
-    let sshd = Sshd::start(&tmp.path().join("sshd"), "")?;
-    let drop_dir = tmp.path().join("remote/drop");
+    let rig = SftpRig::start().await?;
     // A file where the outbox folder should be: every push is refused.
-    let outbox = tmp.path().join("remote/outbox");
-    std::fs::create_dir_all(&drop_dir)?;
+    let outbox = rig.tmp.path().join("remote/outbox");
     std::fs::write(&outbox, "not a folder")?;
-    let rx = Receiver::start().await?;
-    let inst = Instance::new(
-        &tmp.path().join("hubsync"),
-        &subscriber("rx", &rx, "/hooks", ""),
-        &rx.secret,
-    )?;
-    install_278_mapping(&inst)?;
-    inst.connector(
-        "payer-sftp",
-        &x12_sftp_connector(&sshd, &drop_dir, &outbox.display().to_string())?,
-    )?;
-    let daemon = inst.start()?;
-    std::fs::copy(
-        x12_fixture("278-three-events.x12"),
-        drop_dir.join("278-three-events.x12"),
-    )?;
-    eventually("the file's webhooks", WAIT, || (rx.count() >= 3).then_some(())).await?;
-    let pending = inst.root.join("data/acks/payer-sftp/pending");
+    x12_ack_rig(&rig, &outbox)?;
+    let daemon = rig.inst.start()?;
+    put_x12(&rig, "278-three-events.x12")?;
+    rig.wait_webhooks("the file's webhooks", 3, WAIT).await?;
+    let pending = rig.inst.root.join("data/acks").join(CONNECTOR).join("pending");
     eventually("both acknowledgments spooled", WAIT, || {
         (std::fs::read_dir(&pending).ok()?.count() == 2).then_some(())
     })
@@ -622,14 +592,14 @@ async fn an_acknowledgment_the_hub_cannot_take_yet_is_kept_and_pushed_later() ->
     // Several polls later they are still owed, not dropped.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(std::fs::read_dir(&pending)?.count(), 2, "kept while refused");
-    daemon.stop().await?;
+    daemon.stop().await;
 
     // The hub fixes its folder; the next daemon run pushes what was owed,
     // although no new file arrives.
     std::fs::remove_file(&outbox)?;
     std::fs::create_dir_all(&outbox)?;
     std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o755))?;
-    let daemon = inst.start()?;
+    let daemon = rig.inst.start()?;
     let ack999 = outbox.join("278-three-events.x12.999");
     eventually("the owed 999 in the outbox", WAIT, || {
         ack999.is_file().then_some(())
@@ -639,7 +609,7 @@ async fn an_acknowledgment_the_hub_cannot_take_yet_is_kept_and_pushed_later() ->
         (std::fs::read_dir(&pending).ok()?.count() == 0).then_some(())
     })
     .await?;
-    daemon.stop().await?;
+    daemon.stop().await;
     let n = segs(&std::fs::read_to_string(&ack999)?);
     assert!(n.iter().any(|s| s == "AK2*278*0001*005010X217"), "{n:?}");
     assert!(
@@ -647,7 +617,7 @@ async fn an_acknowledgment_the_hub_cannot_take_yet_is_kept_and_pushed_later() ->
         "{n:?}"
     );
     assert!(outbox.join("278-three-events.x12.ta1").is_file());
-    assert_eq!(rx.count(), 3, "the file itself was not processed again");
+    assert_eq!(rig.rx.count(), 3, "the file itself was not processed again");
     Ok(())
 }
 
@@ -659,7 +629,7 @@ fn ack_outbox_is_refused_where_it_cannot_apply() -> Result<()> {
     std::fs::create_dir_all(root.join("mappings"))?;
     for m in ["acme-hub-status.toml", "x12-278-response.toml"] {
         std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings").join(m),
+            support::repo().join("mappings").join(m),
             root.join("mappings").join(m),
         )?;
     }
@@ -669,7 +639,7 @@ fn ack_outbox_is_refused_where_it_cannot_apply() -> Result<()> {
     )?;
     let load = || {
         hubsync::setup::load_with_env(&root.join("config.toml"), &|k| {
-            (k == "TEST_PSEUDO").then(|| PSEUDO_KEY.to_string())
+            (k == "TEST_PSEUDO").then(|| PSEUDONYM_KEY.to_string())
         })
         .expect_err("bad connector")
         .to_string()
