@@ -346,27 +346,40 @@ fn counts_cells(f: &FileSummary) -> Markup {
 }
 
 fn counts_head() -> Markup {
+    heads(&[
+        Num("Read"),
+        Num("Emitted"),
+        Num("Unchanged"),
+        Num("Rejected"),
+        Num("Filtered"),
+        Num("Deltas"),
+        Text("Reconciles"),
+    ])
+}
+
+/// A column heading; numeric columns are right-aligned like their cells.
+enum Col {
+    Text(&'static str),
+    Num(&'static str),
+}
+use Col::{Num, Text};
+
+/// A table's column headings, in order.
+fn heads(cols: &[Col]) -> Markup {
     html! {
-        th.num scope="col" { "Read" }
-        th.num scope="col" { "Emitted" }
-        th.num scope="col" { "Unchanged" }
-        th.num scope="col" { "Rejected" }
-        th.num scope="col" { "Filtered" }
-        th.num scope="col" { "Deltas" }
-        th scope="col" { "Reconciles" }
+        @for c in cols {
+            @match c {
+                Text(t) => th scope="col" { (t) },
+                Num(t) => th.num scope="col" { (t) },
+            }
+        }
     }
 }
 
 fn missing_table(missing: &[MissingDrop], latest: &BTreeMap<&str, i64>) -> Markup {
     html! {
         table {
-            thead { tr {
-                th scope="col" { "Feed" }
-                th scope="col" { "Expected by" }
-                th scope="col" { "Noticed" }
-                th scope="col" { "Now" }
-                th scope="col" { "Subscribers told" }
-            } }
+            thead { tr { (heads(&[Text("Feed"), Text("Expected by"), Text("Noticed"), Text("Now"), Text("Subscribers told")])) } }
             tbody {
                 @for m in missing {
                     tr {
@@ -409,13 +422,7 @@ pub fn feeds(
                 p.empty { "No connector is configured. Add a connector file to the connectors folder and restart hubsync." }
             } @else {
                 div.scroll { table {
-                    thead { tr {
-                        th scope="col" { "Feed" }
-                        th scope="col" { "Latest file" }
-                        th scope="col" { "Arrived" }
-                        th scope="col" { "Status" }
-                        (counts_head())
-                    } }
+                    thead { tr { (heads(&[Text("Feed"), Text("Latest file"), Text("Arrived"), Text("Status")])) (counts_head()) } }
                     tbody {
                         @for (c, f) in latest {
                             tr {
@@ -445,12 +452,7 @@ pub fn feeds(
             } @else {
                 p { "These files were refused as a whole and moved to the error folder. Fix the cause with the hub, then drop the file again." }
                 div.scroll { table {
-                    thead { tr {
-                        th scope="col" { "Feed" }
-                        th scope="col" { "File" }
-                        th scope="col" { "Arrived" }
-                        th scope="col" { "Reason" }
-                    } }
+                    thead { tr { (heads(&[Text("Feed"), Text("File"), Text("Arrived"), Text("Reason")])) } }
                     tbody {
                         @for f in failed {
                             tr {
@@ -517,12 +519,7 @@ pub fn feed(
                 p.empty { "No file yet. hubsync is watching the " (source_label(&c.source)) "; the first file the hub drops appears here." }
             } @else {
                 div.scroll { table {
-                    thead { tr {
-                        th scope="col" { "File" }
-                        th scope="col" { "Arrived" }
-                        th scope="col" { "Status" }
-                        (counts_head())
-                    } }
+                    thead { tr { (heads(&[Text("File"), Text("Arrived"), Text("Status")])) (counts_head()) } }
                     tbody {
                         @for f in files {
                             tr {
@@ -630,7 +627,7 @@ pub fn file(current: &Current, f: &FileSummary, rejects: &[RejectRow], deltas: &
             } @else {
                 p { "Each rejected row is quarantined with its position and reason; the rest of the file went on. Values are not shown here: open the file's " code { ".rejects.jsonl" } " beside it in the archive folder." }
                 div.scroll { table {
-                    thead { tr { th scope="col" { "Position" } th scope="col" { "Column" } th scope="col" { "Reason" } } }
+                    thead { tr { (heads(&[Text("Position"), Text("Column"), Text("Reason")])) } }
                     tbody {
                         @for r in rejects {
                             tr { td { (r.locator) } td { (r.column.as_deref().unwrap_or("—")) } td.reason { (masked_reason(&r.reason)) } }
@@ -644,13 +641,7 @@ pub fn file(current: &Current, f: &FileSummary, rejects: &[RejectRow], deltas: &
             } @else {
                 @if (c.deltas as usize) > deltas.len() { p { "The first " (deltas.len()) " are listed." } }
                 div.scroll { table {
-                    thead { tr {
-                        th scope="col" { "Case" }
-                        th scope="col" { "Milestone" }
-                        th scope="col" { "Change" }
-                        th.num scope="col" { "Sequence" }
-                        th scope="col" { "Delivery" }
-                    } }
+                    thead { tr { (heads(&[Text("Case"), Text("Milestone"), Text("Change"), Num("Sequence"), Text("Delivery")])) } }
                     tbody {
                         @for m in deltas {
                             @let e = MilestoneEntry::from_row(m.clone());
@@ -718,16 +709,7 @@ pub fn subscribers(current: &Current, views: &[SubscriberView], tallies: &[Attem
                 p.empty { "No subscriber is configured. Add a " code { "[[subscribers]]" } " table to the config and restart hubsync." }
             } @else {
                 div.scroll { table {
-                    thead { tr {
-                        th scope="col" { "Subscriber" }
-                        th scope="col" { "State" }
-                        th.num scope="col" { "Backlog" }
-                        th scope="col" { "Oldest waiting" }
-                        th.num scope="col" { "Retrying" }
-                        th scope="col" { "Failed attempts, last 24 h" }
-                        th.num scope="col" { "Delivered" }
-                        th.num scope="col" { "Dead letters" }
-                    } }
+                    thead { tr { (heads(&[Text("Subscriber"), Text("State"), Num("Backlog"), Text("Oldest waiting"), Num("Retrying"), Text("Failed attempts, last 24 h"), Num("Delivered"), Num("Dead letters")])) } }
                     tbody {
                         @for v in views {
                             @let t = tallies.iter().find(|t| t.subscriber == v.name).cloned().unwrap_or_default();
@@ -791,14 +773,7 @@ pub fn subscriber(current: &Current, v: &SubscriberView, t: &AttemptTally, dead:
             } @else {
                 p { "These messages failed for good. Fix the receiver, then replay them: each is sent again with its original webhook-id and body, so the receiver can de-duplicate." }
                 div.scroll { table {
-                    thead { tr {
-                        th scope="col" { "Committed" }
-                        th scope="col" { "Case" }
-                        th scope="col" { "Milestone" }
-                        th.num scope="col" { "Attempts" }
-                        th scope="col" { "Last answer" }
-                        th scope="col" { span.visually-hidden { "Action" } }
-                    } }
+                    thead { tr { (heads(&[Text("Committed"), Text("Case"), Text("Milestone"), Num("Attempts"), Text("Last answer")])) th scope="col" { span.visually-hidden { "Action" } } } }
                     tbody {
                         @for d in dead.iter().take(MAX_DEAD_LETTERS) {
                             tr {
@@ -942,7 +917,7 @@ pub fn cases(current: &Current, s: &CaseSearch, recent: &[CaseRef]) -> Markup {
                 p.empty { "No milestone yet. When a hub file is processed, the cases it changed appear here." }
             } @else {
                 div.scroll { table {
-                    thead { tr { th scope="col" { "Case" } th scope="col" { "Program" } th scope="col" { "Latest milestone" } th scope="col" { "When" } } }
+                    thead { tr { (heads(&[Text("Case"), Text("Program"), Text("Latest milestone"), Text("When")])) } }
                     tbody {
                         @for c in recent {
                             tr {
@@ -1243,7 +1218,7 @@ fn latency_panel(name: &str, lat: &[Latency]) -> Markup {
         details {
             summary { "Per day" }
             table.compact {
-                thead { tr { th scope="col" { "Day (UTC)" } th.num scope="col" { "p50" } th.num scope="col" { "p99" } } }
+                thead { tr { (heads(&[Text("Day (UTC)"), Num("p50"), Num("p99")])) } }
                 tbody {
                     @for (i, l) in labels.iter().enumerate() {
                         tr { td { (l) } td.num { (latency_text(d50[i] as i64)) } td.num { (latency_text(d99[i] as i64)) } }
@@ -1269,7 +1244,7 @@ pub fn activity(current: &Current, entries: &[AuditEntry]) -> Markup {
                 p.empty { "No action yet. Replays and re-enables taken on the Subscribers pages are recorded here." }
             } @else {
                 div.scroll { table {
-                    thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Action" } th scope="col" { "Subscriber" } th scope="col" { "Details" } } }
+                    thead { tr { (heads(&[Text("When"), Text("Who"), Text("Action"), Text("Subscriber"), Text("Details")])) } }
                     tbody {
                         @for e in entries {
                             tr {

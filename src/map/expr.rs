@@ -543,27 +543,30 @@ impl<S: Scope> Parser<'_, S> {
     }
 
     fn or(&mut self) -> Result<Node, ExprError> {
-        let mut left = self.and()?;
-        while self.is_keyword("or") {
-            self.next();
-            let right = self.and()?;
-            Self::want_bool(&left, "`or`")?;
-            Self::want_bool(&right, "`or`")?;
-            let span = left.2.start..right.2.end;
-            left = (Expr::Or(Box::new(left.0), Box::new(right.0)), Ty::Bool, span);
-        }
-        Ok(left)
+        self.bool_chain("or", "`or`", Self::and, Expr::Or)
     }
 
     fn and(&mut self) -> Result<Node, ExprError> {
-        let mut left = self.not()?;
-        while self.is_keyword("and") {
+        self.bool_chain("and", "`and`", Self::not, Expr::And)
+    }
+
+    /// `a or b or …` / `a and b and …`: bool operands one precedence level
+    /// down, joined to the left. `ctx` names the operator in type errors.
+    fn bool_chain(
+        &mut self,
+        keyword: &str,
+        ctx: &str,
+        operand: fn(&mut Self) -> Result<Node, ExprError>,
+        join: fn(Box<Expr>, Box<Expr>) -> Expr,
+    ) -> Result<Node, ExprError> {
+        let mut left = operand(self)?;
+        while self.is_keyword(keyword) {
             self.next();
-            let right = self.not()?;
-            Self::want_bool(&left, "`and`")?;
-            Self::want_bool(&right, "`and`")?;
+            let right = operand(self)?;
+            Self::want_bool(&left, ctx)?;
+            Self::want_bool(&right, ctx)?;
             let span = left.2.start..right.2.end;
-            left = (Expr::And(Box::new(left.0), Box::new(right.0)), Ty::Bool, span);
+            left = (join(Box::new(left.0), Box::new(right.0)), Ty::Bool, span);
         }
         Ok(left)
     }

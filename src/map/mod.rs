@@ -216,6 +216,30 @@ impl Mapping {
     }
 }
 
+/// Hints under a bad column `path`, one example of each form.
+const X12_PATHS: &str = "X12 paths: HCR01, NM1[01=IL]/NM109, UM04.1, EB[01=1]/EB03#*, 2100A/NM1[01=PR]/NM103";
+const XML_PATHS: &str =
+    "XML paths are relative to the record element: Status, Payer/Name, @id, ns:Plan/@code";
+
+/// A column's parsed `path`, or a diagnostic with its caret under the bad
+/// part (the path parsers' spans are inside the TOML string).
+fn checked_path(
+    src: &SourceFile,
+    p: &Spanned<String>,
+    parsed: Result<FieldPath, (Range<usize>, String)>,
+    hint: &'static str,
+    diags: &mut Diagnostics,
+) -> Option<FieldPath> {
+    match parsed {
+        Ok(path) => Some(path),
+        Err((span, msg)) => {
+            let base = content_offset(src, &p.span());
+            diags.push(src.diag(base + span.start..base + span.end, msg).with_hint(hint));
+            None
+        }
+    }
+}
+
 fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<Mapping, Diagnostics> {
     let mut diags = Diagnostics::default();
     if *spec.version.get_ref() != 1 {
@@ -289,29 +313,19 @@ fn compile_mapping(src: &SourceFile, name: String, spec: MappingSpec) -> Result<
                 continue;
             }
             (Syntax::X12, None, Some(p)) => {
-                match crate::parse::x12::parse_path_in(p.get_ref(), transaction) {
-                    Ok(x) => Some(FieldPath::X12(x)),
-                    Err((span, msg)) => {
-                        let base = content_offset(src, &p.span());
-                        diags.push(
-                        src.diag(base + span.start..base + span.end, msg)
-                            .with_hint("X12 paths: HCR01, NM1[01=IL]/NM109, UM04.1, EB[01=1]/EB03#*, 2100A/NM1[01=PR]/NM103"),
-                    );
-                        continue;
-                    }
-                }
-            }
-            (Syntax::Xml, None, Some(p)) => match crate::parse::xml::parse_path(p.get_ref(), &namespaces) {
-                Ok(x) => Some(FieldPath::Xml(x)),
-                Err((span, msg)) => {
-                    let base = content_offset(src, &p.span());
-                    diags.push(
-                        src.diag(base + span.start..base + span.end, msg)
-                            .with_hint("XML paths are relative to the record element: Status, Payer/Name, @id, ns:Plan/@code"),
-                    );
+                let parsed = crate::parse::x12::parse_path_in(p.get_ref(), transaction).map(FieldPath::X12);
+                let Some(path) = checked_path(src, p, parsed, X12_PATHS, &mut diags) else {
                     continue;
-                }
-            },
+                };
+                Some(path)
+            }
+            (Syntax::Xml, None, Some(p)) => {
+                let parsed = crate::parse::xml::parse_path(p.get_ref(), &namespaces).map(FieldPath::Xml);
+                let Some(path) = checked_path(src, p, parsed, XML_PATHS, &mut diags) else {
+                    continue;
+                };
+                Some(path)
+            }
         };
         if path.is_some() {
             columns.push(Column {

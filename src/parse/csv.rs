@@ -318,7 +318,7 @@ mod tests {
         }
     }
 
-    fn fmt(encoding: Encoding) -> CsvFormat {
+    pub(super) fn fmt(encoding: Encoding) -> CsvFormat {
         CsvFormat {
             delimiter: b',',
             quote: b'"',
@@ -327,11 +327,26 @@ mod tests {
         }
     }
 
+    /// A temp file holding `bytes` (removed when dropped).
+    pub(super) fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(bytes).expect("write");
+        f
+    }
+
+    /// The line locators of every record left in `r`.
+    pub(super) fn record_lines(r: &mut CsvReader) -> Vec<u64> {
+        let mut rec = csv::ByteRecord::new();
+        let mut lines = Vec::new();
+        while let Some(Locator::Line(l)) = r.next_record(&mut rec).expect("rec") {
+            lines.push(l);
+        }
+        lines
+    }
+
     #[test]
     fn bom_header_and_physical_lines() {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(b"\xEF\xBB\xBFCase ID,Note\n1,\"two\nlines\"\n2,x\n")
-            .expect("write");
+        let f = file_with(b"\xEF\xBB\xBFCase ID,Note\n1,\"two\nlines\"\n2,x\n");
         let mut r = CsvReader::open(f.path(), &fmt(Encoding::Utf8)).expect("open");
         assert_eq!(r.header(), ["Case ID", "Note"]);
         let mut rec = csv::ByteRecord::new();
@@ -343,8 +358,7 @@ mod tests {
 
     #[test]
     fn windows_1252_is_decoded() {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(b"Payer\nCaf\xe9 Health\n").expect("write");
+        let f = file_with(b"Payer\nCaf\xe9 Health\n");
         let mut r = CsvReader::open(f.path(), &fmt(Encoding::Windows1252)).expect("open");
         let mut rec = csv::ByteRecord::new();
         r.next_record(&mut rec).expect("rec");
@@ -354,8 +368,8 @@ mod tests {
 
 #[cfg(test)]
 mod line_tests {
+    use super::tests::{file_with, fmt, record_lines};
     use super::*;
-    use std::io::Write;
 
     /// Hands out one byte per read: every CR ends a read.
     struct OneByte<'a>(&'a [u8]);
@@ -406,35 +420,21 @@ mod line_tests {
 
     #[test]
     fn a_cr_only_file_is_not_one_long_line() {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(b"Weekly report\rA,B\r1,x\r2,y\r").expect("write");
+        let f = file_with(b"Weekly report\rA,B\r1,x\r2,y\r");
         let fmt = CsvFormat {
-            delimiter: b',',
-            quote: b'"',
-            encoding: Encoding::Utf8,
             skip_lines: 1,
+            ..fmt(Encoding::Utf8)
         };
         // The title line ends at its CR; locators still name physical lines.
         let mut r = CsvReader::open(f.path(), &fmt).expect("open");
         assert_eq!(r.header(), ["A", "B"]);
-        let mut rec = csv::ByteRecord::new();
-        let mut lines = Vec::new();
-        while let Some(Locator::Line(l)) = r.next_record(&mut rec).expect("rec") {
-            lines.push(l);
-        }
-        assert_eq!(lines, [3, 4]);
+        assert_eq!(record_lines(&mut r), [3, 4]);
     }
 
     #[test]
     fn a_quote_that_never_closes_is_named() {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(b"A,B,C\n1,\"x,y\n2,p,q\n3,r,s\n").expect("write");
-        let fmt = CsvFormat {
-            delimiter: b',',
-            quote: b'"',
-            encoding: Encoding::Utf8,
-            skip_lines: 0,
-        };
+        let f = file_with(b"A,B,C\n1,\"x,y\n2,p,q\n3,r,s\n");
+        let fmt = fmt(Encoding::Utf8);
         let mut r = CsvReader::open(f.path(), &fmt).expect("open");
         let mut rec = csv::ByteRecord::new();
         assert_eq!(r.next_record(&mut rec).expect("rec"), Some(Locator::Line(2)));
@@ -444,8 +444,7 @@ mod line_tests {
             "{why}"
         );
         // A legitimate quoted field over two lines, with every field there.
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(b"A,B\n1,\"two\nlines\"\n").expect("write");
+        let f = file_with(b"A,B\n1,\"two\nlines\"\n");
         let mut r = CsvReader::open(f.path(), &fmt).expect("open");
         r.next_record(&mut rec).expect("rec");
         assert_eq!(r.unbalanced_quote(&rec), None);
@@ -454,25 +453,13 @@ mod line_tests {
 
 #[cfg(test)]
 mod crlf_tests {
+    use super::tests::{file_with, fmt, record_lines};
     use super::*;
-    use std::io::Write;
 
     #[test]
     fn crlf_lines_are_physical_lines() {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(b"A,B\r\n1,x\r\n2,y\r\n3,z\r\n").expect("write");
-        let fmt = CsvFormat {
-            delimiter: b',',
-            quote: b'"',
-            encoding: Encoding::Utf8,
-            skip_lines: 0,
-        };
-        let mut r = CsvReader::open(f.path(), &fmt).expect("open");
-        let mut rec = csv::ByteRecord::new();
-        let mut lines = Vec::new();
-        while let Some(Locator::Line(l)) = r.next_record(&mut rec).expect("rec") {
-            lines.push(l);
-        }
-        assert_eq!(lines, vec![2, 3, 4]);
+        let f = file_with(b"A,B\r\n1,x\r\n2,y\r\n3,z\r\n");
+        let mut r = CsvReader::open(f.path(), &fmt(Encoding::Utf8)).expect("open");
+        assert_eq!(record_lines(&mut r), vec![2, 3, 4]);
     }
 }

@@ -460,29 +460,24 @@ fn read_workbook(
             carried: Vec::new(),
             formulas,
         };
+        // xlsx and xlsb cell readers are alike but share no trait (and their
+        // types are calamine's), so one macro body serves both.
+        macro_rules! stream_sheet {
+            ($workbook:expr) => {{
+                let mut cells = $workbook
+                    .worksheet_cells_reader(&name)
+                    .map_err(|e| opened(e.to_string()))?;
+                stream_cells(
+                    file,
+                    &name,
+                    || cells.next_cell().map_err(|e| e.to_string()),
+                    &mut sheet_reader,
+                )
+            }};
+        }
         let ok = match &mut wb {
-            Sheets::Xlsx(x) => {
-                let mut cells = x
-                    .worksheet_cells_reader(&name)
-                    .map_err(|e| opened(e.to_string()))?;
-                stream_cells(
-                    file,
-                    &name,
-                    || cells.next_cell().map_err(|e| e.to_string()),
-                    &mut sheet_reader,
-                )
-            }
-            Sheets::Xlsb(x) => {
-                let mut cells = x
-                    .worksheet_cells_reader(&name)
-                    .map_err(|e| opened(e.to_string()))?;
-                stream_cells(
-                    file,
-                    &name,
-                    || cells.next_cell().map_err(|e| e.to_string()),
-                    &mut sheet_reader,
-                )
-            }
+            Sheets::Xlsx(x) => stream_sheet!(x),
+            Sheets::Xlsb(x) => stream_sheet!(x),
             Sheets::Xls(x) => {
                 let range = x.worksheet_range(&name).map_err(|e| opened(e.to_string()))?;
                 whole_range(&range, &mut sheet_reader)

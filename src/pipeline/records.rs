@@ -96,6 +96,16 @@ impl Records {
 
     pub(super) fn next(&mut self) -> Result<Option<Next>, ParseError> {
         match self {
+            // X12 and XML address columns by path, so their one header
+            // carries no names; it goes out once, before the first record.
+            Records::X12 { header_sent, .. } | Records::Xml { header_sent, .. } if !*header_sent => {
+                *header_sent = true;
+                Ok(Some(Next::Header {
+                    part: 0,
+                    label: String::new(),
+                    header: None,
+                }))
+            }
             Records::Csv { reader, rec, header } => {
                 if let Some(h) = header.take() {
                     return Ok(Some(Next::Header {
@@ -119,37 +129,11 @@ impl Records {
                 },
                 ExcelNext::Record { part, locator } => Next::Record { locator, part },
             })),
-            Records::X12 {
-                reader,
-                row,
-                header_sent,
-            } => {
-                if !*header_sent {
-                    *header_sent = true;
-                    return Ok(Some(Next::Header {
-                        part: 0,
-                        label: String::new(),
-                        header: None,
-                    }));
-                }
-                Ok(reader.next(row)?.map(|n| match n {
-                    X12Next::Record(locator) => Next::Record { locator, part: 0 },
-                    X12Next::Rejected { locator, reason } => Next::Rejected { locator, reason },
-                }))
-            }
-            Records::Xml {
-                reader,
-                row,
-                header_sent,
-            } => {
-                if !*header_sent {
-                    *header_sent = true;
-                    return Ok(Some(Next::Header {
-                        part: 0,
-                        label: String::new(),
-                        header: None,
-                    }));
-                }
+            Records::X12 { reader, row, .. } => Ok(reader.next(row)?.map(|n| match n {
+                X12Next::Record(locator) => Next::Record { locator, part: 0 },
+                X12Next::Rejected { locator, reason } => Next::Rejected { locator, reason },
+            })),
+            Records::Xml { reader, row, .. } => {
                 Ok(reader.next(row)?.map(|locator| Next::Record { locator, part: 0 }))
             }
         }

@@ -26,76 +26,37 @@ pub(super) fn load_format(
     mappings: &BTreeMap<String, Arc<Mapping>>,
     diags: &mut Diagnostics,
 ) -> Option<Format> {
-    // Keys that belong to another kind.
-    let mut foreign: Vec<(std::ops::Range<usize>, &str, FormatKind)> = Vec::new();
-    if kind != FormatKind::Excel {
-        if let Some(s) = &f.sheets {
-            foreign.push((s.span(), "sheets", FormatKind::Excel));
+    // Keys that belong to another kind, with the kind they belong to.
+    let owned = [
+        (
+            FormatKind::Excel,
+            &key_spans!(f; sheets, skip_rows, find_header, include_hidden_sheets, fill_merged)[..],
+        ),
+        (
+            FormatKind::Csv,
+            &key_spans!(f; delimiter, quote, encoding, skip_lines)[..],
+        ),
+        (
+            FormatKind::X12,
+            &key_spans!(f; separator_collision, lenient_isa_width, record_levels,
+                transaction_sets, purposes, acknowledgments)[..],
+        ),
+        (FormatKind::Xml, &key_spans!(f; record, no_records)[..]),
+    ];
+    for (owner, keys) in owned.into_iter().filter(|(owner, _)| *owner != kind) {
+        for (key, span) in keys.iter().cloned() {
+            let Some(span) = span else {
+                continue;
+            };
+            diags.push(src.diag(
+                span,
+                format!(
+                    "`{key}` applies to kind = \"{}\", not \"{}\"",
+                    owner.name(),
+                    kind.name()
+                ),
+            ));
         }
-        if let Some(s) = &f.skip_rows {
-            foreign.push((s.span(), "skip_rows", FormatKind::Excel));
-        }
-        if let Some(s) = &f.find_header {
-            foreign.push((s.span(), "find_header", FormatKind::Excel));
-        }
-        if let Some(s) = &f.include_hidden_sheets {
-            foreign.push((s.span(), "include_hidden_sheets", FormatKind::Excel));
-        }
-        if let Some(s) = &f.fill_merged {
-            foreign.push((s.span(), "fill_merged", FormatKind::Excel));
-        }
-    }
-    if kind != FormatKind::Csv {
-        if let Some(s) = &f.delimiter {
-            foreign.push((s.span(), "delimiter", FormatKind::Csv));
-        }
-        if let Some(s) = &f.quote {
-            foreign.push((s.span(), "quote", FormatKind::Csv));
-        }
-        if let Some(s) = &f.encoding {
-            foreign.push((s.span(), "encoding", FormatKind::Csv));
-        }
-        if let Some(s) = &f.skip_lines {
-            foreign.push((s.span(), "skip_lines", FormatKind::Csv));
-        }
-    }
-    if kind != FormatKind::X12 {
-        if let Some(s) = &f.separator_collision {
-            foreign.push((s.span(), "separator_collision", FormatKind::X12));
-        }
-        if let Some(s) = &f.lenient_isa_width {
-            foreign.push((s.span(), "lenient_isa_width", FormatKind::X12));
-        }
-        if let Some(s) = &f.record_levels {
-            foreign.push((s.span(), "record_levels", FormatKind::X12));
-        }
-        if let Some(s) = &f.transaction_sets {
-            foreign.push((s.span(), "transaction_sets", FormatKind::X12));
-        }
-        if let Some(s) = &f.purposes {
-            foreign.push((s.span(), "purposes", FormatKind::X12));
-        }
-        if let Some(s) = &f.acknowledgments {
-            foreign.push((s.span(), "acknowledgments", FormatKind::X12));
-        }
-    }
-    if kind != FormatKind::Xml {
-        if let Some(s) = &f.record {
-            foreign.push((s.span(), "record", FormatKind::Xml));
-        }
-        if let Some(s) = &f.no_records {
-            foreign.push((s.span(), "no_records", FormatKind::Xml));
-        }
-    }
-    for (span, key, owner) in foreign {
-        diags.push(src.diag(
-            span,
-            format!(
-                "`{key}` applies to kind = \"{}\", not \"{}\"",
-                owner.name(),
-                kind.name()
-            ),
-        ));
     }
     let want_syntax = match kind {
         FormatKind::Csv | FormatKind::Excel => Syntax::Header,

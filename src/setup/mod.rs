@@ -9,6 +9,15 @@
 //! caret, and all of them are reported at once, so a bad file fails at load
 //! rather than at 3 a.m.
 
+/// `[(key, where it stands)]` for optional keys of a spec, for "this key does
+/// not apply here" diagnostics. The key is the field's name, as serde reads
+/// it from the file, so the two cannot drift apart.
+macro_rules! key_spans {
+    ($spec:expr; $($key:ident),+ $(,)?) => {
+        [$((stringify!($key), $spec.$key.as_ref().map(toml::Spanned::span))),+]
+    };
+}
+
 mod format;
 mod source;
 mod subscriber;
@@ -377,9 +386,14 @@ fn load_connector(
     if spec.program.get_ref().trim().is_empty() {
         diags.push(src.diag(spec.program.span(), "program cannot be empty"));
     }
+    let dirs = source::Folders {
+        resolver: resolve,
+        data_dir,
+        name: &name,
+    };
     let source = match spec.source.kind.get_ref() {
-        SourceKind::Local => source::load_local(&spec.source, &src, &mut diags, resolve, data_dir, &name),
-        SourceKind::Sftp => source::load_sftp(&spec.source, &src, &mut diags, resolve, data_dir, &name, env),
+        SourceKind::Local => source::load_local(&spec.source, &src, &mut diags, &dirs),
+        SourceKind::Sftp => source::load_sftp(&spec.source, &src, &mut diags, &dirs, env),
     };
     let format = match (spec.format.kind.get_ref(), &mapping) {
         (_, None) => None,

@@ -32,37 +32,43 @@ fn check_done_marker(l: &SourceSpec, src: &SourceFile, diags: &mut Diagnostics) 
     }
 }
 
+/// Where a connector's local folders go: paths its file names resolve
+/// against the main config file; the defaults sit under the data dir, one
+/// folder per connector.
+pub(super) struct Folders<'a> {
+    pub(super) resolver: &'a dyn Fn(&Path) -> PathBuf,
+    pub(super) data_dir: &'a Path,
+    pub(super) name: &'a str,
+}
+
+impl Folders<'_> {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        (self.resolver)(path)
+    }
+
+    /// `<data_dir>/<what>/<connector>`.
+    fn under_data_dir(&self, what: &str) -> PathBuf {
+        self.data_dir.join(what).join(self.name)
+    }
+
+    /// Failed files go to a local folder for both kinds of source.
+    fn error(&self, l: &SourceSpec) -> PathBuf {
+        l.error
+            .as_deref()
+            .map_or_else(|| self.under_data_dir("error"), |e| self.resolve(e))
+    }
+}
+
 pub(super) fn load_local(
     l: &SourceSpec,
     src: &SourceFile,
     diags: &mut Diagnostics,
-    resolve: &dyn Fn(&Path) -> PathBuf,
-    data_dir: &Path,
-    name: &str,
+    dirs: &Folders<'_>,
 ) -> Option<Source> {
     // Keys that only make sense for a remote drop are mistakes here, not noise.
-    let sftp_only: [(&str, Option<std::ops::Range<usize>>); 14] = [
-        ("host", l.host.as_ref().map(|v| v.span())),
-        ("port", l.port.as_ref().map(|v| v.span())),
-        ("user", l.user.as_ref().map(|v| v.span())),
-        ("key_file", l.key_file.as_ref().map(|v| v.span())),
-        (
-            "key_passphrase_env",
-            l.key_passphrase_env.as_ref().map(|v| v.span()),
-        ),
-        ("password_env", l.password_env.as_ref().map(|v| v.span())),
-        (
-            "host_key_fingerprint",
-            l.host_key_fingerprint.as_ref().map(|v| v.span()),
-        ),
-        ("known_hosts", l.known_hosts.as_ref().map(|v| v.span())),
-        ("recursive", l.recursive.as_ref().map(|v| v.span())),
-        ("poll_interval", l.poll_interval.as_ref().map(|v| v.span())),
-        ("after_commit", l.after_commit.as_ref().map(|v| v.span())),
-        ("remote_archive", l.remote_archive.as_ref().map(|v| v.span())),
-        ("timeout", l.timeout.as_ref().map(|v| v.span())),
-        ("ack_outbox", l.ack_outbox.as_ref().map(|v| v.span())),
-    ];
+    let sftp_only = key_spans!(l; host, port, user, key_file, key_passphrase_env, password_env,
+        host_key_fingerprint, known_hosts, recursive, poll_interval, after_commit, remote_archive, timeout,
+        ack_outbox);
     for (key, span) in sftp_only {
         if let Some(span) = span {
             diags.push(
@@ -75,7 +81,7 @@ pub(super) fn load_local(
     check_done_marker(l, src, diags);
     pattern.map(|pattern| {
         Source::Local(LocalSource {
-            path: resolve(l.path.get_ref()),
+            path: dirs.resolve(l.path.get_ref()),
             pattern,
             settle: l.settle.get_ref().0,
             done_marker: l.done_marker.as_ref().map(|m| m.get_ref().clone()),
@@ -86,11 +92,8 @@ pub(super) fn load_local(
             archive: l
                 .archive
                 .as_ref()
-                .map_or_else(|| data_dir.join("archive").join(name), |a| resolve(a.get_ref())),
-            error: l
-                .error
-                .as_deref()
-                .map_or_else(|| data_dir.join("error").join(name), resolve),
+                .map_or_else(|| dirs.under_data_dir("archive"), |a| dirs.resolve(a.get_ref())),
+            error: dirs.error(l),
         })
     })
 }
@@ -101,9 +104,7 @@ pub(super) fn load_sftp(
     l: &SourceSpec,
     src: &SourceFile,
     diags: &mut Diagnostics,
-    resolve: &dyn Fn(&Path) -> PathBuf,
-    data_dir: &Path,
-    name: &str,
+    dirs: &Folders<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Source> {
     let before = diags.0.len();
@@ -195,7 +196,7 @@ pub(super) fn load_sftp(
             };
             passphrase.and_then(|pass| {
                 let pass = (!pass.0.is_empty()).then_some(pass);
-                match ssh_keys::load_key(&resolve(k.get_ref()), pass.as_ref()) {
+                match ssh_keys::load_key(&dirs.resolve(k.get_ref()), pass.as_ref()) {
                     Ok(key) => Some(SftpAuth::Key(key)),
                     Err(e) => {
                         diags.push(src.diag(k.span(), e.to_string()));
@@ -219,7 +220,7 @@ pub(super) fn load_sftp(
             }
         }
         (None, Some(k)) => {
-            let path = resolve(k.get_ref());
+            let path = dirs.resolve(k.get_ref());
             if path.is_file() {
                 Some(HostKeyCheck::KnownHosts(path))
             } else {
@@ -314,7 +315,7 @@ pub(super) fn load_sftp(
         }
         Some(Box::new(AckOutbox {
             remote: dir.to_string(),
-            spool: data_dir.join("acks").join(name),
+            spool: dirs.under_data_dir("acks"),
         }))
     });
     if diags.0.len() != before {
@@ -339,12 +340,9 @@ pub(super) fn load_sftp(
             .as_ref()
             .map_or(Duration::from_secs(30), |t| t.get_ref().0),
         ack_outbox,
-        staging: data_dir.join("staging").join(name),
-        archive: data_dir.join("archive").join(name),
-        error: l
-            .error
-            .as_deref()
-            .map_or_else(|| data_dir.join("error").join(name), resolve),
+        staging: dirs.under_data_dir("staging"),
+        archive: dirs.under_data_dir("archive"),
+        error: dirs.error(l),
     }))
 }
 
