@@ -463,7 +463,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             outln!("\nFILES (newest first)");
             outln!(
-                "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7}  reconciles",
+                "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7} {:>8}  reconciles",
                 "connector",
                 "file",
                 "status",
@@ -472,12 +472,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "unchanged",
                 "rejected",
                 "filtered",
-                "deltas"
+                "deltas",
+                "warnings"
             );
             for f in store.files(files).await? {
                 let c = f.counts;
+                // A done file's note holds the warnings it was accepted with
+                // (envelope versions that disagree, hidden sheets skipped),
+                // one per line; a failed file's is why it was refused.
+                let warnings = crate::pipeline::file_warnings(&f);
                 outln!(
-                    "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7}  {}",
+                    "{:<16} {:<32} {:<10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7} {:>8}  {}",
                     f.connector,
                     f.name,
                     f.status.label(),
@@ -487,16 +492,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     c.rejected,
                     c.filtered,
                     c.deltas,
+                    warnings.len(),
                     if c.reconciles() { "yes" } else { "NO" }
                 );
-                if let Some(e) = f.error {
-                    // A done file's note is the parser's warning (hidden
-                    // sheets skipped, no record element); a failed file's is
-                    // why it was refused.
-                    match f.status {
-                        crate::store::FileStatus::Done => outln!("    warning: {e}"),
-                        _ => outln!("    error: {e}"),
-                    }
+                for w in &warnings {
+                    outln!("    warning: {w}");
+                }
+                if let (Some(e), false) = (&f.error, f.status == crate::store::FileStatus::Done) {
+                    outln!("    error: {e}");
                 }
             }
             outln!("\nSUBSCRIBERS");

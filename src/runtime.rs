@@ -302,6 +302,99 @@ fn write_acks(connector: &Connector, file: &std::path::Path) {
     }
 }
 
+/// The TA1 and 999 of `file`, when the connector acknowledges X12.
+fn acks_of(connector: &Connector, file: &std::path::Path) -> Option<crate::parse::x12::ack::Acks> {
+    match &connector.format {
+        crate::setup::Format::X12(fmt) if fmt.acknowledgments => crate::parse::x12::ack::of_file(file, fmt),
+        _ => None,
+    }
+}
+
+/// The operator's copy of a remote file's acknowledgments, in the local
+/// archive (or error) folder beside its rejects.
+fn write_acks_into(
+    connector: &Connector,
+    dir: &std::path::Path,
+    name: &str,
+    acks: &crate::parse::x12::ack::Acks,
+) {
+    if let Err(e) = crate::parse::x12::ack::write_into(dir, name, acks) {
+        tracing::warn!(connector = %connector.name, error = %e, "cannot write the X12 acknowledgments");
+    }
+}
+
+/// Queues a remote file's acknowledgments for the hub's outbox folder
+/// (`ack_outbox`). A spool that cannot be written is logged as an error:
+/// the acknowledgments are then only in the local archive folder.
+fn spool_acks(
+    connector: &Connector,
+    remote: &SftpDrop,
+    staged: &crate::source::ReadyFile,
+    acks: &crate::parse::x12::ack::Acks,
+    only_if_new: bool,
+) {
+    let Some(outbox) = &remote.source().ack_outbox else {
+        return;
+    };
+    let spool = crate::source::spool::Spool::new(&outbox.spool);
+    let tag = &staged.sha256[..16.min(staged.sha256.len())];
+    if only_if_new && spool.has(tag) {
+        return;
+    }
+    for (name, body) in acks.files(&staged.name) {
+        if let Err(e) = spool.queue(tag, &name, body.as_bytes()) {
+            tracing::error!(connector = %connector.name, ack = %name, error = %e,
+                "cannot spool an acknowledgment for the hub's outbox; it is only in the local archive folder");
+        }
+    }
+}
+
+/// Pushes every spooled acknowledgment to the hub's outbox folder, oldest
+/// first. One that the server refuses (a per-file error: permissions, a
+/// missing folder) stays spooled, is reported once, and is tried again on
+/// the next poll; a connection error ends the round (and reconnects).
+async fn push_acks(connector: &Connector, remote: &mut SftpDrop) -> Result<(), SftpError> {
+    let Some(outbox) = remote.source().ack_outbox.clone() else {
+        return Ok(());
+    };
+    let spool = crate::source::spool::Spool::new(&outbox.spool);
+    let pending = match spool.pending() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(connector = %connector.name, error = %e, "cannot list the acknowledgment spool");
+            return Ok(());
+        }
+    };
+    for p in pending {
+        let body = match std::fs::read(&p.path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(connector = %connector.name, ack = %p.name, error = %e, "cannot read a spooled acknowledgment");
+                continue;
+            }
+        };
+        match remote.push(&outbox.remote, &p.name, &body).await {
+            Ok(to) => {
+                remote.first_push_failure(&p.path, true);
+                if let Err(e) = spool.mark_sent(&p) {
+                    // Pushed again next poll; the push sees the same bytes
+                    // there and does not make a second copy.
+                    tracing::warn!(connector = %connector.name, ack = %p.name, error = %e, "acknowledgment pushed but still spooled");
+                }
+                tracing::info!(connector = %connector.name, to = %to, "acknowledgment pushed to the hub's outbox");
+            }
+            Err(e) if e.scope() == Scope::File => {
+                if remote.first_push_failure(&p.path, false) {
+                    tracing::warn!(connector = %connector.name, ack = %p.name, error = %e,
+                        "acknowledgment not pushed; it stays spooled and is retried every poll");
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn handle_file(
     pipeline: &Pipeline,
     connector: &Arc<Connector>,
@@ -505,6 +598,9 @@ async fn sftp_round(
             Err(e) => return Err(e),
         }
     }
+    // Acknowledgments owed to the hub: this round's, and any an earlier
+    // round could not push.
+    push_acks(connector, remote).await?;
     Ok(wait)
 }
 
@@ -549,6 +645,21 @@ async fn handle_remote_file(
             return Err(HandleError::from(e).into());
         }
     };
+    // The acknowledgments are computed from the staged copy and spooled
+    // before the remote-file ledger records the file: a crash in between
+    // re-fetches it, and the spool says whether it was acknowledged.
+    let acks = match &outcome {
+        FileOutcome::Done(_) | FileOutcome::Failed { .. } | FileOutcome::Duplicate => {
+            acks_of(connector, &staged.path)
+        }
+        FileOutcome::Interrupted | FileOutcome::Elsewhere => None,
+    };
+    if let Some(a) = &acks {
+        // A duplicate is acknowledged only when it never was: the file
+        // committed just before a crash, before its acknowledgments were spooled.
+        let only_if_new = matches!(outcome, FileOutcome::Duplicate);
+        spool_acks(connector, remote, &staged, a, only_if_new);
+    }
     match outcome {
         FileOutcome::Done(row) => {
             store
@@ -563,6 +674,9 @@ async fn handle_remote_file(
             std::fs::create_dir_all(&dir)
                 .map_err(|e| HandleError::from(crate::source::SourceError::io("create", &dir, e)))?;
             write_rejects(pipeline, row.id, &dir.join(&staged.name)).await?;
+            if let Some(a) = &acks {
+                write_acks_into(connector, &dir, &staged.name, a);
+            }
             FileProcessed {
                 connector: &connector.name,
                 file: &file.path,
@@ -596,6 +710,13 @@ async fn handle_remote_file(
                 .map_err(HandleError::from)?;
             let moved = remote.quarantine(&staged, file, &reason)?;
             write_rejects(pipeline, file_id, &moved).await?;
+            if let (Some(a), Some(dir)) = (&acks, moved.parent()) {
+                let name = moved
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                write_acks_into(connector, dir, &name, a);
+            }
             FileFailed {
                 connector: &connector.name,
                 file: &file.path,

@@ -672,10 +672,23 @@ const X12_CASES: &[X12Case] = &[
     X12Case { file: "fixtures/x12/867-dispenses.x12", connector: "summit-867", st01: Some("867"), milestones: 4, refused: 0, warnings: 0, fails: false,
         facts: &[
             // Each PTD is a dispense; its NDC and quantity come from its own QTY loop.
-            "AC-100200 dispense.completed occ=RX-5501 ndc11=50242004101 quantity=28 pharmacy_id=5512345",
-            "AC-100200 dispense.shipped occ=RX-5501 ship_to=HOME DELIVERY",
-            "AC-100201 dispense.completed occ=RX-5502 ndc11=50242008801 quantity=1",
-            "AC-100201 dispense.shipped occ=RX-5502 ship_to=CLINIC",
+            "AC-100200 dispense.completed occ=RX-5501/50242004101 ndc11=50242004101 quantity=28 pharmacy_id=5512345",
+            "AC-100200 dispense.shipped occ=RX-5501/50242004101 ship_to=HOME DELIVERY",
+            "AC-100201 dispense.completed occ=RX-5502/50242008801 ndc11=50242008801 quantity=1",
+            "AC-100201 dispense.shipped occ=RX-5502/50242008801 ship_to=CLINIC",
+        ] },
+    X12Case { file: "fixtures/x12/867-multi-line.x12", connector: "summit-867", st01: Some("867"), milestones: 8, refused: 0, warnings: 0, fails: false,
+        facts: &[
+            // Three QTY/LIN lines in one PTD: three occurrences of each
+            // milestone, each with its own NDC and quantity and the PTD's
+            // Rx number, dates and ship-to.
+            "AC-100300 dispense.completed occ=RX-5601/50242004101 ndc11=50242004101 quantity=28 rx_number=RX-5601",
+            "AC-100300 dispense.completed occ=RX-5601/50242009901 ndc11=50242009901 quantity=1 rx_number=RX-5601",
+            "AC-100300 dispense.completed occ=RX-5601/50242010001 ndc11=50242010001 quantity=2 rx_number=RX-5601",
+            "AC-100300 dispense.shipped occ=RX-5601/50242009901 ship_to=HOME DELIVERY quantity=1",
+            // The next PTD's line does not see the previous PTD's lines.
+            "AC-100301 dispense.completed occ=RX-5602/50242004101 ndc11=50242004101 quantity=56 pharmacy_id=5512345",
+            "AC-100301 dispense.shipped occ=RX-5602/50242004101 ship_to=CLINIC",
         ] },
     X12Case { file: "fixtures/x12/270-inquiry.x12", connector: "payer-271", st01: Some("270"), milestones: 0, refused: 1, warnings: 0, fails: false,
         facts: &["reject~is a 270 (eligibility, coverage or benefit inquiry); this connector accepts 271"] },
@@ -1374,5 +1387,53 @@ fn excel_formula_computing_empty_text_is_not_uncalculated() -> Result<()> {
     let d = p.dry(&path)?;
     assert!(d.rejects.is_empty(), "{:?}", d.rejects);
     assert_eq!(d.milestones.len(), 1);
+    Ok(())
+}
+
+/// Envelope versions that disagree are part of the file's reconciliation:
+/// `status` counts the warnings the file was accepted with and lists each.
+#[test]
+fn envelope_version_warnings_are_counted_in_the_files_reconciliation() -> Result<()> {
+    let connector = std::fs::read_to_string(repo().join("connectors/payer-271.toml"))?
+        .replace("path = \"data/drop/payer-271\"", "path = \"drop\"");
+    let mapping = std::fs::read_to_string(repo().join("mappings/x12-271-response.toml"))?;
+    let p = Project::new(&connector, &[("x12-271-response", &mapping)])?;
+    let file = repo().join("fixtures/x12/271-version-mismatch.x12");
+    let out = p.hubsync(&["ingest", "--connector", "c", &file.display().to_string()])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = p.hubsync(&["status"])?;
+    let shown = String::from_utf8_lossy(&status.stdout).to_string();
+    let mut files = shown
+        .lines()
+        .skip_while(|l| !(l.contains("unchanged") && l.contains("warnings")));
+    let header = files.next().context("the FILES header has a warnings column")?;
+    let row = files
+        .find(|l| l.contains("271-version-mismatch.x12"))
+        .context("the file's row")?;
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let names: Vec<&str> = header.split_whitespace().collect();
+    let at = names
+        .iter()
+        .position(|n| *n == "warnings")
+        .context("warnings column")?;
+    assert_eq!(cols[at], "3", "three warnings counted: {shown}");
+    assert_eq!(cols.last(), Some(&"yes"), "the counts still reconcile: {shown}");
+    let listed: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.trim_start().starts_with("warning: "))
+        .collect();
+    assert_eq!(listed.len(), 3, "{shown}");
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.contains("ISA12=00401 but GS08=005010X279A1"))
+            && listed
+                .iter()
+                .any(|l| l.contains("GS08=005010X279A1 but ST03=005010X217 (ST03 is used)"))
+            && listed
+                .iter()
+                .any(|l| l.contains("is not an implementation guide of the")),
+        "{shown}"
+    );
     Ok(())
 }

@@ -471,3 +471,219 @@ fn sftp_config_mistakes_are_diagnosed_at_their_keys() -> Result<()> {
     );
     Ok(())
 }
+
+/// The rig's connector as an X12 278 connector that pushes its
+/// acknowledgments to the hub's outbox folder (`ack_outbox`).
+fn x12_ack_rig(rig: &SftpRig, outbox: &Path) -> Result<()> {
+    std::fs::copy(
+        support::repo().join("mappings/x12-278-response.toml"),
+        rig.inst.root.join("mappings/x12-278-response.toml"),
+    )?;
+    let text = rig
+        .connector_text(&format!("ack_outbox = \"{}\"\n", outbox.display()))?
+        .replace("mapping = \"acme-hub-status\"", "mapping = \"x12-278-response\"")
+        .replace("pattern = \"status_*.csv\"", "pattern = \"*.x12\"")
+        .replace(
+            "[format]\nkind = \"csv\"\n",
+            "[format]\nkind = \"x12\"\ntransaction_sets = [\"278\"]\npurposes = [\"11\"]\nacknowledgments = true\n",
+        );
+    assert!(
+        text.contains("kind = \"x12\""),
+        "the connector was rewritten: {text}"
+    );
+    rig.inst.connector(CONNECTOR, &text)
+}
+
+/// Copies the X12 fixture `name` into the remote drop folder.
+fn put_x12(rig: &SftpRig, name: &str) -> Result<()> {
+    std::fs::copy(support::repo().join("fixtures/x12").join(name), rig.remote(name))?;
+    Ok(())
+}
+
+/// Segments of an X12 text (terminator `~`, line breaks ignored).
+fn segs(x12: &str) -> Vec<String> {
+    x12.split('~')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgments_are_pushed_whole_to_the_hubs_outbox_folder() -> Result<()> {
+    let rig = SftpRig::start().await?;
+    // The outbox does not exist yet: the first push creates it.
+    let outbox = rig.tmp.path().join("remote/outbox");
+    x12_ack_rig(&rig, &outbox)?;
+    let daemon = rig.inst.start()?;
+    // One good set and one whose SE01 is wrong (99): accepted in part.
+    put_x12(&rig, "278-bad-set-count.x12")?;
+    let ta1 = outbox.join("278-bad-set-count.x12.ta1");
+    let ack999 = outbox.join("278-bad-set-count.x12.999");
+    eventually("the TA1 and the 999 in the hub's outbox", WAIT, || {
+        (ta1.is_file() && ack999.is_file()).then_some(())
+    })
+    .await?;
+    rig.wait_webhooks("the good set's webhook", 1, WAIT).await?;
+    daemon.stop().await;
+
+    // Interchange accepted, addressed back to the sender, ISA13 echoed in TA101.
+    let t = segs(&std::fs::read_to_string(&ta1)?);
+    assert!(
+        t[0].starts_with("ISA*00*          *00*          *ZZ*HUBSYNC        *ZZ*ACMEPAYER      *"),
+        "{t:?}"
+    );
+    assert!(t[1].starts_with("TA1*000000107*261120*0815*A*000"), "{t:?}");
+    // The 999 names the group (AK1 GS06 107) and each set (AK2 ST02), the
+    // bad one rejected for its segment count (IK5 R 4), the group partly accepted.
+    let n = segs(&std::fs::read_to_string(&ack999)?);
+    for want in [
+        "AK1*HI*107*005010X217",
+        "AK2*278*0001*005010X217",
+        "IK5*A",
+        "AK2*278*0002*005010X217",
+        "IK5*R*4",
+        "AK9*P*2*2*1",
+    ] {
+        assert!(n.iter().any(|s| s == want), "missing {want} in {n:?}");
+    }
+    let st = n.iter().position(|s| s.starts_with("ST*999*")).context("ST")?;
+    let se = n.iter().position(|s| s.starts_with("SE*")).context("SE")?;
+    assert_eq!(n[se], format!("SE*{}*0001", se - st + 1), "SE01 counts the set");
+
+    // Nothing half-written is left for the hub to pick up, and nothing is
+    // left to push: the spool moved both to sent/.
+    let names: Vec<String> = std::fs::read_dir(&outbox)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "only the two acknowledgments: {names:?}");
+    let spool = rig.inst.root.join("data/acks").join(CONNECTOR);
+    assert_eq!(std::fs::read_dir(spool.join("pending"))?.count(), 0);
+    assert_eq!(std::fs::read_dir(spool.join("sent"))?.count(), 2);
+    // The operator's copy stays beside the rejects in the local archive.
+    let archived = std::fs::read_dir(rig.inst.root.join("data/archive").join(CONNECTOR))?
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        archived.iter().any(|n| n == "278-bad-set-count.x12.999"),
+        "{archived:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgment_the_hub_cannot_take_yet_is_kept_and_pushed_later() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = SftpRig::start().await?;
+    // A file where the outbox folder should be: every push is refused.
+    let outbox = rig.tmp.path().join("remote/outbox");
+    std::fs::write(&outbox, "not a folder")?;
+    x12_ack_rig(&rig, &outbox)?;
+    let daemon = rig.inst.start()?;
+    put_x12(&rig, "278-three-events.x12")?;
+    rig.wait_webhooks("the file's webhooks", 3, WAIT).await?;
+    let pending = rig.inst.root.join("data/acks").join(CONNECTOR).join("pending");
+    eventually("both acknowledgments spooled", WAIT, || {
+        (std::fs::read_dir(&pending).ok()?.count() == 2).then_some(())
+    })
+    .await?;
+    // Several polls later they are still owed, not dropped.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(std::fs::read_dir(&pending)?.count(), 2, "kept while refused");
+    daemon.stop().await;
+
+    // The hub fixes its folder; the next daemon run pushes what was owed,
+    // although no new file arrives.
+    std::fs::remove_file(&outbox)?;
+    std::fs::create_dir_all(&outbox)?;
+    std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o755))?;
+    let daemon = rig.inst.start()?;
+    let ack999 = outbox.join("278-three-events.x12.999");
+    eventually("the owed 999 in the outbox", WAIT, || {
+        ack999.is_file().then_some(())
+    })
+    .await?;
+    eventually("the spool emptied", WAIT, || {
+        (std::fs::read_dir(&pending).ok()?.count() == 0).then_some(())
+    })
+    .await?;
+    daemon.stop().await;
+    let n = segs(&std::fs::read_to_string(&ack999)?);
+    assert!(n.iter().any(|s| s == "AK2*278*0001*005010X217"), "{n:?}");
+    assert!(
+        n.iter().any(|s| s == "IK5*A") && n.iter().any(|s| s == "AK9*A*1*1*1"),
+        "{n:?}"
+    );
+    assert!(outbox.join("278-three-events.x12.ta1").is_file());
+    assert_eq!(rig.rx.count(), 3, "the file itself was not processed again");
+    Ok(())
+}
+
+#[test]
+fn ack_outbox_is_refused_where_it_cannot_apply() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("connectors"))?;
+    std::fs::create_dir_all(root.join("mappings"))?;
+    for m in ["acme-hub-status.toml", "x12-278-response.toml"] {
+        std::fs::copy(
+            support::repo().join("mappings").join(m),
+            root.join("mappings").join(m),
+        )?;
+    }
+    std::fs::write(
+        root.join("config.toml"),
+        "[pseudonymization]\nkey_env = \"TEST_PSEUDO\"\n",
+    )?;
+    let load = || {
+        hubsync::setup::load_with_env(&root.join("config.toml"), &|k| {
+            (k == "TEST_PSEUDO").then(|| PSEUDONYM_KEY.to_string())
+        })
+        .expect_err("bad connector")
+        .to_string()
+    };
+    // A local drop has no hub server to push to.
+    std::fs::write(
+        root.join("connectors/bad.toml"),
+        "program = \"P\"\nmapping = \"x12-278-response\"\ntime_zone = \"UTC\"\n\
+         [source]\nkind = \"local\"\npath = \"in\"\nack_outbox = \"/outbox\"\n\
+         [format]\nkind = \"x12\"\nacknowledgments = true\n",
+    )?;
+    let text = load();
+    assert!(
+        text.contains("bad.toml:7:14")
+            && text.contains("`ack_outbox` applies to `kind = \"sftp\"` sources only")
+            && text.contains("^"),
+        "{text}"
+    );
+    // A CSV feed is never acknowledged.
+    std::fs::write(
+        root.join("connectors/bad.toml"),
+        "program = \"P\"\nmapping = \"acme-hub-status\"\ntime_zone = \"UTC\"\n\
+         [source]\nkind = \"sftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"TEST_PSEUDO\"\n\
+         host_key_fingerprint = \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\npath = \"/in\"\n\
+         ack_outbox = \"/outbox\"\n[format]\nkind = \"csv\"\n",
+    )?;
+    let text = load();
+    assert!(
+        text.contains("bad.toml:11:14") && text.contains("`ack_outbox` applies to X12 connectors only"),
+        "{text}"
+    );
+    // An X12 connector that writes no acknowledgment has none to push.
+    std::fs::write(
+        root.join("connectors/bad.toml"),
+        "program = \"P\"\nmapping = \"x12-278-response\"\ntime_zone = \"UTC\"\n\
+         [source]\nkind = \"sftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"TEST_PSEUDO\"\n\
+         host_key_fingerprint = \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\npath = \"/in\"\n\
+         ack_outbox = \"/in/\"\n[format]\nkind = \"x12\"\n",
+    )?;
+    let text = load();
+    assert!(
+        text.contains("`ack_outbox` needs `acknowledgments = true` in [format]")
+            && text.contains("`ack_outbox` must not be the drop folder itself"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -170,6 +170,9 @@ pub struct SourceSpec {
     pub remote_archive: Option<Spanned<String>>,
     /// sftp: how long one connection attempt or request may take.
     pub timeout: Option<Spanned<Dur>>,
+    /// sftp, x12 with `acknowledgments = true`: the remote folder the TA1
+    /// and 999 of every file are uploaded to (the hub's outbox).
+    pub ack_outbox: Option<Spanned<String>>,
 }
 
 /// What happens to a remote file after its last chunk is committed.

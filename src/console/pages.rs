@@ -605,18 +605,21 @@ pub fn file(current: &Current, f: &FileSummary, rejects: &[RejectRow], deltas: &
                 dt { "Size" } dd { (f.size) " bytes" }
                 dt { "SHA-256" } dd { code title=(f.file.sha256) { (short_sha(&f.file.sha256)) } }
             }
-            @if let Some(e) = &f.file.error {
-                // A done file's note is a parser warning (hidden sheets
-                // skipped, …); a failed file's is why it was refused.
-                @if f.file.status == FileStatus::Done {
-                    p.alert role="status" { strong { "Warning: " } (e) }
-                } @else {
-                    p.alert role="alert" { strong { "Refused: " } (e) }
-                }
+            // A done file's note holds its warnings (envelope versions that
+            // disagree, hidden sheets skipped, …), one per line; a failed
+            // file's is why it was refused.
+            @let warnings = crate::pipeline::file_warnings(&f.file);
+            @for w in &warnings {
+                p.alert role="status" { strong { "Warning: " } (w) }
+            }
+            @if let (Some(e), false) = (&f.file.error, f.file.status == FileStatus::Done) {
+                p.alert role="alert" { strong { "Refused: " } (e) }
             }
             p.lede {
                 "Read " (c.read) " rows: " (c.emitted) " produced milestones (" (c.deltas) " deltas sent), "
-                (c.unchanged) " unchanged since the last file, " (c.rejected) " rejected, " (c.filtered) " filtered out. "
+                (c.unchanged) " unchanged since the last file, " (c.rejected) " rejected, " (c.filtered) " filtered out"
+                @if !warnings.is_empty() { "; accepted with " (warnings.len()) " warning(s)" }
+                ". "
                 @if c.reconciles() { "Every row is accounted for." } @else { strong { "The counts do not add up: report this." } }
             }
             h2 { "Rejected rows (" (rejects.len()) ")" }

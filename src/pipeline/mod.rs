@@ -42,6 +42,23 @@ use produce::{produce, Chunk, Finish, Job, ProduceError};
 use records::{Next, Records};
 
 /// System errors: the file stays where it is and is retried later.
+/// A done file's warnings are stored one per line in its ledger note, so
+/// that they can be counted in its reconciliation ([`file_warnings`]).
+const WARNING_SEPARATOR: &str = "\n";
+
+/// The warnings a done file was accepted with (envelope versions that
+/// disagree, hidden sheets skipped, …); none for a failed file, whose note
+/// is why it was refused.
+pub fn file_warnings(row: &crate::store::FileRow) -> Vec<&str> {
+    match (row.status, &row.error) {
+        (crate::store::FileStatus::Done, Some(note)) => note
+            .split(WARNING_SEPARATOR)
+            .filter(|w| !w.trim().is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
@@ -423,7 +440,7 @@ impl Pipeline {
             tx.insert_rejects(file_id, &chunk.rejects).await?;
         }
         let warnings = match &chunk.finish {
-            Some(Finish::Done(w)) if !w.is_empty() => Some(w.join("; ")),
+            Some(Finish::Done(w)) if !w.is_empty() => Some(w.join(WARNING_SEPARATOR)),
             _ => None,
         };
         let finish = match &chunk.finish {

@@ -403,6 +403,28 @@ fn load_connector(
             f.filter(|_| diags.0.len() == before)
         }
     };
+    // `ack_outbox` pushes the TA1 and 999 an X12 connector writes: it means
+    // nothing for another format, or when no acknowledgment is written.
+    if let Some(o) = &spec.source.ack_outbox {
+        let acks = spec.format.acknowledgments.as_ref().is_some_and(|a| *a.get_ref());
+        if *spec.format.kind.get_ref() != connector::FormatKind::X12 {
+            diags.push(
+                src.diag(o.span(), "`ack_outbox` applies to X12 connectors only")
+                    .with_hint(format!(
+                        "this connector reads kind = \"{}\"; only X12 interchanges are acknowledged",
+                        spec.format.kind.get_ref().name()
+                    )),
+            );
+        } else if !acks && *spec.source.kind.get_ref() == SourceKind::Sftp {
+            diags.push(
+                src.diag(
+                    o.span(),
+                    "`ack_outbox` needs `acknowledgments = true` in [format]",
+                )
+                .with_hint("without it no TA1 or 999 is written, so there is nothing to push"),
+            );
+        }
+    }
     let expect = spec
         .expect
         .as_ref()

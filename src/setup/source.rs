@@ -11,7 +11,7 @@ use toml::Spanned;
 use crate::config::connector::{AfterCommit, ExpectSpec, Expectation, SourceSpec};
 use crate::config::diag::{Diagnostics, SourceFile};
 use crate::config::Secret;
-use crate::source::sftp::{HostKeyCheck, SftpAuth};
+use crate::source::sftp::{AckOutbox, HostKeyCheck, SftpAuth};
 use crate::source::{ssh_keys, LocalSource, SftpSource, Source};
 
 fn load_pattern(l: &SourceSpec, src: &SourceFile, diags: &mut Diagnostics) -> Option<globset::GlobMatcher> {
@@ -67,7 +67,8 @@ pub(super) fn load_local(
 ) -> Option<Source> {
     // Keys that only make sense for a remote drop are mistakes here, not noise.
     let sftp_only = key_spans!(l; host, port, user, key_file, key_passphrase_env, password_env,
-        host_key_fingerprint, known_hosts, recursive, poll_interval, after_commit, remote_archive, timeout);
+        host_key_fingerprint, known_hosts, recursive, poll_interval, after_commit, remote_archive, timeout,
+        ack_outbox);
     for (key, span) in sftp_only {
         if let Some(span) = span {
             diags.push(
@@ -294,6 +295,29 @@ pub(super) fn load_sftp(
             diags.push(src.diag(p.span(), "poll_interval must be more than 0"));
         }
     }
+    let ack_outbox = l.ack_outbox.as_ref().and_then(|o| {
+        let raw = o.get_ref().trim();
+        let dir = match raw.trim_end_matches('/') {
+            "" if raw.starts_with('/') => "/",
+            d => d,
+        };
+        if dir.is_empty() {
+            diags.push(src.diag(o.span(), "`ack_outbox` cannot be empty"));
+            return None;
+        }
+        if dir == remote_dir {
+            // The acknowledgments would be listed (and, with a loose pattern,
+            // fetched) as partner files.
+            diags.push(
+                src.diag(o.span(), "`ack_outbox` must not be the drop folder itself")
+                    .with_hint("hubs give acknowledgments their own folder, e.g. `/outbox`"),
+            );
+        }
+        Some(Box::new(AckOutbox {
+            remote: dir.to_string(),
+            spool: dirs.under_data_dir("acks"),
+        }))
+    });
     if diags.0.len() != before {
         return None;
     }
@@ -315,6 +339,7 @@ pub(super) fn load_sftp(
             .timeout
             .as_ref()
             .map_or(Duration::from_secs(30), |t| t.get_ref().0),
+        ack_outbox,
         staging: dirs.under_data_dir("staging"),
         archive: dirs.under_data_dir("archive"),
         error: dirs.error(l),

@@ -7,9 +7,12 @@
 //!
 //! - [`local`]: drop folders on this machine (filesystem events plus rescans).
 //! - [`sftp`]: remote drops polled over SFTP, downloaded into local staging.
+//! - [`spool`]: files owed back to a partner (acknowledgments), kept until
+//!   its server has them.
 
 pub mod local;
 pub mod sftp;
+pub mod spool;
 pub mod ssh_keys;
 
 use std::path::PathBuf;

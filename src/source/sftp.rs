@@ -55,12 +55,23 @@ pub struct SftpSource {
     pub after_commit: AfterCommit,
     pub remote_archive: String,
     pub timeout: Duration,
+    /// Where acknowledgments go back to the hub, when they do (`ack_outbox`).
+    pub ack_outbox: Option<Box<AckOutbox>>,
     /// Local folder downloads are streamed into: `<data_dir>/staging/<connector>`.
     pub staging: PathBuf,
     /// Local folder for rejects sidecars: `<data_dir>/archive/<connector>`.
     pub archive: PathBuf,
     /// Local folder failed files (and their `.error.json`) go to.
     pub error: PathBuf,
+}
+
+/// The hub's folder for acknowledgments and the local spool of those owed.
+#[derive(Debug, Clone)]
+pub struct AckOutbox {
+    /// The remote folder (`ack_outbox`).
+    pub remote: String,
+    /// `<data_dir>/acks/<connector>`: see [`super::spool`].
+    pub spool: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -386,6 +397,8 @@ pub struct SftpDrop {
     seen: HashMap<String, Observation>,
     /// Paths already reported for a per-file problem: reported once, not every poll.
     reported: HashSet<String>,
+    /// Spooled acknowledgments whose push failed and was reported.
+    unpushed: HashSet<PathBuf>,
 }
 
 /// Names that are never partner files: hidden files and partial uploads.
@@ -405,6 +418,7 @@ impl SftpDrop {
             conn: None,
             seen: HashMap::new(),
             reported: HashSet::new(),
+            unpushed: HashSet::new(),
         }
     }
 
@@ -682,6 +696,16 @@ impl SftpDrop {
         self.reported.insert(path.to_string())
     }
 
+    /// Whether a failed push of spooled `entry` is new (report it) or was
+    /// reported already; `pushed` forgets it once it went through.
+    pub fn first_push_failure(&mut self, entry: &Path, pushed: bool) -> bool {
+        if pushed {
+            self.unpushed.remove(entry);
+            return false;
+        }
+        self.unpushed.insert(entry.to_path_buf())
+    }
+
     /// Streams `file` into staging while hashing it. The staged copy appears
     /// under its final name only when complete and unchanged on the server.
     pub async fn fetch(&mut self, file: &RemoteFile) -> Result<ReadyFile, SftpError> {
@@ -844,6 +868,85 @@ impl SftpDrop {
         }))
     }
 
+    /// Uploads `body` into the remote folder `dir` as `name` so that the hub
+    /// never sees half a file: it is written under a hidden `.part` name,
+    /// flushed (every write confirmed, then `fsync@openssh.com` when the
+    /// server offers it), its size checked, and only then renamed.
+    ///
+    /// A rename onto an existing file fails on OpenSSH, so nothing the hub
+    /// has not collected yet is overwritten: an existing `name` holding the
+    /// same bytes is this upload (an earlier try whose reply was lost), one
+    /// holding other bytes sends this one to the next free `<stem>.N.<ext>`.
+    /// Returns the remote path.
+    pub async fn push(&self, dir: &str, name: &str, body: &[u8]) -> Result<String, SftpError> {
+        let sftp = self.sftp()?;
+        if !sftp
+            .try_exists(dir.to_string())
+            .await
+            .map_err(|e| proto("stat", dir, e))?
+        {
+            if let Err(e) = sftp.create_dir(dir.to_string()).await {
+                if !sftp.try_exists(dir.to_string()).await.unwrap_or(false) {
+                    return Err(proto("mkdir", dir, e));
+                }
+            }
+        }
+        let part = join(dir, &format!(".{name}.{}.part", std::process::id()));
+        let mut f = sftp
+            .create(part.clone())
+            .await
+            .map_err(|e| proto("create", &part, e))?;
+        let written = async {
+            f.write_all(body).await?;
+            f.flush().await?;
+            f.shutdown().await
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = sftp.remove_file(part.clone()).await;
+            return Err(proto_io("write", &part, e));
+        }
+        let size = sftp
+            .metadata(part.clone())
+            .await
+            .map_err(|e| proto("stat", &part, e))?
+            .size;
+        if size != Some(body.len() as u64) {
+            let _ = sftp.remove_file(part.clone()).await;
+            return Err(SftpError::Remote {
+                op: "upload",
+                path: part,
+                reason: format!("the server holds {size:?} of {} bytes", body.len()),
+            });
+        }
+        for n in 0..100u32 {
+            let target = join(dir, &numbered(name, n));
+            match sftp.rename(part.clone(), target.clone()).await {
+                Ok(()) => return Ok(target),
+                Err(e) => {
+                    let exists = sftp
+                        .try_exists(target.clone())
+                        .await
+                        .map_err(|e| proto("stat", &target, e))?;
+                    if !exists {
+                        let _ = sftp.remove_file(part.clone()).await;
+                        return Err(proto("rename", &part, e));
+                    }
+                    if sftp.read(target.clone()).await.ok().as_deref() == Some(body) {
+                        let _ = sftp.remove_file(part.clone()).await;
+                        return Ok(target);
+                    }
+                }
+            }
+        }
+        let _ = sftp.remove_file(part.clone()).await;
+        Err(SftpError::Remote {
+            op: "upload",
+            path: join(dir, name),
+            reason: "no free name in the remote folder".into(),
+        })
+    }
+
     /// Removes a staged file once the pipeline is done with it.
     pub fn discard(&self, staged: &Path) {
         let _ = std::fs::remove_file(staged);
@@ -889,9 +992,28 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// `name` for `n == 0`, else `<stem>.N.<ext>` (`a.x12.999` → `a.x12.1.999`),
+/// so a hub's `*.999` pattern still matches.
+fn numbered(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_string();
+    }
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.{n}.{ext}"),
+        _ => format!("{name}.{n}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbered_names_keep_their_extension() {
+        assert_eq!(numbered("a.x12.999", 0), "a.x12.999");
+        assert_eq!(numbered("a.x12.999", 2), "a.x12.2.999");
+        assert_eq!(numbered("noext", 1), "noext.1");
+    }
 
     const KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
     const OTHER: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIBbiP8q7F2jsXobWIJSGr4LSK3VvHNu1Ykw9ZlznOWFj";

@@ -26,6 +26,10 @@ pub struct AckIsa {
     pub time: String,
     pub control: String,
     pub groups: Vec<AckGs>,
+    /// TA105 when the interchange is rejected (the first problem found).
+    pub note: Option<&'static str>,
+    /// TA105 when it is accepted with errors noted (TA104 `E`).
+    pub warning: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +41,8 @@ pub struct AckGs {
     pub control: String,
     pub version: String,
     pub sets: Vec<AckSt>,
+    /// AK905 when the group itself is broken (3 no GE, 4 GS06/GE02, 5 GE01).
+    pub note: Option<&'static str>,
 }
 
 /// IK3: segment id, position in the set, IK304 code; IK4: (element, IK403 code).
@@ -52,6 +58,9 @@ pub struct AckSt {
     pub segment_error: Option<SegmentError>,
     /// IK5 code for a trailer error (2 no SE, 3 control numbers, 4 count).
     pub trailer_error: Option<&'static str>,
+    /// An error noted that does not reject the set (IK5 `E`): ST03 not
+    /// the group's or the transaction's implementation guide.
+    pub warning: Option<SegmentError>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -79,6 +88,8 @@ pub(super) fn note_isa<'s>(v: &mut Verdicts, ordinal: u32, e: &dyn Fn(usize) -> 
         time: text(e(10)),
         control: text(e(13)),
         groups: Vec::new(),
+        note: None,
+        warning: None,
     });
 }
 
@@ -92,6 +103,7 @@ pub(super) fn note_gs<'s>(v: &mut Verdicts, ordinal: u32, e: &dyn Fn(usize) -> &
             control: text(e(6)),
             version: text(e(8)),
             sets: Vec::new(),
+            note: None,
         });
     }
 }
@@ -105,6 +117,7 @@ pub(super) fn note_st<'s>(v: &mut Verdicts, ordinal: u32, e: &dyn Fn(usize) -> &
             guide: text(e(3)),
             segment_error: None,
             trailer_error: None,
+            warning: None,
         });
     }
 }
@@ -134,6 +147,127 @@ pub(super) fn note_set(v: &mut Verdicts, code: &'static str) {
     }
 }
 
+fn isa_mut(v: &mut Verdicts, ordinal: u32) -> Option<&mut AckIsa> {
+    v.acks.iter_mut().rev().find(|i| i.ordinal == ordinal)
+}
+
+/// Interchange `ordinal` is rejected with TA105 `note` (the first wins).
+pub(super) fn note_interchange(v: &mut Verdicts, ordinal: u32, note: &'static str) {
+    if let Some(i) = isa_mut(v, ordinal) {
+        i.note.get_or_insert(note);
+    }
+}
+
+/// Interchange `ordinal` is accepted with an error noted (TA105 `note`).
+pub(super) fn note_interchange_warning(v: &mut Verdicts, ordinal: u32, note: &'static str) {
+    if let Some(i) = isa_mut(v, ordinal) {
+        i.warning.get_or_insert(note);
+    }
+}
+
+/// Group `ordinal` is rejected with AK905 `code`.
+pub(super) fn note_group(v: &mut Verdicts, ordinal: u32, code: &'static str) {
+    let g = v
+        .acks
+        .iter_mut()
+        .rev()
+        .flat_map(|i| i.groups.iter_mut().rev())
+        .find(|g| g.ordinal == ordinal);
+    if let Some(g) = g {
+        g.note.get_or_insert(code);
+    }
+}
+
+/// The open set has an error that does not reject it (IK5 `E`).
+pub(super) fn note_set_warning(v: &mut Verdicts, what: SegmentError) {
+    if let Some(s) = last_set(v) {
+        s.warning.get_or_insert(what);
+    }
+}
+
+/// The TA105 note code of an ISA the tokenizer cannot read; `None` when
+/// the break is not in an ISA (there is then no interchange to reject).
+pub fn note_for_broken(reason: &super::Broken) -> Option<&'static str> {
+    use super::Broken;
+    Some(match reason {
+        Broken::IsaTruncated => "023",
+        Broken::IsaWidth { element, .. } => match element {
+            1 => "010",
+            2 => "011",
+            3 => "012",
+            4 => "013",
+            5 => "005",
+            6 => "006",
+            7 => "007",
+            8 => "008",
+            9 => "014",
+            10 => "015",
+            11 => "016",
+            12 => "017",
+            13 => "018",
+            14 => "019",
+            15 => "020",
+            _ => "027",
+        },
+        // The widths are right but the bytes are not where they belong (a
+        // line break inside the ISA).
+        Broken::IsaLength => "022",
+        Broken::DelimitersCollide {
+            element, component, ..
+        } if element == component => "027",
+        Broken::DelimitersCollide { .. } => "004",
+        Broken::RepetitionIsComponent { .. } => "027",
+        Broken::NoIsa | Broken::BinLength | Broken::BinTruncated { .. } | Broken::BinUnterminated { .. } => {
+            return None
+        }
+    })
+}
+
+/// What can be read of a broken ISA (`head` starts at `ISA`): its elements
+/// split at the byte after `ISA`. Values of the wrong shape are replaced by
+/// zeros (dates, times, the control number) or cut to their width (ids), so
+/// the TA1 built from it is itself well formed. `None` without an ISA.
+pub fn recover_isa(head: &[u8], ordinal: u32) -> Option<AckIsa> {
+    if head.len() < 4 || !head.starts_with(b"ISA") || head[3].is_ascii_alphanumeric() {
+        return None;
+    }
+    let sep = head[3];
+    let fields: Vec<&[u8]> = head[4..].splitn(17, |b| *b == sep).collect();
+    // fields[k - 1] is ISAk.
+    let raw = |k: usize| -> Vec<u8> {
+        fields
+            .get(k - 1)
+            .map(|f| f.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect())
+            .unwrap_or_default()
+    };
+    let id = |k: usize, width: usize| -> String {
+        let t = text(&raw(k));
+        t.chars().take(width).collect()
+    };
+    let shaped = |k: usize, width: usize| -> String {
+        let r = raw(k);
+        let t = r.trim_ascii();
+        if t.len() == width && t.iter().all(u8::is_ascii_digit) {
+            text(t)
+        } else {
+            "0".repeat(width)
+        }
+    };
+    Some(AckIsa {
+        ordinal,
+        sender_qual: id(5, 2),
+        sender: id(6, 15),
+        receiver_qual: id(7, 2),
+        receiver: id(8, 15),
+        date: shaped(9, 6),
+        time: shaped(10, 4),
+        control: shaped(13, 9),
+        groups: Vec::new(),
+        note: None,
+        warning: None,
+    })
+}
+
 /// The TA1 and 999 of one file, as X12 text (one interchange each per
 /// interchange received; sender and receiver swapped).
 #[derive(Debug, Default)]
@@ -154,16 +288,18 @@ pub fn build(v: &Verdicts, now: (&str, &str, &str)) -> Acks {
             i.receiver_qual, i.receiver, i.sender_qual, i.sender
         );
         let bad_isa = v.bad_interchanges.contains_key(&i.ordinal);
-        // TA1: A accepted, R rejected; TA105 000 no error, 001 the control
-        // numbers (or group count) in the header and trailer do not match.
+        // TA1: A accepted (TA105 000), E accepted with an error noted, R
+        // rejected; TA105 says what (001 ISA13/IEA02 differ, 021 the group
+        // count, 023 the file ends first, 024 content outside its envelope …).
+        let (ta104, ta105) = match (bad_isa, i.warning) {
+            (true, _) => ("R", i.note.unwrap_or("024")),
+            (false, Some(w)) => ("E", w),
+            (false, None) => ("A", "000"),
+        };
         let _ = writeln!(
             out.ta1,
-            "{isa}TA1*{}*{}*{}*{}*{}~\nIEA*0*{ctl}~",
-            i.control,
-            i.date,
-            i.time,
-            if bad_isa { "R" } else { "A" },
-            if bad_isa { "001" } else { "000" }
+            "{isa}TA1*{}*{}*{}*{ta104}*{ta105}~\nIEA*0*{ctl}~",
+            i.control, i.date, i.time,
         );
         let mut body = String::new();
         let mut groups = 0;
@@ -181,12 +317,14 @@ pub fn build(v: &Verdicts, now: (&str, &str, &str)) -> Acks {
             seg(format!("AK1*{}*{}*{}", g.functional_id, g.control, g.version));
             let bad_group = bad_isa || v.bad_groups.contains_key(&g.ordinal);
             let mut accepted = 0;
+            let mut with_errors = 0;
             for s in &g.sets {
                 seg(format!("AK2*{}*{}*{}", s.id, s.control, s.guide)
                     .trim_end_matches('*')
                     .to_string());
                 let rejected = bad_group || v.bad_sets.contains_key(&s.ordinal);
-                if let Some((id, pos, code, element)) = &s.segment_error {
+                // IK3 loops in segment order: a warning is at ST, before any error.
+                for (id, pos, code, element) in s.warning.iter().chain(&s.segment_error) {
                     seg(format!("IK3*{id}*{pos}**{code}"));
                     if let Some((el, c)) = element {
                         seg(format!("IK4*{el}**{c}"));
@@ -200,20 +338,33 @@ pub fn build(v: &Verdicts, now: (&str, &str, &str)) -> Acks {
                         (None, None) => "2",
                     };
                     seg(format!("IK5*R*{why}"));
+                } else if s.warning.is_some() {
+                    // Accepted, but errors were noted (IK502 5: segment errors).
+                    accepted += 1;
+                    with_errors += 1;
+                    seg("IK5*E*5".to_string());
                 } else {
                     accepted += 1;
                     seg("IK5*A".to_string());
                 }
             }
             let n = g.sets.len();
+            // AK901: R rejected, P partially accepted (a set rejected), E
+            // every set accepted but one with errors noted, A accepted.
             let ak901 = if bad_group || (accepted == 0 && n > 0) {
                 "R"
             } else if accepted < n {
                 "P"
+            } else if with_errors > 0 {
+                "E"
             } else {
                 "A"
             };
-            seg(format!("AK9*{ak901}*{n}*{n}*{accepted}"));
+            let ak905 = match g.note.filter(|_| v.bad_groups.contains_key(&g.ordinal)) {
+                Some(c) => format!("*{c}"),
+                None => String::new(),
+            };
+            seg(format!("AK9*{ak901}*{n}*{n}*{accepted}{ak905}"));
             let count = segs + 1;
             set.push_str(&format!("SE*{count}*{st02}~\n"));
             let _ = writeln!(
@@ -232,41 +383,63 @@ pub fn build(v: &Verdicts, now: (&str, &str, &str)) -> Acks {
     out
 }
 
-/// Writes `<file>.ta1` and `<file>.999` beside `file` (already archived or
-/// quarantined); returns their paths. Nothing for a file whose ISA could
-/// not be read (there is no one to address the acknowledgment to).
-pub fn write_beside(file: &Path, fmt: &X12Format) -> std::io::Result<Vec<PathBuf>> {
-    let v = match super::envelope::verdicts_of_file(file, fmt) {
-        Ok(v) => v,
-        Err(_) => return Ok(Vec::new()),
+impl Acks {
+    /// The acknowledgment files of input `name`: `<name>.ta1` and
+    /// `<name>.999`, each only when it has content.
+    pub fn files(&self, name: &str) -> Vec<(String, &str)> {
+        [("ta1", &self.ta1), ("999", &self.ack999)]
+            .into_iter()
+            .filter(|(_, body)| !body.is_empty())
+            .map(|(ext, body)| (format!("{name}.{ext}"), body.as_str()))
+            .collect()
+    }
+}
+
+/// The acknowledgments of the file at `file`, stamped now. `None` when
+/// there is no one to address them to (no ISA at all).
+pub fn of_file(file: &Path, fmt: &X12Format) -> Option<Acks> {
+    let fmt = X12Format {
+        acknowledgments: true,
+        ..fmt.clone()
     };
+    let v = super::envelope::verdicts_for_acks(file, &fmt)?;
     if v.acks.is_empty() {
-        return Ok(Vec::new());
+        return None;
     }
     let now = chrono::Utc::now();
-    let acks = build(
+    Some(build(
         &v,
         (
             &now.format("%y%m%d").to_string(),
             &now.format("%H%M").to_string(),
             &now.format("%Y%m%d").to_string(),
         ),
-    );
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = file.parent().unwrap_or(Path::new("."));
+    ))
+}
+
+/// Writes the acknowledgments of input `name` into `dir`; returns their paths.
+pub fn write_into(dir: &Path, name: &str, acks: &Acks) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for (ext, body) in [("ta1", &acks.ta1), ("999", &acks.ack999)] {
-        if body.is_empty() {
-            continue;
-        }
-        let p = dir.join(format!("{name}.{ext}"));
+    for (file, body) in acks.files(name) {
+        let p = dir.join(file);
         std::fs::write(&p, body)?;
         written.push(p);
     }
     Ok(written)
+}
+
+/// Writes `<file>.ta1` and `<file>.999` beside `file` (already archived or
+/// quarantined); returns their paths. Nothing for a file with no ISA at all
+/// (there is no one to address the acknowledgment to).
+pub fn write_beside(file: &Path, fmt: &X12Format) -> std::io::Result<Vec<PathBuf>> {
+    let Some(acks) = of_file(file, fmt) else {
+        return Ok(Vec::new());
+    };
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    write_into(file.parent().unwrap_or(Path::new(".")), &name, &acks)
 }
 
 #[cfg(test)]
@@ -279,9 +452,25 @@ mod tests {
             acknowledgments: true,
             ..X12Format::default()
         };
-        let v = super::super::envelope::verdicts_of_file(&path, &fmt).expect("pass 1 reads the fixture");
+        let v = super::super::envelope::verdicts_for_acks(&path, &fmt).expect("pass 1 reads the fixture");
         build(&v, ("261124", "0900", "20261124"))
     }
+
+    fn acks_of_text(x12: &str) -> Option<Acks> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("in.x12");
+        std::fs::write(&path, x12).expect("write input");
+        let fmt = X12Format {
+            acknowledgments: true,
+            ..X12Format::default()
+        };
+        super::super::envelope::verdicts_for_acks(&path, &fmt)
+            .map(|v| build(&v, ("261124", "0900", "20261124")))
+    }
+
+    const GOOD_ISA: &str =
+        "ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *261122*0930*^*00501*000000042*0*P*:~";
+    const BODY: &str = "GS*HI*A*B*20261122*0930*7*X*005010X217~ST*278*0001*005010X217~BHT*0007*11*R*20261122*0930*18~SE*3*0001~GE*1*7~IEA*1*000000042~";
 
     fn segments(x12: &str) -> Vec<&str> {
         x12.split("~\n").filter(|s| !s.is_empty()).collect()
@@ -336,5 +525,100 @@ mod tests {
             "{}",
             a.ack999
         );
+    }
+
+    #[test]
+    fn an_unreadable_isa_still_gets_a_rejecting_ta1_from_what_can_be_read() {
+        // ISA02 is 9 characters wide: the tokenizer refuses the interchange.
+        let a = acks_of("fixtures/x12-public/837-bad-first-line.x12");
+        let ta1 = segments(&a.ta1);
+        assert!(
+            ta1[0].contains("*ZZ*RECEIVERS.ID   *ZZ*SUBMITTERS.ID  *"),
+            "addressed back to the sender: {ta1:?}"
+        );
+        // TA105 011: invalid authorization information value (ISA02).
+        assert_eq!(ta1[1], "TA1*000000905*030101*1253*R*011", "{ta1:?}");
+        assert!(
+            a.ack999.is_empty(),
+            "no group of a rejected interchange is acknowledged"
+        );
+
+        // Cut inside the ISA: the file ends prematurely (023); the control
+        // number cannot be read and is zeros, so the TA1 stays well formed.
+        let a = acks_of_text(&GOOD_ISA[..60]).expect("the ISA's start is addressable");
+        let ta1 = segments(&a.ta1);
+        assert!(
+            ta1[0].contains("*ZZ*RECEIV         *ZZ*SENDER         *"),
+            "what was read: {ta1:?}"
+        );
+        assert_eq!(ta1[1], "TA1*000000000*000000*0000*R*023", "{ta1:?}");
+
+        // Element and component separators are the same byte: 027.
+        let collide = format!("{}{BODY}", GOOD_ISA.replace("*P*:~", "*P**~"));
+        let a = acks_of_text(&collide).expect("addressable");
+        assert!(segments(&a.ta1)[1].ends_with("*R*027"), "{}", a.ta1);
+
+        // No ISA at all: nobody to address it to.
+        assert!(acks_of_text("GS*HI*A*B~").is_none());
+    }
+
+    #[test]
+    fn a_break_after_a_sound_interchange_rejects_the_whole_file() {
+        // The second interchange's BIN announces more bytes than there are:
+        // the file fails, so the first (sound) interchange is not taken either.
+        let second = GOOD_ISA.replace("000000042", "000000043");
+        let text = format!(
+            "{GOOD_ISA}{BODY}{second}GS*PI*A*B*20261122*0930*8*X*005010X210~ST*275*0001~BIN*99*short~"
+        );
+        let a = acks_of_text(&text).expect("addressable");
+        let ta1 = segments(&a.ta1);
+        let ta1s: Vec<&&str> = ta1.iter().filter(|s| s.starts_with("TA1*")).collect();
+        assert_eq!(
+            ta1s,
+            [
+                &"TA1*000000042*261122*0930*R*022",
+                &"TA1*000000043*261122*0930*R*024"
+            ],
+            "{ta1:?}"
+        );
+    }
+
+    #[test]
+    fn version_disagreements_are_accepted_with_errors() {
+        // ISA12 00401, GS08 005010X279A1, ST03 005010X217 on a 271.
+        let a = acks_of("fixtures/x12/271-version-mismatch.x12");
+        let ta1 = segments(&a.ta1);
+        // TA105 017: the interchange version does not fit its content.
+        assert!(ta1[1].ends_with("*E*017"), "{ta1:?}");
+        let s = segments(&a.ack999);
+        for want in ["IK3*ST*1**8", "IK4*3**7", "IK5*E*5", "AK9*E*1*1*1"] {
+            assert!(s.contains(&want), "missing {want}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_isa_value_is_accepted_with_its_note() {
+        let text = format!("{}{BODY}", GOOD_ISA.replace("*261122*", "*261340*"));
+        let a = acks_of_text(&text).expect("addressable");
+        // TA105 014: invalid interchange date; the groups are still acknowledged.
+        assert!(segments(&a.ta1)[1].ends_with("*E*014"), "{}", a.ta1);
+        let s = segments(&a.ack999);
+        assert!(s.contains(&"IK5*A") && s.contains(&"AK9*A*1*1*1"), "{s:?}");
+        let text = format!("{}{BODY}", GOOD_ISA.replace("*0*P*", "*0*X*"));
+        assert!(segments(&acks_of_text(&text).expect("addressable").ta1)[1].ends_with("*E*020"));
+    }
+
+    #[test]
+    fn a_broken_group_names_its_error_in_ak905() {
+        let a = acks_of("fixtures/x12/278-bad-ge-count.x12");
+        let s = segments(&a.ack999);
+        let ak9 = s.iter().find(|x| x.starts_with("AK9*")).expect("AK9");
+        assert!(
+            ak9.starts_with("AK9*R*") && ak9.ends_with("*5"),
+            "GE01 count: {s:?}"
+        );
+        // IEA01 disagreeing with the group count: TA105 021.
+        let text = format!("{GOOD_ISA}{BODY}").replace("IEA*1*", "IEA*2*");
+        assert!(segments(&acks_of_text(&text).expect("addressable").ta1)[1].ends_with("*R*021"));
     }
 }

@@ -25,6 +25,8 @@ pub struct Verdicts {
     /// What a TA1 and a 999 need, per interchange; collected only when the
     /// connector acknowledges (`acknowledgments = true`).
     pub acks: Vec<super::ack::AckIsa>,
+    /// Where and why the tokenizer stopped, when it did (the file fails).
+    pub broken: Option<(u64, super::Broken)>,
 }
 
 /// Compares the envelope's versions for one transaction set. ISA12 names
@@ -38,7 +40,8 @@ fn version_warnings(
     st01: &[u8],
     st03: &[u8],
     at: &dyn Fn() -> String,
-) {
+) -> bool {
+    let mut set_level = false;
     let guide = if st03.is_empty() { gs08 } else { st03 };
     let mut warn = |what: String| {
         if v.warnings.len() < MAX_WARNINGS {
@@ -53,6 +56,7 @@ fn version_warnings(
         ));
     }
     if !st03.is_empty() && !gs08.is_empty() && st03 != gs08 {
+        set_level = true;
         warn(format!(
             "envelope versions disagree: GS08={} but ST03={} (ST03 is used)",
             show_long(gs08),
@@ -61,6 +65,7 @@ fn version_warnings(
     }
     if let Some(t) = super::guides::transaction(st01) {
         if guide.contains(&b'X') && !t.guides.iter().any(|g| g.as_bytes() == guide) {
+            set_level = true;
             warn(format!(
                 "{} is not an implementation guide of the {} (ST01={}; expected {})",
                 show_long(guide),
@@ -70,6 +75,30 @@ fn version_warnings(
             ));
         }
     }
+    set_level
+}
+
+/// An ISA value that is malformed but does not stop the interchange being
+/// read: its TA105 note code (the TA1 says `E`, accepted with errors) and a
+/// warning. ISA09 a YYMMDD date, ISA10 an HHMM time, ISA14 0 or 1, ISA15 P or T.
+fn isa_value_warning<'s>(e: &dyn Fn(usize) -> &'s [u8]) -> Option<(&'static str, String)> {
+    let digits = |b: &[u8], n: usize| b.len() == n && b.iter().all(u8::is_ascii_digit);
+    let num = |b: &[u8]| -> u32 { b.iter().fold(0, |a, d| a * 10 + u32::from(d - b'0')) };
+    let date = e(9).trim_ascii();
+    let time = e(10).trim_ascii();
+    if !digits(date, 6) || !(1..=12).contains(&num(&date[2..4])) || !(1..=31).contains(&num(&date[4..6])) {
+        return Some(("014", format!("ISA09={} is not a YYMMDD date", show(date))));
+    }
+    if !digits(time, 4) || num(&time[..2]) > 23 || num(&time[2..]) > 59 {
+        return Some(("015", format!("ISA10={} is not an HHMM time", show(time))));
+    }
+    if !matches!(e(14).trim_ascii(), b"0" | b"1") {
+        return Some(("019", format!("ISA14={} is not 0 or 1", show(e(14)))));
+    }
+    if !matches!(e(15).trim_ascii(), b"P" | b"T") {
+        return Some(("020", format!("ISA15={} is not P or T", show(e(15)))));
+    }
+    None
 }
 
 /// Warnings kept per file: the first few tell the story.
@@ -146,20 +175,70 @@ pub fn validate_stream<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<V
     Ok(v)
 }
 
-/// Pass 1 of the file at `path`, whether or not any interchange is sound
-/// (the acknowledgments of a wholly rejected file still name its interchanges).
-pub fn verdicts_of_file(path: &Path, fmt: &X12Format) -> Result<Verdicts, ParseError> {
-    let file = file_label(path);
-    let f = File::open(path).map_err(|source| ParseError::Io {
-        file: file.clone(),
-        source,
-    })?;
-    verdicts_of(f, fmt, &file)
+fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts, ParseError> {
+    let mut v = Verdicts::default();
+    walk(src, fmt, file, &mut v)?;
+    Ok(v)
 }
 
-fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts, ParseError> {
-    let mut tok = Tokenizer::new(src, fmt);
+/// Pass 1 for the acknowledgments of the file at `path`: like
+/// [`verdicts_of_file`], but a file the tokenizer gives up on (a broken ISA,
+/// a truncated BIN) still yields what was seen up to there, with the
+/// interchange that broke (its ISA recovered from the raw bytes) rejected.
+/// The file fails as a whole then, so every interchange of it is rejected.
+/// `None` when not even one ISA can be found.
+pub fn verdicts_for_acks(path: &Path, fmt: &X12Format) -> Option<Verdicts> {
+    let file = file_label(path);
+    let f = File::open(path).ok()?;
     let mut v = Verdicts::default();
+    if walk(f, fmt, &file, &mut v).is_ok() {
+        return Some(v);
+    }
+    let (offset, reason) = v.broken.clone()?;
+    let note = super::ack::note_for_broken(&reason);
+    // Sound interchanges before the break are not committed either.
+    let sound: Vec<u32> = v
+        .acks
+        .iter()
+        .map(|i| i.ordinal)
+        .filter(|o| !v.bad_interchanges.contains_key(o))
+        .collect();
+    let at_isa = note.is_some();
+    let last = v.acks.last().map(|i| i.ordinal);
+    for o in sound {
+        let why = if !at_isa && Some(o) == last {
+            // The break is inside this interchange (a BIN payload).
+            "024"
+        } else {
+            "022"
+        };
+        refuse_isa(&mut v, o, why, || "the file cannot be read to its end".into());
+    }
+    if let Some(note) = note {
+        let head = read_at(path, offset, 1024).ok()?;
+        let ordinal = v.interchanges + 1;
+        let mut isa = super::ack::recover_isa(&head, ordinal)?;
+        isa.note = Some(note);
+        v.interchanges += 1;
+        v.bad_interchanges
+            .insert(ordinal, "the ISA cannot be read".into());
+        v.acks.push(isa);
+    }
+    (!v.acks.is_empty()).then_some(v)
+}
+
+/// Up to `len` bytes of the file at `path` from `offset`.
+fn read_at(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    f.take(len).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, v: &mut Verdicts) -> Result<(), ParseError> {
+    let mut tok = Tokenizer::new(src, fmt);
     let mut n = Counters::default();
     let mut isa: Option<OpenIsa> = None;
     let mut gs: Option<OpenGs> = None;
@@ -172,7 +251,17 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
         file: file.to_string(),
         reason: format!("segment {seg} ({}) is outside any interchange", show(what)),
     };
-    while tok.next_segment().map_err(|e| token_error(file, e))? {
+    loop {
+        match tok.next_segment() {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                if let TokenError::Broken { offset, reason, .. } = &e {
+                    v.broken = Some((*offset, reason.clone()));
+                }
+                return Err(token_error(file, e));
+            }
+        }
         let segno = tok.file_segment;
         let id = tok.id();
         // Inside a transaction set most segments need only be counted.
@@ -181,7 +270,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                 s.segments += 1;
                 if !(2..=3).contains(&id.len()) || !id.iter().all(u8::is_ascii_alphanumeric) {
                     if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_segment(&mut v, id, s.segments, "1", None);
+                        super::ack::note_segment(v, id, s.segments, "1", None);
                     }
                     s.error
                         .get_or_insert_with(|| format!("segment {} has no valid segment id", s.segments));
@@ -195,20 +284,27 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
         match tok.id() {
             b"ISA" => {
                 if let Some(open) = isa.take() {
-                    v.bad_interchanges.entry(open.ordinal).or_insert_with(|| {
+                    refuse_isa(v, open.ordinal, "022", || {
                         format!(
                             "interchange ISA13={} has no IEA (a new ISA starts at segment {segno})",
                             open.isa13
                         )
                     });
-                    close_open(&mut v, &mut gs, &mut st, "no trailer before the next ISA");
+                    close_open(v, &mut gs, &mut st, "no trailer before the next ISA");
                 }
                 n.interchange += 1;
                 v.interchanges += 1;
                 isa12.clear();
                 isa12.extend_from_slice(e(12).trim_ascii());
                 if fmt.acknowledgments {
-                    super::ack::note_isa(&mut v, n.interchange, &|k| e(k));
+                    super::ack::note_isa(v, n.interchange, &|k| e(k));
+                }
+                if let Some((note, what)) = isa_value_warning(&|k| e(k)) {
+                    if v.warnings.len() < MAX_WARNINGS {
+                        v.warnings
+                            .push(format!("interchange ISA13={}: {what}", show(e(13))));
+                    }
+                    super::ack::note_interchange_warning(v, n.interchange, note);
                 }
                 isa = Some(OpenIsa {
                     ordinal: n.interchange,
@@ -222,7 +318,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                     return Err(outside(b"GS", segno));
                 };
                 if let Some(open) = gs.take() {
-                    v.bad_groups.entry(open.ordinal).or_insert_with(|| {
+                    refuse_group(v, open.ordinal, "3", || {
                         format!("group GS06={} has no GE (segment {segno} is a GS)", open.gs06)
                     });
                     if let Some(s) = st.take() {
@@ -236,7 +332,12 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                 gs08.clear();
                 gs08.extend_from_slice(e(8).trim_ascii());
                 if fmt.acknowledgments {
-                    super::ack::note_gs(&mut v, n.group, &|k| e(k));
+                    super::ack::note_gs(v, n.group, &|k| e(k));
+                }
+                // An interchange whose version (ISA12) is not its group's
+                // (GS08) is read, but accepted with errors: TA105 017.
+                if gs08.len() >= 5 && !isa12.is_empty() && gs08[..5] != isa12[..] {
+                    super::ack::note_interchange_warning(v, i.ordinal, "017");
                 }
                 gs = Some(OpenGs {
                     ordinal: n.group,
@@ -252,7 +353,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                     return Err(outside(b"ST", segno));
                 };
                 let Some(g) = gs.as_mut() else {
-                    v.bad_interchanges.entry(i.ordinal).or_insert_with(|| {
+                    refuse_isa(v, i.ordinal, "024", || {
                         format!(
                             "interchange ISA13={}: ST at segment {segno} is outside a GS/GE group",
                             i.isa13
@@ -270,23 +371,23 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                 }
                 g.sets += 1;
                 if fmt.acknowledgments {
-                    super::ack::note_st(&mut v, n.set, &|k| e(k));
+                    super::ack::note_st(v, n.set, &|k| e(k));
                 }
-                version_warnings(
-                    &mut v,
-                    &isa12,
-                    &gs08,
-                    e(1).trim_ascii(),
-                    e(3).trim_ascii(),
-                    &|| {
+                let set_level =
+                    version_warnings(v, &isa12, &gs08, e(1).trim_ascii(), e(3).trim_ascii(), &|| {
                         format!(
                             "transaction set ST02={} (ISA13={}, GS06={})",
                             show(e(2)),
                             i.isa13,
                             g.gs06
                         )
-                    },
-                );
+                    });
+                if set_level && fmt.acknowledgments {
+                    // ST03 (element 3, data element 1705) is not the
+                    // group's guide or not the transaction's: noted, and the
+                    // set accepted with errors.
+                    super::ack::note_set_warning(v, ("ST".into(), 1, "8", Some((3, "7"))));
+                }
                 st = Some(OpenSt {
                     ordinal: n.set,
                     st02: Ctl::new(e(2)),
@@ -316,7 +417,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                             }
                             if s.hl_stack.is_empty() {
                                 if s.error.is_none() && fmt.acknowledgments {
-                                    super::ack::note_segment(&mut v, b"HL", at, "8", Some((2, "7")));
+                                    super::ack::note_segment(v, b"HL", at, "8", Some((2, "7")));
                                 }
                                 s.error.get_or_insert_with(|| {
                                     format!(
@@ -331,7 +432,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                     _ => {
                         let want = s.last_hl + 1;
                         if s.error.is_none() && fmt.acknowledgments {
-                            super::ack::note_segment(&mut v, b"HL", at, "8", Some((1, "7")));
+                            super::ack::note_segment(v, b"HL", at, "8", Some((1, "7")));
                         }
                         s.error.get_or_insert_with(|| {
                             format!(
@@ -349,7 +450,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
             b"SE" => {
                 let Some(mut s) = st.take() else {
                     if let Some(i) = &isa {
-                        v.bad_interchanges.entry(i.ordinal).or_insert_with(|| {
+                        refuse_isa(v, i.ordinal, "024", || {
                             format!("interchange ISA13={}: SE at segment {segno} has no ST", i.isa13)
                         });
                     }
@@ -359,7 +460,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                 let declared = parse_u64(e(1));
                 if declared != Some(s.segments) {
                     if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_set(&mut v, "4");
+                        super::ack::note_set(v, "4");
                     }
                     s.error.get_or_insert_with(|| {
                         format!(
@@ -372,7 +473,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                 }
                 if Ctl::new(e(2)) != s.st02 {
                     if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_set(&mut v, "3");
+                        super::ack::note_set(v, "3");
                     }
                     s.error.get_or_insert_with(|| {
                         format!(
@@ -400,7 +501,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
             b"GE" => {
                 let Some(g) = gs.take() else {
                     if let Some(i) = &isa {
-                        v.bad_interchanges.entry(i.ordinal).or_insert_with(|| {
+                        refuse_isa(v, i.ordinal, "024", || {
                             format!("interchange ISA13={}: GE at segment {segno} has no GS", i.isa13)
                         });
                     }
@@ -416,7 +517,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                 }
                 let isa13 = isa.as_ref().map(|i| i.isa13).unwrap_or_default();
                 if parse_u64(e(1)) != Some(g.sets) {
-                    v.bad_groups.entry(g.ordinal).or_insert_with(|| {
+                    refuse_group(v, g.ordinal, "5", || {
                         format!(
                             "group GS06={} (ISA13={isa13}): GE01={} but the group has {} transaction sets (GE at file segment {segno})",
                             g.gs06,
@@ -425,7 +526,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                         )
                     });
                 } else if Ctl::new(e(2)) != g.gs06 {
-                    v.bad_groups.entry(g.ordinal).or_insert_with(|| {
+                    refuse_group(v, g.ordinal, "4", || {
                         format!(
                             "group GS06={} (ISA13={isa13}): GE02={} does not match (GE at file segment {segno})",
                             g.gs06,
@@ -438,16 +539,16 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                 let Some(i) = isa.take() else {
                     return Err(outside(b"IEA", segno));
                 };
-                close_open(&mut v, &mut gs, &mut st, "no trailer before IEA");
+                close_open(v, &mut gs, &mut st, "no trailer before IEA");
                 if parse_u64(e(1)) != Some(i.groups) {
-                    v.bad_interchanges.entry(i.ordinal).or_insert_with(|| {
+                    refuse_isa(v, i.ordinal, "021", || {
                         format!(
                             "interchange ISA13={} (ISA at file segment {}): IEA01={} but the interchange has {} functional groups (IEA at file segment {segno})",
                             i.isa13, i.segment, show(e(1)), i.groups
                         )
                     });
                 } else if Ctl::new(e(2)) != i.isa13 {
-                    v.bad_interchanges.entry(i.ordinal).or_insert_with(|| {
+                    refuse_isa(v, i.ordinal, "001", || {
                         format!(
                             "interchange ISA13={} (ISA at file segment {}): IEA02={} does not match ISA13 (IEA at file segment {segno})",
                             i.isa13, i.segment, show(e(2))
@@ -462,7 +563,7 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
                 if gs.is_none() || st.is_none() {
                     if let Some(i) = &isa {
                         let what = show(other);
-                        v.bad_interchanges.entry(i.ordinal).or_insert_with(|| {
+                        refuse_isa(v, i.ordinal, "024", || {
                             format!(
                                 "interchange ISA13={}: segment {segno} ({what}) is outside a transaction set",
                                 i.isa13
@@ -474,10 +575,10 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
         }
     }
     if let Some(i) = isa.take() {
-        close_open(&mut v, &mut gs, &mut st, "the file ends first");
-        v.bad_interchanges
-            .entry(i.ordinal)
-            .or_insert_with(|| format!("interchange ISA13={} has no IEA: the file ends first", i.isa13));
+        close_open(v, &mut gs, &mut st, "the file ends first");
+        refuse_isa(v, i.ordinal, "023", || {
+            format!("interchange ISA13={} has no IEA: the file ends first", i.isa13)
+        });
     }
     if v.interchanges == 0 {
         return Err(ParseError::Unreadable {
@@ -485,7 +586,24 @@ fn verdicts_of<R: Read>(src: R, fmt: &X12Format, file: &str) -> Result<Verdicts,
             reason: "the file holds no interchange".into(),
         });
     }
-    Ok(v)
+    Ok(())
+}
+
+/// Marks interchange `ordinal` broken (its first reason is kept), with the
+/// TA105 note code its TA1 gives.
+fn refuse_isa(v: &mut Verdicts, ordinal: u32, note: &'static str, why: impl FnOnce() -> String) {
+    if let std::collections::hash_map::Entry::Vacant(e) = v.bad_interchanges.entry(ordinal) {
+        e.insert(why());
+        super::ack::note_interchange(v, ordinal, note);
+    }
+}
+
+/// Marks group `ordinal` broken, with the AK905 code its 999 gives.
+fn refuse_group(v: &mut Verdicts, ordinal: u32, ak905: &'static str, why: impl FnOnce() -> String) {
+    if let std::collections::hash_map::Entry::Vacant(e) = v.bad_groups.entry(ordinal) {
+        e.insert(why());
+        super::ack::note_group(v, ordinal, ak905);
+    }
 }
 
 fn close_open(v: &mut Verdicts, gs: &mut Option<OpenGs>, st: &mut Option<OpenSt>, why: &str) {
@@ -495,8 +613,8 @@ fn close_open(v: &mut Verdicts, gs: &mut Option<OpenGs>, st: &mut Option<OpenSt>
             .or_insert_with(|| format!("transaction set ST02={} has no SE: {why}", s.st02));
     }
     if let Some(g) = gs.take() {
-        v.bad_groups
-            .entry(g.ordinal)
-            .or_insert_with(|| format!("group GS06={} has no GE: {why}", g.gs06));
+        refuse_group(v, g.ordinal, "3", || {
+            format!("group GS06={} has no GE: {why}", g.gs06)
+        });
     }
 }

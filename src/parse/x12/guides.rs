@@ -36,6 +36,11 @@ pub enum Unit {
     /// A part of a record that is also its own record after it (a 278
     /// service under its patient event): it sees its record's segments.
     Sub,
+    /// A line of a record (an 867 product line: QTY with its LIN): a
+    /// record with lines is emitted once per line instead of as a whole,
+    /// each line seeing its record's segments before the first line; a
+    /// record without lines is emitted whole.
+    Line,
 }
 
 #[derive(Debug)]
@@ -538,7 +543,8 @@ pub const T867: Transaction = Transaction {
             name: "quantity and product (NDC)",
             parent: Some("PTD"),
             start: seg("QTY", 1, NAME),
-            unit: Unit::Context,
+            // Each product line of a dispense is its own record.
+            unit: Unit::Line,
             segments: &[
                 "QTY", "LIN", "PO3", "PO4", "UIT", "AMT", "ITA", "PID", "MEA", "PWK", "PKG", "REF", "PER",
                 "DTM", "CUR",

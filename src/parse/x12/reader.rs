@@ -115,6 +115,8 @@ struct Subs {
     starts: Vec<(usize, u32)>,
     /// Once the record is emitted: its start and depth, its end, the next to emit.
     emitting: Option<(usize, usize, usize, usize)>,
+    /// The sub loops are lines: the record is not emitted as a whole.
+    lines: bool,
 }
 
 /// What the reader produces next.
@@ -426,6 +428,7 @@ impl X12Reader {
                     self.store.push(self.tok.segment(), &self.split, root);
                     self.record = None;
                     self.subs.starts.clear();
+                    self.subs.lines = false;
                     self.emitted_in_set = false;
                 }
                 _ if self.skip != Skip::None || !self.in_set => {
@@ -499,9 +502,11 @@ impl X12Reader {
                                     depth: self.stack.len() - 1,
                                 });
                                 self.subs.starts.clear();
+                                self.subs.lines = false;
                                 self.emitted_in_set = true;
                             }
-                            Unit::Sub if self.record.is_some() => {
+                            Unit::Sub | Unit::Line if self.record.is_some() => {
+                                self.subs.lines |= open.unit == Unit::Line;
                                 self.subs.starts.push((open.start, self.set_segment));
                             }
                             _ => {}
@@ -566,6 +571,13 @@ impl X12Reader {
     fn emit_record(&mut self, row: &mut Row) -> X12Next {
         let r = self.record.take().expect("called with a record open");
         let end = self.store.segs.len();
+        if self.subs.lines && !self.subs.starts.is_empty() {
+            // Emitted line by line, not as a whole.
+            self.subs.emitting = Some((r.start, r.depth, end, 0));
+            return self
+                .next_sub(row)
+                .expect("a record with lines has a first line to emit");
+        }
         // The record sees its own segments and its services (unscoped paths
         // find the first service's when the event has none).
         let view = View {
@@ -586,6 +598,7 @@ impl X12Reader {
         let Some(&(from, segment)) = self.subs.starts.get(k) else {
             self.subs.emitting = None;
             self.subs.starts.clear();
+            self.subs.lines = false;
             return None;
         };
         let to = self.subs.starts.get(k + 1).map_or(end, |s| s.0);
