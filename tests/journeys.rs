@@ -505,3 +505,177 @@ async fn fire_due_respects_the_injected_clock_on_both_backends() {
         store.close().await;
     }
 }
+
+/// Two rules on one trigger: `gone-soon` (1 s, removed later) and `kept`
+/// (72 h, a rule that stays).
+fn two_rules(hub: &Hub, rules: &[&str]) {
+    let dir = hub.root().join("journeys");
+    std::fs::create_dir_all(&dir).expect("mkdir journeys");
+    let mut text = String::from("program = \"ACME-ONC\"\n");
+    for (name, deadline) in [("gone-soon", "1s"), ("kept", "72h")] {
+        if rules.contains(&name) {
+            text.push_str(&format!(
+                "\n[[rule]]\nname = \"{name}\"\nseverity = \"high\"\ntrigger = \"pa.approved\"\n\
+                 awaits = [\"dispense.shipped\"]\ndeadline = \"{deadline}\"\nfrom = \"learned_at\"\n"
+            ));
+        }
+    }
+    std::fs::write(dir.join("acme-onc.toml"), text).expect("write rules");
+}
+
+/// Timers of a rule that is no longer loaded are retired at start, before
+/// the clock fires anything: a removed rule (its timers overdue while
+/// hubsync was down) never sends a `journey.stalled`, its timers end
+/// cancelled by "rule removed" without having fired, and the rule that
+/// stays keeps its timers armed. Then the whole rule file goes, and the
+/// remaining timers are retired too (a program with no rules used to leave
+/// them armed forever). Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_of_a_removed_rule_are_retired_at_start_and_never_fire() {
+    use hubsync::journey::timer::RULE_REMOVED;
+    for pg in [false, true] {
+        let db = if pg {
+            Some(support::PgDb::create().await)
+        } else {
+            None
+        };
+        let rx = Receiver::start().await;
+        let hub = Hub::new(&rx.url(), "", "", 1000);
+        if let Some(db) = &db {
+            use_postgres(&hub, &db.url);
+        }
+        two_rules(&hub, &["gone-soon", "kept"]);
+        // Arm with both rules, with no clock running (a daemon that stopped
+        // right after the commit).
+        let file = hub.root().join("s.csv");
+        std::fs::write(
+            &file,
+            csv(&[approved("R-1", "11/30/2026"), approved("R-2", "11/30/2026")]),
+        )
+        .expect("write");
+        let config = std::sync::Arc::new(hub.load());
+        let store = hubsync::store::Store::open(&config.store_url)
+            .await
+            .expect("store");
+        let pipeline = hubsync::pipeline::Pipeline::new(store.clone(), config.clone(), Vec::new());
+        let (sha256, size) = hubsync::source::local::hash_file(&file).expect("hash");
+        let ready = hubsync::source::ReadyFile {
+            path: file.clone(),
+            name: "s.csv".into(),
+            size,
+            sha256,
+            marker: None,
+        };
+        pipeline
+            .process(
+                &config.connectors[0],
+                &ready,
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+            .expect("process");
+        let by_rule = |ts: &[hubsync::journey::timer::TimerRow], rule: &str| {
+            ts.iter()
+                .find(|t| t.rule == rule)
+                .unwrap_or_else(|| panic!("pg={pg}: a {rule} timer in {ts:#?}"))
+                .clone()
+        };
+        for case in ["R-1", "R-2"] {
+            let ts = store.journey_case("ACME-ONC", case).await.expect("timers");
+            assert_eq!(ts.len(), 2, "pg={pg}: both rules armed");
+            assert!(ts.iter().all(|t| t.status == TimerStatus::Armed));
+        }
+        // `gone-soon` is overdue by the restart; and it is gone from the file.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        two_rules(&hub, &["kept"]);
+        let daemon = hub.start();
+        // The two approvals are delivered; no stall, ever.
+        rx.wait_unique(2, Duration::from_secs(20)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let ts = loop {
+            let ts = store.journey_case("ACME-ONC", "R-1").await.expect("timers");
+            if by_rule(&ts, "gone-soon").status == TimerStatus::Cancelled {
+                break ts;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pg={pg}: gone-soon not retired: {ts:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        rx.assert_stays(2, Duration::from_secs(2)).await;
+        assert!(of_type(&rx.unique(), "journey.stalled").is_empty(), "pg={pg}");
+        let gone = by_rule(&ts, "gone-soon");
+        assert_eq!(gone.settled_by.as_deref(), Some(RULE_REMOVED), "pg={pg}");
+        assert_eq!(gone.fired_at_ms, None, "pg={pg}: retired, never fired");
+        assert_eq!(gone.stalled_webhook, None, "pg={pg}");
+        for case in ["R-1", "R-2"] {
+            let ts = store.journey_case("ACME-ONC", case).await.expect("timers");
+            assert_eq!(
+                by_rule(&ts, "gone-soon").status,
+                TimerStatus::Cancelled,
+                "pg={pg}"
+            );
+            let kept = by_rule(&ts, "kept");
+            assert_eq!(
+                kept.status,
+                TimerStatus::Armed,
+                "pg={pg}: a loaded rule is untouched"
+            );
+            assert_eq!(kept.settled_by, None, "pg={pg}");
+        }
+        let armed = store.journey_armed_counts().await.expect("armed");
+        assert_eq!(
+            armed
+                .iter()
+                .map(|a| (a.rule.as_str(), a.armed))
+                .collect::<Vec<_>>(),
+            [("kept", 2)],
+            "pg={pg}"
+        );
+        daemon.stop().await;
+        // A missing rules folder (an unmounted volume, a wrong path) is not
+        // "every rule removed": nothing is retired.
+        let journeys = hub.root().join("journeys");
+        let aside = hub.root().join("journeys.aside");
+        std::fs::rename(&journeys, &aside).expect("move rules aside");
+        let retired = hubsync::timers::fire::retire_gone(&store, &hub.load(), hubsync::store::now_ms())
+            .await
+            .expect("retire");
+        assert!(retired.is_empty(), "pg={pg}: {retired:?}");
+        assert_eq!(
+            store.journey_armed_counts().await.expect("armed").len(),
+            1,
+            "pg={pg}"
+        );
+        std::fs::rename(&aside, &journeys).expect("move rules back");
+        // The rule file itself is deleted: the program has no rules.
+        std::fs::remove_file(hub.root().join("journeys/acme-onc.toml")).expect("rm rules");
+        let daemon = hub.start();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let armed = store.journey_armed_counts().await.expect("armed");
+            if armed.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pg={pg}: still armed: {armed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for case in ["R-1", "R-2"] {
+            let kept = by_rule(
+                &store.journey_case("ACME-ONC", case).await.expect("timers"),
+                "kept",
+            );
+            assert_eq!(kept.status, TimerStatus::Cancelled, "pg={pg}");
+            assert_eq!(kept.settled_by.as_deref(), Some(RULE_REMOVED), "pg={pg}");
+            assert_eq!(kept.fired_at_ms, None, "pg={pg}");
+        }
+        assert_eq!(store.journey_next_due().await.expect("next"), None, "pg={pg}");
+        rx.assert_stays(2, Duration::from_millis(500)).await;
+        daemon.stop().await;
+        store.close().await;
+    }
+}

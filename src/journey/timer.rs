@@ -50,6 +50,11 @@ impl TimerStatus {
     }
 }
 
+/// `settled_by` of a timer cancelled because its rule is no longer loaded
+/// (its file deleted, or the rule removed or renamed). Not a milestone code,
+/// so it cannot be mistaken for a cancelling milestone.
+pub const RULE_REMOVED: &str = "rule removed";
+
 /// A timer to arm (insert, or move the deadline of a still-armed one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimerArm {

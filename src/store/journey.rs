@@ -81,7 +81,7 @@ dispatch! { Tx;
 
     /// Marks claimed timers stalled at `now_ms`, each with its stall
     /// message's id (`None`: recorded, not sent), or cancelled when their
-    /// rule is gone (`status`).
+    /// rule is gone (`status`; settled by [`crate::journey::timer::RULE_REMOVED`]).
     pub async fn journey_fired(
         &mut self,
         fired: &[(i64, TimerStatus, Option<String>)],
@@ -91,6 +91,16 @@ dispatch! { Tx;
             return Ok(());
         }
     };
+
+    /// Retires the open timers of `rule` of `program`, a rule no longer
+    /// loaded: armed and stalled ones become cancelled at `now_ms`, settled
+    /// by [`crate::journey::timer::RULE_REMOVED`]. Returns how many were armed and how many stalled.
+    pub async fn journey_retire(
+        &mut self,
+        program: &str,
+        rule: &str,
+        now_ms: i64,
+    ) -> Result<(u64, u64), StoreError>;
 
     /// Records the `journey.resumed` message ids of resumed timers.
     pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {

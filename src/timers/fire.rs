@@ -181,6 +181,14 @@ pub async fn fire_batch(
     tx.commit().await?;
     crate::journey::TIMERS_FIRED.fetch_add(f.stalled, Relaxed);
     crate::journey::STALLS_SUPPRESSED.fetch_add(f.suppressed, Relaxed);
+    if f.orphaned > 0 {
+        crate::journey::TIMERS_CANCELLED.fetch_add(f.orphaned, Relaxed);
+        tracing::warn!(
+            program,
+            cancelled = f.orphaned,
+            "due journey timers of a rule no longer loaded: cancelled, not fired"
+        );
+    }
     if f.stalled > 0 {
         tracing::info!(
             program,
@@ -191,6 +199,79 @@ pub async fn fire_batch(
         );
     }
     Ok((f, due.len()))
+}
+
+/// Timers of one rule that is no longer loaded, retired by [`retire_gone`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    pub program: String,
+    pub rule: String,
+    /// Armed timers cancelled: they will never fire.
+    pub armed: u64,
+    /// Open stalls closed: nothing could resume them any more.
+    pub stalled: u64,
+}
+
+/// Retires the open timers (armed, or stalled and not yet resumed) whose
+/// `(program, rule)` is not among the loaded journey rules: the rule file
+/// was deleted, or the rule removed or renamed. Left alone they would stay
+/// armed forever (nothing fires a program without rules, and a stall of a
+/// gone rule would name a rule nobody can look up). Each becomes
+/// `cancelled`, settled by [`crate::journey::timer::RULE_REMOVED`], in one transaction per rule
+/// under the program lock, so it never races a chunk or a firing.
+///
+/// A missing rules folder retires nothing: an unmounted volume or a wrong
+/// path must not cancel every timer in the store.
+pub async fn retire_gone(store: &Store, config: &Config, now_ms: i64) -> Result<Vec<Retired>, StoreError> {
+    if !config.journeys.dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let loaded = |program: &str, rule: &str| {
+        config
+            .journeys
+            .program(program)
+            .is_some_and(|p| p.rule(rule).is_some())
+    };
+    // The gauges' queries name every (program, rule) with open timers.
+    let mut gone: Vec<(String, String)> = store
+        .journey_armed_counts()
+        .await?
+        .into_iter()
+        .map(|a| (a.program, a.rule))
+        .chain(
+            store
+                .journey_open_counts()
+                .await?
+                .into_iter()
+                .map(|c| (c.program, c.rule)),
+        )
+        .filter(|(p, r)| !loaded(p, r))
+        .collect();
+    gone.sort();
+    gone.dedup();
+    let mut out = Vec::with_capacity(gone.len());
+    for (program, rule) in gone {
+        let mut tx = store.begin().await?;
+        tx.lock_program(&program).await?;
+        let (armed, stalled) = tx.journey_retire(&program, &rule, now_ms).await?;
+        tx.commit().await?;
+        crate::journey::TIMERS_CANCELLED.fetch_add(armed + stalled, Relaxed);
+        // Program and rule are configuration, not patient data; no case ids.
+        tracing::warn!(
+            program = %program,
+            rule = %rule,
+            armed,
+            stalled,
+            "journey rule no longer loaded: its open timers are retired (cancelled, never fired)"
+        );
+        out.push(Retired {
+            program,
+            rule,
+            armed,
+            stalled,
+        });
+    }
+    Ok(out)
 }
 
 /// How often the clock looks for timers armed by other processes (another
@@ -206,14 +287,22 @@ pub async fn run(
     wakers: Vec<Arc<Notify>>,
     shutdown: CancellationToken,
 ) {
-    if config.journeys.is_empty() {
-        return;
-    }
+    // Before the first firing: a rule removed since the last run must never
+    // fire a stall. This runs even with no rules at all (every rule file
+    // deleted), the case that would otherwise leave every timer armed.
+    let mut retired = false;
     let mut backoff = Duration::from_secs(1);
     loop {
         // One indexed read per wake-up; the firing transaction (and its
         // program lock) only when something is due.
         let step = async {
+            if !retired {
+                retire_gone(&store, &config, crate::store::now_ms()).await?;
+                retired = true;
+                if config.journeys.is_empty() {
+                    return Ok(None);
+                }
+            }
             let now = crate::store::now_ms();
             if store.journey_next_due().await?.is_some_and(|next| next <= now) {
                 let f = fire_due(&store, &config, now).await?;
@@ -222,14 +311,22 @@ pub async fn run(
                         w.notify_one();
                     }
                 }
+                // Still due after firing every loaded program: timers of a
+                // rule this process does not know (armed by an instance with
+                // other rules); retire them rather than wake on them forever.
+                if store.journey_next_due().await?.is_some_and(|next| next <= now) {
+                    retire_gone(&store, &config, now).await?;
+                }
             }
             store.journey_next_due().await
         };
         let wait = match step.await {
+            // No rules: nothing will ever fire; the retiring is done.
+            Ok(None) if config.journeys.is_empty() => return,
             Ok(next) => {
                 backoff = Duration::from_secs(1);
-                // Still due after firing: a timer of a program whose rule
-                // file is gone; look again at the poll interval, not at once.
+                // Still due after firing: armed by another process since;
+                // look again at the poll interval, not at once.
                 next.map_or(POLL, |next| {
                     let ms = next - crate::store::now_ms();
                     if ms <= 0 {

@@ -8,7 +8,7 @@
 
 use super::{PgStore, PgTx};
 use crate::journey::timer::{
-    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
+    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED,
 };
 use crate::store::rows::{self, all, timer_cols_of, ARMED_COUNTS, OPEN_COUNTS, TIMER_COLS};
 use crate::store::StoreError;
@@ -183,7 +183,8 @@ impl PgTx {
         let webhooks: Vec<Option<String>> = fired.iter().map(|f| f.2.clone()).collect();
         sqlx::query(
             "UPDATE journey_timers t SET status = v.status, fired_at = $4,
-                settled_at = CASE v.status WHEN 1 THEN NULL ELSE $4 END, stalled_webhook = v.webhook
+                settled_at = CASE v.status WHEN 1 THEN NULL ELSE $4 END,
+                settled_by = CASE v.status WHEN 1 THEN NULL ELSE $5 END, stalled_webhook = v.webhook
              FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS v(id, status, webhook)
              WHERE t.id = v.id AND t.status = 0",
         )
@@ -191,9 +192,37 @@ impl PgTx {
         .bind(&status)
         .bind(&webhooks)
         .bind(now_ms)
+        .bind(RULE_REMOVED)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    pub async fn journey_retire(
+        &mut self,
+        program: &str,
+        rule: &str,
+        now_ms: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        // One statement per former status, so the caller can tell timers
+        // that never fired from open stalls that will now never resume.
+        let mut n = [0u64; 2];
+        for (i, from) in [TimerStatus::Armed, TimerStatus::Stalled].into_iter().enumerate() {
+            n[i] = sqlx::query(
+                "UPDATE journey_timers SET status = $1, settled_at = $2, settled_by = $3
+                 WHERE program = $4 AND rule = $5 AND status = $6",
+            )
+            .bind(TimerStatus::Cancelled.code())
+            .bind(now_ms)
+            .bind(RULE_REMOVED)
+            .bind(program)
+            .bind(rule)
+            .bind(from.code())
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        }
+        Ok((n[0], n[1]))
     }
 
     pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {

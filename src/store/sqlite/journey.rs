@@ -5,7 +5,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use super::{SqliteStore, SqliteTx, MAX_PARAMS};
 use crate::journey::timer::{
-    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
+    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED,
 };
 use crate::store::rows::{self, all, timer_cols_of, ARMED_COUNTS, OPEN_COUNTS, TIMER_COLS};
 use crate::store::StoreError;
@@ -205,12 +205,14 @@ impl SqliteTx {
         fired: &[(i64, TimerStatus, Option<String>)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        for chunk in fired.chunks(MAX_PARAMS / 3 - 2) {
+        for chunk in fired.chunks(MAX_PARAMS / 3 - 3) {
             let mut q =
                 QueryBuilder::<Sqlite>::new("UPDATE journey_timers SET status = v.column2, fired_at = ");
             q.push_bind(now_ms)
                 .push(", settled_at = CASE v.column2 WHEN 1 THEN NULL ELSE ");
             q.push_bind(now_ms)
+                .push(" END, settled_by = CASE v.column2 WHEN 1 THEN NULL ELSE ");
+            q.push_bind(RULE_REMOVED)
                 .push(" END, stalled_webhook = v.column3 FROM (");
             q.push_values(chunk, |mut b, (id, status, webhook)| {
                 b.push_bind(*id)
@@ -221,6 +223,33 @@ impl SqliteTx {
             q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+
+    pub async fn journey_retire(
+        &mut self,
+        program: &str,
+        rule: &str,
+        now_ms: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        // One statement per former status, so the caller can tell timers
+        // that never fired from open stalls that will now never resume.
+        let mut n = [0u64; 2];
+        for (i, from) in [TimerStatus::Armed, TimerStatus::Stalled].into_iter().enumerate() {
+            n[i] = sqlx::query(
+                "UPDATE journey_timers SET status = ?, settled_at = ?, settled_by = ?
+                 WHERE program = ? AND rule = ? AND status = ?",
+            )
+            .bind(TimerStatus::Cancelled.code())
+            .bind(now_ms)
+            .bind(RULE_REMOVED)
+            .bind(program)
+            .bind(rule)
+            .bind(from.code())
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        }
+        Ok((n[0], n[1]))
     }
 
     pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {
