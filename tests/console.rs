@@ -40,6 +40,11 @@ struct World {
 }
 
 async fn world(console: bool) -> World {
+    world_with_rules(console, None).await
+}
+
+/// [`world`], with `rules` as the program's journey rule file (if any).
+async fn world_with_rules(console: bool, rules: Option<&str>) -> World {
     let rx = Recorder::start().await;
     let failed_once: Arc<Mutex<HashSet<String>>> = Arc::default();
     rx.respond(move |hit, _| {
@@ -62,6 +67,11 @@ async fn world(console: bool) -> World {
          [admin]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"HUBSYNC_TEST_ADMIN_TOKEN\"\nconsole = {console}\n",
         rx.url("/webhooks")
     ));
+    if let Some(rules) = rules {
+        let dir = hub.root().join("journeys");
+        std::fs::create_dir_all(&dir).expect("mkdir journeys");
+        std::fs::write(dir.join("acme-onc.toml"), rules).expect("write rules");
+    }
     let daemon = hub.start();
     wait_admin(port).await;
     for name in FILES {
@@ -914,6 +924,78 @@ async fn no_page_shows_patient_identifiers() {
                 "{path} shows `{v}` from the input files"
             );
         }
+    }
+    store.close().await;
+    w.stop().await;
+}
+
+/// A case that stalled on a journey rule: its timeline page, through the
+/// router with a session, shows the stall entry (rule, severity, deadline,
+/// open) where it was found, and none of the input's patient identifiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_case_timeline_shows_its_stall_and_no_phi() {
+    // AC-100215 is approved in the first night's file and still only
+    // approved in the second.
+    const STALLED: &str = "AC-100215";
+    let w = world_with_rules(
+        true,
+        Some(
+            "program = \"ACME-ONC\"\n\n[[rule]]\nname = \"approved-not-dispensed\"\nseverity = \"critical\"\n\
+             trigger = \"pa.approved\"\nawaits = [\"dispense.shipped\"]\ncancels = [\"case.cancelled\"]\n\
+             deadline = \"1s\"\nfrom = \"learned_at\"\n",
+        ),
+    )
+    .await;
+    let store = w.hub.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let timer = loop {
+        let ts = store.journey_case(PROGRAM, STALLED).await.expect("timers");
+        if let Some(t) = ts
+            .into_iter()
+            .find(|t| t.status == hubsync::journey::timer::TimerStatus::Stalled)
+        {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "{STALLED} never stalled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let app = w.router().await;
+    let path = format!("/console/cases?program={PROGRAM}&case_id={STALLED}");
+    assert_eq!(
+        send(&app, get(&path, None)).await.status,
+        StatusCode::SEE_OTHER,
+        "a session is needed"
+    );
+    let s = login(&app).await;
+    let p = send(&app, get(&path, Some(&s))).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert_security_headers(&p, "stalled case");
+    assert_no_inline_code(&p, "stalled case");
+    let at = p
+        .body
+        .find("Stalled: approved-not-dispensed")
+        .unwrap_or_else(|| panic!("no stall entry in {}", p.body));
+    let entry = &p.body[at..at + p.body[at..].find("</li>").expect("entry ends")];
+    assert!(entry.contains("Severity <strong>critical</strong>"), "{entry}");
+    assert!(
+        entry.contains(&format!(
+            "deadline {}",
+            chrono::DateTime::from_timestamp_millis(timer.deadline_ms)
+                .expect("a deadline in range")
+                .format("%Y-%m-%d %H:%M UTC")
+        )),
+        "{entry}"
+    );
+    assert!(entry.contains("<strong>Open</strong>"), "{entry}");
+    assert!(entry.contains("journey.stalled sent"), "{entry}");
+    // After the approval it waited on.
+    let approval = p.body.find(">pa.approved<").expect("the approval is on the page");
+    assert!(approval < at, "the stall follows the approval");
+    for v in phi_in_fixtures() {
+        assert!(
+            !p.body.contains(v.as_str()),
+            "the stalled case's page shows `{v}`"
+        );
     }
     store.close().await;
     w.stop().await;

@@ -710,7 +710,7 @@ async fn cases(
         (Some(p), Some(c)) => {
             let rows = store.case_timeline(&p, &c).await?;
             let timers = store.journey_case(&p, &c).await?;
-            let entries = pages::timeline(rows, timers);
+            let entries = pages::timeline(rows, timers, &state.admin.config.journeys);
             Ok(html(pages::case(&current, &search, &entries)))
         }
         _ => {

@@ -940,8 +940,10 @@ pub fn cases(current: &Current, s: &CaseSearch, recent: &[CaseRef]) -> Markup {
 /// second variant rendered by [`entry`] with its own marker.
 pub enum Entry {
     Milestone(Box<MilestoneEntry>),
-    /// A journey rule's deadline passed on this case (open, resumed or cancelled since).
-    Stall(Box<crate::journey::timer::TimerRow>),
+    /// A journey rule's deadline passed on this case (open, resumed or
+    /// cancelled since), with the rule's severity (`None`: the rule is no
+    /// longer loaded).
+    Stall(Box<crate::journey::timer::TimerRow>, Option<&'static str>),
 }
 
 /// A forwarded milestone with what its stored body says (while retention
@@ -1004,30 +1006,42 @@ impl MilestoneEntry {
 }
 
 /// A case's timeline rows as journey entries, in sequence order, with the
-/// stalls of its journey timers placed where they were found.
-pub fn timeline(rows: Vec<MessageRow>, timers: Vec<crate::journey::timer::TimerRow>) -> Vec<Entry> {
+/// stalls of its journey timers placed where they were found, each with its
+/// rule's severity from `journeys`.
+pub fn timeline(
+    rows: Vec<MessageRow>,
+    timers: Vec<crate::journey::timer::TimerRow>,
+    journeys: &crate::journey::Journeys,
+) -> Vec<Entry> {
+    let stall = |t: crate::journey::timer::TimerRow| {
+        let severity = journeys
+            .program(&t.program)
+            .and_then(|p| p.rule(&t.rule))
+            .map(|r| r.severity.as_str());
+        Entry::Stall(Box::new(t), severity)
+    };
     let mut stalls: Vec<_> = timers.into_iter().filter(|t| t.fired_at_ms.is_some()).collect();
     stalls.sort_by_key(|t| t.fired_at_ms);
     let mut stalls = stalls.into_iter().peekable();
     let mut out = Vec::new();
     for r in rows {
         while let Some(t) = stalls.next_if(|t| t.fired_at_ms.is_some_and(|f| f < r.created_at_ms)) {
-            out.push(Entry::Stall(Box::new(t)));
+            out.push(stall(t));
         }
         out.push(Entry::Milestone(Box::new(MilestoneEntry::from_row(r))));
     }
-    out.extend(stalls.map(|t| Entry::Stall(Box::new(t))));
+    out.extend(stalls.map(stall));
     out
 }
 
 fn entry(current: &Current, e: &Entry) -> Markup {
     match e {
         Entry::Milestone(m) => milestone_entry(current, m),
-        Entry::Stall(t) => stall_entry(t),
+        Entry::Stall(t, severity) => stall_entry(t, *severity),
     }
 }
 
-fn stall_entry(t: &crate::journey::timer::TimerRow) -> Markup {
+fn stall_entry(t: &crate::journey::timer::TimerRow, severity: Option<&str>) -> Markup {
     use crate::journey::timer::TimerStatus;
     let open = t.status == TimerStatus::Stalled;
     html! {
@@ -1037,6 +1051,10 @@ fn stall_entry(t: &crate::journey::timer::TimerRow) -> Markup {
                 code.code { "journey rule" }
             }
             p.meta {
+                @match severity {
+                    Some(s) => { "Severity " strong { (s) } " · " }
+                    None => { "Rule no longer loaded · " }
+                }
                 "Waiting since " (milestone_label(&t.trigger_milestone)) " (" (t.trigger_occurred_at) ")"
                 " · deadline " (utc(t.deadline_ms))
                 @if let Some(f) = t.fired_at_ms { " · found " (utc(f)) }
@@ -1335,18 +1353,24 @@ mod tests {
                 // Armed or cleared timers never stalled: not in the journey.
                 stall(TimerStatus::Cleared, None),
             ],
+            &crate::journey::Journeys::default(),
         );
         let kinds: Vec<&str> = entries
             .iter()
             .map(|e| match e {
                 Entry::Milestone(_) => "milestone",
-                Entry::Stall(_) => "stall",
+                Entry::Stall(..) => "stall",
             })
             .collect();
         assert_eq!(kinds, ["milestone", "stall", "milestone"]);
-        let html = stall_entry(&stall(TimerStatus::Stalled, Some(5_000))).into_string();
+        assert!(
+            matches!(entries[1], Entry::Stall(_, None)),
+            "no rule loaded: no severity"
+        );
+        let html = stall_entry(&stall(TimerStatus::Stalled, Some(5_000)), Some("high")).into_string();
         assert!(html.contains("Stalled: approved-not-dispensed"), "{html}");
         assert!(html.contains("Open"), "{html}");
+        assert!(html.contains("Severity <strong>high</strong>"), "{html}");
         assert!(html.contains("recorded, not sent"), "{html}");
     }
 }
