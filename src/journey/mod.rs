@@ -567,16 +567,7 @@ pub fn load(dir: &Path, horizon: Duration, programs: Option<&[&str]>) -> Result<
         programs: BTreeMap::new(),
         horizon,
     };
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    files.sort();
-    for file in files {
+    for file in crate::config::toml_files(dir) {
         let Some(p) = load_file(&file, &mut diags) else {
             continue;
         };

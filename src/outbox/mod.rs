@@ -10,6 +10,7 @@
 
 pub mod journey;
 pub mod message;
+pub mod sequence;
 
 pub use message::{AttemptOutcome, AttemptResult, DeliveryStatus, Due, OutboxWrite};
 

@@ -21,6 +21,7 @@
 //! while no other instance has written the program's state (see
 //! `src/store/design.md`).
 
+mod commit;
 mod produce;
 mod records;
 
@@ -31,13 +32,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::diff::{self, StateIndex, StateRow};
+use crate::diff::StateIndex;
 use crate::model::{Counts, Provenance};
-use crate::outbox::{self, OutboxWrite};
 use crate::parse::ParseError;
 use crate::setup::{Config, Connector};
 use crate::source::ReadyFile;
-use crate::store::{Claim, FileRow, FileStatus, Generation, RejectRow, Store, StoreError};
+use crate::store::{Claim, FileRow, RejectRow, Store, StoreError};
 use produce::{produce, Chunk, Finish, Job, ProduceError};
 use records::{Next, Records};
 
@@ -279,193 +279,6 @@ impl Pipeline {
             Some(o) => Ok(o),
             None => Ok(FileOutcome::Interrupted),
         }
-    }
-
-    /// Commits one chunk: the only place a file's output becomes durable.
-    async fn commit(
-        &self,
-        connector: &Connector,
-        file_id: i64,
-        provenance: &Provenance,
-        chunk: Chunk,
-        generations: &mut HashMap<String, i64>,
-    ) -> Result<(), PipelineError> {
-        let mut tx = self.store.begin().await?;
-        // First statement: on a shared store this serializes chunk commits of
-        // the program, so the state read below is settled.
-        let program = connector.program.as_str();
-        let generation = tx.lock_program(program).await?;
-        let in_sync = match generation {
-            Generation::SingleWriter => true,
-            Generation::Shared(g) => generations.get(program).copied().unwrap_or(0) == g,
-        };
-        if !in_sync && !chunk.skipped.is_empty() {
-            // Someone else wrote this program's state since the index was
-            // loaded: the index's "unchanged" verdicts must be confirmed.
-            let mut keys: Vec<u64> = chunk.skipped.iter().map(|(k, _)| *k).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let stored: std::collections::HashSet<(u64, u64)> =
-                tx.state_hashes(&keys).await?.into_iter().collect();
-            if chunk.skipped.iter().any(|fp| !stored.contains(fp)) {
-                // Rolled back on drop; those records' content was never kept.
-                return Err(PipelineError::StaleIndex {
-                    program: program.to_string(),
-                });
-            }
-        }
-        let mut hashes: Vec<u64> = chunk.candidates.iter().map(|c| c.fp.key).collect();
-        hashes.sort_unstable();
-        hashes.dedup();
-        let stored = if hashes.is_empty() {
-            Vec::new()
-        } else {
-            tx.state_rows(&hashes).await?
-        };
-        let candidate_records: std::collections::BTreeSet<u64> =
-            chunk.candidates.iter().map(|c| c.record).collect();
-        let (deltas, _) = diff::resolve(chunk.candidates, &stored)?;
-
-        // Reconcile per record: a record is "emitted" when any of its milestones
-        // was a delta, "unchanged" when it produced milestones and none changed.
-        let emitted_records: std::collections::BTreeSet<u64> =
-            deltas.iter().map(|d| d.candidate.record).collect();
-        let mut counts = chunk.counts;
-        counts.emitted = emitted_records.len() as u64;
-        counts.unchanged += (candidate_records.len() - emitted_records.len()) as u64;
-        counts.deltas = deltas.len() as u64;
-
-        // Per-case sequence numbers, in file order.
-        let mut per_case: Vec<(&str, &str, i64)> = Vec::new();
-        let mut case_slot: HashMap<(&str, &str), usize> = HashMap::new();
-        for d in &deltas {
-            let c = &d.candidate.content;
-            let slot = *case_slot
-                .entry((c.program.as_str(), c.case_id.as_str()))
-                .or_insert_with(|| {
-                    per_case.push((c.program.as_str(), c.case_id.as_str(), 0));
-                    per_case.len() - 1
-                });
-            per_case[slot].2 += 1;
-        }
-        // Seeding sends nothing, so it consumes no sequence numbers: the first
-        // delta a receiver ever sees for a case is its sequence 1.
-        let last = if per_case.is_empty() || self.seed {
-            Vec::new()
-        } else {
-            tx.bump_cases(&per_case).await?
-        };
-        let mut next_seq: Vec<i64> = per_case
-            .iter()
-            .zip(&last)
-            .map(|((_, _, n), last)| last - n + 1)
-            .collect();
-        next_seq.resize(per_case.len(), 0);
-
-        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut outbox_rows = Vec::with_capacity(deltas.len());
-        let mut state: HashMap<u64, usize> = HashMap::with_capacity(deltas.len());
-        let mut state_rows: Vec<StateRow> = Vec::with_capacity(deltas.len());
-        for d in &deltas {
-            let c = &d.candidate.content;
-            let slot = case_slot[&(c.program.as_str(), c.case_id.as_str())];
-            let seq = next_seq[slot];
-            next_seq[slot] += 1;
-            let source = Provenance {
-                locator: d.candidate.locator.clone(),
-                ..provenance.clone()
-            };
-            // One serialization of the content serves both writes: the
-            // state row keeps it (for field-level diffs), the outbox body
-            // embeds it.
-            let content_json = serde_json::to_string(c)?;
-            let body = outbox::render_from_content_json(&content_json, d, &source, seq, &timestamp);
-            let subscribers = self
-                .config
-                .subscribers
-                .iter()
-                .filter(|s| s.wants(&connector.name, &c.program, c.milestone.as_str()))
-                .map(|s| s.name.clone())
-                .collect();
-            outbox_rows.push(OutboxWrite {
-                id: outbox::new_webhook_id(),
-                connector: connector.name.clone(),
-                program: c.program.clone(),
-                case_id: c.case_id.clone(),
-                milestone: c.milestone.as_str().to_string(),
-                seq,
-                lane: d.candidate.fp.lane,
-                body,
-                key_hash: d.candidate.fp.key,
-                subscribers,
-            });
-            let row = StateRow {
-                program: c.program.clone(),
-                case_id: c.case_id.clone(),
-                milestone: c.milestone.as_str().to_string(),
-                occurrence: c.occurrence.clone(),
-                key_hash: d.candidate.fp.key,
-                content_hash: d.candidate.fp.content,
-                body: content_json,
-            };
-            // One upsert per key per statement: the last write in file order wins.
-            match state.get(&d.candidate.fp.key).copied().filter(|i| {
-                state_rows[*i].case_id == row.case_id
-                    && state_rows[*i].milestone == row.milestone
-                    && state_rows[*i].occurrence == row.occurrence
-                    && state_rows[*i].program == row.program
-            }) {
-                Some(i) => state_rows[i] = row,
-                None => {
-                    state.insert(d.candidate.fp.key, state_rows.len());
-                    state_rows.push(row);
-                }
-            }
-        }
-        let mut bumped = None;
-        if !state_rows.is_empty() {
-            tx.upsert_state(&state_rows, file_id).await?;
-            bumped = Some(tx.bump_program(program).await?);
-        }
-        // Journey timers arm and settle with the state that moves them; a
-        // late awaited milestone's `journey.resumed` joins this chunk's outbox.
-        let journey_rows =
-            crate::timers::chunk::on_chunk(&mut tx, &self.config, connector, &deltas, self.seed).await?;
-        if self.seed {
-            outbox_rows.clear();
-        }
-        outbox_rows.extend(journey_rows);
-        tx.insert_outbox(&outbox_rows, file_id).await?;
-        if !chunk.rejects.is_empty() {
-            tx.insert_rejects(file_id, &chunk.rejects).await?;
-        }
-        let warnings = match &chunk.finish {
-            Some(Finish::Done(w)) if !w.is_empty() => Some(w.join(WARNING_SEPARATOR)),
-            _ => None,
-        };
-        let finish = match &chunk.finish {
-            None => None,
-            Some(Finish::Done(_)) => Some((FileStatus::Done, warnings.as_deref())),
-            Some(Finish::Failed(r)) => Some((FileStatus::Failed, Some(r.as_str()))),
-        };
-        tx.file_progress(file_id, chunk.records_done, &counts, finish)
-            .await?;
-        tx.commit().await?;
-        // In sync and we wrote: the index has our writes, so it stays in sync.
-        // Out of sync: leave the old number, so every later chunk re-checks.
-        if let (true, Some(Generation::Shared(g))) = (in_sync, bumped) {
-            generations.insert(program.to_string(), g);
-        }
-        if !outbox_rows.is_empty() {
-            for w in &self.wakers {
-                w.notify_one();
-            }
-        }
-        if !deltas.is_empty() && self.config.journeys.program(program).is_some() {
-            // A timer armed here may be due before the clock's next wake-up.
-            self.timers.notify_one();
-        }
-        Ok(())
     }
 }
 

@@ -191,7 +191,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     // Mappings that exist but have errors: a connector naming one is not
     // reported again as "no mapping named …".
     let mut broken: Vec<String> = Vec::new();
-    for file in toml_files(&mappings_dir) {
+    for file in crate::config::toml_files(&mappings_dir) {
         match Mapping::load(&file) {
             Ok(m) => {
                 mappings.insert(m.name.clone(), Arc::new(m));
@@ -204,7 +204,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     }
     let connectors_dir = resolve(&spec.connectors_dir);
     let mut connectors = Vec::new();
-    for file in toml_files(&connectors_dir) {
+    for file in crate::config::toml_files(&connectors_dir) {
         match load_connector(&file, &mappings, &resolve, &data_dir, env) {
             Ok(c) => connectors.push(Arc::new(c)),
             Err(d) => diags.extend(Diagnostics(
@@ -319,20 +319,6 @@ fn load_admin(
         }),
         _ => None,
     }
-}
-
-/// `*.toml` files directly in `dir`, sorted; a missing folder has none.
-fn toml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    files.sort();
-    files
 }
 
 fn load_connector(
