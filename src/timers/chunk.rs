@@ -16,6 +16,7 @@ use crate::journey::timer::{SettleKind, TimerStatus};
 use crate::journey::{TIMERS_ARMED, TIMERS_CANCELLED, TIMERS_CLEARED, TIMERS_RESUMED};
 use crate::model::Content;
 use crate::outbox::journey::{render_resumed, ResumedByMilestone};
+use crate::outbox::sequence::CaseSequences;
 use crate::outbox::OutboxWrite;
 use crate::setup::{Config, Connector};
 use crate::store::{Store, StoreError, Tx};
@@ -82,21 +83,12 @@ pub async fn on_chunk(
             }
         }
     }
-    let mut per_case: Vec<(&str, &str, i64)> = Vec::new();
-    let mut slot: HashMap<&str, usize> = HashMap::new();
+    let mut seqs = CaseSequences::default();
     for t in &late {
-        let i = *slot.entry(t.case_id.as_str()).or_insert_with(|| {
-            per_case.push((t.program.as_str(), t.case_id.as_str(), 0));
-            per_case.len() - 1
-        });
-        per_case[i].2 += 1;
+        seqs.count(&t.program, &t.case_id);
     }
-    let last = tx.bump_cases(&per_case).await?;
-    let mut next: Vec<i64> = per_case
-        .iter()
-        .zip(&last)
-        .map(|((_, _, n), l)| l - n + 1)
-        .collect();
+    let last = tx.bump_cases(seqs.counts()).await?;
+    seqs.start(&last);
     let mut out = Vec::with_capacity(late.len());
     let mut ids = Vec::with_capacity(late.len());
     for t in &late {
@@ -104,9 +96,7 @@ pub async fn on_chunk(
         let Some(c) = by.get(&(t.case_id.as_str(), t.rule.as_str())) else {
             continue;
         };
-        let i = slot[t.case_id.as_str()];
-        let seq = next[i];
-        next[i] += 1;
+        let seq = seqs.take(&t.program, &t.case_id);
         let body = render_resumed(
             rule,
             t,

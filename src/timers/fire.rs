@@ -22,6 +22,7 @@ use super::subscribers;
 use crate::journey::plan::local_rfc3339;
 use crate::journey::timer::TimerStatus;
 use crate::outbox::journey::render_stalled;
+use crate::outbox::sequence::CaseSequences;
 use crate::outbox::OutboxWrite;
 use crate::setup::Config;
 use crate::store::{Store, StoreError};
@@ -99,8 +100,7 @@ pub async fn fire_batch(
     let horizon_ms = config.journeys.horizon.as_millis() as i64;
     let mut f = Fired::default();
     // Per-case sequence numbers for the stalls that are sent.
-    let mut per_case: Vec<(&str, &str, i64)> = Vec::new();
-    let mut slot = std::collections::HashMap::new();
+    let mut seqs = CaseSequences::default();
     let mut plans = Vec::with_capacity(due.len());
     for t in &due {
         let rule = rules.rule(&t.rule);
@@ -112,26 +112,16 @@ pub async fn fire_batch(
         };
         let send = rule.is_some() && !subs.is_empty();
         if send {
-            let i = *slot
-                .entry((t.program.as_str(), t.case_id.as_str()))
-                .or_insert_with(|| {
-                    per_case.push((t.program.as_str(), t.case_id.as_str(), 0));
-                    per_case.len() - 1
-                });
-            per_case[i].2 += 1;
+            seqs.count(&t.program, &t.case_id);
         }
         plans.push((t, rule, subs, send));
     }
-    let last = if per_case.is_empty() {
+    let last = if seqs.counts().is_empty() {
         Vec::new()
     } else {
-        tx.bump_cases(&per_case).await?
+        tx.bump_cases(seqs.counts()).await?
     };
-    let mut next: Vec<i64> = per_case
-        .iter()
-        .zip(&last)
-        .map(|((_, _, n), l)| l - n + 1)
-        .collect();
+    seqs.start(&last);
     let mut outbox = Vec::new();
     let mut marks = Vec::with_capacity(due.len());
     for (t, rule, subs, send) in plans {
@@ -149,9 +139,7 @@ pub async fn fire_batch(
             marks.push((t.id, TimerStatus::Stalled, None));
             continue;
         }
-        let i = slot[&(t.program.as_str(), t.case_id.as_str())];
-        let seq = next[i];
-        next[i] += 1;
+        let seq = seqs.take(&t.program, &t.case_id);
         let id = crate::outbox::new_webhook_id();
         let body = render_stalled(
             rule,
