@@ -74,7 +74,7 @@ project "$d" 1s
 armed=$(timers "$d" 0)
 sleep 2
 mkdir -p "$d/drop"
-RUST_LOG=hubsync::journey=info "$HS" run -c "$d/config.toml" > "$d/run.log" 2>&1 &
+RUST_LOG=hubsync::timers=info "$HS" run -c "$d/config.toml" > "$d/run.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
   left=$(timers "$d" 0)
