@@ -451,33 +451,11 @@ async fn fire_due_respects_the_injected_clock_on_both_backends() {
             use_postgres(&hub, &db.url);
         }
         rules(&hub, "72h", "learned_at", "");
-        let file = hub.root().join("s.csv");
-        std::fs::write(
-            &file,
-            csv(&[approved("C-1", "11/30/2026"), approved("C-2", "11/30/2026")]),
+        let (config, store) = process_in_process(
+            &hub,
+            &[approved("C-1", "11/30/2026"), approved("C-2", "11/30/2026")],
         )
-        .expect("write");
-        let config = std::sync::Arc::new(hub.load());
-        let store = hubsync::store::Store::open(&config.store_url)
-            .await
-            .expect("store");
-        let pipeline = hubsync::pipeline::Pipeline::new(store.clone(), config.clone(), Vec::new());
-        let (sha256, size) = hubsync::source::local::hash_file(&file).expect("hash");
-        let ready = hubsync::source::ReadyFile {
-            path: file.clone(),
-            name: "s.csv".into(),
-            size,
-            sha256,
-            marker: None,
-        };
-        pipeline
-            .process(
-                &config.connectors[0],
-                &ready,
-                &tokio_util::sync::CancellationToken::new(),
-            )
-            .await
-            .expect("process");
+        .await;
         let next = store.journey_next_due().await.expect("next").expect("armed");
         let now = hubsync::store::now_ms();
         assert!((next - now - 72 * 3600 * 1000).abs() < 60_000, "72 h from now");
@@ -547,33 +525,11 @@ async fn timers_of_a_removed_rule_are_retired_at_start_and_never_fire() {
         two_rules(&hub, &["gone-soon", "kept"]);
         // Arm with both rules, with no clock running (a daemon that stopped
         // right after the commit).
-        let file = hub.root().join("s.csv");
-        std::fs::write(
-            &file,
-            csv(&[approved("R-1", "11/30/2026"), approved("R-2", "11/30/2026")]),
+        let (_, store) = process_in_process(
+            &hub,
+            &[approved("R-1", "11/30/2026"), approved("R-2", "11/30/2026")],
         )
-        .expect("write");
-        let config = std::sync::Arc::new(hub.load());
-        let store = hubsync::store::Store::open(&config.store_url)
-            .await
-            .expect("store");
-        let pipeline = hubsync::pipeline::Pipeline::new(store.clone(), config.clone(), Vec::new());
-        let (sha256, size) = hubsync::source::local::hash_file(&file).expect("hash");
-        let ready = hubsync::source::ReadyFile {
-            path: file.clone(),
-            name: "s.csv".into(),
-            size,
-            sha256,
-            marker: None,
-        };
-        pipeline
-            .process(
-                &config.connectors[0],
-                &ready,
-                &tokio_util::sync::CancellationToken::new(),
-            )
-            .await
-            .expect("process");
+        .await;
         let by_rule = |ts: &[hubsync::journey::timer::TimerRow], rule: &str| {
             ts.iter()
                 .find(|t| t.rule == rule)
@@ -678,4 +634,37 @@ async fn timers_of_a_removed_rule_are_retired_at_start_and_never_fire() {
         daemon.stop().await;
         store.close().await;
     }
+}
+
+/// Writes `rows` as `s.csv` and runs it through an in-process pipeline (no
+/// daemon, so no clock fires the timers it arms); returns the loaded config
+/// and the store for the test to inspect.
+async fn process_in_process(
+    hub: &Hub,
+    rows: &[String],
+) -> (std::sync::Arc<hubsync::setup::Config>, hubsync::store::Store) {
+    let file = hub.root().join("s.csv");
+    std::fs::write(&file, csv(rows)).expect("write");
+    let config = std::sync::Arc::new(hub.load());
+    let store = hubsync::store::Store::open(&config.store_url)
+        .await
+        .expect("store");
+    let pipeline = hubsync::pipeline::Pipeline::new(store.clone(), config.clone(), Vec::new());
+    let (sha256, size) = hubsync::source::local::hash_file(&file).expect("hash");
+    let ready = hubsync::source::ReadyFile {
+        path: file,
+        name: "s.csv".into(),
+        size,
+        sha256,
+        marker: None,
+    };
+    pipeline
+        .process(
+            &config.connectors[0],
+            &ready,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("process");
+    (config, store)
 }
