@@ -625,14 +625,7 @@ async fn an_acknowledgment_the_hub_cannot_take_yet_is_kept_and_pushed_later() ->
 fn ack_outbox_is_refused_where_it_cannot_apply() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
-    std::fs::create_dir_all(root.join("connectors"))?;
-    std::fs::create_dir_all(root.join("mappings"))?;
-    for m in ["acme-hub-status.toml", "x12-278-response.toml"] {
-        std::fs::copy(
-            support::repo().join("mappings").join(m),
-            root.join("mappings").join(m),
-        )?;
-    }
+    support::hub::lay_out(root, &["acme-hub-status", "x12-278-response"]);
     std::fs::write(
         root.join("config.toml"),
         "[pseudonymization]\nkey_env = \"TEST_PSEUDO\"\n",
