@@ -1,6 +1,7 @@
 //! Journey timers on SQLite (see `store::journey`). One writer: a claim is
 //! simply the write transaction.
 
+use futures_util::TryStreamExt;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{SqliteStore, SqliteTx, MAX_PARAMS};
@@ -57,18 +58,25 @@ impl SqliteStore {
         all(&rs, rows::timer_row)
     }
 
-    pub async fn journey_state(&self, program: &str, codes: &[&str]) -> Result<Vec<StateBody>, StoreError> {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("SELECT case_id, milestone, body FROM state WHERE program = ");
-        q.push_bind(program.to_string());
-        q.push(" AND milestone IN (");
-        let mut sep = q.separated(", ");
-        for c in codes {
-            sep.push_bind(c.to_string());
+    pub async fn journey_state_each(
+        &self,
+        program: &str,
+        codes: &[&str],
+        visit: &mut (dyn FnMut(StateBody) + Send),
+    ) -> Result<(), StoreError> {
+        // The primary key (program, case_id, …) gives case order without a sort.
+        let mut rs = sqlx::query(
+            "SELECT case_id, milestone, body FROM state
+             WHERE program = ?1 AND milestone IN (SELECT value FROM json_each(?2))
+             ORDER BY program, case_id",
+        )
+        .bind(program)
+        .bind(serde_json::to_string(codes).expect("a list of strings always serializes"))
+        .fetch(&self.reader);
+        while let Some(r) = rs.try_next().await? {
+            visit(rows::state_body(&r)?);
         }
-        q.push(")");
-        let rs = q.build().fetch_all(&self.reader).await?;
-        all(&rs, rows::state_body)
+        Ok(())
     }
 }
 
