@@ -273,3 +273,35 @@ impl SqliteTx {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counts behind the journey gauges walk an index in group order:
+    /// a temporary B-tree here sorts every armed timer in the daemon's
+    /// memory (temp_store = memory), once at start and on every scrape.
+    #[tokio::test]
+    async fn journey_counts_group_without_sorting_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path.to_string_lossy()).await.expect("open");
+        for (sql, index) in [
+            (ARMED_COUNTS, "journey_timers_armed"),
+            (OPEN_COUNTS, "journey_timers_open"),
+        ] {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.reader)
+                .await
+                .expect("explain");
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+                .collect();
+            let plan = plan.join("; ");
+            assert!(plan.contains(index), "{sql}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE FOR GROUP BY"), "{sql}: {plan}");
+        }
+        store.close().await;
+    }
+}
