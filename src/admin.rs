@@ -320,16 +320,19 @@ struct Limit {
     limit: Option<i64>,
 }
 
+/// The journey views' query: `program` filters both; `limit` is for the
+/// stalls (default 100), `window` for the statistics (default `90d`).
 #[derive(Debug, Deserialize)]
-struct StallsQuery {
+struct JourneyQuery {
     program: Option<String>,
     limit: Option<i64>,
+    window: Option<String>,
 }
 
 /// Open stalls by program and rule, oldest first, with counts.
 async fn journey_stalls(
     State(s): State<AdminState>,
-    Query(q): Query<StallsQuery>,
+    Query(q): Query<JourneyQuery>,
 ) -> Result<Json<crate::timers::view::StallsView>, AdminError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(
@@ -337,17 +340,10 @@ async fn journey_stalls(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-struct StatsQuery {
-    /// `90d` by default.
-    window: Option<String>,
-    program: Option<String>,
-}
-
 /// p50/p90 between milestone pairs per program and payer.
 async fn journey_stats(
     State(s): State<AdminState>,
-    Query(q): Query<StatsQuery>,
+    Query(q): Query<JourneyQuery>,
 ) -> Result<Json<Vec<crate::timers::stats::PairStats>>, AdminError> {
     let window = crate::config::duration::parse_duration(q.window.as_deref().unwrap_or("90d"))
         .map_err(AdminError::BadRequest)?;
