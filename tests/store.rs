@@ -11,7 +11,10 @@ use std::time::Duration;
 use hubsync::diff::StateRow;
 use hubsync::model::Counts;
 use hubsync::outbox::{AttemptOutcome, AttemptResult, OutboxWrite};
-use hubsync::store::{now_ms, Claim, FileRow, FileStatus, Generation, RejectRow, Store, StoreError, Tx};
+use hubsync::store::{
+    now_ms, Claim, DueClaim, FileArrival, FileRow, FileStatus, Generation, Progress, RejectRow, Store,
+    StoreError, Tx,
+};
 use support::{Backend, TEST_LEASE};
 
 macro_rules! store_suite {
@@ -58,6 +61,26 @@ fn owned(c: Claim) -> FileRow {
     }
 }
 
+fn arrival<'a>(connector: &'a str, sha256: &'a str, name: &'a str, size: u64) -> FileArrival<'a> {
+    FileArrival {
+        connector,
+        sha256,
+        name,
+        size,
+    }
+}
+
+/// Due heads of `subscriber` at `now_ms`, leased for [`TEST_LEASE`].
+fn due_at<'a>(subscriber: &'a str, now_ms: i64, limit: usize, in_flight: &'a HashSet<i64>) -> DueClaim<'a> {
+    DueClaim {
+        subscriber,
+        now_ms,
+        limit,
+        lease: TEST_LEASE,
+        in_flight,
+    }
+}
+
 async fn progress(
     store: &Store,
     file_id: i64,
@@ -72,9 +95,14 @@ async fn progress(
         deltas: read,
         ..Counts::default()
     };
-    tx.file_progress(file_id, done, &counts, finish)
-        .await
-        .expect("progress");
+    tx.file_progress(&Progress {
+        file_id,
+        records_done: done,
+        counts: &counts,
+        finish,
+    })
+    .await
+    .expect("progress");
     tx.commit().await.expect("commit");
 }
 
@@ -82,7 +110,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     let store = b.open().await;
     let row = owned(
         store
-            .file_claim("acme", "sha-1", "a.csv", 10)
+            .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
             .await
             .expect("claim"),
     );
@@ -92,7 +120,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     // The same instance resumes its own file from the checkpoint.
     let again = owned(
         store
-            .file_claim("acme", "sha-1", "a.csv", 10)
+            .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
             .await
             .expect("claim"),
     );
@@ -109,7 +137,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     if store.is_shared() {
         assert_eq!(
             store
-                .file_claim("acme", "sha-1", "a.csv", 10)
+                .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
                 .await
                 .expect("claim"),
             Claim::Busy
@@ -118,7 +146,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     }
     let retried = owned(
         store
-            .file_claim("acme", "sha-1", "a.csv", 10)
+            .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
             .await
             .expect("claim"),
     );
@@ -134,7 +162,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     if store.is_shared() {
         assert_eq!(
             store
-                .file_claim("acme", "sha-1", "a.csv", 10)
+                .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
                 .await
                 .expect("claim"),
             Claim::Busy
@@ -142,14 +170,14 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
         tokio::time::sleep(TEST_LEASE + Duration::from_millis(100)).await;
     }
     assert!(matches!(
-        store.file_claim("acme", "sha-1", "a.csv", 10).await.expect("claim"),
+        store.file_claim(&arrival("acme", "sha-1", "a.csv", 10)).await.expect("claim"),
         Claim::Done(r) if r.id == row.id
     ));
 
     // Same content under another connector is another file.
     let other = owned(
         store
-            .file_claim("other", "sha-1", "a.csv", 10)
+            .file_claim(&arrival("other", "sha-1", "a.csv", 10))
             .await
             .expect("claim"),
     );
@@ -174,7 +202,12 @@ fn state(case: &str, key: u64, content: u64) -> StateRow {
 
 async fn state_upsert_and_fetch_by_hash(b: &Backend) {
     let store = b.open().await;
-    let file = owned(store.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
+    let file = owned(
+        store
+            .file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
+    );
     let mut tx = store.begin().await.expect("begin");
     // Hashes above i64::MAX survive the round trip; two keys share a hash.
     let big = u64::MAX - 7;
@@ -260,7 +293,7 @@ fn message(case: &str, seq: i64, lane: u64, subscribers: &[&str]) -> OutboxWrite
 async fn insert(store: &Store, rows: &[OutboxWrite]) {
     let file = owned(
         store
-            .file_claim("acme", &format!("sha-{}", rows[0].id), "a.csv", 1)
+            .file_claim(&arrival("acme", &format!("sha-{}", rows[0].id), "a.csv", 1))
             .await
             .expect("claim"),
     );
@@ -271,7 +304,7 @@ async fn insert(store: &Store, rows: &[OutboxWrite]) {
 
 async fn claim(store: &Store, sub: &str, limit: usize) -> Vec<hubsync::outbox::Due> {
     store
-        .claim_due(sub, now_ms(), limit, TEST_LEASE, &HashSet::new())
+        .claim_due(&due_at(sub, now_ms(), limit, &HashSet::new()))
         .await
         .expect("claim due")
 }
@@ -342,7 +375,7 @@ async fn due_is_lane_heads_and_a_parked_head_holds_only_its_lane(b: &Backend) {
     // In flight: not claimed again, and their lanes have nothing else due.
     let in_flight: HashSet<i64> = [a1, b1].into();
     assert!(store
-        .claim_due("s", now_ms(), 10, TEST_LEASE, &in_flight)
+        .claim_due(&due_at("s", now_ms(), 10, &in_flight))
         .await
         .expect("claim")
         .is_empty());
@@ -368,7 +401,7 @@ async fn due_is_lane_heads_and_a_parked_head_holds_only_its_lane(b: &Backend) {
         .await
         .expect("record");
     let later = store
-        .claim_due("s", now_ms() + 3_700_000, 10, TEST_LEASE, &HashSet::new())
+        .claim_due(&due_at("s", now_ms() + 3_700_000, 10, &HashSet::new()))
         .await
         .expect("claim");
     assert_eq!(later.len(), 1);
@@ -547,7 +580,12 @@ async fn console_queries(b: &Backend) {
 
 async fn rejects_are_kept_in_order(b: &Backend) {
     let store = b.open().await;
-    let file = owned(store.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
+    let file = owned(
+        store
+            .file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
+    );
     let rows: Vec<RejectRow> = (0..3)
         .map(|i| RejectRow {
             locator: format!("line {}", i + 2),
@@ -657,10 +695,16 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     let b = Backend::postgres().await;
     let (one, two) = (b.open().await, b.open().await);
     assert_ne!(one.instance(), two.instance());
-    let row = owned(one.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
+    let row = owned(
+        one.file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
+    );
     progress(&one, row.id, 7, 7, None).await;
     assert_eq!(
-        two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"),
+        two.file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
         Claim::Busy
     );
     // Renewal keeps it; then `one` goes quiet (dies) and the lease runs out.
@@ -668,11 +712,17 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     assert!(one.file_renew(row.id).await.expect("renew"));
     tokio::time::sleep(TEST_LEASE / 2 + Duration::from_millis(50)).await;
     assert_eq!(
-        two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"),
+        two.file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
         Claim::Busy
     );
     tokio::time::sleep(TEST_LEASE).await;
-    let taken = owned(two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
+    let taken = owned(
+        two.file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
+    );
     assert_eq!(
         (taken.id, taken.records_done),
         (row.id, 7),
@@ -683,7 +733,13 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     tx.upsert_state(&[state("A", 1, 1)], row.id)
         .await
         .expect("upsert");
-    match tx.file_progress(row.id, 9, &Counts::default(), None).await {
+    let progress = Progress {
+        file_id: row.id,
+        records_done: 9,
+        counts: &Counts::default(),
+        finish: None,
+    };
+    match tx.file_progress(&progress).await {
         Err(StoreError::LeaseLost { file_id }) => assert_eq!(file_id, row.id),
         other => panic!("expected LeaseLost, got {other:?}"),
     }
@@ -698,7 +754,7 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     // A release hands the file over at once.
     two.file_release(row.id).await.expect("release");
     assert!(matches!(
-        one.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"),
+        one.file_claim(&arrival("acme", "sha", "a.csv", 1)).await.expect("claim"),
         Claim::Owned(r) if r.records_done == 7
     ));
 }

@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::SubscriberMetrics;
 use crate::outbox::{AttemptOutcome, AttemptResult, Due};
-use crate::store::{now_ms, Store, StoreError, SubscriberState};
+use crate::store::{now_ms, DueClaim, Store, StoreError, SubscriberState};
 use retry::Verdict;
 pub use subscriber::{ClientIdentity, Subscriber};
 
@@ -240,7 +240,13 @@ impl Worker {
                     let skip: HashSet<i64> = unsettled.keys().copied().collect();
                     let due = self
                         .store
-                        .claim_due(&self.sub.name, now_ms(), room, self.sub.timeout * 2, &skip)
+                        .claim_due(&DueClaim {
+                            subscriber: &self.sub.name,
+                            now_ms: now_ms(),
+                            limit: room,
+                            lease: self.sub.timeout * 2,
+                            in_flight: &skip,
+                        })
                         .await?;
                     // Lanes with a request in flight or unrecorded: never two at once.
                     let mut busy: HashSet<i64> = unsettled.values().copied().collect();
@@ -271,7 +277,13 @@ impl Worker {
                         // The oldest lane head, whatever its retry time.
                         let probe = self
                             .store
-                            .claim_due(&self.sub.name, i64::MAX, 1, self.sub.timeout * 2, &HashSet::new())
+                            .claim_due(&DueClaim {
+                                subscriber: &self.sub.name,
+                                now_ms: i64::MAX,
+                                limit: 1,
+                                lease: self.sub.timeout * 2,
+                                in_flight: &HashSet::new(),
+                            })
                             .await?;
                         match probe.into_iter().next() {
                             Some(d) => {

@@ -20,15 +20,6 @@ dispatch! { Store;
     /// Open stalls (of `program`, or all), oldest deadline first.
     pub async fn journey_open(&self, program: Option<&str>, limit: i64) -> Result<Vec<TimerRow>, StoreError>;
 
-    /// Open stalls counted by program and rule, oldest first.
-    pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError>;
-
-    /// Armed timers counted by program and rule.
-    pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError>;
-
-    /// Every timer of a case, by deadline.
-    pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError>;
-
     /// Stored milestones of `program` with one of `codes` (for journey
     /// statistics), with their bodies.
     pub async fn journey_state(&self, program: &str, codes: &[&str]) -> Result<Vec<StateBody>, StoreError>;
@@ -92,20 +83,28 @@ dispatch! { Tx;
         }
     };
 
-    /// Retires the open timers of `rule` of `program`, a rule no longer
-    /// loaded: armed and stalled ones become cancelled at `now_ms`, settled
-    /// by [`crate::journey::timer::RULE_REMOVED`]. Returns how many were armed and how many stalled.
-    pub async fn journey_retire(
-        &mut self,
-        program: &str,
-        rule: &str,
-        now_ms: i64,
-    ) -> Result<(u64, u64), StoreError>;
-
     /// Records the `journey.resumed` message ids of resumed timers.
     pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {
         if resumed.is_empty() {
             return Ok(());
         }
     };
+}
+
+shared! { Store;
+    /// Open stalls counted by program and rule, oldest first.
+    pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> => reader;
+
+    /// Armed timers counted by program and rule.
+    pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> => reader;
+
+    /// Every timer of a case, by deadline.
+    pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> => reader;
+}
+
+shared! { Tx;
+    /// Retires the open timers of `rule` of `program`, a rule no longer
+    /// loaded: armed and stalled ones become cancelled at `now_ms`, settled
+    /// by [`crate::journey::timer::RULE_REMOVED`]. Returns how many were armed and how many stalled.
+    pub async fn journey_retire(&mut self, program: &str, rule: &str, now_ms: i64) -> Result<(u64, u64), StoreError> => conn;
 }

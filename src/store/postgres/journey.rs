@@ -8,9 +8,9 @@
 
 use super::{PgStore, PgTx};
 use crate::journey::timer::{
-    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED,
+    SettleKind, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED,
 };
-use crate::store::rows::{self, all, timer_cols_of, ARMED_COUNTS, OPEN_COUNTS, TIMER_COLS};
+use crate::store::rows::{self, all, timer_cols_of, TIMER_COLS};
 use crate::store::StoreError;
 
 impl PgStore {
@@ -29,31 +29,6 @@ impl PgStore {
         ))
         .bind(program)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rs, rows::timer_row)
-    }
-
-    pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
-        all(
-            &sqlx::query(OPEN_COUNTS).fetch_all(&self.pool).await?,
-            rows::stall_count,
-        )
-    }
-
-    pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
-        all(
-            &sqlx::query(ARMED_COUNTS).fetch_all(&self.pool).await?,
-            rows::armed_count,
-        )
-    }
-
-    pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> {
-        let rs = sqlx::query(&format!(
-            "SELECT {TIMER_COLS} FROM journey_timers WHERE program = $1 AND case_id = $2 ORDER BY deadline_at, id"
-        ))
-        .bind(program)
-        .bind(case_id)
         .fetch_all(&self.pool)
         .await?;
         all(&rs, rows::timer_row)
@@ -196,33 +171,6 @@ impl PgTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
-    }
-
-    pub async fn journey_retire(
-        &mut self,
-        program: &str,
-        rule: &str,
-        now_ms: i64,
-    ) -> Result<(u64, u64), StoreError> {
-        // One statement per former status, so the caller can tell timers
-        // that never fired from open stalls that will now never resume.
-        let mut n = [0u64; 2];
-        for (i, from) in [TimerStatus::Armed, TimerStatus::Stalled].into_iter().enumerate() {
-            n[i] = sqlx::query(
-                "UPDATE journey_timers SET status = $1, settled_at = $2, settled_by = $3
-                 WHERE program = $4 AND rule = $5 AND status = $6",
-            )
-            .bind(TimerStatus::Cancelled.code())
-            .bind(now_ms)
-            .bind(RULE_REMOVED)
-            .bind(program)
-            .bind(rule)
-            .bind(from.code())
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected();
-        }
-        Ok((n[0], n[1]))
     }
 
     pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {
