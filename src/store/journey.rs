@@ -106,5 +106,5 @@ shared! { Tx;
     /// Retires the open timers of `rule` of `program`, a rule no longer
     /// loaded: armed and stalled ones become cancelled at `now_ms`, settled
     /// by [`crate::journey::timer::RULE_REMOVED`]. Returns how many were armed and how many stalled.
-    pub async fn journey_retire(&mut self, program: &str, rule: &str, now_ms: i64) -> Result<(u64, u64), StoreError> => conn;
+    pub async fn journey_retire(&mut self, program: &str, rule: &str, now_ms: i64) -> Result<(u64, u64), StoreError> => tx;
 }

@@ -52,19 +52,17 @@ macro_rules! dispatch {
 
 /// Writes methods of [`Store`] or [`Tx`] whose statements are the same on
 /// both backends: the one implementation is [`shared::Sql`]'s function of
-/// the same name, handed the backend's connection for it, named after `=>`
-/// (`reader` or `writer` of a store, `conn` of a transaction). SQLite has
-/// a pool of each; PostgreSQL answers both from one pool.
+/// the same name, run on the SQLite pool named after `=>` (`reader`, or
+/// `writer` where a read must see this process's latest commit), on
+/// PostgreSQL's one pool, or on the transaction (`tx`).
 macro_rules! shared {
     ($enum:ident; $($(#[$doc:meta])* $vis:vis async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?)
         -> $ret:ty => $conn:ident;)*) => {
         impl $enum {
             $($(#[$doc])* $vis async fn $name(&self $(, $arg: $ty)*) -> $ret {
                 match self {
-                    $enum::Sqlite(b) => $crate::store::shared::Sql::<sqlx::Sqlite>::$name(b.$conn() $(, $arg)*).await,
-                    $enum::Postgres(b) => {
-                        $crate::store::shared::Sql::<sqlx::Postgres>::$name(b.$conn() $(, $arg)*).await
-                    }
+                    $enum::Sqlite(b) => $crate::store::shared::Sql(&b.$conn).$name($($arg),*).await,
+                    $enum::Postgres(b) => $crate::store::shared::Sql(&b.pool).$name($($arg),*).await,
                 }
             })*
         }
@@ -74,9 +72,11 @@ macro_rules! shared {
         impl $enum {
             $($(#[$doc])* $vis async fn $name(&mut self $(, $arg: $ty)*) -> $ret {
                 match self {
-                    $enum::Sqlite(b) => $crate::store::shared::Sql::<sqlx::Sqlite>::$name(b.$conn() $(, $arg)*).await,
+                    $enum::Sqlite(b) => {
+                        $crate::store::shared::Sql::<sqlx::Sqlite>::$name(&mut b.tx $(, $arg)*).await
+                    }
                     $enum::Postgres(b) => {
-                        $crate::store::shared::Sql::<sqlx::Postgres>::$name(b.$conn() $(, $arg)*).await
+                        $crate::store::shared::Sql::<sqlx::Postgres>::$name(&mut b.tx $(, $arg)*).await
                     }
                 }
             })*
@@ -630,12 +630,6 @@ dispatch! { Store;
 
     pub async fn subscriber_stats(&self) -> Result<Vec<SubscriberStats>, StoreError>;
 
-    /// Marks as coalesced every pending, never-attempted delivery of
-    /// `subscriber` that a later pending delivery in the same lane with the
-    /// same milestone key supersedes. With `all_lanes` false, only lanes whose
-    /// head is failing (has attempts) are considered. Returns how many.
-    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError>;
-
     /// Extends this instance's lease on a file it is processing; `false` when
     /// the lease was lost (expired and taken over).
     pub async fn file_renew(&self, file_id: i64) -> Result<bool, StoreError>;
@@ -684,6 +678,12 @@ shared! { Store;
     /// Writes a subscriber's whole state (upsert). Rare: on 410, breaker
     /// transitions and re-enable.
     pub async fn set_subscriber_state(&self, state: &SubscriberState) -> Result<(), StoreError> => writer;
+
+    /// Marks as coalesced every pending, never-attempted delivery of
+    /// `subscriber` that a later pending delivery in the same lane with the
+    /// same milestone key supersedes. With `all_lanes` false, only lanes whose
+    /// head is failing (has attempts) are considered. Returns how many.
+    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> => writer;
 
     /// Resets matching deliveries to pending, due now, attempts zero. The
     /// outbox row (webhook-id and body) is reused as is.
@@ -792,7 +792,7 @@ dispatch! { Tx;
 
 shared! { Tx;
     /// Records a missed deadline once; false when it was already recorded.
-    async fn record_missing_drop(&mut self, drop: &MissingDrop, webhook_id: Option<&str>) -> Result<bool, StoreError> => conn;
+    async fn record_missing_drop(&mut self, drop: &MissingDrop, webhook_id: Option<&str>) -> Result<bool, StoreError> => tx;
 }
 
 impl FileStatus {

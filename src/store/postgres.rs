@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use super::rows::{self, all, DELIVERY_COLS, FILE_COLS};
 use super::shared::{Dialect, Sql};
@@ -43,7 +43,8 @@ const DELIVERY_CONNECTIONS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    /// Also the pool of the shared statements (`shared!`), reads and writes.
+    pub(super) pool: PgPool,
     /// Delivery bookkeeping's own connections, with relaxed commits (see
     /// [`PgStore::open`]).
     deliveries: PgPool,
@@ -53,37 +54,17 @@ pub struct PgStore {
 }
 
 pub struct PgTx {
-    tx: Transaction<'static, Postgres>,
+    pub(super) tx: Transaction<'static, Postgres>,
     instance: String,
     lease_ms: i64,
 }
 
-impl PgStore {
-    /// The pool for the shared statements (`shared!`): one for reads and writes.
-    pub(super) fn reader(&self) -> &PgPool {
-        &self.pool
-    }
-
-    pub(super) fn writer(&self) -> &PgPool {
-        &self.pool
-    }
-}
-
-impl PgTx {
-    /// The transaction's connection, for the shared statements (`shared!`).
-    pub(super) fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
-    }
-}
-
 impl Dialect for Postgres {
-    fn rows_affected(done: &<Postgres as sqlx::Database>::QueryResult) -> u64 {
-        done.rows_affected()
-    }
-
     /// A replayed delivery may be leased by an instance still sending it;
     /// its result then no longer settles it (`record_attempts`).
     const LEASE_RESET: &'static str = ", lease_owner = NULL, lease_until = NULL";
+    /// A leased delivery is being sent: never coalesced under its sender.
+    const UNLEASED: &'static str = " AND d.lease_owner IS NULL";
 
     /// The list as an array literal, cast.
     fn deliveries_of(positions: &[i64]) -> (String, String) {
@@ -663,26 +644,4 @@ impl PgTx {
 
 // ------------------------------------------------ delivery operations (issue 6)
 
-impl PgStore {
-    /// As on SQLite: never-attempted, unleased deliveries superseded by a later
-    /// pending update of the same milestone key in the same lane.
-    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 3 WHERE subscriber = $1 AND status = 0 AND pos IN (
-                SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos
-                WHERE d.subscriber = $1 AND d.status = 0 AND o.key_hash IS NOT NULL AND d.lease_owner IS NULL
-                  AND d.attempts = 0 AND d.last_status IS NULL AND d.last_error IS NULL
-                  AND ($2 OR EXISTS (SELECT 1 FROM deliveries h WHERE h.subscriber = $1 AND h.lane = d.lane
-                                     AND h.status = 0 AND (h.attempts > 0 OR h.last_error IS NOT NULL)))
-                  AND EXISTS (SELECT 1 FROM deliveries e JOIN outbox p ON p.pos = e.pos
-                              WHERE e.subscriber = $1 AND e.lane = d.lane AND e.status = 0 AND e.pos > d.pos
-                                AND p.key_hash = o.key_hash AND p.program = o.program AND p.case_id = o.case_id
-                                AND p.milestone = o.milestone))",
-        )
-        .bind(subscriber)
-        .bind(all_lanes)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-}
+impl PgStore {}

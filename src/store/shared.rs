@@ -10,11 +10,11 @@
 //! The enums reach these through the `shared!` macro (`store/mod.rs`), which
 //! hands each call the backend's connection for it.
 
-use std::marker::PhantomData;
-
 use futures_util::StreamExt;
 use sqlx::database::HasStatementCache;
+use sqlx::postgres::PgQueryResult;
 use sqlx::query::Query;
+use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::rows::{self, all, Clause, Columns, Value, FILE_COLS, MESSAGE_SELECT, SUBSCRIBER_STATE_SELECT};
@@ -33,11 +33,15 @@ const PROGRESS: &str =
 
 /// What the shared statements need of a backend beyond standard SQL.
 pub(crate) trait Dialect: Database + HasStatementCache {
-    /// What a replay also resets on each delivery it re-queues.
-    const LEASE_RESET: &'static str;
-
-    /// How many rows a statement changed (each driver's own result type).
-    fn rows_affected(done: &Self::QueryResult) -> u64;
+    /// What a replay also resets on each delivery it re-queues (by
+    /// default nothing: no leases).
+    const LEASE_RESET: &'static str = "";
+    /// What else keeps a pending delivery from being coalesced away.
+    const UNLEASED: &'static str = "";
+    /// Index hints for the pending deliveries of a subscriber, and for a
+    /// lane (by default none: the planner picks).
+    const PENDING_INDEX: &'static str = "";
+    const LANE_INDEX: &'static str = "";
 
     /// `SELECT` of the delivery rows ([`DELIVERY_COLS`](super::rows::DELIVERY_COLS))
     /// whose position is in a list bound as one text (`$1`), by subscriber;
@@ -45,13 +49,31 @@ pub(crate) trait Dialect: Database + HasStatementCache {
     fn deliveries_of(positions: &[i64]) -> (String, String);
 }
 
-/// The shared statements of backend `DB`. Never built: its functions take
-/// the pool or connection to run on.
-pub(crate) struct Sql<DB>(PhantomData<DB>);
+/// How many rows a statement changed: each driver has its own result type.
+pub(crate) trait Affected {
+    fn rows(&self) -> u64;
+}
 
-impl<DB> Sql<DB>
+impl Affected for SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl Affected for PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// The shared statements of backend `DB`, on one of its pools; those of a
+/// transaction are associated functions taking its connection.
+pub(crate) struct Sql<'p, DB: Database>(pub &'p Pool<DB>);
+
+impl<DB> Sql<'_, DB>
 where
     DB: Dialect,
+    DB::QueryResult: Affected,
     DB::Row: Columns,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -59,6 +81,7 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> (i64, i64): FromRow<'r, DB::Row>,
 {
@@ -68,6 +91,15 @@ where
             Value::Text(s) => q.bind(s.as_str()),
             Value::Int(n) => q.bind(*n),
         })
+    }
+
+    /// Every row `q` returns, through `f`.
+    async fn all_of<'q, T>(
+        &self,
+        q: Query<'q, DB, DB::Arguments<'q>>,
+        f: fn(&DB::Row) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, StoreError> {
+        all(&q.fetch_all(self.0).await?, f)
     }
 
     // -------------------------------------------- the file ledger
@@ -90,40 +122,32 @@ where
             .transpose()?)
     }
 
-    pub async fn file_get(
-        pool: &Pool<DB>,
-        connector: &str,
-        sha256: &str,
-    ) -> Result<Option<FileRow>, StoreError> {
-        Ok(Self::file_by_key(pool, connector, sha256).await?.map(|(f, _)| f))
+    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
+        Ok(Self::file_by_key(self.0, connector, sha256)
+            .await?
+            .map(|(f, _)| f))
     }
 
-    pub async fn file_fail(pool: &Pool<DB>, file_id: i64, reason: &str) -> Result<(), StoreError> {
+    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE files SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3")
             .bind(reason)
             .bind(super::now_ms())
             .bind(file_id)
-            .execute(pool)
+            .execute(self.0)
             .await?;
         Ok(())
     }
 
-    pub async fn files(pool: &Pool<DB>, limit: i64) -> Result<Vec<FileRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {FILE_COLS} FROM files ORDER BY id DESC LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::file_row)
+    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
+        let sql = format!("SELECT {FILE_COLS} FROM files ORDER BY id DESC LIMIT $1");
+        let q = sqlx::query(&sql).bind(limit);
+        self.all_of(q, rows::file_row).await
     }
 
-    pub async fn rejects(pool: &Pool<DB>, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
-        let rows = sqlx::query("SELECT locator, col, reason FROM rejects WHERE file_id = $1 ORDER BY id")
-            .bind(file_id)
-            .fetch_all(pool)
-            .await?;
-        all(&rows, rows::reject_row)
+    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
+        let q = sqlx::query("SELECT locator, col, reason FROM rejects WHERE file_id = $1 ORDER BY id")
+            .bind(file_id);
+        self.all_of(q, rows::reject_row).await
     }
 
     /// Moves a file's checkpoint and adds a chunk's counts. With `fence`
@@ -156,13 +180,13 @@ where
             Some((owner, lease_until)) => q.bind(lease_until).bind(p.file_id).bind(owner),
             None => q.bind(p.file_id),
         };
-        Ok(DB::rows_affected(&q.execute(&mut *conn).await?))
+        Ok(q.execute(&mut *conn).await?.rows())
     }
 
     /// Every (key hash, content hash) in the state, unless there are more than `cap`.
-    pub async fn state_index(pool: &Pool<DB>, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
+    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
         let n = sqlx::query("SELECT COUNT(*) AS n FROM state")
-            .fetch_one(pool)
+            .fetch_one(self.0)
             .await?
             .int("n")?;
         if n as usize > cap {
@@ -170,7 +194,7 @@ where
         }
         let mut out = Vec::with_capacity(n as usize);
         let mut rows =
-            sqlx::query_as::<_, (i64, i64)>("SELECT key_hash, content_hash FROM state").fetch(pool);
+            sqlx::query_as::<_, (i64, i64)>("SELECT key_hash, content_hash FROM state").fetch(self.0);
         while let Some(r) = rows.next().await {
             let (k, c) = r?;
             out.push((k as u64, c as u64));
@@ -180,10 +204,7 @@ where
 
     // -------------------------------------------- remote files, expectations
 
-    pub async fn remote_file_status(
-        pool: &Pool<DB>,
-        key: &RemoteKey<'_>,
-    ) -> Result<Option<RemoteStatus>, StoreError> {
+    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> {
         let row = sqlx::query(
             "SELECT status FROM remote_files WHERE connector = $1 AND path = $2 AND size = $3 AND mtime = $4",
         )
@@ -191,7 +212,7 @@ where
         .bind(key.path)
         .bind(key.size as i64)
         .bind(i64::from(key.mtime))
-        .fetch_optional(pool)
+        .fetch_optional(self.0)
         .await?;
         Ok(row
             .map(|r| r.text("status"))
@@ -201,7 +222,7 @@ where
     }
 
     pub async fn remote_file_record(
-        pool: &Pool<DB>,
+        &self,
         key: &RemoteKey<'_>,
         sha256: &str,
         status: RemoteStatus,
@@ -219,16 +240,12 @@ where
         .bind(sha256)
         .bind(status.as_str())
         .bind(super::now_ms())
-        .execute(pool)
+        .execute(self.0)
         .await?;
         Ok(())
     }
 
-    pub async fn last_arrival(
-        pool: &Pool<DB>,
-        connector: &str,
-        until_ms: i64,
-    ) -> Result<Option<i64>, StoreError> {
+    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
             "SELECT MAX(t) AS last FROM (
                 SELECT MAX(started_at) AS t FROM files WHERE connector = $1 AND started_at <= $2
@@ -237,20 +254,18 @@ where
         )
         .bind(connector)
         .bind(until_ms)
-        .fetch_one(pool)
+        .fetch_one(self.0)
         .await?;
         Ok(row.opt_int("last")?)
     }
 
-    pub async fn missing_drops(pool: &Pool<DB>, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
+        let q = sqlx::query(
             "SELECT connector, expected_by, detected_at, last_arrival, webhook_id FROM missing_drops
              ORDER BY expected_by DESC LIMIT $1",
         )
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::missing_drop)
+        .bind(limit);
+        self.all_of(q, rows::missing_drop).await
     }
 
     /// See `Store::missing_drop`: the deadline's row, once. On a shared
@@ -272,22 +287,22 @@ where
         .bind(webhook_id)
         .execute(&mut *conn)
         .await?;
-        Ok(DB::rows_affected(&done) == 1)
+        Ok(done.rows() == 1)
     }
 
     // -------------------------------------------- delivery operations (issue 6)
 
-    pub async fn ping(pool: &Pool<DB>) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(pool).await?;
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(self.0).await?;
         Ok(())
     }
 
-    pub async fn subscriber_states(pool: &Pool<DB>) -> Result<Vec<SubscriberState>, StoreError> {
-        let rows = sqlx::query(SUBSCRIBER_STATE_SELECT).fetch_all(pool).await?;
-        all(&rows, rows::subscriber_state)
+    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> {
+        self.all_of(sqlx::query(SUBSCRIBER_STATE_SELECT), rows::subscriber_state)
+            .await
     }
 
-    pub async fn set_subscriber_state(pool: &Pool<DB>, st: &SubscriberState) -> Result<(), StoreError> {
+    pub async fn set_subscriber_state(&self, st: &SubscriberState) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO subscriber_state (subscriber, disabled_at, disabled_reason, disabled_url, parked_until, parked_reason)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -301,13 +316,39 @@ where
         .bind(st.disabled_url.as_deref())
         .bind(st.parked_until)
         .bind(st.parked_reason.as_deref())
-        .execute(pool)
+        .execute(self.0)
         .await?;
         Ok(())
     }
 
-    pub async fn replay(pool: &Pool<DB>, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        let mut tx = pool.begin().await?;
+    /// Never-attempted deliveries only (no attempt of any kind: not even a
+    /// probe, which leaves `attempts` alone but sets `last_error`): one that
+    /// was attempted may have been processed by the receiver despite the
+    /// error it answered.
+    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
+        let (pending, lane, unleased) = (DB::PENDING_INDEX, DB::LANE_INDEX, DB::UNLEASED);
+        let sql = format!(
+            "UPDATE deliveries SET status = 3 WHERE subscriber = $1 AND status = 0 AND pos IN (
+                SELECT d.pos FROM deliveries d {pending} JOIN outbox o ON o.pos = d.pos
+                WHERE d.subscriber = $1 AND d.status = 0 AND o.key_hash IS NOT NULL{unleased}
+                  AND d.attempts = 0 AND d.last_status IS NULL AND d.last_error IS NULL
+                  AND ($2 OR EXISTS (SELECT 1 FROM deliveries h {lane} WHERE h.subscriber = $1 AND h.lane = d.lane
+                                     AND h.status = 0 AND (h.attempts > 0 OR h.last_error IS NOT NULL)))
+                  AND EXISTS (SELECT 1 FROM deliveries e {lane} JOIN outbox p ON p.pos = e.pos
+                              WHERE e.subscriber = $1 AND e.lane = d.lane AND e.status = 0 AND e.pos > d.pos
+                                AND p.key_hash = o.key_hash AND p.program = o.program AND p.case_id = o.case_id
+                                AND p.milestone = o.milestone))"
+        );
+        let done = sqlx::query(&sql)
+            .bind(subscriber)
+            .bind(all_lanes)
+            .execute(self.0)
+            .await?;
+        Ok(done.rows())
+    }
+
+    pub async fn replay(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
+        let mut tx = self.0.begin().await?;
         let mut count = ReplayCount::default();
         let mut q = Clause::new("UPDATE deliveries SET status = 0, attempts = 0");
         q.push(DB::LEASE_RESET);
@@ -322,7 +363,7 @@ where
             q.push(" AND o.body IS NOT NULL");
         }
         q.push(")");
-        count.replayed = DB::rows_affected(&Self::query(&q).persistent(false).execute(&mut *tx).await?);
+        count.replayed = Self::query(&q).persistent(false).execute(&mut *tx).await?.rows();
         // Counted after the update, not before: a SQLite transaction that
         // starts with a read and then writes fails at once with SQLITE_BUSY
         // when another connection (the daemon, beside `hubsync replay` or a
@@ -345,7 +386,7 @@ where
 
     /// Dead letters and pending messages keep their body: they may still be
     /// sent. Bundled SQLite has no UPDATE … LIMIT, hence the subquery.
-    pub async fn purge_payloads(pool: &Pool<DB>, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError> {
+    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE outbox SET body = NULL WHERE pos IN (
                 SELECT o.pos FROM outbox o
@@ -355,24 +396,20 @@ where
         )
         .bind(cutoff_ms)
         .bind(limit)
-        .execute(pool)
+        .execute(self.0)
         .await?;
-        Ok(DB::rows_affected(&done))
+        Ok(done.rows())
     }
 
     /// Messages matching `clause` (after [`MESSAGE_SELECT`]'s WHERE), with
     /// their deliveries.
-    async fn messages_where(
-        pool: &Pool<DB>,
-        clause: &str,
-        binds: &[&str],
-    ) -> Result<Vec<MessageRow>, StoreError> {
+    async fn messages_where(&self, clause: &str, binds: &[&str]) -> Result<Vec<MessageRow>, StoreError> {
         let sql = format!("{MESSAGE_SELECT} {clause}");
         let mut q = sqlx::query(&sql);
         for b in binds {
             q = q.bind(*b);
         }
-        let mut out = all(&q.fetch_all(pool).await?, rows::message_row)?;
+        let mut out = all(&q.fetch_all(self.0).await?, rows::message_row)?;
         if out.is_empty() {
             return Ok(out);
         }
@@ -380,112 +417,87 @@ where
         let (sql, list) = DB::deliveries_of(&positions);
         rows::attach_deliveries(
             &mut out,
-            &sqlx::query(&sql).bind(list.as_str()).fetch_all(pool).await?,
+            &sqlx::query(&sql).bind(list.as_str()).fetch_all(self.0).await?,
         )?;
         Ok(out)
     }
 
-    pub async fn message(pool: &Pool<DB>, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        Ok(Self::messages_where(pool, "o.id = $1", &[id])
-            .await?
-            .into_iter()
-            .next())
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
+        Ok(self.messages_where("o.id = $1", &[id]).await?.into_iter().next())
     }
 
-    pub async fn case_timeline(
-        pool: &Pool<DB>,
-        program: &str,
-        case_id: &str,
-    ) -> Result<Vec<MessageRow>, StoreError> {
-        Self::messages_where(
-            pool,
+    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError> {
+        self.messages_where(
             "o.program = $1 AND o.case_id = $2 ORDER BY o.seq, o.pos",
             &[program, case_id],
         )
         .await
     }
 
-    pub async fn file_messages(
-        pool: &Pool<DB>,
-        file_id: i64,
-        limit: i64,
-    ) -> Result<Vec<MessageRow>, StoreError> {
+    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
         let (id, limit) = (file_id.to_string(), limit.to_string());
-        Self::messages_where(
-            pool,
+        self.messages_where(
             "o.file_id = CAST($1 AS BIGINT) ORDER BY o.pos LIMIT CAST($2 AS BIGINT)",
             &[&id, &limit],
         )
         .await
     }
 
-    pub async fn attempts(pool: &Pool<DB>, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+        let q = sqlx::query(
             "SELECT a.subscriber, a.attempt, a.at, a.duration_ms, a.status, a.error, a.response_excerpt
              FROM attempts a JOIN outbox o ON o.pos = a.pos WHERE o.id = $1 ORDER BY a.id",
         )
-        .bind(message_id)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::attempt_row)
+        .bind(message_id);
+        self.all_of(q, rows::attempt_row).await
     }
 
-    pub async fn dead_letters(
-        pool: &Pool<DB>,
-        subscriber: &str,
-        limit: i64,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
+        let q = sqlx::query(
             "SELECT o.id, o.program, o.case_id, o.milestone, o.seq, o.created_at, d.attempts, d.last_status, d.last_error
              FROM deliveries d JOIN outbox o ON o.pos = d.pos
              WHERE d.subscriber = $1 AND d.status = 2 ORDER BY d.pos LIMIT $2",
-        )
-        .bind(subscriber)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::dead_letter)
+        ).bind(subscriber).bind(limit);
+        self.all_of(q, rows::dead_letter).await
     }
 
     // -------------------------------------------- operator console (issue 17)
 
-    pub async fn file_summaries(pool: &Pool<DB>, fq: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
+    pub async fn file_summaries(&self, fq: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
         let q = rows::file_summaries_query(fq);
         all(
-            &Self::query(&q).persistent(false).fetch_all(pool).await?,
+            &Self::query(&q).persistent(false).fetch_all(self.0).await?,
             rows::file_summary,
         )
     }
 
-    pub async fn file_summary(pool: &Pool<DB>, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
+    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE id = $1"
         ))
         .bind(file_id)
-        .fetch_optional(pool)
+        .fetch_optional(self.0)
         .await?;
         Ok(row.as_ref().map(rows::file_summary).transpose()?)
     }
 
-    pub async fn attempt_tallies(pool: &Pool<DB>, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
+        let q = sqlx::query(
             "SELECT subscriber, COUNT(*) AS attempts,
                     COALESCE(SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END), 0) AS failed
              FROM attempts WHERE at >= $1 GROUP BY subscriber ORDER BY subscriber",
         )
-        .bind(since_ms)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::attempt_tally)
+        .bind(since_ms);
+        self.all_of(q, rows::attempt_tally).await
     }
 
     pub async fn delivery_latencies(
-        pool: &Pool<DB>,
+        &self,
         subscriber: &str,
         since_ms: i64,
         limit: i64,
     ) -> Result<Vec<Latency>, StoreError> {
-        let rows = sqlx::query(
+        let q = sqlx::query(
             "SELECT d.delivered_at, d.delivered_at - o.created_at AS latency
              FROM deliveries d JOIN outbox o ON o.pos = d.pos
              WHERE d.subscriber = $1 AND d.status = 1 AND d.delivered_at >= $2
@@ -493,32 +505,28 @@ where
         )
         .bind(subscriber)
         .bind(since_ms)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::latency)
+        .bind(limit);
+        self.all_of(q, rows::latency).await
     }
 
     /// Latest file-borne outbox rows (feed events have file id 0), newest first.
-    pub async fn recent_case_rows(pool: &Pool<DB>, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
+        let q = sqlx::query(
             "SELECT program, case_id, milestone, created_at FROM outbox WHERE file_id <> 0
              ORDER BY pos DESC LIMIT $1",
         )
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::case_ref)
+        .bind(limit);
+        self.all_of(q, rows::case_ref).await
     }
 
-    pub async fn replay_preview(pool: &Pool<DB>, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
+    pub async fn replay_preview(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
         let mut q = Clause::new(
             "SELECT COALESCE(SUM(CASE WHEN o.body IS NULL THEN 0 ELSE 1 END), 0) AS kept,
                     COALESCE(SUM(CASE WHEN o.body IS NULL THEN 1 ELSE 0 END), 0) AS purged
              FROM deliveries d JOIN outbox o ON o.pos = d.pos",
         );
         rows::replay_where(&mut q, f);
-        let row = Self::query(&q).persistent(false).fetch_one(pool).await?;
+        let row = Self::query(&q).persistent(false).fetch_one(self.0).await?;
         Ok(rows::replay_count(
             row.int("kept")?,
             row.int("purged")?,
@@ -526,7 +534,7 @@ where
         ))
     }
 
-    pub async fn audit_record(pool: &Pool<DB>, e: &AuditEntry) -> Result<(), StoreError> {
+    pub async fn audit_record(&self, e: &AuditEntry) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO console_audit (at, operator, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -535,59 +543,46 @@ where
         .bind(e.action.as_str())
         .bind(e.target.as_str())
         .bind(e.detail.as_str())
-        .execute(pool)
+        .execute(self.0)
         .await?;
         Ok(())
     }
 
-    pub async fn audit_recent(pool: &Pool<DB>, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let q = sqlx::query(
             "SELECT at, operator, action, target, detail FROM console_audit ORDER BY id DESC LIMIT $1",
         )
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::audit_entry)
+        .bind(limit);
+        self.all_of(q, rows::audit_entry).await
     }
 
     // -------------------------------------------- journey timers (issue 15)
 
     /// Open stalls per program and rule.
-    pub async fn journey_open_counts(pool: &Pool<DB>) -> Result<Vec<StallCount>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
+        let q = sqlx::query(
             "SELECT program, rule, COUNT(*) AS open, MIN(deadline_at) AS oldest FROM journey_timers WHERE status = 1
              GROUP BY program, rule ORDER BY MIN(deadline_at)",
-        )
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::stall_count)
+        );
+        self.all_of(q, rows::stall_count).await
     }
 
     /// Armed timers per program and rule.
-    pub async fn journey_armed_counts(pool: &Pool<DB>) -> Result<Vec<ArmedCount>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
+        let q = sqlx::query(
             "SELECT program, rule, COUNT(*) AS armed FROM journey_timers WHERE status = 0
              GROUP BY program, rule ORDER BY program, rule",
-        )
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::armed_count)
+        );
+        self.all_of(q, rows::armed_count).await
     }
 
-    pub async fn journey_case(
-        pool: &Pool<DB>,
-        program: &str,
-        case_id: &str,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+    pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> {
+        let sql = format!(
             "SELECT {} FROM journey_timers WHERE program = $1 AND case_id = $2 ORDER BY deadline_at, id",
             rows::TIMER_COLS
-        ))
-        .bind(program)
-        .bind(case_id)
-        .fetch_all(pool)
-        .await?;
-        all(&rows, rows::timer_row)
+        );
+        let q = sqlx::query(&sql).bind(program).bind(case_id);
+        self.all_of(q, rows::timer_row).await
     }
 
     /// One statement per former status, so the caller can tell timers that
@@ -612,7 +607,7 @@ where
             .bind(from.code())
             .execute(&mut *conn)
             .await?;
-            n[i] = DB::rows_affected(&done);
+            n[i] = done.rows();
         }
         Ok((n[0], n[1]))
     }

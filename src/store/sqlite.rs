@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 
 use super::rows::{self, all, DELIVERY_COLS};
 use super::shared::{Dialect, Sql};
@@ -26,33 +26,10 @@ mod journey;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 
-impl SqliteStore {
-    /// The pools for the shared statements (`shared!`). The reader may see
-    /// a snapshot a commit old; what must see this process's latest writes
-    /// reads on the writer.
-    pub(super) fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
-
-    pub(super) fn writer(&self) -> &SqlitePool {
-        &self.writer
-    }
-}
-
-impl SqliteTx {
-    /// The transaction's connection, for the shared statements (`shared!`).
-    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
-    }
-}
-
 impl Dialect for Sqlite {
-    fn rows_affected(done: &<Sqlite as sqlx::Database>::QueryResult) -> u64 {
-        done.rows_affected()
-    }
-
-    /// Nothing is leased: only this process sends.
-    const LEASE_RESET: &'static str = "";
+    /// Without statistics SQLite picks the primary key (see `claim_due`).
+    const PENDING_INDEX: &'static str = "INDEXED BY deliveries_pending";
+    const LANE_INDEX: &'static str = "INDEXED BY deliveries_lane";
 
     /// The list as a JSON array: one cached statement whatever its length.
     fn deliveries_of(positions: &[i64]) -> (String, String) {
@@ -121,8 +98,11 @@ fn json_ints(values: impl Iterator<Item = i64>) -> String {
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    /// The one writing connection. The shared statements (`shared!`) read
+    /// on it what must see this process's latest commit.
+    pub(super) writer: SqlitePool,
+    /// Read-only connections: a read may see a snapshot a commit old.
+    pub(super) reader: SqlitePool,
     /// Stops the background checkpoints when the last clone goes.
     checkpointer: Option<Arc<Checkpointer>>,
 }
@@ -168,7 +148,7 @@ impl Drop for Checkpointer {
 }
 
 pub struct SqliteTx {
-    tx: Transaction<'static, Sqlite>,
+    pub(super) tx: Transaction<'static, Sqlite>,
 }
 
 /// `SELECT … FROM state WHERE key_hash IN (…)`, the hashes as one JSON array.
@@ -528,30 +508,6 @@ impl SqliteStore {
         .await?;
         let now = now_ms();
         all(&rows, |r| rows::subscriber_stats(r, now))
-    }
-
-    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
-        // Never-attempted deliveries only (no attempt of any kind: not even a
-        // probe, which leaves `attempts` alone but sets `last_error`): one
-        // that was attempted may have been processed by the receiver despite
-        // the error it answered.
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 3 WHERE subscriber = ?1 AND status = 0 AND pos IN (
-                SELECT d.pos FROM deliveries d INDEXED BY deliveries_pending JOIN outbox o ON o.pos = d.pos
-                WHERE d.subscriber = ?1 AND d.status = 0 AND o.key_hash IS NOT NULL
-                  AND d.attempts = 0 AND d.last_status IS NULL AND d.last_error IS NULL
-                  AND (?2 OR EXISTS (SELECT 1 FROM deliveries h INDEXED BY deliveries_lane WHERE h.subscriber = ?1 AND h.lane = d.lane
-                                     AND h.status = 0 AND (h.attempts > 0 OR h.last_error IS NOT NULL)))
-                  AND EXISTS (SELECT 1 FROM deliveries e INDEXED BY deliveries_lane JOIN outbox p ON p.pos = e.pos
-                              WHERE e.subscriber = ?1 AND e.lane = d.lane AND e.status = 0 AND e.pos > d.pos
-                                AND p.key_hash = o.key_hash AND p.program = o.program AND p.case_id = o.case_id
-                                AND p.milestone = o.milestone))",
-        )
-        .bind(subscriber)
-        .bind(all_lanes)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
     }
 }
 
