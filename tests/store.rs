@@ -52,6 +52,7 @@ store_suite!(
     schema_newer_than_the_binary_is_refused,
     program_generations,
     console_queries,
+    operator_queries,
 );
 
 fn owned(c: Claim) -> FileRow {
@@ -575,6 +576,135 @@ async fn console_queries(b: &Backend) {
         ["replay", "login"]
     );
     assert_eq!((audit[1].operator.as_str(), audit[1].at_ms), ("Dana", t0));
+    store.close().await;
+}
+
+/// The admin API's and the watchdog's statements (one text on both
+/// backends, `store::shared`): a message and a case's timeline with their
+/// deliveries, attempts, dead letters, coalescing, payload purge,
+/// subscriber states, the remote-file ledger, arrivals and missed drops.
+async fn operator_queries(b: &Backend) {
+    use hubsync::store::{MissingDrop, RemoteKey, RemoteStatus, SubscriberState};
+    let store = b.open().await;
+    let t0 = now_ms();
+    // Lane 1: A1 then two updates of A2's key (the first superseded);
+    // lane 2: B1.
+    let mut a3 = message("A", 3, 1, &["s", "t"]);
+    a3.key_hash = 1 ^ 2;
+    let rows = [
+        message("A", 1, 1, &["s"]),
+        message("A", 2, 1, &["s", "t"]),
+        a3,
+        message("B", 1, 2, &["s"]),
+    ];
+    insert(&store, &rows).await;
+
+    let m = store
+        .message(&rows[1].id)
+        .await
+        .expect("message")
+        .expect("stored");
+    assert_eq!(
+        (m.case_id.as_str(), m.sequence, m.file.as_deref()),
+        ("A", 2, Some("a.csv"))
+    );
+    assert_eq!(
+        m.deliveries
+            .iter()
+            .map(|d| d.subscriber.as_str())
+            .collect::<Vec<_>>(),
+        ["s", "t"]
+    );
+    assert!(store.message("nope").await.expect("no message").is_none());
+    let timeline = store.case_timeline("P", "A").await.expect("timeline");
+    assert_eq!(timeline.iter().map(|m| m.sequence).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(timeline[2].deliveries.len(), 2);
+
+    // A1 is the failing head of lane 1: A2 (never attempted, superseded by
+    // A3) is coalesced for `s`; `t`'s lane is not failing. B1 is a dead letter.
+    let due = claim(&store, "s", 10).await;
+    let a1 = due.iter().find(|d| d.webhook_id == rows[0].id).expect("A1 due");
+    let b1 = due.iter().find(|d| d.webhook_id == rows[3].id).expect("B1 due");
+    store
+        .record_attempts(&[
+            result("s", a1.pos, 1, AttemptOutcome::RetryAt(now_ms() + 3_600_000)),
+            result("s", b1.pos, 1, AttemptOutcome::Failed),
+        ])
+        .await
+        .expect("record");
+    assert_eq!(store.coalesce("t", false).await.expect("coalesce t"), 0);
+    assert_eq!(store.coalesce("s", false).await.expect("coalesce s"), 1);
+    assert_eq!(store.coalesce("s", true).await.expect("again"), 0);
+    let attempts = store.attempts(&rows[0].id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].subscriber.as_str(), attempts[0].status),
+        ("s", Some(503))
+    );
+    let dead = store.dead_letters("s", 10).await.expect("dead letters");
+    assert_eq!(
+        dead.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        [rows[3].id.as_str()]
+    );
+    assert_eq!((dead[0].attempts, dead[0].last_status), (1, Some(503)));
+    // Only messages settled everywhere lose their body: B1 is a dead letter
+    // (kept), A2 is still pending for `t`, the others are pending.
+    assert_eq!(store.purge_payloads(now_ms() + 1000, 10).await.expect("purge"), 0);
+
+    assert!(store.subscriber_states().await.expect("states").is_empty());
+    let parked = SubscriberState {
+        subscriber: "s".into(),
+        parked_until: Some(t0 + 60_000),
+        parked_reason: Some("5 failures".into()),
+        ..Default::default()
+    };
+    store.set_subscriber_state(&parked).await.expect("park");
+    let gone = SubscriberState {
+        disabled_at: Some(t0),
+        disabled_reason: Some("410 Gone".into()),
+        disabled_url: Some("http://h/x".into()),
+        ..parked.clone()
+    };
+    store.set_subscriber_state(&gone).await.expect("disable");
+    assert_eq!(store.subscriber_states().await.expect("states"), [gone]);
+
+    let key = RemoteKey {
+        connector: "acme",
+        path: "/in/a.csv",
+        size: 10,
+        mtime: 7,
+    };
+    assert_eq!(store.remote_file_status(&key).await.expect("status"), None);
+    store
+        .remote_file_record(&key, "sha", RemoteStatus::Failed)
+        .await
+        .expect("record");
+    store
+        .remote_file_record(&key, "sha", RemoteStatus::Done)
+        .await
+        .expect("record again");
+    assert_eq!(
+        store.remote_file_status(&key).await.expect("status"),
+        Some(RemoteStatus::Done)
+    );
+    let last = store
+        .last_arrival("acme", now_ms() + 1000)
+        .await
+        .expect("arrival");
+    assert!(last.is_some_and(|t| t >= t0 - 1000));
+    assert_eq!(store.last_arrival("acme", t0 - 60_000).await.expect("none"), None);
+    assert_eq!(store.last_arrival("other", now_ms()).await.expect("none"), None);
+
+    let drop = MissingDrop {
+        connector: "acme".into(),
+        expected_by_ms: t0,
+        detected_at_ms: t0 + 5,
+        last_arrival_ms: last,
+        webhook_id: None,
+    };
+    assert!(store.missing_drop(&drop, None).await.expect("missing"));
+    assert!(!store.missing_drop(&drop, None).await.expect("once"));
+    assert_eq!(store.missing_drops(10).await.expect("drops"), [drop]);
     store.close().await;
 }
 
