@@ -115,10 +115,10 @@ pub fn rfc3339_ms(ms: i64) -> String {
 
 fn trigger_of(t: &TimerRow) -> TriggerRef<'_> {
     TriggerRef {
-        milestone: &t.trigger_milestone,
-        occurrence: &t.trigger_occurrence,
-        occurred_at: &t.trigger_occurred_at,
-        learned_at: rfc3339_ms(t.armed_at_ms),
+        milestone: &t.timer.trigger_milestone,
+        occurrence: &t.timer.trigger_occurrence,
+        occurred_at: &t.timer.trigger_occurred_at,
+        learned_at: rfc3339_ms(t.timer.armed_at_ms),
     }
 }
 
@@ -129,17 +129,17 @@ pub fn render_stalled(rule: &Rule, t: &TimerRow, deadline_at: &str, now_ms: i64,
         kind: "journey.stalled",
         timestamp: &detected,
         data: Stalled {
-            program: &t.program,
-            case_id: &t.case_id,
+            program: &t.timer.program,
+            case_id: &t.timer.case_id,
             milestone: "journey.stalled",
             occurred_at: deadline_at,
             rule: RuleRef::of(rule),
             trigger: trigger_of(t),
             deadline_at,
             detected_at: &detected,
-            late_by_seconds: (now_ms - t.deadline_ms).max(0) / 1000,
+            late_by_seconds: (now_ms - t.timer.deadline_ms).max(0) / 1000,
             source: Source {
-                connector: &t.connector,
+                connector: &t.timer.connector,
             },
             sequence,
         },
@@ -170,8 +170,8 @@ pub fn render_resumed(
         kind: "journey.resumed",
         timestamp: &now,
         data: Resumed {
-            program: &t.program,
-            case_id: &t.case_id,
+            program: &t.timer.program,
+            case_id: &t.timer.case_id,
             milestone: "journey.resumed",
             occurred_at: by.occurred_at,
             rule: RuleRef::of(rule),
@@ -184,7 +184,7 @@ pub fn render_resumed(
                 occurrence: by.occurrence,
                 occurred_at: by.occurred_at,
             },
-            late_by_seconds: (now_ms - t.deadline_ms).max(0) / 1000,
+            late_by_seconds: (now_ms - t.timer.deadline_ms).max(0) / 1000,
             source: Source {
                 connector: by.connector,
             },

@@ -59,17 +59,6 @@ dispatch! { Tx;
         }
     };
 
-    /// Claims up to `limit` armed timers of `program` due at `now_ms`,
-    /// earliest first. On PostgreSQL the rows are locked `FOR UPDATE SKIP
-    /// LOCKED`, so concurrent instances claim disjoint timers; the claim
-    /// ends with this transaction.
-    pub async fn journey_due(
-        &mut self,
-        program: &str,
-        now_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<TimerRow>, StoreError>;
-
     /// Marks claimed timers stalled at `now_ms`, each with its stall
     /// message's id (`None`: recorded, not sent), or cancelled when their
     /// rule is gone (`status`; settled by [`crate::journey::timer::RULE_REMOVED`]).
@@ -103,6 +92,12 @@ shared! { Store;
 }
 
 shared! { Tx;
+    /// Claims up to `limit` armed timers of `program` due at `now_ms`,
+    /// earliest first. On PostgreSQL the rows are locked `FOR UPDATE SKIP
+    /// LOCKED`, so concurrent instances claim disjoint timers; the claim
+    /// ends with this transaction.
+    pub async fn journey_due(&mut self, program: &str, now_ms: i64, limit: i64) -> Result<Vec<TimerRow>, StoreError> => tx;
+
     /// Retires the open timers of `rule` of `program`, a rule no longer
     /// loaded: armed and stalled ones become cancelled at `now_ms`, settled
     /// by [`crate::journey::timer::RULE_REMOVED`]. Returns how many were armed and how many stalled.

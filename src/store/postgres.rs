@@ -65,6 +65,9 @@ impl Dialect for Postgres {
     const LEASE_RESET: &'static str = ", lease_owner = NULL, lease_until = NULL";
     /// A leased delivery is being sent: never coalesced under its sender.
     const UNLEASED: &'static str = " AND d.lease_owner IS NULL";
+    /// Concurrent instances claim disjoint timers; a crash before commit
+    /// releases the claim.
+    const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
 
     /// The list as an array literal, cast.
     fn deliveries_of(positions: &[i64]) -> (String, String) {

@@ -18,7 +18,7 @@ use super::{
     SubscriberState, SubscriberStats,
 };
 use crate::diff::StateRow;
-use crate::journey::timer::{ArmedCount, StallCount, StateBody, TimerRow, TimerStatus};
+use crate::journey::timer::{ArmedCount, StallCount, StateBody, Timer, TimerRow, TimerStatus};
 use crate::model::Counts;
 use crate::outbox::{DeliveryStatus, Due};
 
@@ -315,15 +315,17 @@ pub(crate) fn timer_cols_of(table: &str) -> String {
 pub(crate) fn timer_row(r: &impl Columns) -> Result<TimerRow, sqlx::Error> {
     Ok(TimerRow {
         id: r.int("id")?,
-        program: r.text("program")?,
-        case_id: r.text("case_id")?,
-        rule: r.text("rule")?,
-        trigger_milestone: r.text("trigger_milestone")?,
-        trigger_occurrence: r.text("trigger_occurrence")?,
-        trigger_occurred_at: r.text("trigger_occurred_at")?,
-        connector: r.text("connector")?,
-        armed_at_ms: r.int("armed_at")?,
-        deadline_ms: r.int("deadline_at")?,
+        timer: Timer {
+            program: r.text("program")?,
+            case_id: r.text("case_id")?,
+            rule: r.text("rule")?,
+            trigger_milestone: r.text("trigger_milestone")?,
+            trigger_occurrence: r.text("trigger_occurrence")?,
+            trigger_occurred_at: r.text("trigger_occurred_at")?,
+            connector: r.text("connector")?,
+            armed_at_ms: r.int("armed_at")?,
+            deadline_ms: r.int("deadline_at")?,
+        },
         status: TimerStatus::from_code(r.int("status")?),
         fired_at_ms: r.opt_int("fired_at")?,
         settled_at_ms: r.opt_int("settled_at")?,

@@ -42,6 +42,11 @@ pub(crate) trait Dialect: Database + HasStatementCache {
     /// lane (by default none: the planner picks).
     const PENDING_INDEX: &'static str = "";
     const LANE_INDEX: &'static str = "";
+    /// Index hint for a program's due timers.
+    const TIMERS_DUE_INDEX: &'static str = "";
+    /// How a claim of due timers keeps concurrent claimers off them (by
+    /// default nothing: one writer).
+    const CLAIM_LOCK: &'static str = "";
 
     /// `SELECT` of the delivery rows ([`DELIVERY_COLS`](super::rows::DELIVERY_COLS))
     /// whose position is in a list bound as one text (`$1`), by subscriber;
@@ -583,6 +588,23 @@ where
         );
         let q = sqlx::query(&sql).bind(program).bind(case_id);
         self.all_of(q, rows::timer_row).await
+    }
+
+    pub async fn journey_due(
+        conn: &mut DB::Connection,
+        program: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<TimerRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM journey_timers {}
+             WHERE program = $1 AND status = 0 AND deadline_at <= $2 ORDER BY deadline_at, id LIMIT $3{}",
+            rows::TIMER_COLS,
+            DB::TIMERS_DUE_INDEX,
+            DB::CLAIM_LOCK
+        );
+        let q = sqlx::query(&sql).bind(program).bind(now_ms).bind(limit);
+        all(&q.fetch_all(&mut *conn).await?, rows::timer_row)
     }
 
     /// One statement per former status, so the caller can tell timers that

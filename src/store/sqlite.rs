@@ -30,6 +30,7 @@ impl Dialect for Sqlite {
     /// Without statistics SQLite picks the primary key (see `claim_due`).
     const PENDING_INDEX: &'static str = "INDEXED BY deliveries_pending";
     const LANE_INDEX: &'static str = "INDEXED BY deliveries_lane";
+    const TIMERS_DUE_INDEX: &'static str = "INDEXED BY journey_timers_due";
 
     /// The list as a JSON array: one cached statement whatever its length.
     fn deliveries_of(positions: &[i64]) -> (String, String) {

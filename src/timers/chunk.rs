@@ -85,22 +85,24 @@ pub async fn on_chunk(
     }
     let mut seqs = CaseSequences::default();
     for t in &late {
-        seqs.count(&t.program, &t.case_id);
+        seqs.count(&t.timer.program, &t.timer.case_id);
     }
     let last = tx.bump_cases(seqs.counts()).await?;
     seqs.start(&last);
     let mut out = Vec::with_capacity(late.len());
     let mut ids = Vec::with_capacity(late.len());
     for t in &late {
-        let Some(rule) = rules.rule(&t.rule) else { continue };
-        let Some(c) = by.get(&(t.case_id.as_str(), t.rule.as_str())) else {
+        let Some(rule) = rules.rule(&t.timer.rule) else {
             continue;
         };
-        let seq = seqs.take(&t.program, &t.case_id);
+        let Some(c) = by.get(&(t.timer.case_id.as_str(), t.timer.rule.as_str())) else {
+            continue;
+        };
+        let seq = seqs.take(&t.timer.program, &t.timer.case_id);
         let body = render_resumed(
             rule,
             t,
-            &local_rfc3339(t.deadline_ms, connector.time.tz),
+            &local_rfc3339(t.timer.deadline_ms, connector.time.tz),
             &ResumedByMilestone {
                 milestone: c.milestone.as_str(),
                 occurrence: &c.occurrence,
@@ -117,13 +119,13 @@ pub async fn on_chunk(
             key_hash: xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
             id,
             connector: connector.name.clone(),
-            program: t.program.clone(),
-            case_id: t.case_id.clone(),
+            program: t.timer.program.clone(),
+            case_id: t.timer.case_id.clone(),
             milestone: "journey.resumed".to_string(),
             seq,
-            lane: crate::map::key_hash(&t.program, &t.case_id, "", "").1,
+            lane: crate::map::key_hash(&t.timer.program, &t.timer.case_id, "", "").1,
             body,
-            subscribers: subscribers(config, &connector.name, &t.program, "journey.resumed"),
+            subscribers: subscribers(config, &connector.name, &t.timer.program, "journey.resumed"),
         });
     }
     tx.journey_resumed(&ids).await?;
@@ -208,10 +210,10 @@ pub async fn effects(
             for t in store.journey_case(&connector.program, case).await? {
                 match t.status {
                     TimerStatus::Stalled => {
-                        stalled.insert((t.case_id, t.rule));
+                        stalled.insert((t.timer.case_id, t.timer.rule));
                     }
                     TimerStatus::Armed => {
-                        armed.insert((t.case_id, t.rule));
+                        armed.insert((t.timer.case_id, t.timer.rule));
                     }
                     _ => {}
                 }
@@ -220,16 +222,18 @@ pub async fn effects(
     }
     let mut out = Vec::new();
     for a in &p.arms {
-        let late = a.deadline_ms <= now.timestamp_millis();
+        let late = a.timer.deadline_ms <= now.timestamp_millis();
         out.push(Effect {
-            case_id: a.case_id.clone(),
-            rule: a.rule.clone(),
+            case_id: a.timer.case_id.clone(),
+            rule: a.timer.rule.clone(),
             action: if late { Action::Fire } else { Action::Arm },
             detail: format!(
                 "{} → deadline {}{}",
-                a.trigger_milestone,
-                local_rfc3339(a.deadline_ms, connector.time.tz),
-                if late && now.timestamp_millis() - a.deadline_ms > config.journeys.horizon.as_millis() as i64
+                a.timer.trigger_milestone,
+                local_rfc3339(a.timer.deadline_ms, connector.time.tz),
+                if late
+                    && now.timestamp_millis() - a.timer.deadline_ms
+                        > config.journeys.horizon.as_millis() as i64
                 {
                     " (already past the horizon: recorded, not sent)"
                 } else {

@@ -85,15 +85,15 @@ impl PgTx {
                 }
             );
             n += sqlx::query(&sql)
-                .bind(col(|a| &a.program))
-                .bind(col(|a| &a.case_id))
-                .bind(col(|a| &a.rule))
-                .bind(col(|a| &a.trigger_milestone))
-                .bind(col(|a| &a.trigger_occurrence))
-                .bind(col(|a| &a.trigger_occurred_at))
-                .bind(col(|a| &a.connector))
-                .bind(these.iter().map(|a| a.armed_at_ms).collect::<Vec<i64>>())
-                .bind(these.iter().map(|a| a.deadline_ms).collect::<Vec<i64>>())
+                .bind(col(|a| &a.timer.program))
+                .bind(col(|a| &a.timer.case_id))
+                .bind(col(|a| &a.timer.rule))
+                .bind(col(|a| &a.timer.trigger_milestone))
+                .bind(col(|a| &a.timer.trigger_occurrence))
+                .bind(col(|a| &a.timer.trigger_occurred_at))
+                .bind(col(|a| &a.timer.connector))
+                .bind(these.iter().map(|a| a.timer.armed_at_ms).collect::<Vec<i64>>())
+                .bind(these.iter().map(|a| a.timer.deadline_ms).collect::<Vec<i64>>())
                 .execute(&mut *self.tx)
                 .await?
                 .rows_affected();
@@ -124,25 +124,6 @@ impl PgTx {
         .bind(from_armed.code())
         .bind(from_stalled.code())
         .bind(now_ms)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        all(&rs, rows::timer_row)
-    }
-
-    pub async fn journey_due(
-        &mut self,
-        program: &str,
-        now_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        let rs = sqlx::query(&format!(
-            "SELECT {TIMER_COLS} FROM journey_timers
-             WHERE program = $1 AND status = 0 AND deadline_at <= $2 ORDER BY deadline_at, id LIMIT $3
-             FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(program)
-        .bind(now_ms)
-        .bind(limit)
         .fetch_all(&mut *self.tx)
         .await?;
         all(&rs, rows::timer_row)

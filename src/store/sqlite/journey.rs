@@ -89,15 +89,15 @@ impl SqliteTx {
                         trigger_occurred_at, connector, armed_at, deadline_at, status) ",
                 );
                 q.push_values(chunk, |mut b, a| {
-                    b.push_bind(&a.program)
-                        .push_bind(&a.case_id)
-                        .push_bind(&a.rule)
-                        .push_bind(&a.trigger_milestone)
-                        .push_bind(&a.trigger_occurrence)
-                        .push_bind(&a.trigger_occurred_at)
-                        .push_bind(&a.connector)
-                        .push_bind(a.armed_at_ms)
-                        .push_bind(a.deadline_ms)
+                    b.push_bind(&a.timer.program)
+                        .push_bind(&a.timer.case_id)
+                        .push_bind(&a.timer.rule)
+                        .push_bind(&a.timer.trigger_milestone)
+                        .push_bind(&a.timer.trigger_occurrence)
+                        .push_bind(&a.timer.trigger_occurred_at)
+                        .push_bind(&a.timer.connector)
+                        .push_bind(a.timer.armed_at_ms)
+                        .push_bind(a.timer.deadline_ms)
                         .push_bind(0i64);
                 });
                 // A settled timer stays settled: the same trigger again
@@ -155,24 +155,6 @@ impl SqliteTx {
             )?);
         }
         Ok(out)
-    }
-
-    pub async fn journey_due(
-        &mut self,
-        program: &str,
-        now_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        let rs = sqlx::query(&format!(
-            "SELECT {TIMER_COLS} FROM journey_timers INDEXED BY journey_timers_due
-             WHERE program = ? AND status = 0 AND deadline_at <= ? ORDER BY deadline_at, id LIMIT ?"
-        ))
-        .bind(program)
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        all(&rs, rows::timer_row)
     }
 
     pub async fn journey_fired(
