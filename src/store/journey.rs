@@ -13,6 +13,23 @@ use crate::journey::timer::{
     ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus,
 };
 
+/// Which stored milestones [`Tx::journey_present`] looks for: those of
+/// `program` among `case_ids` whose code is one of `codes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Presence<'a> {
+    pub program: &'a str,
+    pub case_ids: &'a [&'a str],
+    pub codes: &'a [&'a str],
+}
+
+/// Open timers that [`Tx::journey_settle`] settles `kind`'s way at `now_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct Settle<'a> {
+    pub settles: &'a [TimerSettle],
+    pub kind: SettleKind,
+    pub now_ms: i64,
+}
+
 dispatch! { Store;
     /// The earliest deadline of an armed timer, any program (unix ms).
     pub async fn journey_next_due(&self) -> Result<Option<i64>, StoreError>;
@@ -28,13 +45,8 @@ dispatch! { Store;
 dispatch! { Tx;
     /// `(case_id, milestone)` of stored milestones of `program` among
     /// `case_ids` whose code is one of `codes`: what stops a rule arming.
-    pub async fn journey_present(
-        &mut self,
-        program: &str,
-        case_ids: &[&str],
-        codes: &[&str],
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        if case_ids.is_empty() || codes.is_empty() {
+    pub async fn journey_present(&mut self, q: &Presence<'_>) -> Result<Vec<(String, String)>, StoreError> {
+        if q.case_ids.is_empty() || q.codes.is_empty() {
             return Ok(Vec::new());
         }
     };
@@ -48,13 +60,8 @@ dispatch! { Tx;
 
     /// Settles the armed or stalled timers matching `settles`; returns them
     /// with their new status (a stalled one that resumed, for its event).
-    pub async fn journey_settle(
-        &mut self,
-        settles: &[TimerSettle],
-        kind: SettleKind,
-        now_ms: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        if settles.is_empty() {
+    pub async fn journey_settle(&mut self, s: &Settle<'_>) -> Result<Vec<TimerRow>, StoreError> {
+        if s.settles.is_empty() {
             return Ok(Vec::new());
         }
     };

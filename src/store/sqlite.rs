@@ -438,47 +438,34 @@ impl SqliteStore {
         // Successes are the common case: one statement per subscriber batch.
         let mut delivered: HashMap<&str, Vec<i64>> = HashMap::new();
         for r in results {
-            match r.outcome {
-                AttemptOutcome::Delivered => delivered.entry(r.subscriber.as_str()).or_default().push(r.pos),
-                AttemptOutcome::RetryAt(at) => {
-                    sqlx::query(
-                        "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?
-                         WHERE subscriber = ? AND pos = ? AND status = 0",
-                    )
-                    .bind(r.attempt as i64)
-                    .bind(at)
-                    .bind(r.http_status.map(i64::from))
-                    .bind(&r.error)
-                    .bind(&r.subscriber)
-                    .bind(r.pos)
-                    .execute(&mut *tx)
-                    .await?;
+            // The rest, one statement: a retry or a failure settles a still
+            // pending delivery (status, attempts, when next); a held attempt
+            // (a probe) only notes its answer, whatever the status.
+            let (status, next_at, held) = match r.outcome {
+                AttemptOutcome::Delivered => {
+                    delivered.entry(r.subscriber.as_str()).or_default().push(r.pos);
+                    continue;
                 }
-                AttemptOutcome::Held => {
-                    sqlx::query(
-                        "UPDATE deliveries SET last_status = ?, last_error = ? WHERE subscriber = ? AND pos = ?",
-                    )
-                    .bind(r.http_status.map(i64::from))
-                    .bind(&r.error)
-                    .bind(&r.subscriber)
-                    .bind(r.pos)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                AttemptOutcome::Failed => {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 2, attempts = ?, last_status = ?, last_error = ?
-                         WHERE subscriber = ? AND pos = ? AND status = 0",
-                    )
-                    .bind(r.attempt as i64)
-                    .bind(r.http_status.map(i64::from))
-                    .bind(&r.error)
-                    .bind(&r.subscriber)
-                    .bind(r.pos)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+                AttemptOutcome::RetryAt(at) => (None, Some(at), false),
+                AttemptOutcome::Failed => (Some(2i64), None, false),
+                AttemptOutcome::Held => (None, None, true),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = COALESCE($1, status),
+                    attempts = CASE WHEN $2 THEN attempts ELSE $3 END,
+                    next_attempt_at = COALESCE($4, next_attempt_at), last_status = $5, last_error = $6
+                 WHERE subscriber = $7 AND pos = $8 AND ($2 OR status = 0)",
+            )
+            .bind(status)
+            .bind(held)
+            .bind(r.attempt as i64)
+            .bind(next_at)
+            .bind(r.http_status.map(i64::from))
+            .bind(&r.error)
+            .bind(&r.subscriber)
+            .bind(r.pos)
+            .execute(&mut *tx)
+            .await?;
         }
         let now = now_ms();
         for (sub, positions) in delivered {

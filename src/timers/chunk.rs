@@ -19,6 +19,7 @@ use crate::outbox::journey::{render_resumed, ResumedByMilestone};
 use crate::outbox::sequence::CaseSequences;
 use crate::outbox::OutboxWrite;
 use crate::setup::{Config, Connector};
+use crate::store::journey::{Presence, Settle};
 use crate::store::{Store, StoreError, Tx};
 
 /// Applies a chunk's journey effects inside its transaction (after its
@@ -43,7 +44,11 @@ pub async fn on_chunk(
     let cases = trigger_cases(rules, &contents);
     let codes: Vec<&str> = rules.blockers.iter().map(|c| c.as_str()).collect();
     let present: HashSet<(String, String)> = tx
-        .journey_present(&connector.program, &cases, &codes)
+        .journey_present(&Presence {
+            program: &connector.program,
+            case_ids: &cases,
+            codes: &codes,
+        })
         .await?
         .into_iter()
         .collect();
@@ -57,8 +62,15 @@ pub async fn on_chunk(
         &present,
         now,
     );
-    let resumed = tx.journey_settle(&p.awaited, SettleKind::Awaited, now_ms).await?;
-    let cancelled = tx.journey_settle(&p.cancels, SettleKind::Cancel, now_ms).await?;
+    let settle = |settles, kind| Settle {
+        settles,
+        kind,
+        now_ms,
+    };
+    let resumed = tx
+        .journey_settle(&settle(&p.awaited, SettleKind::Awaited))
+        .await?;
+    let cancelled = tx.journey_settle(&settle(&p.cancels, SettleKind::Cancel)).await?;
     let armed = tx.journey_arm(&p.arms).await?;
     use std::sync::atomic::Ordering::Relaxed;
     TIMERS_ARMED.fetch_add(armed, Relaxed);

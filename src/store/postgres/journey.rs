@@ -7,9 +7,8 @@
 //! only; a crash before commit releases the claim.
 
 use super::{PgStore, PgTx};
-use crate::journey::timer::{
-    SettleKind, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED,
-};
+use crate::journey::timer::{StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED};
+use crate::store::journey::{Presence, Settle};
 use crate::store::rows::{self, all, timer_cols_of, TIMER_COLS};
 use crate::store::StoreError;
 
@@ -47,12 +46,12 @@ impl PgStore {
 }
 
 impl PgTx {
-    pub async fn journey_present(
-        &mut self,
-        program: &str,
-        case_ids: &[&str],
-        codes: &[&str],
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn journey_present(&mut self, q: &Presence<'_>) -> Result<Vec<(String, String)>, StoreError> {
+        let Presence {
+            program,
+            case_ids,
+            codes,
+        } = *q;
         Ok(sqlx::query_as(
             "SELECT case_id, milestone FROM state WHERE program = $1 AND case_id = ANY($2) AND milestone = ANY($3)",
         )
@@ -101,12 +100,12 @@ impl PgTx {
         Ok(n)
     }
 
-    pub async fn journey_settle(
-        &mut self,
-        settles: &[TimerSettle],
-        kind: SettleKind,
-        now_ms: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
+    pub async fn journey_settle(&mut self, s: &Settle<'_>) -> Result<Vec<TimerRow>, StoreError> {
+        let Settle {
+            settles,
+            kind,
+            now_ms,
+        } = *s;
         let (from_armed, from_stalled) = kind.settles_to();
         let col = |f: fn(&TimerSettle) -> &str| settles.iter().map(f).collect::<Vec<&str>>();
         let returning = timer_cols_of("t");

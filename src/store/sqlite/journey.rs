@@ -4,11 +4,20 @@
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{SqliteStore, SqliteTx, MAX_PARAMS};
-use crate::journey::timer::{
-    SettleKind, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED,
-};
+use crate::journey::timer::{StateBody, TimerArm, TimerRow, TimerStatus, RULE_REMOVED};
+use crate::store::journey::{Presence, Settle};
 use crate::store::rows::{self, all, timer_cols_of, TIMER_COLS};
 use crate::store::StoreError;
+
+/// Appends `(?, ?, …)`, one bound parameter per value.
+fn push_list(q: &mut QueryBuilder<'_, Sqlite>, values: &[&str]) {
+    q.push("(");
+    let mut sep = q.separated(", ");
+    for v in values {
+        sep.push_bind(v.to_string());
+    }
+    q.push(")");
+}
 
 impl SqliteStore {
     pub async fn journey_next_due(&self) -> Result<Option<i64>, StoreError> {
@@ -36,39 +45,28 @@ impl SqliteStore {
         let mut q =
             QueryBuilder::<Sqlite>::new("SELECT case_id, milestone, body FROM state WHERE program = ");
         q.push_bind(program.to_string());
-        q.push(" AND milestone IN (");
-        let mut sep = q.separated(", ");
-        for c in codes {
-            sep.push_bind(c.to_string());
-        }
-        q.push(")");
+        q.push(" AND milestone IN ");
+        push_list(&mut q, codes);
         let rs = q.build().fetch_all(&self.reader).await?;
         all(&rs, rows::state_body)
     }
 }
 
 impl SqliteTx {
-    pub async fn journey_present(
-        &mut self,
-        program: &str,
-        case_ids: &[&str],
-        codes: &[&str],
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn journey_present(&mut self, q: &Presence<'_>) -> Result<Vec<(String, String)>, StoreError> {
+        let Presence {
+            program,
+            case_ids,
+            codes,
+        } = *q;
         let mut out = Vec::new();
         for chunk in case_ids.chunks(MAX_PARAMS - codes.len() - 1) {
             let mut q = QueryBuilder::<Sqlite>::new("SELECT case_id, milestone FROM state WHERE program = ");
             q.push_bind(program.to_string());
-            q.push(" AND case_id IN (");
-            let mut sep = q.separated(", ");
-            for c in chunk {
-                sep.push_bind(c.to_string());
-            }
-            q.push(") AND milestone IN (");
-            let mut sep = q.separated(", ");
-            for c in codes {
-                sep.push_bind(c.to_string());
-            }
-            q.push(")");
+            q.push(" AND case_id IN ");
+            push_list(&mut q, chunk);
+            q.push(" AND milestone IN ");
+            push_list(&mut q, codes);
             out.extend(
                 q.build_query_as::<(String, String)>()
                     .persistent(false)
@@ -120,12 +118,12 @@ impl SqliteTx {
         Ok(n)
     }
 
-    pub async fn journey_settle(
-        &mut self,
-        settles: &[TimerSettle],
-        kind: SettleKind,
-        now_ms: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
+    pub async fn journey_settle(&mut self, s: &Settle<'_>) -> Result<Vec<TimerRow>, StoreError> {
+        let Settle {
+            settles,
+            kind,
+            now_ms,
+        } = *s;
         let (from_armed, from_stalled) = kind.settles_to();
         let mut out = Vec::new();
         for chunk in settles.chunks(MAX_PARAMS / 4 - 4) {
