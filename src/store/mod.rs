@@ -6,10 +6,12 @@
 //! and rejects all commit together or not at all (the Quickwit rule: the
 //! checkpoint lives in the same transaction as the output).
 //!
-//! Two backends, one implementation each ([`sqlite`], [`postgres`]), each with
-//! its own migration folder. They keep only their SQL: row mapping and the
-//! bookkeeping around queries are shared ([`rows`]), and the enums hand each
-//! call to the backend through one macro (`dispatch!`). The types the store
+//! Two backends ([`sqlite`], [`postgres`]), each with its own migration
+//! folder. They keep only the SQL that differs (multi-row writes, index
+//! hints, leases): a statement that reads the same in both dialects is
+//! written once, with `$N` placeholders, in `shared`; row mapping and the
+//! bookkeeping around queries are in `rows`. The enums hand each call to the
+//! backend (`dispatch!`) or to the shared statement (`shared!`). The types the store
 //! persists belong to the stages that make them (`diff::StateRow`,
 //! `outbox::OutboxWrite`, `journey::timer::TimerRow`, `model::Counts`, …):
 //! the store imports them, never the reverse.

@@ -312,6 +312,19 @@ pub(crate) fn timer_cols_of(table: &str) -> String {
         .join(", ")
 }
 
+/// How arming meets a timer of the same trigger: a rearm moves a still-armed
+/// one's deadline; a settled timer stays settled, so the same trigger again
+/// (a re-sent snapshot) arms nothing.
+pub(crate) fn arm_conflict(rearm: bool) -> &'static str {
+    if rearm {
+        "ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO UPDATE SET
+            trigger_occurred_at = excluded.trigger_occurred_at, deadline_at = excluded.deadline_at
+         WHERE journey_timers.status = 0"
+    } else {
+        "ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO NOTHING"
+    }
+}
+
 pub(crate) fn timer_row(r: &impl Columns) -> Result<TimerRow, sqlx::Error> {
     Ok(TimerRow {
         id: r.int("id")?,

@@ -47,11 +47,7 @@ impl PgStore {
 
 impl PgTx {
     pub async fn journey_present(&mut self, q: &Presence<'_>) -> Result<Vec<(String, String)>, StoreError> {
-        let Presence {
-            program,
-            case_ids,
-            codes,
-        } = *q;
+        let (program, case_ids, codes) = (q.program, q.case_ids, q.codes);
         Ok(sqlx::query_as(
             "SELECT case_id, milestone FROM state WHERE program = $1 AND case_id = ANY($2) AND milestone = ANY($3)",
         )
@@ -75,13 +71,8 @@ impl PgTx {
                     trigger_occurred_at, connector, armed_at, deadline_at, status)
                  SELECT u.*, 0 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                     $7::text[], $8::bigint[], $9::bigint[]) AS u
-                 ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) {}",
-                if rearm {
-                    "DO UPDATE SET trigger_occurred_at = excluded.trigger_occurred_at, deadline_at = excluded.deadline_at
-                     WHERE journey_timers.status = 0"
-                } else {
-                    "DO NOTHING"
-                }
+                 {}",
+                rows::arm_conflict(rearm)
             );
             n += sqlx::query(&sql)
                 .bind(col(|a| &a.timer.program))
@@ -101,12 +92,8 @@ impl PgTx {
     }
 
     pub async fn journey_settle(&mut self, s: &Settle<'_>) -> Result<Vec<TimerRow>, StoreError> {
-        let Settle {
-            settles,
-            kind,
-            now_ms,
-        } = *s;
-        let (from_armed, from_stalled) = kind.settles_to();
+        let (from_armed, from_stalled) = s.kind.settles_to();
+        let (settles, now_ms) = (s.settles, s.now_ms);
         let col = |f: fn(&TimerSettle) -> &str| settles.iter().map(f).collect::<Vec<&str>>();
         let returning = timer_cols_of("t");
         let rs = sqlx::query(&format!(

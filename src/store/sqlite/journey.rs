@@ -54,11 +54,7 @@ impl SqliteStore {
 
 impl SqliteTx {
     pub async fn journey_present(&mut self, q: &Presence<'_>) -> Result<Vec<(String, String)>, StoreError> {
-        let Presence {
-            program,
-            case_ids,
-            codes,
-        } = *q;
+        let (program, case_ids, codes) = (q.program, q.case_ids, q.codes);
         let mut out = Vec::new();
         for chunk in case_ids.chunks(MAX_PARAMS - codes.len() - 1) {
             let mut q = QueryBuilder::<Sqlite>::new("SELECT case_id, milestone FROM state WHERE program = ");
@@ -98,15 +94,7 @@ impl SqliteTx {
                         .push_bind(a.timer.deadline_ms)
                         .push_bind(0i64);
                 });
-                // A settled timer stays settled: the same trigger again
-                // (a re-sent snapshot) arms nothing.
-                q.push(if rearm {
-                    " ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO UPDATE SET
-                        trigger_occurred_at = excluded.trigger_occurred_at, deadline_at = excluded.deadline_at
-                      WHERE journey_timers.status = 0"
-                } else {
-                    " ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO NOTHING"
-                });
+                q.push(" ").push(rows::arm_conflict(rearm));
                 n += q
                     .build()
                     .persistent(false)
@@ -119,12 +107,8 @@ impl SqliteTx {
     }
 
     pub async fn journey_settle(&mut self, s: &Settle<'_>) -> Result<Vec<TimerRow>, StoreError> {
-        let Settle {
-            settles,
-            kind,
-            now_ms,
-        } = *s;
-        let (from_armed, from_stalled) = kind.settles_to();
+        let (from_armed, from_stalled) = s.kind.settles_to();
+        let (settles, now_ms) = (s.settles, s.now_ms);
         let mut out = Vec::new();
         for chunk in settles.chunks(MAX_PARAMS / 4 - 4) {
             let mut q =
