@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::rows::{self, all, DELIVERY_COLS};
 use super::shared::{Dialect, Sql};
@@ -79,6 +79,28 @@ fn batches<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
         rows = tail;
         Some(head)
     })
+}
+
+/// Logs attempts (their `attempts` rows), in statements of the
+/// [`BATCH_ROWS`] sizes.
+async fn log_attempts(conn: &mut SqliteConnection, results: &[&AttemptResult]) -> Result<(), StoreError> {
+    for chunk in batches(results) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(&r.subscriber)
+                .push_bind(r.pos)
+                .push_bind(r.attempt as i64)
+                .push_bind(r.at_ms)
+                .push_bind(r.duration_ms)
+                .push_bind(r.http_status.map(i64::from))
+                .push_bind(&r.error)
+                .push_bind(&r.excerpt);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// A list of integers as one JSON array: `x IN (SELECT value FROM
@@ -361,7 +383,7 @@ impl SqliteStore {
         Ok(rows.into_iter().next().flatten())
     }
 
-    /// See `Store::apply_journal`. One statement pair per outcome (a few
+    /// See `Store::apply_journal`. A few statements per outcome (a few
     /// dozen, once at start), each guarded: the attempt row only if it is
     /// not there yet; the delivery only if it is still pending at the
     /// attempt count and due time the journaled attempt saw (a replay resets
@@ -370,21 +392,18 @@ impl SqliteStore {
         let mut tx = self.writer.begin().await?;
         let mut applied = 0;
         for r in results {
-            sqlx::query(
-                "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS
-                   (SELECT 1 FROM attempts WHERE subscriber = ?1 AND pos = ?2 AND attempt = ?3 AND at = ?4)",
+            let logged: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM attempts WHERE subscriber = ? AND pos = ? AND attempt = ? AND at = ?",
             )
             .bind(&r.subscriber)
             .bind(r.pos)
             .bind(r.attempt as i64)
             .bind(r.at_ms)
-            .bind(r.duration_ms)
-            .bind(r.http_status.map(i64::from))
-            .bind(&r.error)
-            .bind(&r.excerpt)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            if logged.is_none() {
+                log_attempts(&mut tx, &[r]).await?;
+            }
             let (status, next_at, delivered_at) = match r.outcome {
                 AttemptOutcome::Delivered => (1, None, Some(r.at_ms + r.duration_ms)),
                 AttemptOutcome::RetryAt(at) => (0, Some(at), None),
@@ -419,22 +438,7 @@ impl SqliteStore {
             return Ok(());
         }
         let mut tx = self.writer.begin().await?;
-        for chunk in batches(results) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(&r.subscriber)
-                    .push_bind(r.pos)
-                    .push_bind(r.attempt as i64)
-                    .push_bind(r.at_ms)
-                    .push_bind(r.duration_ms)
-                    .push_bind(r.http_status.map(i64::from))
-                    .push_bind(&r.error)
-                    .push_bind(&r.excerpt);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
+        log_attempts(&mut tx, &results.iter().collect::<Vec<_>>()).await?;
         // Successes are the common case: one statement per subscriber batch.
         let mut delivered: HashMap<&str, Vec<i64>> = HashMap::new();
         for r in results {
