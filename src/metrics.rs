@@ -96,20 +96,14 @@ impl Metrics {
                 );
             }
         }
-        header(
+        per_subscriber(
             &mut out,
-            "hubsync_delivery_coalesced_total",
-            "counter",
+            ("hubsync_delivery_coalesced_total", "counter"),
             "Deliveries collapsed into a later update of the same milestone.",
+            self.subscribers
+                .iter()
+                .map(|(n, m)| (n.as_str(), c(&m.coalesced))),
         );
-        for (name, m) in &self.subscribers {
-            let _ = writeln!(
-                out,
-                "hubsync_delivery_coalesced_total{{subscriber=\"{}\"}} {}",
-                esc(name),
-                c(&m.coalesced)
-            );
-        }
         header(
             &mut out,
             "hubsync_delivery_latency_seconds",
@@ -141,107 +135,63 @@ impl Metrics {
                 "hubsync_delivery_latency_seconds_count{{subscriber=\"{n}\"}} {count}"
             );
         }
-        header(
+        let flag = |f: &AtomicBool| u8::from(f.load(Ordering::Relaxed));
+        per_subscriber(
             &mut out,
-            "hubsync_subscriber_breaker_open",
-            "gauge",
+            ("hubsync_subscriber_breaker_open", "gauge"),
             "1 while the circuit breaker parks the subscriber.",
-        );
-        for (name, m) in &self.subscribers {
-            let _ = writeln!(
-                out,
-                "hubsync_subscriber_breaker_open{{subscriber=\"{}\"}} {}",
-                esc(name),
-                u8::from(m.breaker_open.load(Ordering::Relaxed))
-            );
-        }
-        header(
-            &mut out,
-            "hubsync_subscriber_disabled",
-            "gauge",
-            "1 while disabled by a 410 Gone.",
-        );
-        for name in self.subscribers.keys() {
-            let disabled = states
+            self.subscribers
                 .iter()
-                .any(|s| &s.subscriber == name && s.disabled_at.is_some());
-            let _ = writeln!(
-                out,
-                "hubsync_subscriber_disabled{{subscriber=\"{}\"}} {}",
-                esc(name),
-                u8::from(disabled)
-            );
-        }
-        header(
+                .map(|(n, m)| (n.as_str(), flag(&m.breaker_open))),
+        );
+        let disabled = |name: &str| {
+            states
+                .iter()
+                .any(|s| s.subscriber == name && s.disabled_at.is_some())
+        };
+        per_subscriber(
+            &mut out,
+            ("hubsync_subscriber_disabled", "gauge"),
+            "1 while disabled by a 410 Gone.",
+            self.subscribers
+                .keys()
+                .map(|n| (n.as_str(), u8::from(disabled(n)))),
+        );
+        // Store-derived gauges, one series per subscriber with stats.
+        let gauge = |out: &mut String, name, help, v: &dyn Fn(&SubscriberStats) -> f64| {
+            let rows = stats.iter().map(|s| (s.subscriber.as_str(), v(s)));
+            per_subscriber(out, (name, "gauge"), help, rows);
+        };
+        gauge(
             &mut out,
             "hubsync_delivery_backlog",
-            "gauge",
             "Pending deliveries.",
+            &|s| s.pending as f64,
         );
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "hubsync_delivery_backlog{{subscriber=\"{}\"}} {}",
-                esc(&s.subscriber),
-                s.pending
-            );
-        }
-        header(
+        gauge(
             &mut out,
             "hubsync_delivery_oldest_pending_age_seconds",
-            "gauge",
             "Age of the oldest pending delivery (0 when none).",
+            &|s| s.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0,
         );
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "hubsync_delivery_oldest_pending_age_seconds{{subscriber=\"{}\"}} {}",
-                esc(&s.subscriber),
-                s.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0
-            );
-        }
-        header(
+        gauge(
             &mut out,
             "hubsync_delivery_failing",
-            "gauge",
             "Pending deliveries whose last attempt failed (being retried).",
+            &|s| s.failing as f64,
         );
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "hubsync_delivery_failing{{subscriber=\"{}\"}} {}",
-                esc(&s.subscriber),
-                s.failing
-            );
-        }
-        header(
+        gauge(
             &mut out,
             "hubsync_delivery_dead_letters",
-            "gauge",
             "Deliveries failed for good (replayable).",
+            &|s| s.failed as f64,
         );
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "hubsync_delivery_dead_letters{{subscriber=\"{}\"}} {}",
-                esc(&s.subscriber),
-                s.failed
-            );
-        }
-        header(
+        gauge(
             &mut out,
             "hubsync_deliveries_delivered",
-            "gauge",
             "Deliveries settled as delivered (stored).",
+            &|s| s.delivered as f64,
         );
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "hubsync_deliveries_delivered{{subscriber=\"{}\"}} {}",
-                esc(&s.subscriber),
-                s.delivered
-            );
-        }
         header(
             &mut out,
             "hubsync_payloads_purged_total",
@@ -314,6 +264,19 @@ fn per_rule<'a>(
             esc(program),
             esc(rule)
         );
+    }
+}
+
+/// One metric (`name`, `kind`) with a sample per subscriber.
+fn per_subscriber<'a, V: std::fmt::Display>(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    rows: impl Iterator<Item = (&'a str, V)>,
+) {
+    header(out, name, kind, help);
+    for (subscriber, value) in rows {
+        let _ = writeln!(out, "{name}{{subscriber=\"{}\"}} {value}", esc(subscriber));
     }
 }
 

@@ -484,6 +484,57 @@ async fn fire_due_respects_the_injected_clock_on_both_backends() {
     }
 }
 
+/// Journey statistics from the stored state, on both backends: approved →
+/// shipped per payer, p50 and p90 by nearest rank over whole days (a
+/// date-only value counts from the end of its day on both sides), cases
+/// outside the window left out, and a case with no shipment not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journey_statistics_come_from_the_stored_state_on_both_backends() {
+    for pg in [false, true] {
+        let db = if pg {
+            Some(support::PgDb::create().await)
+        } else {
+            None
+        };
+        let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
+        if let Some(db) = &db {
+            use_postgres(&hub, &db.url);
+        }
+        // Aetna: shipped 1..=10 days after approval (11/01/2026); Cigna:
+        // 3 and 5 days; one Aetna case never ships; one shipped long ago.
+        let mut rows: Vec<String> = (1..=10)
+            .map(|d| shipped(&format!("A-{d}"), "11/01/2026", &format!("11/{:02}/2026", 1 + d)))
+            .collect();
+        for (case, ship) in [("C-1", "11/04/2026"), ("C-2", "11/06/2026")] {
+            rows.push(shipped(case, "11/01/2026", ship).replace("Aetna", "Cigna"));
+        }
+        rows.push(approved("A-none", "11/01/2026"));
+        rows.push(shipped("A-old", "01/01/2020", "01/11/2020"));
+        let (_config, store) = process_in_process(&hub, &rows).await;
+        let tz: chrono_tz::Tz = "America/New_York".parse().expect("zone");
+        let since = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("rfc3339")
+            .with_timezone(&chrono::Utc);
+        let stats = hubsync::timers::stats::compute(&store, &[("ACME-ONC".into(), tz)], since)
+            .await
+            .expect("stats");
+        let shipped: Vec<_> = stats.iter().filter(|s| s.pair == "approved→shipped").collect();
+        let got: Vec<(&str, usize, f64, f64)> = shipped
+            .iter()
+            .map(|s| (s.payer.as_str(), s.cases, s.p50_hours, s.p90_hours))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("Aetna", 10, 5.0 * 24.0, 9.0 * 24.0),
+                ("Cigna", 2, 3.0 * 24.0, 5.0 * 24.0)
+            ],
+            "pg={pg}: {stats:?}"
+        );
+        store.close().await;
+    }
+}
+
 /// Two rules on one trigger: `gone-soon` (1 s, removed later) and `kept`
 /// (72 h, a rule that stays).
 fn two_rules(hub: &Hub, rules: &[&str]) {

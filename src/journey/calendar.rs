@@ -117,70 +117,38 @@ mod tests {
     }
 
     #[test]
-    fn business_days_skip_the_weekend() {
-        // Friday 2026-11-20 10:00 EST + 1 business day = Monday 10:00 EST.
-        let none = BTreeSet::new();
-        assert_eq!(
-            add_business_days(utc("2026-11-20T15:00:00Z"), 1, ny(), &none),
-            utc("2026-11-23T15:00:00Z")
-        );
-        // + 5 from Friday: the next Friday.
-        assert_eq!(
-            add_business_days(utc("2026-11-20T15:00:00Z"), 5, ny(), &none),
-            utc("2026-11-27T15:00:00Z")
-        );
-        // An anchor on Saturday counts from Monday 00:00: + 1 is Tuesday 00:00.
-        assert_eq!(
-            add_business_days(utc("2026-11-21T15:00:00Z"), 1, ny(), &none),
-            utc("2026-11-24T05:00:00Z")
-        );
-    }
-
-    #[test]
-    fn business_days_skip_holidays() {
-        // Thanksgiving 2026-11-26 is a holiday: Wednesday + 1 is Friday.
-        let h: BTreeSet<NaiveDate> = [date("2026-11-26")].into_iter().collect();
-        assert_eq!(
-            add_business_days(utc("2026-11-25T15:00:00Z"), 1, ny(), &h),
-            utc("2026-11-27T15:00:00Z")
-        );
-        // Wednesday + 3 over the holiday and the weekend: Tuesday.
-        assert_eq!(
-            add_business_days(utc("2026-11-25T15:00:00Z"), 3, ny(), &h),
-            utc("2026-12-01T15:00:00Z")
-        );
-        // Anchored on the holiday itself: from Friday 00:00.
-        assert_eq!(
-            add_business_days(utc("2026-11-26T15:00:00Z"), 1, ny(), &h),
-            utc("2026-11-30T05:00:00Z")
-        );
-    }
-
-    #[test]
-    fn business_days_keep_local_time_across_dst() {
-        let none = BTreeSet::new();
-        // Friday 2026-03-06 10:00 EST (15:00Z); clocks spring forward on
-        // Sunday 03-08: Monday 10:00 is EDT, 14:00Z (23 hours of elapsed
-        // weekend fewer than without the change).
-        assert_eq!(
-            add_business_days(utc("2026-03-06T15:00:00Z"), 1, ny(), &none),
-            utc("2026-03-09T14:00:00Z")
-        );
-        // Autumn: Friday 2026-10-30 10:00 EDT (14:00Z) → Monday 11-02 10:00 EST (15:00Z).
-        assert_eq!(
-            add_business_days(utc("2026-10-30T14:00:00Z"), 1, ny(), &none),
-            utc("2026-11-02T15:00:00Z")
-        );
+    fn business_days_skip_weekends_and_holidays_and_keep_local_time_across_dst() {
+        const NONE: &[&str] = &[];
+        const THANKSGIVING: &[&str] = &["2026-11-26"];
+        // (holidays, anchor, business days, deadline): instants in 2026, UTC
+        // hours, counted in New York.
+        let cases = [
+            (NONE, "11-20T15", 1, "11-23T15"), // Friday 10:00 EST + 1: Monday 10:00
+            (NONE, "11-20T15", 5, "11-27T15"), // + 5 from Friday: the next Friday
+            (NONE, "11-21T15", 1, "11-24T05"), // from Saturday: Monday 00:00 + 1
+            (THANKSGIVING, "11-25T15", 1, "11-27T15"), // Wednesday + 1: Friday
+            (THANKSGIVING, "11-25T15", 3, "12-01T15"), // over the holiday and the weekend
+            (THANKSGIVING, "11-26T15", 1, "11-30T05"), // from the holiday: Friday 00:00 + 1
+            // Clocks spring forward on Sunday 03-08: Monday 10:00 is EDT.
+            (NONE, "03-06T15", 1, "03-09T14"),
+            // And fall back on Sunday 11-01: Monday 10:00 is EST again.
+            (NONE, "10-30T14", 1, "11-02T15"),
+        ];
+        let at = |s: &str| utc(&format!("2026-{s}:00:00Z"));
+        for (holidays, anchor, days, expected) in cases {
+            let h: BTreeSet<NaiveDate> = holidays.iter().map(|d| date(d)).collect();
+            assert_eq!(
+                add_business_days(at(anchor), days, ny(), &h),
+                at(expected),
+                "{anchor} + {days} business days, holidays {holidays:?}"
+            );
+        }
         // Calendar hours are elapsed time: 72h over the spring change is
         // 72 real hours (local time moves from 10:00 to 11:00).
+        let hours_72 = Deadline::Calendar(std::time::Duration::from_secs(72 * 3600));
         assert_eq!(
-            deadline_from(
-                utc("2026-03-06T15:00:00Z"),
-                Deadline::Calendar(std::time::Duration::from_secs(72 * 3600)),
-                ny(),
-                &none
-            ),
-            utc("2026-03-09T15:00:00Z")
+            deadline_from(at("03-06T15"), hours_72, ny(), &BTreeSet::new()),
+            at("03-09T15")
         );
     }
 

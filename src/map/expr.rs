@@ -125,6 +125,13 @@ fn excel_serial(s: &str) -> Option<NaiveDate> {
     epoch.checked_add_signed(chrono::Duration::days(days))
 }
 
+/// `a<sep>b<sep>c`, exactly three parts.
+fn three_parts(b: &[u8], sep: u8) -> Option<(&[u8], &[u8], &[u8])> {
+    let mut it = b.split(|c| *c == sep);
+    let parts = (it.next()?, it.next()?, it.next()?);
+    it.next().is_none().then_some(parts)
+}
+
 /// Parses 1-2 digits (`max_len` 2) or exactly 4 digits (`max_len` 4).
 fn digits_n(s: &[u8], min: usize, max: usize) -> Option<u32> {
     if s.len() < min || s.len() > max || !s.iter().all(u8::is_ascii_digit) {
@@ -140,22 +147,12 @@ impl FastDate {
             FastDate::None => return None,
             FastDate::ExcelSerial => return excel_serial(s),
             FastDate::MonthDayYear => {
-                let mut it = b.split(|c| *c == b'/');
-                let (m, d, y) = (it.next()?, it.next()?, it.next()?);
-                if it.next().is_some() {
-                    return None;
-                }
-                (digits_n(y, 4, 4)?, digits_n(m, 1, 2)?, digits_n(d, 1, 2)?)
+                let (m, d, y) = three_parts(b, b'/')?;
+                (y, m, d)
             }
-            FastDate::YearMonthDay => {
-                let mut it = b.split(|c| *c == b'-');
-                let (y, m, d) = (it.next()?, it.next()?, it.next()?);
-                if it.next().is_some() {
-                    return None;
-                }
-                (digits_n(y, 4, 4)?, digits_n(m, 1, 2)?, digits_n(d, 1, 2)?)
-            }
+            FastDate::YearMonthDay => three_parts(b, b'-')?,
         };
+        let (y, m, d) = (digits_n(y, 4, 4)?, digits_n(m, 1, 2)?, digits_n(d, 1, 2)?);
         NaiveDate::from_ymd_opt(y as i32, m, d)
     }
 }
@@ -1435,20 +1432,21 @@ mod tests {
 
     #[test]
     fn redact_keeps_shape_only() {
-        assert_eq!(
-            redact("Smith, J 1234"),
-            "<5 mixed-case letters, 1 letter 4 digits>"
-        );
-        assert_eq!(redact("PAS"), "<3 letters>");
-        assert_eq!(redact("pas"), "<3 lowercase letters>");
-        assert_eq!(redact("11/17/2026"), "<2 digits/2 digits/4 digits>");
-        assert_eq!(
-            redact("2026-11-17T10:00"),
-            "<4 digits-2 digits-2 digits+1 letter+2 digits:2 digits>"
-        );
-        assert_eq!(redact("PA1"), "<2 letters+1 digit>");
-        assert_eq!(redact("a\tb"), "<1 lowercase letter\\t1 lowercase letter>");
-        assert_eq!(redact(""), "<empty>");
+        for (value, shape) in [
+            ("Smith, J 1234", "<5 mixed-case letters, 1 letter 4 digits>"),
+            ("PAS", "<3 letters>"),
+            ("pas", "<3 lowercase letters>"),
+            ("11/17/2026", "<2 digits/2 digits/4 digits>"),
+            (
+                "2026-11-17T10:00",
+                "<4 digits-2 digits-2 digits+1 letter+2 digits:2 digits>",
+            ),
+            ("PA1", "<2 letters+1 digit>"),
+            ("a\tb", "<1 lowercase letter\\t1 lowercase letter>"),
+            ("", "<empty>"),
+        ] {
+            assert_eq!(redact(value), shape, "{value:?}");
+        }
         let long = redact(&"9".repeat(100));
         assert_eq!(long, "<64 digits…>");
         // Nothing of the value itself survives: no letter or digit but the counts.

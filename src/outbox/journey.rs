@@ -57,41 +57,41 @@ struct Envelope<'a, D: Serialize> {
     data: D,
 }
 
+/// The data of both journey events: the case, the rule, the trigger and the
+/// deadline, then what is particular to the kind (`detail`, flattened in
+/// place so the field order of the body stays as documented), then how late,
+/// where from and the case sequence.
 #[derive(Serialize)]
-struct Stalled<'a> {
+struct Event<'a, D: Serialize> {
     program: &'a str,
     case_id: &'a str,
     milestone: &'static str,
-    /// The stall happened at the deadline.
+    /// `journey.stalled`: the deadline. `journey.resumed`: when the awaited
+    /// milestone says it happened.
     occurred_at: &'a str,
     rule: RuleRef<'a>,
     trigger: TriggerRef<'a>,
     deadline_at: &'a str,
-    detected_at: &'a str,
-    /// How late the case was when the stall was found, in seconds.
+    #[serde(flatten)]
+    detail: D,
+    /// Stalled: how late the case was when the stall was found. Resumed: how
+    /// long after the deadline the awaited milestone was stored. Seconds.
     late_by_seconds: i64,
     source: Source<'a>,
     sequence: i64,
 }
 
 #[derive(Serialize)]
+struct Stalled<'a> {
+    detected_at: &'a str,
+}
+
+#[derive(Serialize)]
 struct Resumed<'a> {
-    program: &'a str,
-    case_id: &'a str,
-    milestone: &'static str,
-    /// When the awaited milestone says it happened.
-    occurred_at: &'a str,
-    rule: RuleRef<'a>,
-    trigger: TriggerRef<'a>,
-    deadline_at: &'a str,
     /// The `journey.stalled` event this ends.
     stalled_id: &'a str,
     stalled_at: String,
     resumed_by: ResumedBy<'a>,
-    /// How long after the deadline the awaited milestone was stored, in seconds.
-    late_by_seconds: i64,
-    source: Source<'a>,
-    sequence: i64,
 }
 
 #[derive(Serialize)]
@@ -122,29 +122,57 @@ fn trigger_of(t: &TimerRow) -> TriggerRef<'_> {
     }
 }
 
-/// The body of a `journey.stalled` event for timer `t`, found at `now_ms`.
-pub fn render_stalled(rule: &Rule, t: &TimerRow, deadline_at: &str, now_ms: i64, sequence: i64) -> String {
-    let detected = rfc3339_ms(now_ms);
+/// What differs between the two kinds of journey event, besides `detail`.
+struct Kind<'a, D> {
+    kind: &'static str,
+    occurred_at: &'a str,
+    connector: &'a str,
+    detail: D,
+}
+
+/// Renders one journey event about timer `t`, at `now_ms` (`now` in RFC 3339).
+fn render<D: Serialize>(
+    k: Kind<'_, D>,
+    rule: &Rule,
+    t: &TimerRow,
+    deadline_at: &str,
+    now_ms: i64,
+    now: &str,
+    sequence: i64,
+) -> String {
     serde_json::to_string(&Envelope {
-        kind: "journey.stalled",
-        timestamp: &detected,
-        data: Stalled {
+        kind: k.kind,
+        timestamp: now,
+        data: Event {
             program: &t.timer.program,
             case_id: &t.timer.case_id,
-            milestone: "journey.stalled",
-            occurred_at: deadline_at,
+            milestone: k.kind,
+            occurred_at: k.occurred_at,
             rule: RuleRef::of(rule),
             trigger: trigger_of(t),
             deadline_at,
-            detected_at: &detected,
+            detail: k.detail,
             late_by_seconds: (now_ms - t.timer.deadline_ms).max(0) / 1000,
             source: Source {
-                connector: &t.timer.connector,
+                connector: k.connector,
             },
             sequence,
         },
     })
     .expect("a body of strings and numbers always serializes")
+}
+
+/// The body of a `journey.stalled` event for timer `t`, found at `now_ms`:
+/// the stall happened at the deadline.
+pub fn render_stalled(rule: &Rule, t: &TimerRow, deadline_at: &str, now_ms: i64, sequence: i64) -> String {
+    let now = rfc3339_ms(now_ms);
+    let kind = Kind {
+        kind: "journey.stalled",
+        occurred_at: deadline_at,
+        connector: &t.timer.connector,
+        detail: Stalled { detected_at: &now },
+    };
+    render(kind, rule, t, deadline_at, now_ms, &now, sequence)
 }
 
 /// What resumed a stalled timer.
@@ -165,18 +193,11 @@ pub fn render_resumed(
     now_ms: i64,
     sequence: i64,
 ) -> String {
-    let now = rfc3339_ms(now_ms);
-    serde_json::to_string(&Envelope {
+    let kind = Kind {
         kind: "journey.resumed",
-        timestamp: &now,
-        data: Resumed {
-            program: &t.timer.program,
-            case_id: &t.timer.case_id,
-            milestone: "journey.resumed",
-            occurred_at: by.occurred_at,
-            rule: RuleRef::of(rule),
-            trigger: trigger_of(t),
-            deadline_at,
+        occurred_at: by.occurred_at,
+        connector: by.connector,
+        detail: Resumed {
             stalled_id: t.stalled_webhook.as_deref().unwrap_or(""),
             stalled_at: t.fired_at_ms.map(rfc3339_ms).unwrap_or_default(),
             resumed_by: ResumedBy {
@@ -184,12 +205,7 @@ pub fn render_resumed(
                 occurrence: by.occurrence,
                 occurred_at: by.occurred_at,
             },
-            late_by_seconds: (now_ms - t.timer.deadline_ms).max(0) / 1000,
-            source: Source {
-                connector: by.connector,
-            },
-            sequence,
         },
-    })
-    .expect("a body of strings and numbers always serializes")
+    };
+    render(kind, rule, t, deadline_at, now_ms, &rfc3339_ms(now_ms), sequence)
 }

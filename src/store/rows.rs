@@ -356,6 +356,11 @@ pub(crate) fn state_body(r: &impl Columns) -> Result<StateBody, sqlx::Error> {
     })
 }
 
+/// Open stalls per program and rule (walks `journey_timers_open`).
+pub(crate) const OPEN_COUNTS: &str =
+    "SELECT program, rule, COUNT(*) AS open, MIN(deadline_at) AS oldest FROM journey_timers WHERE status = 1
+     GROUP BY program, rule ORDER BY MIN(deadline_at)";
+
 pub(crate) fn stall_count(r: &impl Columns) -> Result<StallCount, sqlx::Error> {
     Ok(StallCount {
         program: r.text("program")?,
@@ -364,6 +369,11 @@ pub(crate) fn stall_count(r: &impl Columns) -> Result<StallCount, sqlx::Error> {
         oldest_deadline_ms: r.int("oldest")?,
     })
 }
+
+/// Armed timers per program and rule (walks `journey_timers_armed`).
+pub(crate) const ARMED_COUNTS: &str =
+    "SELECT program, rule, COUNT(*) AS armed FROM journey_timers WHERE status = 0
+     GROUP BY program, rule ORDER BY program, rule";
 
 pub(crate) fn armed_count(r: &impl Columns) -> Result<ArmedCount, sqlx::Error> {
     Ok(ArmedCount {

@@ -565,19 +565,13 @@ where
 
     /// Open stalls per program and rule.
     pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
-        let q = sqlx::query(
-            "SELECT program, rule, COUNT(*) AS open, MIN(deadline_at) AS oldest FROM journey_timers WHERE status = 1
-             GROUP BY program, rule ORDER BY MIN(deadline_at)",
-        );
+        let q = sqlx::query(rows::OPEN_COUNTS);
         self.all_of(q, rows::stall_count).await
     }
 
     /// Armed timers per program and rule.
     pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
-        let q = sqlx::query(
-            "SELECT program, rule, COUNT(*) AS armed FROM journey_timers WHERE status = 0
-             GROUP BY program, rule ORDER BY program, rule",
-        );
+        let q = sqlx::query(rows::ARMED_COUNTS);
         self.all_of(q, rows::armed_count).await
     }
 

@@ -200,11 +200,14 @@ pub async fn effects(
     let mut armed: HashSet<(String, String)> = HashSet::new();
     if let Some(store) = store {
         let codes: Vec<&str> = rules.blockers.iter().map(|c| c.as_str()).collect();
-        for r in store.journey_state(&connector.program, &codes).await? {
+        let mut visit = |r: crate::journey::timer::StateBody| {
             if cases.contains(r.case_id.as_str()) {
                 present.insert((r.case_id, r.milestone));
             }
-        }
+        };
+        store
+            .journey_state_each(&connector.program, &codes, &mut visit)
+            .await?;
     }
     let now = Utc::now();
     let p = plan(rules, &connector.name, connector.time.tz, deltas, &present, now);

@@ -42,8 +42,64 @@ pub const PAIRS: &[Pair] = &[
     },
 ];
 
-/// Per case: the earliest instant of each code, and the payer it names.
-type CaseTimes = (HashMap<MilestoneCode, DateTime<Utc>>, Option<String>);
+/// The one case being folded: the rows of a case arrive together, so only
+/// this case's instants are held, never the program's.
+#[derive(Default)]
+struct CaseFold {
+    case_id: String,
+    /// The earliest instant of each code of the case.
+    times: HashMap<MilestoneCode, DateTime<Utc>>,
+    /// The payer its milestones name (the first that does).
+    payer: Option<String>,
+}
+
+/// What statistics read of a stored body: two fields, borrowed.
+#[derive(serde::Deserialize)]
+struct Facts<'a> {
+    #[serde(borrow, default)]
+    occurred_at: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    attributes: Option<Attributes>,
+}
+
+#[derive(serde::Deserialize)]
+struct Attributes {
+    /// Any JSON; only a string names a payer.
+    #[serde(default)]
+    payer: Option<serde_json::Value>,
+}
+
+/// Hours between pairs, per payer and pair: one `f64` per case and pair.
+type Samples = BTreeMap<(String, &'static str), Vec<f64>>;
+
+impl CaseFold {
+    /// Adds the case's pair samples to `samples` and starts afresh.
+    fn flush(&mut self, since: DateTime<Utc>, samples: &mut Samples) {
+        for pair in PAIRS {
+            let from = pair.from.iter().filter_map(|c| self.times.get(c)).min();
+            let to = pair
+                .to
+                .iter()
+                .filter_map(|c| self.times.get(c))
+                .filter(|t| Some(*t) >= from)
+                .min();
+            if let (Some(from), Some(to)) = (from, to) {
+                if *to >= since {
+                    let payer = self.payer.as_deref().unwrap_or("unknown");
+                    let hours = (*to - *from).num_seconds() as f64 / 3600.0;
+                    match samples.get_mut(&(payer.to_string(), pair.name)) {
+                        Some(v) => v.push(hours),
+                        None => {
+                            samples.insert((payer.to_string(), pair.name), vec![hours]);
+                        }
+                    }
+                }
+            }
+        }
+        self.times.clear();
+        self.payer = None;
+    }
+}
 
 /// One line of the statistics.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -84,52 +140,35 @@ pub async fn compute(
     codes.dedup();
     let mut out = Vec::new();
     for (program, tz) in programs {
-        let rows = store.journey_state(program, &codes).await?;
-        // Per case: the earliest instant of each code, and a payer.
-        let mut cases: HashMap<String, CaseTimes> = HashMap::new();
-        for r in rows {
+        let mut samples = Samples::new();
+        let mut case = CaseFold::default();
+        let mut visit = |r: crate::journey::timer::StateBody| {
+            if r.case_id != case.case_id {
+                case.flush(since, &mut samples);
+                case.case_id = r.case_id;
+            }
             let Some(code) = MilestoneCode::parse(&r.milestone) else {
-                continue;
+                return;
             };
-            let Ok(body) = serde_json::from_str::<serde_json::Value>(&r.body) else {
-                continue;
+            let Ok(facts) = serde_json::from_str::<Facts>(&r.body) else {
+                return;
             };
-            let Some(at) = body["occurred_at"]
-                .as_str()
-                .and_then(|s| occurred_instant(s, *tz))
-            else {
-                continue;
+            let Some(at) = facts.occurred_at.and_then(|s| occurred_instant(&s, *tz)) else {
+                return;
             };
-            let entry = cases.entry(r.case_id).or_default();
-            let t = entry.0.entry(code).or_insert(at);
+            let t = case.times.entry(code).or_insert(at);
             if at < *t {
                 *t = at;
             }
-            if entry.1.is_none() {
-                entry.1 = body["attributes"]["payer"].as_str().map(str::to_string);
+            if case.payer.is_none() {
+                case.payer = facts
+                    .attributes
+                    .and_then(|a| a.payer)
+                    .and_then(|p| p.as_str().map(str::to_string));
             }
-        }
-        let mut samples: BTreeMap<(String, &'static str), Vec<f64>> = BTreeMap::new();
-        for (times, payer) in cases.values() {
-            for pair in PAIRS {
-                let from = pair.from.iter().filter_map(|c| times.get(c)).min();
-                let to = pair
-                    .to
-                    .iter()
-                    .filter_map(|c| times.get(c))
-                    .filter(|t| Some(*t) >= from)
-                    .min();
-                if let (Some(from), Some(to)) = (from, to) {
-                    if *to >= since {
-                        let hours = (*to - *from).num_seconds() as f64 / 3600.0;
-                        samples
-                            .entry((payer.clone().unwrap_or_else(|| "unknown".into()), pair.name))
-                            .or_default()
-                            .push(hours);
-                    }
-                }
-            }
-        }
+        };
+        store.journey_state_each(program, &codes, &mut visit).await?;
+        case.flush(since, &mut samples);
         for ((payer, pair), mut v) in samples {
             v.sort_by(|a, b| a.total_cmp(b));
             out.push(PairStats {

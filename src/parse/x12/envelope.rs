@@ -139,6 +139,19 @@ struct OpenSt {
     error: Option<String>,
 }
 
+impl OpenSt {
+    /// Records the set's first error: its reason and, when the file is
+    /// acknowledged, its 999 code (`note`). Later errors add nothing.
+    fn broken(&mut self, acknowledge: bool, note: impl FnOnce(), reason: impl FnOnce() -> String) {
+        if self.error.is_none() {
+            if acknowledge {
+                note();
+            }
+            self.error = Some(reason());
+        }
+    }
+}
+
 /// Pass 1: checks every envelope of the file at `path`.
 pub fn validate(path: &Path, fmt: &X12Format) -> Result<Verdicts, ParseError> {
     let file = file_label(path);
@@ -269,11 +282,12 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, v: &mut Verdicts) -> Resul
             if id != b"SE" && id != b"HL" && id != b"ST" && id != b"GE" && id != b"IEA" && id != b"ISA" {
                 s.segments += 1;
                 if !(2..=3).contains(&id.len()) || !id.iter().all(u8::is_ascii_alphanumeric) {
-                    if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_segment(v, id, s.segments, "1", None);
-                    }
-                    s.error
-                        .get_or_insert_with(|| format!("segment {} has no valid segment id", s.segments));
+                    let n = s.segments;
+                    s.broken(
+                        fmt.acknowledgments,
+                        || super::ack::note_segment(v, id, n, "1", None),
+                        || format!("segment {n} has no valid segment id"),
+                    );
                 }
                 continue;
             }
@@ -416,30 +430,32 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, v: &mut Verdicts) -> Resul
                                 s.hl_stack.pop();
                             }
                             if s.hl_stack.is_empty() {
-                                if s.error.is_none() && fmt.acknowledgments {
-                                    super::ack::note_segment(v, b"HL", at, "8", Some((2, "7")));
-                                }
-                                s.error.get_or_insert_with(|| {
-                                    format!(
-                                        "HL02={} at segment {at} does not point to an open parent HL",
-                                        show(parent)
-                                    )
-                                });
+                                s.broken(
+                                    fmt.acknowledgments,
+                                    || super::ack::note_segment(v, b"HL", at, "8", Some((2, "7"))),
+                                    || {
+                                        format!(
+                                            "HL02={} at segment {at} does not point to an open parent HL",
+                                            show(parent)
+                                        )
+                                    },
+                                );
                             }
                         }
                         s.hl_stack.push(h);
                     }
                     _ => {
                         let want = s.last_hl + 1;
-                        if s.error.is_none() && fmt.acknowledgments {
-                            super::ack::note_segment(v, b"HL", at, "8", Some((1, "7")));
-                        }
-                        s.error.get_or_insert_with(|| {
-                            format!(
-                                "HL01={} at segment {at} is out of sequence (expected {want})",
-                                show(e(1))
-                            )
-                        });
+                        s.broken(
+                            fmt.acknowledgments,
+                            || super::ack::note_segment(v, b"HL", at, "8", Some((1, "7"))),
+                            || {
+                                format!(
+                                    "HL01={} at segment {at} is out of sequence (expected {want})",
+                                    show(e(1))
+                                )
+                            },
+                        );
                         if let Some(h) = id {
                             s.last_hl = h;
                             s.hl_stack.push(h);
@@ -457,32 +473,32 @@ fn walk<R: Read>(src: R, fmt: &X12Format, file: &str, v: &mut Verdicts) -> Resul
                     continue;
                 };
                 s.segments += 1;
-                let declared = parse_u64(e(1));
-                if declared != Some(s.segments) {
-                    if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_set(v, "4");
-                    }
-                    s.error.get_or_insert_with(|| {
-                        format!(
-                            "SE01={} but the set has {} segments including ST and SE (SE is segment {})",
-                            show(e(1)),
-                            s.segments,
-                            s.segments
-                        )
-                    });
+                // IK5 4: the segment count is wrong; 3: the control numbers differ.
+                let n = s.segments;
+                if parse_u64(e(1)) != Some(n) {
+                    s.broken(
+                        fmt.acknowledgments,
+                        || super::ack::note_set(v, "4"),
+                        || {
+                            format!(
+                                "SE01={} but the set has {n} segments including ST and SE (SE is segment {n})",
+                                show(e(1))
+                            )
+                        },
+                    );
                 }
                 if Ctl::new(e(2)) != s.st02 {
-                    if s.error.is_none() && fmt.acknowledgments {
-                        super::ack::note_set(v, "3");
-                    }
-                    s.error.get_or_insert_with(|| {
-                        format!(
-                            "SE02={} does not match ST02={} (SE is segment {})",
-                            show(e(2)),
-                            s.st02,
-                            s.segments
-                        )
-                    });
+                    let st02 = s.st02;
+                    s.broken(
+                        fmt.acknowledgments,
+                        || super::ack::note_set(v, "3"),
+                        || {
+                            format!(
+                                "SE02={} does not match ST02={st02} (SE is segment {n})",
+                                show(e(2))
+                            )
+                        },
+                    );
                 }
                 if let Some(err) = s.error {
                     let (isa13, gs06) = (

@@ -217,6 +217,16 @@ impl X12Reader {
         &self.verdicts
     }
 
+    /// Skips the rest of what `skip` names and reports it refused, at
+    /// `segment` of the set.
+    fn rejected(&mut self, skip: Skip, segment: u32, reason: String) -> X12Next {
+        self.skip = skip;
+        X12Next::Rejected {
+            locator: self.locator(segment),
+            reason,
+        }
+    }
+
     fn locator(&self, segment: u32) -> Locator {
         Locator::X12 {
             isa13: self.isa13,
@@ -357,11 +367,7 @@ impl X12Reader {
                     self.store.push(self.tok.segment(), &self.split, NO_LOOP);
                     self.skip = Skip::None;
                     if let Some(reason) = self.verdicts.bad_interchanges.get(&self.n.interchange) {
-                        self.skip = Skip::Interchange;
-                        return Ok(Some(X12Next::Rejected {
-                            locator: self.locator(0),
-                            reason: reason.clone(),
-                        }));
+                        return Ok(Some(self.rejected(Skip::Interchange, 0, reason.clone())));
                     }
                 }
                 b"GS" => {
@@ -375,11 +381,7 @@ impl X12Reader {
                     self.store.truncate(1);
                     self.store.push(self.tok.segment(), &self.split, NO_LOOP);
                     if let Some(reason) = self.verdicts.bad_groups.get(&self.n.group) {
-                        self.skip = Skip::Group;
-                        return Ok(Some(X12Next::Rejected {
-                            locator: self.locator(0),
-                            reason: reason.clone(),
-                        }));
+                        return Ok(Some(self.rejected(Skip::Group, 0, reason.clone())));
                     }
                 }
                 b"ST" => {
@@ -393,19 +395,9 @@ impl X12Reader {
                     self.st01
                         .extend_from_slice(elem(self.tok.segment(), &self.split, 1).trim_ascii());
                     self.set_segment = 1;
-                    if let Some(reason) = self.verdicts.bad_sets.get(&self.n.set) {
-                        self.skip = Skip::Set;
-                        return Ok(Some(X12Next::Rejected {
-                            locator: self.locator(1),
-                            reason: reason.clone(),
-                        }));
-                    }
-                    if let Some(reason) = self.refused_set() {
-                        self.skip = Skip::Set;
-                        return Ok(Some(X12Next::Rejected {
-                            locator: self.locator(1),
-                            reason,
-                        }));
+                    let bad = self.verdicts.bad_sets.get(&self.n.set).cloned();
+                    if let Some(reason) = bad.or_else(|| self.refused_set()) {
+                        return Ok(Some(self.rejected(Skip::Set, 1, reason)));
                     }
                     self.table = guides::transaction(&self.st01);
                     for (scope, path) in self.scopes.iter_mut().zip(&self.paths) {
@@ -458,12 +450,8 @@ impl X12Reader {
                 _ => {
                     if let Some(reason) = self.refused_purpose() {
                         if self.record.is_none() {
-                            self.skip = Skip::Set;
                             self.in_set = false;
-                            return Ok(Some(X12Next::Rejected {
-                                locator: self.locator(self.set_segment + 1),
-                                reason,
-                            }));
+                            return Ok(Some(self.rejected(Skip::Set, self.set_segment + 1, reason)));
                         }
                     }
                     let p = self.place();

@@ -6,6 +6,8 @@
 //! then cases, then timers). A timer is therefore fired by one transaction
 //! only; a crash before commit releases the claim.
 
+use futures_util::TryStreamExt;
+
 use super::{PgStore, PgTx};
 use crate::journey::timer::{StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED};
 use crate::store::journey::{Presence, Settle};
@@ -33,15 +35,24 @@ impl PgStore {
         all(&rs, rows::timer_row)
     }
 
-    pub async fn journey_state(&self, program: &str, codes: &[&str]) -> Result<Vec<StateBody>, StoreError> {
-        let rs = sqlx::query(
-            "SELECT case_id, milestone, body FROM state WHERE program = $1 AND milestone = ANY($2)",
+    pub async fn journey_state_each(
+        &self,
+        program: &str,
+        codes: &[&str],
+        visit: &mut (dyn FnMut(StateBody) + Send),
+    ) -> Result<(), StoreError> {
+        // Streamed from the primary key's order (program, case_id, …).
+        let mut rs = sqlx::query(
+            "SELECT case_id, milestone, body FROM state WHERE program = $1 AND milestone = ANY($2)
+             ORDER BY program, case_id",
         )
         .bind(program)
         .bind(codes)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rs, rows::state_body)
+        .fetch(&self.pool);
+        while let Some(r) = rs.try_next().await? {
+            visit(rows::state_body(&r)?);
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Journey timers on SQLite (see `store::journey`). One writer: a claim is
 //! simply the write transaction.
 
+use futures_util::TryStreamExt;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{SqliteStore, SqliteTx, MAX_PARAMS};
@@ -41,14 +42,25 @@ impl SqliteStore {
         all(&q.build().fetch_all(&self.reader).await?, rows::timer_row)
     }
 
-    pub async fn journey_state(&self, program: &str, codes: &[&str]) -> Result<Vec<StateBody>, StoreError> {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("SELECT case_id, milestone, body FROM state WHERE program = ");
-        q.push_bind(program.to_string());
-        q.push(" AND milestone IN ");
-        push_list(&mut q, codes);
-        let rs = q.build().fetch_all(&self.reader).await?;
-        all(&rs, rows::state_body)
+    pub async fn journey_state_each(
+        &self,
+        program: &str,
+        codes: &[&str],
+        visit: &mut (dyn FnMut(StateBody) + Send),
+    ) -> Result<(), StoreError> {
+        // The primary key (program, case_id, …) gives case order without a sort.
+        let mut rs = sqlx::query(
+            "SELECT case_id, milestone, body FROM state
+             WHERE program = ?1 AND milestone IN (SELECT value FROM json_each(?2))
+             ORDER BY program, case_id",
+        )
+        .bind(program)
+        .bind(serde_json::to_string(codes).expect("a list of strings always serializes"))
+        .fetch(&self.reader);
+        while let Some(r) = rs.try_next().await? {
+            visit(rows::state_body(&r)?);
+        }
+        Ok(())
     }
 }
 
@@ -175,5 +187,38 @@ impl SqliteTx {
             q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rows::{ARMED_COUNTS, OPEN_COUNTS};
+
+    /// The counts behind the journey gauges walk an index in group order:
+    /// a temporary B-tree here sorts every armed timer in the daemon's
+    /// memory (temp_store = memory), once at start and on every scrape.
+    #[tokio::test]
+    async fn journey_counts_group_without_sorting_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path.to_string_lossy()).await.expect("open");
+        for (sql, index) in [
+            (ARMED_COUNTS, "journey_timers_armed"),
+            (OPEN_COUNTS, "journey_timers_open"),
+        ] {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.reader)
+                .await
+                .expect("explain");
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+                .collect();
+            let plan = plan.join("; ");
+            assert!(plan.contains(index), "{sql}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE FOR GROUP BY"), "{sql}: {plan}");
+        }
+        store.close().await;
     }
 }
