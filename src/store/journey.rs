@@ -37,16 +37,6 @@ dispatch! { Store;
     /// Open stalls (of `program`, or all), oldest deadline first.
     pub async fn journey_open(&self, program: Option<&str>, limit: i64) -> Result<Vec<TimerRow>, StoreError>;
 
-    /// Hands `visit` each stored milestone of `program` with one of `codes`
-    /// (for journey statistics and dry runs), with its body, in case order
-    /// (all of a case's rows together). Streamed: a program of a million
-    /// cases is read a row at a time, never held whole.
-    pub async fn journey_state_each(
-        &self,
-        program: &str,
-        codes: &[&str],
-        visit: &mut (dyn FnMut(StateBody) + Send),
-    ) -> Result<(), StoreError>;
 }
 
 dispatch! { Tx;
@@ -95,6 +85,17 @@ dispatch! { Tx;
 }
 
 shared! { Store;
+    /// Hands `visit` each stored milestone of `program` with one of `codes`
+    /// (for journey statistics and dry runs), with its body, in case order
+    /// (all of a case's rows together). Streamed: a program of a million
+    /// cases is read a row at a time, never held whole.
+    pub async fn journey_state_each(
+        &self,
+        program: &str,
+        codes: &[&str],
+        visit: &mut (dyn FnMut(StateBody) + Send),
+    ) -> Result<(), StoreError> => reader;
+
     /// Open stalls counted by program and rule, oldest first.
     pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> => reader;
 

@@ -69,6 +69,20 @@ impl Dialect for Postgres {
     /// releases the claim.
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
 
+    /// An array literal, cast: the same plan as a bound `text[]`.
+    fn in_texts(param: &str) -> String {
+        format!("= ANY(CAST({param} AS text[]))")
+    }
+
+    /// Each element quoted, `"` and `\` escaped (PostgreSQL's array input).
+    fn texts(values: &[&str]) -> String {
+        let quoted: Vec<String> = values
+            .iter()
+            .map(|v| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        format!("{{{}}}", quoted.join(","))
+    }
+
     /// The list as an array literal, cast.
     fn deliveries_of(positions: &[i64]) -> (String, String) {
         let list: Vec<String> = positions.iter().map(i64::to_string).collect();

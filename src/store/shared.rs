@@ -10,7 +10,7 @@
 //! The enums reach these through the `shared!` macro (`store/mod.rs`), which
 //! hands each call the backend's connection for it.
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use sqlx::database::HasStatementCache;
 use sqlx::postgres::PgQueryResult;
 use sqlx::query::Query;
@@ -23,7 +23,7 @@ use super::{
     MessageRow, MissingDrop, Progress, RejectRow, RemoteKey, RemoteStatus, ReplayCount, ReplayFilter,
     StoreError, SubscriberState,
 };
-use crate::journey::timer::{ArmedCount, StallCount, TimerRow, TimerStatus, RULE_REMOVED};
+use crate::journey::timer::{ArmedCount, StallCount, StateBody, TimerRow, TimerStatus, RULE_REMOVED};
 
 /// A chunk's ledger update, before the fence (if any) and the row's id.
 const PROGRESS: &str =
@@ -52,6 +52,11 @@ pub(crate) trait Dialect: Database + HasStatementCache {
     /// whose position is in a list bound as one text (`$1`), by subscriber;
     /// and that text for `positions`.
     fn deliveries_of(positions: &[i64]) -> (String, String);
+
+    /// `IN` a list of texts bound as one parameter (`param`), and that
+    /// parameter's value for `values`.
+    fn in_texts(param: &str) -> String;
+    fn texts(values: &[&str]) -> String;
 }
 
 /// How many rows a statement changed: each driver has its own result type.
@@ -599,6 +604,29 @@ where
         );
         let q = sqlx::query(&sql).bind(program).bind(now_ms).bind(limit);
         all(&q.fetch_all(&mut *conn).await?, rows::timer_row)
+    }
+
+    /// Streamed in the primary key's order (program, case_id, …): case
+    /// order without a sort.
+    pub async fn journey_state_each(
+        &self,
+        program: &str,
+        codes: &[&str],
+        visit: &mut (dyn FnMut(StateBody) + Send),
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "SELECT case_id, milestone, body FROM state WHERE program = $1 AND milestone {}
+             ORDER BY program, case_id",
+            DB::in_texts("$2")
+        );
+        let mut rs = sqlx::query(&sql)
+            .bind(program)
+            .bind(DB::texts(codes))
+            .fetch(self.0);
+        while let Some(r) = rs.try_next().await? {
+            visit(rows::state_body(&r)?);
+        }
+        Ok(())
     }
 
     /// One statement per former status, so the caller can tell timers that

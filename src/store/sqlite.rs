@@ -32,6 +32,15 @@ impl Dialect for Sqlite {
     const LANE_INDEX: &'static str = "INDEXED BY deliveries_lane";
     const TIMERS_DUE_INDEX: &'static str = "INDEXED BY journey_timers_due";
 
+    /// A JSON array: one cached statement whatever the list's length.
+    fn in_texts(param: &str) -> String {
+        format!("IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn texts(values: &[&str]) -> String {
+        serde_json::to_string(values).expect("a list of strings always serializes")
+    }
+
     /// The list as a JSON array: one cached statement whatever its length.
     fn deliveries_of(positions: &[i64]) -> (String, String) {
         (

@@ -6,10 +6,8 @@
 //! then cases, then timers). A timer is therefore fired by one transaction
 //! only; a crash before commit releases the claim.
 
-use futures_util::TryStreamExt;
-
 use super::{PgStore, PgTx};
-use crate::journey::timer::{StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED};
+use crate::journey::timer::{TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED};
 use crate::store::journey::{Presence, Settle};
 use crate::store::rows::{self, all, timer_cols_of, TIMER_COLS};
 use crate::store::StoreError;
@@ -33,26 +31,6 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         all(&rs, rows::timer_row)
-    }
-
-    pub async fn journey_state_each(
-        &self,
-        program: &str,
-        codes: &[&str],
-        visit: &mut (dyn FnMut(StateBody) + Send),
-    ) -> Result<(), StoreError> {
-        // Streamed from the primary key's order (program, case_id, …).
-        let mut rs = sqlx::query(
-            "SELECT case_id, milestone, body FROM state WHERE program = $1 AND milestone = ANY($2)
-             ORDER BY program, case_id",
-        )
-        .bind(program)
-        .bind(codes)
-        .fetch(&self.pool);
-        while let Some(r) = rs.try_next().await? {
-            visit(rows::state_body(&r)?);
-        }
-        Ok(())
     }
 }
 

@@ -1,11 +1,10 @@
 //! Journey timers on SQLite (see `store::journey`). One writer: a claim is
 //! simply the write transaction.
 
-use futures_util::TryStreamExt;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{SqliteStore, SqliteTx, MAX_PARAMS};
-use crate::journey::timer::{StateBody, TimerArm, TimerRow, TimerStatus, RULE_REMOVED};
+use crate::journey::timer::{TimerArm, TimerRow, TimerStatus, RULE_REMOVED};
 use crate::store::journey::{Presence, Settle};
 use crate::store::rows::{self, all, timer_cols_of, TIMER_COLS};
 use crate::store::StoreError;
@@ -40,27 +39,6 @@ impl SqliteStore {
         }
         q.push(" ORDER BY deadline_at, id LIMIT ").push_bind(limit);
         all(&q.build().fetch_all(&self.reader).await?, rows::timer_row)
-    }
-
-    pub async fn journey_state_each(
-        &self,
-        program: &str,
-        codes: &[&str],
-        visit: &mut (dyn FnMut(StateBody) + Send),
-    ) -> Result<(), StoreError> {
-        // The primary key (program, case_id, …) gives case order without a sort.
-        let mut rs = sqlx::query(
-            "SELECT case_id, milestone, body FROM state
-             WHERE program = ?1 AND milestone IN (SELECT value FROM json_each(?2))
-             ORDER BY program, case_id",
-        )
-        .bind(program)
-        .bind(serde_json::to_string(codes).expect("a list of strings always serializes"))
-        .fetch(&self.reader);
-        while let Some(r) = rs.try_next().await? {
-            visit(rows::state_body(&r)?);
-        }
-        Ok(())
     }
 }
 
