@@ -23,7 +23,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::rows::{self, all, DELIVERY_COLS, FILE_COLS};
+use super::rows::{self, all, FILE_COLS};
 use super::shared::{Dialect, Sql};
 use super::{
     check_schema, now_ms, AttemptOutcome, AttemptResult, Claim, Due, DueClaim, FileArrival, FileStatus,
@@ -83,15 +83,13 @@ impl Dialect for Postgres {
         format!("{{{}}}", quoted.join(","))
     }
 
-    /// The list as an array literal, cast.
-    fn deliveries_of(positions: &[i64]) -> (String, String) {
-        let list: Vec<String> = positions.iter().map(i64::to_string).collect();
-        (
-            format!(
-                "SELECT {DELIVERY_COLS} FROM deliveries WHERE pos = ANY(CAST($1 AS bigint[])) ORDER BY subscriber"
-            ),
-            format!("{{{}}}", list.join(",")),
-        )
+    fn in_ints(param: &str) -> String {
+        format!("= ANY(CAST({param} AS bigint[]))")
+    }
+
+    fn ints(values: &[i64]) -> String {
+        let list: Vec<String> = values.iter().map(i64::to_string).collect();
+        format!("{{{}}}", list.join(","))
     }
 }
 

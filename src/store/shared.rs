@@ -17,7 +17,9 @@ use sqlx::query::Query;
 use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
-use super::rows::{self, all, Clause, Columns, Value, FILE_COLS, MESSAGE_SELECT, SUBSCRIBER_STATE_SELECT};
+use super::rows::{
+    self, all, Clause, Columns, Value, DELIVERY_COLS, FILE_COLS, MESSAGE_SELECT, SUBSCRIBER_STATE_SELECT,
+};
 use super::{
     AttemptRow, AttemptTally, AuditEntry, CaseRef, DeadLetter, FileQuery, FileRow, FileSummary, Latency,
     MessageRow, MissingDrop, Progress, RejectRow, RemoteKey, RemoteStatus, ReplayCount, ReplayFilter,
@@ -48,15 +50,13 @@ pub(crate) trait Dialect: Database + HasStatementCache {
     /// default nothing: one writer).
     const CLAIM_LOCK: &'static str = "";
 
-    /// `SELECT` of the delivery rows ([`DELIVERY_COLS`](super::rows::DELIVERY_COLS))
-    /// whose position is in a list bound as one text (`$1`), by subscriber;
-    /// and that text for `positions`.
-    fn deliveries_of(positions: &[i64]) -> (String, String);
-
-    /// `IN` a list of texts bound as one parameter (`param`), and that
-    /// parameter's value for `values`.
+    /// `IN` a list of texts bound as one parameter (`param`), whatever its
+    /// length; and that parameter's value for `values`.
     fn in_texts(param: &str) -> String;
     fn texts(values: &[&str]) -> String;
+    /// The same for a list of integers.
+    fn in_ints(param: &str) -> String;
+    fn ints(values: &[i64]) -> String;
 }
 
 /// How many rows a statement changed: each driver has its own result type.
@@ -424,11 +424,12 @@ where
             return Ok(out);
         }
         let positions: Vec<i64> = out.iter().map(|m| m.pos).collect();
-        let (sql, list) = DB::deliveries_of(&positions);
-        rows::attach_deliveries(
-            &mut out,
-            &sqlx::query(&sql).bind(list.as_str()).fetch_all(self.0).await?,
-        )?;
+        let sql = format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries WHERE pos {} ORDER BY subscriber",
+            DB::in_ints("$1")
+        );
+        let q = sqlx::query(&sql).bind(DB::ints(&positions));
+        rows::attach_deliveries(&mut out, &q.fetch_all(self.0).await?)?;
         Ok(out)
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::rows::{self, all, DELIVERY_COLS};
+use super::rows::{self, all};
 use super::shared::{Dialect, Sql};
 use super::{
     check_schema, now_ms, AttemptOutcome, AttemptResult, Claim, Due, DueClaim, FileArrival, FileStatus,
@@ -32,25 +32,27 @@ impl Dialect for Sqlite {
     const LANE_INDEX: &'static str = "INDEXED BY deliveries_lane";
     const TIMERS_DUE_INDEX: &'static str = "INDEXED BY journey_timers_due";
 
-    /// A JSON array: one cached statement whatever the list's length.
     fn in_texts(param: &str) -> String {
-        format!("IN (SELECT value FROM json_each({param}))")
+        in_json(param)
     }
 
     fn texts(values: &[&str]) -> String {
         serde_json::to_string(values).expect("a list of strings always serializes")
     }
 
-    /// The list as a JSON array: one cached statement whatever its length.
-    fn deliveries_of(positions: &[i64]) -> (String, String) {
-        (
-            format!(
-                "SELECT {DELIVERY_COLS} FROM deliveries WHERE pos IN (SELECT value FROM json_each($1))
-                 ORDER BY subscriber"
-            ),
-            json_ints(positions.iter().copied()),
-        )
+    fn in_ints(param: &str) -> String {
+        in_json(param)
     }
+
+    fn ints(values: &[i64]) -> String {
+        json_ints(values.iter().copied())
+    }
+}
+
+/// `IN` the values of a JSON array bound as `param`: one cached statement
+/// with one bound text, whatever the list's length.
+fn in_json(param: &str) -> String {
+    format!("IN (SELECT value FROM json_each({param}))")
 }
 
 /// The highest migration applied to the database, if any.
