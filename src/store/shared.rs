@@ -89,14 +89,13 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> (i64, i64): FromRow<'r, DB::Row>,
 {
     /// `c`'s statement with its values bound.
-    pub fn query(c: &Clause) -> Query<'_, DB, DB::Arguments<'_>> {
+    fn query(c: &Clause) -> Query<'_, DB, DB::Arguments<'_>> {
         c.values.iter().fold(sqlx::query(&c.sql), |q, v| match v {
             Value::Text(s) => q.bind(s.as_str()),
             Value::Int(n) => q.bind(*n),
