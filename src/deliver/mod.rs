@@ -186,6 +186,12 @@ impl Worker {
         // so fetch must skip them), with their lane: a lane never has two
         // requests in flight, whatever coalescing did to its head meanwhile.
         let mut unsettled: HashMap<i64, i64> = HashMap::new();
+        // Claimed lane heads whose lane was still busy here: a claim can see
+        // a lane's previous message committed before this loop has taken
+        // its recorded batch. They are leased to this instance (PostgreSQL),
+        // so no one else sends them; dropping them would leave them waiting
+        // out the lease (the long tail of a drain). Sent once the lane frees.
+        let mut held: Vec<Due> = Vec::new();
         let mut draining: Option<tokio::time::Instant> = None;
         let max = self.sub.max_in_flight;
         let refill = (max / 4).max(1);
@@ -237,25 +243,44 @@ impl Worker {
                 Circuit::Closed { .. } if sending && room > 0 && (in_flight.is_empty() || room >= refill) => {
                     // On a shared store the claim leases each message to this
                     // instance; the lease outlives any request (twice the timeout).
-                    let skip: HashSet<i64> = unsettled.keys().copied().collect();
-                    let due = self
-                        .store
-                        .claim_due(&DueClaim {
-                            subscriber: &self.sub.name,
-                            now_ms: now_ms(),
-                            limit: room,
-                            lease: self.sub.timeout * 2,
-                            in_flight: &skip,
-                        })
-                        .await?;
                     // Lanes with a request in flight or unrecorded: never two at once.
                     let mut busy: HashSet<i64> = unsettled.values().copied().collect();
-                    let fresh: Vec<Due> = due
+                    let (mut ready, waiting): (Vec<Due>, Vec<Due>) = std::mem::take(&mut held)
                         .into_iter()
-                        .filter(|d| !unsettled.contains_key(&d.pos) && busy.insert(d.lane))
-                        .take(room)
-                        .collect();
-                    for d in fresh {
+                        .partition(|d| busy.insert(d.lane));
+                    held = waiting;
+                    let wanted = room.saturating_sub(ready.len());
+                    if wanted > 0 {
+                        // Not again what is unsettled, held or about to be sent.
+                        let skip: HashSet<i64> = unsettled
+                            .keys()
+                            .copied()
+                            .chain(held.iter().chain(&ready).map(|d| d.pos))
+                            .collect();
+                        let due = self
+                            .store
+                            .claim_due(&DueClaim {
+                                subscriber: &self.sub.name,
+                                now_ms: now_ms(),
+                                limit: wanted,
+                                lease: self.sub.timeout * 2,
+                                in_flight: &skip,
+                            })
+                            .await?;
+                        for d in due {
+                            if unsettled.contains_key(&d.pos) {
+                                continue;
+                            }
+                            if busy.insert(d.lane) {
+                                ready.push(d);
+                            } else {
+                                held.push(d);
+                            }
+                        }
+                    }
+                    // Send at most `room`; the rest wait, still leased.
+                    held.extend(ready.drain(room.min(ready.len())..));
+                    for d in ready {
                         unsettled.insert(d.pos, d.lane);
                         in_flight.spawn(call(self.client.clone(), self.sub.clone(), d, false));
                     }
@@ -263,9 +288,7 @@ impl Worker {
                     // poll). Not while answers wait for their batch: its
                     // commit wakes this loop, and the query is a walk of
                     // every pending delivery (65 ms at a 100k backlog on
-                    // PostgreSQL), which, taken after every empty claim,
-                    // held a draining worker to a few hundred messages a
-                    // second.
+                    // PostgreSQL), not to be taken after every empty claim.
                     if in_flight.is_empty() && unsettled.is_empty() {
                         if let Some(at) = self.store.next_due(&self.sub.name).await? {
                             let ms = (at - now_ms()).clamp(0, self.poll.as_millis() as i64);
@@ -282,6 +305,7 @@ impl Worker {
                             last_coalesce = Some(now);
                         }
                         // The oldest lane head, whatever its retry time.
+                        let skip: HashSet<i64> = held.iter().map(|d| d.pos).collect();
                         let probe = self
                             .store
                             .claim_due(&DueClaim {
@@ -289,7 +313,7 @@ impl Worker {
                                 now_ms: i64::MAX,
                                 limit: 1,
                                 lease: self.sub.timeout * 2,
-                                in_flight: &HashSet::new(),
+                                in_flight: &skip,
                             })
                             .await?;
                         match probe.into_iter().next() {
@@ -450,6 +474,7 @@ impl Worker {
             // once a second, and only when nothing is in flight or unrecorded
             // (an attempted message is never coalesced).
             if coalesce_wanted
+                && held.is_empty()
                 && in_flight.is_empty()
                 && recorder.is_empty()
                 && to_record.is_empty()
