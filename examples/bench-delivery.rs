@@ -25,7 +25,7 @@ use hubsync::config::{Envelope, PayloadMode};
 use hubsync::deliver::Subscriber;
 use hubsync::deliver::{http_client, sign, Worker};
 use hubsync::outbox::OutboxWrite;
-use hubsync::store::Store;
+use hubsync::store::{FileArrival, Store};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -194,7 +194,12 @@ async fn main() {
     let url = format!("sqlite://{}", db.display());
     let store = Store::open(&url).await.expect("store");
     let file = match store
-        .file_claim("bench", "0", "bench.csv", 0)
+        .file_claim(&FileArrival {
+            connector: "bench",
+            sha256: "0",
+            name: "bench.csv",
+            size: 0,
+        })
         .await
         .expect("ledger row")
     {

@@ -980,7 +980,7 @@ async fn a_stalled_case_timeline_shows_its_stall_and_no_phi() {
     assert!(
         entry.contains(&format!(
             "deadline {}",
-            chrono::DateTime::from_timestamp_millis(timer.deadline_ms)
+            chrono::DateTime::from_timestamp_millis(timer.timer.deadline_ms)
                 .expect("a deadline in range")
                 .format("%Y-%m-%d %H:%M UTC")
         )),

@@ -583,7 +583,7 @@ async fn timers_of_a_removed_rule_are_retired_at_start_and_never_fire() {
         .await;
         let by_rule = |ts: &[hubsync::journey::timer::TimerRow], rule: &str| {
             ts.iter()
-                .find(|t| t.rule == rule)
+                .find(|t| t.timer.rule == rule)
                 .unwrap_or_else(|| panic!("pg={pg}: a {rule} timer in {ts:#?}"))
                 .clone()
         };

@@ -11,7 +11,10 @@ use std::time::Duration;
 use hubsync::diff::StateRow;
 use hubsync::model::Counts;
 use hubsync::outbox::{AttemptOutcome, AttemptResult, OutboxWrite};
-use hubsync::store::{now_ms, Claim, FileRow, FileStatus, Generation, RejectRow, Store, StoreError, Tx};
+use hubsync::store::{
+    now_ms, Claim, DueClaim, FileArrival, FileRow, FileStatus, Generation, Progress, RejectRow, Store,
+    StoreError, Tx,
+};
 use support::{Backend, TEST_LEASE};
 
 macro_rules! store_suite {
@@ -49,12 +52,33 @@ store_suite!(
     schema_newer_than_the_binary_is_refused,
     program_generations,
     console_queries,
+    operator_queries,
 );
 
 fn owned(c: Claim) -> FileRow {
     match c {
         Claim::Owned(r) => r,
         other => panic!("expected the claim to be granted, got {other:?}"),
+    }
+}
+
+fn arrival<'a>(connector: &'a str, sha256: &'a str, name: &'a str, size: u64) -> FileArrival<'a> {
+    FileArrival {
+        connector,
+        sha256,
+        name,
+        size,
+    }
+}
+
+/// Due heads of `subscriber` at `now_ms`, leased for [`TEST_LEASE`].
+fn due_at<'a>(subscriber: &'a str, now_ms: i64, limit: usize, in_flight: &'a HashSet<i64>) -> DueClaim<'a> {
+    DueClaim {
+        subscriber,
+        now_ms,
+        limit,
+        lease: TEST_LEASE,
+        in_flight,
     }
 }
 
@@ -72,9 +96,14 @@ async fn progress(
         deltas: read,
         ..Counts::default()
     };
-    tx.file_progress(file_id, done, &counts, finish)
-        .await
-        .expect("progress");
+    tx.file_progress(&Progress {
+        file_id,
+        records_done: done,
+        counts: &counts,
+        finish,
+    })
+    .await
+    .expect("progress");
     tx.commit().await.expect("commit");
 }
 
@@ -82,7 +111,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     let store = b.open().await;
     let row = owned(
         store
-            .file_claim("acme", "sha-1", "a.csv", 10)
+            .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
             .await
             .expect("claim"),
     );
@@ -92,7 +121,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     // The same instance resumes its own file from the checkpoint.
     let again = owned(
         store
-            .file_claim("acme", "sha-1", "a.csv", 10)
+            .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
             .await
             .expect("claim"),
     );
@@ -109,7 +138,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     if store.is_shared() {
         assert_eq!(
             store
-                .file_claim("acme", "sha-1", "a.csv", 10)
+                .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
                 .await
                 .expect("claim"),
             Claim::Busy
@@ -118,7 +147,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     }
     let retried = owned(
         store
-            .file_claim("acme", "sha-1", "a.csv", 10)
+            .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
             .await
             .expect("claim"),
     );
@@ -134,7 +163,7 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
     if store.is_shared() {
         assert_eq!(
             store
-                .file_claim("acme", "sha-1", "a.csv", 10)
+                .file_claim(&arrival("acme", "sha-1", "a.csv", 10))
                 .await
                 .expect("claim"),
             Claim::Busy
@@ -142,14 +171,14 @@ async fn ledger_begin_resume_fail_done(b: &Backend) {
         tokio::time::sleep(TEST_LEASE + Duration::from_millis(100)).await;
     }
     assert!(matches!(
-        store.file_claim("acme", "sha-1", "a.csv", 10).await.expect("claim"),
+        store.file_claim(&arrival("acme", "sha-1", "a.csv", 10)).await.expect("claim"),
         Claim::Done(r) if r.id == row.id
     ));
 
     // Same content under another connector is another file.
     let other = owned(
         store
-            .file_claim("other", "sha-1", "a.csv", 10)
+            .file_claim(&arrival("other", "sha-1", "a.csv", 10))
             .await
             .expect("claim"),
     );
@@ -174,7 +203,12 @@ fn state(case: &str, key: u64, content: u64) -> StateRow {
 
 async fn state_upsert_and_fetch_by_hash(b: &Backend) {
     let store = b.open().await;
-    let file = owned(store.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
+    let file = owned(
+        store
+            .file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
+    );
     let mut tx = store.begin().await.expect("begin");
     // Hashes above i64::MAX survive the round trip; two keys share a hash.
     let big = u64::MAX - 7;
@@ -260,7 +294,7 @@ fn message(case: &str, seq: i64, lane: u64, subscribers: &[&str]) -> OutboxWrite
 async fn insert(store: &Store, rows: &[OutboxWrite]) {
     let file = owned(
         store
-            .file_claim("acme", &format!("sha-{}", rows[0].id), "a.csv", 1)
+            .file_claim(&arrival("acme", &format!("sha-{}", rows[0].id), "a.csv", 1))
             .await
             .expect("claim"),
     );
@@ -271,7 +305,7 @@ async fn insert(store: &Store, rows: &[OutboxWrite]) {
 
 async fn claim(store: &Store, sub: &str, limit: usize) -> Vec<hubsync::outbox::Due> {
     store
-        .claim_due(sub, now_ms(), limit, TEST_LEASE, &HashSet::new())
+        .claim_due(&due_at(sub, now_ms(), limit, &HashSet::new()))
         .await
         .expect("claim due")
 }
@@ -342,7 +376,7 @@ async fn due_is_lane_heads_and_a_parked_head_holds_only_its_lane(b: &Backend) {
     // In flight: not claimed again, and their lanes have nothing else due.
     let in_flight: HashSet<i64> = [a1, b1].into();
     assert!(store
-        .claim_due("s", now_ms(), 10, TEST_LEASE, &in_flight)
+        .claim_due(&due_at("s", now_ms(), 10, &in_flight))
         .await
         .expect("claim")
         .is_empty());
@@ -368,7 +402,7 @@ async fn due_is_lane_heads_and_a_parked_head_holds_only_its_lane(b: &Backend) {
         .await
         .expect("record");
     let later = store
-        .claim_due("s", now_ms() + 3_700_000, 10, TEST_LEASE, &HashSet::new())
+        .claim_due(&due_at("s", now_ms() + 3_700_000, 10, &HashSet::new()))
         .await
         .expect("claim");
     assert_eq!(later.len(), 1);
@@ -545,9 +579,143 @@ async fn console_queries(b: &Backend) {
     store.close().await;
 }
 
+/// The admin API's and the watchdog's statements (one text on both
+/// backends, `store::shared`): a message and a case's timeline with their
+/// deliveries, attempts, dead letters, coalescing, payload purge,
+/// subscriber states, the remote-file ledger, arrivals and missed drops.
+async fn operator_queries(b: &Backend) {
+    use hubsync::store::{MissingDrop, RemoteKey, RemoteStatus, SubscriberState};
+    let store = b.open().await;
+    let t0 = now_ms();
+    // Lane 1: A1 then two updates of A2's key (the first superseded);
+    // lane 2: B1.
+    let mut a3 = message("A", 3, 1, &["s", "t"]);
+    a3.key_hash = 1 ^ 2;
+    let rows = [
+        message("A", 1, 1, &["s"]),
+        message("A", 2, 1, &["s", "t"]),
+        a3,
+        message("B", 1, 2, &["s"]),
+    ];
+    insert(&store, &rows).await;
+
+    let m = store
+        .message(&rows[1].id)
+        .await
+        .expect("message")
+        .expect("stored");
+    assert_eq!(
+        (m.case_id.as_str(), m.sequence, m.file.as_deref()),
+        ("A", 2, Some("a.csv"))
+    );
+    assert_eq!(
+        m.deliveries
+            .iter()
+            .map(|d| d.subscriber.as_str())
+            .collect::<Vec<_>>(),
+        ["s", "t"]
+    );
+    assert!(store.message("nope").await.expect("no message").is_none());
+    let timeline = store.case_timeline("P", "A").await.expect("timeline");
+    assert_eq!(timeline.iter().map(|m| m.sequence).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(timeline[2].deliveries.len(), 2);
+
+    // A1 is the failing head of lane 1: A2 (never attempted, superseded by
+    // A3) is coalesced for `s`; `t`'s lane is not failing. B1 is a dead letter.
+    let due = claim(&store, "s", 10).await;
+    let a1 = due.iter().find(|d| d.webhook_id == rows[0].id).expect("A1 due");
+    let b1 = due.iter().find(|d| d.webhook_id == rows[3].id).expect("B1 due");
+    store
+        .record_attempts(&[
+            result("s", a1.pos, 1, AttemptOutcome::RetryAt(now_ms() + 3_600_000)),
+            result("s", b1.pos, 1, AttemptOutcome::Failed),
+        ])
+        .await
+        .expect("record");
+    assert_eq!(store.coalesce("t", false).await.expect("coalesce t"), 0);
+    assert_eq!(store.coalesce("s", false).await.expect("coalesce s"), 1);
+    assert_eq!(store.coalesce("s", true).await.expect("again"), 0);
+    let attempts = store.attempts(&rows[0].id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].subscriber.as_str(), attempts[0].status),
+        ("s", Some(503))
+    );
+    let dead = store.dead_letters("s", 10).await.expect("dead letters");
+    assert_eq!(
+        dead.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        [rows[3].id.as_str()]
+    );
+    assert_eq!((dead[0].attempts, dead[0].last_status), (1, Some(503)));
+    // Only messages settled everywhere lose their body: B1 is a dead letter
+    // (kept), A2 is still pending for `t`, the others are pending.
+    assert_eq!(store.purge_payloads(now_ms() + 1000, 10).await.expect("purge"), 0);
+
+    assert!(store.subscriber_states().await.expect("states").is_empty());
+    let parked = SubscriberState {
+        subscriber: "s".into(),
+        parked_until: Some(t0 + 60_000),
+        parked_reason: Some("5 failures".into()),
+        ..Default::default()
+    };
+    store.set_subscriber_state(&parked).await.expect("park");
+    let gone = SubscriberState {
+        disabled_at: Some(t0),
+        disabled_reason: Some("410 Gone".into()),
+        disabled_url: Some("http://h/x".into()),
+        ..parked.clone()
+    };
+    store.set_subscriber_state(&gone).await.expect("disable");
+    assert_eq!(store.subscriber_states().await.expect("states"), [gone]);
+
+    let key = RemoteKey {
+        connector: "acme",
+        path: "/in/a.csv",
+        size: 10,
+        mtime: 7,
+    };
+    assert_eq!(store.remote_file_status(&key).await.expect("status"), None);
+    store
+        .remote_file_record(&key, "sha", RemoteStatus::Failed)
+        .await
+        .expect("record");
+    store
+        .remote_file_record(&key, "sha", RemoteStatus::Done)
+        .await
+        .expect("record again");
+    assert_eq!(
+        store.remote_file_status(&key).await.expect("status"),
+        Some(RemoteStatus::Done)
+    );
+    let last = store
+        .last_arrival("acme", now_ms() + 1000)
+        .await
+        .expect("arrival");
+    assert!(last.is_some_and(|t| t >= t0 - 1000));
+    assert_eq!(store.last_arrival("acme", t0 - 60_000).await.expect("none"), None);
+    assert_eq!(store.last_arrival("other", now_ms()).await.expect("none"), None);
+
+    let drop = MissingDrop {
+        connector: "acme".into(),
+        expected_by_ms: t0,
+        detected_at_ms: t0 + 5,
+        last_arrival_ms: last,
+        webhook_id: None,
+    };
+    assert!(store.missing_drop(&drop, None).await.expect("missing"));
+    assert!(!store.missing_drop(&drop, None).await.expect("once"));
+    assert_eq!(store.missing_drops(10).await.expect("drops"), [drop]);
+    store.close().await;
+}
+
 async fn rejects_are_kept_in_order(b: &Backend) {
     let store = b.open().await;
-    let file = owned(store.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
+    let file = owned(
+        store
+            .file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
+    );
     let rows: Vec<RejectRow> = (0..3)
         .map(|i| RejectRow {
             locator: format!("line {}", i + 2),
@@ -657,10 +825,16 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     let b = Backend::postgres().await;
     let (one, two) = (b.open().await, b.open().await);
     assert_ne!(one.instance(), two.instance());
-    let row = owned(one.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
+    let row = owned(
+        one.file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
+    );
     progress(&one, row.id, 7, 7, None).await;
     assert_eq!(
-        two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"),
+        two.file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
         Claim::Busy
     );
     // Renewal keeps it; then `one` goes quiet (dies) and the lease runs out.
@@ -668,11 +842,17 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     assert!(one.file_renew(row.id).await.expect("renew"));
     tokio::time::sleep(TEST_LEASE / 2 + Duration::from_millis(50)).await;
     assert_eq!(
-        two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"),
+        two.file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
         Claim::Busy
     );
     tokio::time::sleep(TEST_LEASE).await;
-    let taken = owned(two.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"));
+    let taken = owned(
+        two.file_claim(&arrival("acme", "sha", "a.csv", 1))
+            .await
+            .expect("claim"),
+    );
     assert_eq!(
         (taken.id, taken.records_done),
         (row.id, 7),
@@ -683,7 +863,13 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     tx.upsert_state(&[state("A", 1, 1)], row.id)
         .await
         .expect("upsert");
-    match tx.file_progress(row.id, 9, &Counts::default(), None).await {
+    let progress = Progress {
+        file_id: row.id,
+        records_done: 9,
+        counts: &Counts::default(),
+        finish: None,
+    };
+    match tx.file_progress(&progress).await {
         Err(StoreError::LeaseLost { file_id }) => assert_eq!(file_id, row.id),
         other => panic!("expected LeaseLost, got {other:?}"),
     }
@@ -698,7 +884,7 @@ async fn pg_a_file_is_claimed_by_one_instance_and_taken_over_after_its_lease() {
     // A release hands the file over at once.
     two.file_release(row.id).await.expect("release");
     assert!(matches!(
-        one.file_claim("acme", "sha", "a.csv", 1).await.expect("claim"),
+        one.file_claim(&arrival("acme", "sha", "a.csv", 1)).await.expect("claim"),
         Claim::Owned(r) if r.records_done == 7
     ));
 }

@@ -1015,8 +1015,8 @@ pub fn timeline(
 ) -> Vec<Entry> {
     let stall = |t: crate::journey::timer::TimerRow| {
         let severity = journeys
-            .program(&t.program)
-            .and_then(|p| p.rule(&t.rule))
+            .program(&t.timer.program)
+            .and_then(|p| p.rule(&t.timer.rule))
             .map(|r| r.severity.as_str());
         Entry::Stall(Box::new(t), severity)
     };
@@ -1047,7 +1047,7 @@ fn stall_entry(t: &crate::journey::timer::TimerRow, severity: Option<&str>) -> M
     html! {
         li class=(if open { "step bad stall" } else { "step stall" }) {
             div.head {
-                h3 { "Stalled: " (t.rule) }
+                h3 { "Stalled: " (t.timer.rule) }
                 code.code { "journey rule" }
             }
             p.meta {
@@ -1055,8 +1055,8 @@ fn stall_entry(t: &crate::journey::timer::TimerRow, severity: Option<&str>) -> M
                     Some(s) => { "Severity " strong { (s) } " · " }
                     None => { "Rule no longer loaded · " }
                 }
-                "Waiting since " (milestone_label(&t.trigger_milestone)) " (" (t.trigger_occurred_at) ")"
-                " · deadline " (utc(t.deadline_ms))
+                "Waiting since " (milestone_label(&t.timer.trigger_milestone)) " (" (t.timer.trigger_occurred_at) ")"
+                " · deadline " (utc(t.timer.deadline_ms))
                 @if let Some(f) = t.fired_at_ms { " · found " (utc(f)) }
             }
             p.meta {
@@ -1324,18 +1324,20 @@ mod tests {
 
     #[test]
     fn stalls_sit_in_the_timeline_where_they_were_found() {
-        use crate::journey::timer::{TimerRow, TimerStatus};
+        use crate::journey::timer::{Timer, TimerRow, TimerStatus};
         let stall = |status, fired: Option<i64>| TimerRow {
             id: 1,
-            program: "P".into(),
-            case_id: "C-1".into(),
-            rule: "approved-not-dispensed".into(),
-            trigger_milestone: "pa.approved".into(),
-            trigger_occurrence: String::new(),
-            trigger_occurred_at: "2026-11-30".into(),
-            connector: "acme-hub".into(),
-            armed_at_ms: 1_000,
-            deadline_ms: 4_000,
+            timer: Timer {
+                program: "P".into(),
+                case_id: "C-1".into(),
+                rule: "approved-not-dispensed".into(),
+                trigger_milestone: "pa.approved".into(),
+                trigger_occurrence: String::new(),
+                trigger_occurred_at: "2026-11-30".into(),
+                connector: "acme-hub".into(),
+                armed_at_ms: 1_000,
+                deadline_ms: 4_000,
+            },
             status,
             fired_at_ms: fired,
             settled_at_ms: None,

@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::SubscriberMetrics;
 use crate::outbox::{AttemptOutcome, AttemptResult, Due};
-use crate::store::{now_ms, Store, StoreError, SubscriberState};
+use crate::store::{now_ms, DueClaim, Store, StoreError, SubscriberState};
 use retry::Verdict;
 pub use subscriber::{ClientIdentity, Subscriber};
 
@@ -259,7 +259,13 @@ impl Worker {
                             .collect();
                         let due = self
                             .store
-                            .claim_due(&self.sub.name, now_ms(), wanted, self.sub.timeout * 2, &skip)
+                            .claim_due(&DueClaim {
+                                subscriber: &self.sub.name,
+                                now_ms: now_ms(),
+                                limit: wanted,
+                                lease: self.sub.timeout * 2,
+                                in_flight: &skip,
+                            })
                             .await?;
                         for d in due {
                             if unsettled.contains_key(&d.pos) {
@@ -302,7 +308,13 @@ impl Worker {
                         let skip: HashSet<i64> = held.iter().map(|d| d.pos).collect();
                         let probe = self
                             .store
-                            .claim_due(&self.sub.name, i64::MAX, 1, self.sub.timeout * 2, &skip)
+                            .claim_due(&DueClaim {
+                                subscriber: &self.sub.name,
+                                now_ms: i64::MAX,
+                                limit: 1,
+                                lease: self.sub.timeout * 2,
+                                in_flight: &skip,
+                            })
                             .await?;
                         match probe.into_iter().next() {
                             Some(d) => {

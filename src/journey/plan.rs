@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::timer::{TimerArm, TimerSettle};
+use super::timer::{Timer, TimerArm, TimerSettle};
 use super::{calendar, ProgramRules, Rule};
 use crate::model::Content;
 
@@ -114,15 +114,17 @@ pub fn plan(
         let from = calendar::anchor(c, r.from, learned, tz);
         let deadline = calendar::deadline_from(from, r.deadline, tz, &rules.holidays);
         out.arms.push(TimerArm {
-            program: c.program.clone(),
-            case_id: c.case_id.clone(),
-            rule: r.name.clone(),
-            trigger_milestone: c.milestone.as_str().to_string(),
-            trigger_occurrence: c.occurrence.clone(),
-            trigger_occurred_at: c.occurred_at.clone(),
-            connector: connector.to_string(),
-            armed_at_ms: learned.timestamp_millis(),
-            deadline_ms: deadline.timestamp_millis(),
+            timer: Timer {
+                program: c.program.clone(),
+                case_id: c.case_id.clone(),
+                rule: r.name.clone(),
+                trigger_milestone: c.milestone.as_str().to_string(),
+                trigger_occurrence: c.occurrence.clone(),
+                trigger_occurred_at: c.occurred_at.clone(),
+                connector: connector.to_string(),
+                armed_at_ms: learned.timestamp_millis(),
+                deadline_ms: deadline.timestamp_millis(),
+            },
             rearm: r.from == super::Anchor::OccurredAt,
         });
     }

@@ -55,9 +55,11 @@ impl TimerStatus {
 /// so it cannot be mistaken for a cancelling milestone.
 pub const RULE_REMOVED: &str = "rule removed";
 
-/// A timer to arm (insert, or move the deadline of a still-armed one).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimerArm {
+/// What a timer waits for: the rule, the case and the milestone that
+/// triggered it, and until when. Armed as is ([`TimerArm`]), stored with
+/// its progress ([`TimerRow`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timer {
     pub program: String,
     pub case_id: String,
     pub rule: String,
@@ -67,6 +69,12 @@ pub struct TimerArm {
     pub connector: String,
     pub armed_at_ms: i64,
     pub deadline_ms: i64,
+}
+
+/// A timer to arm (insert, or move the deadline of a still-armed one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerArm {
+    pub timer: Timer,
     /// A corrected trigger moves an armed timer's deadline (anchor
     /// `occurred_at`); with anchor `learned_at` the first sighting counts.
     pub rearm: bool,
@@ -106,15 +114,9 @@ impl SettleKind {
 pub struct TimerRow {
     #[serde(skip)]
     pub id: i64,
-    pub program: String,
-    pub case_id: String,
-    pub rule: String,
-    pub trigger_milestone: String,
-    pub trigger_occurrence: String,
-    pub trigger_occurred_at: String,
-    pub connector: String,
-    pub armed_at_ms: i64,
-    pub deadline_ms: i64,
+    /// Flattened: the JSON of a stored timer lists these fields first.
+    #[serde(flatten)]
+    pub timer: Timer,
     pub status: TimerStatus,
     pub fired_at_ms: Option<i64>,
     pub settled_at_ms: Option<i64>,
@@ -147,4 +149,39 @@ pub struct StateBody {
     pub case_id: String,
     pub milestone: String,
     pub body: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored timer's JSON lists what it waits for first, then its
+    /// progress, as it did before [`Timer`] was split out of [`TimerRow`].
+    #[test]
+    fn a_stored_timer_serializes_flat() {
+        let row = TimerRow {
+            id: 7,
+            timer: Timer {
+                program: "P".into(),
+                case_id: "C".into(),
+                rule: "r".into(),
+                trigger_milestone: "pa.approved".into(),
+                trigger_occurrence: String::new(),
+                trigger_occurred_at: "2026-11-30".into(),
+                connector: "acme".into(),
+                armed_at_ms: 1,
+                deadline_ms: 2,
+            },
+            status: TimerStatus::Stalled,
+            fired_at_ms: Some(3),
+            settled_at_ms: None,
+            settled_by: None,
+            stalled_webhook: Some("msg_1".into()),
+            resumed_webhook: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&row).expect("serializes"),
+            r#"{"program":"P","case_id":"C","rule":"r","trigger_milestone":"pa.approved","trigger_occurrence":"","trigger_occurred_at":"2026-11-30","connector":"acme","armed_at_ms":1,"deadline_ms":2,"status":"stalled","fired_at_ms":3,"settled_at_ms":null,"settled_by":null,"stalled_webhook":"msg_1","resumed_webhook":null}"#
+        );
+    }
 }

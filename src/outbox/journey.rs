@@ -115,10 +115,10 @@ pub fn rfc3339_ms(ms: i64) -> String {
 
 fn trigger_of(t: &TimerRow) -> TriggerRef<'_> {
     TriggerRef {
-        milestone: &t.trigger_milestone,
-        occurrence: &t.trigger_occurrence,
-        occurred_at: &t.trigger_occurred_at,
-        learned_at: rfc3339_ms(t.armed_at_ms),
+        milestone: &t.timer.trigger_milestone,
+        occurrence: &t.timer.trigger_occurrence,
+        occurred_at: &t.timer.trigger_occurred_at,
+        learned_at: rfc3339_ms(t.timer.armed_at_ms),
     }
 }
 
@@ -144,15 +144,15 @@ fn render<D: Serialize>(
         kind: k.kind,
         timestamp: now,
         data: Event {
-            program: &t.program,
-            case_id: &t.case_id,
+            program: &t.timer.program,
+            case_id: &t.timer.case_id,
             milestone: k.kind,
             occurred_at: k.occurred_at,
             rule: RuleRef::of(rule),
             trigger: trigger_of(t),
             deadline_at,
             detail: k.detail,
-            late_by_seconds: (now_ms - t.deadline_ms).max(0) / 1000,
+            late_by_seconds: (now_ms - t.timer.deadline_ms).max(0) / 1000,
             source: Source {
                 connector: k.connector,
             },
@@ -169,7 +169,7 @@ pub fn render_stalled(rule: &Rule, t: &TimerRow, deadline_at: &str, now_ms: i64,
     let kind = Kind {
         kind: "journey.stalled",
         occurred_at: deadline_at,
-        connector: &t.connector,
+        connector: &t.timer.connector,
         detail: Stalled { detected_at: &now },
     };
     render(kind, rule, t, deadline_at, now_ms, &now, sequence)

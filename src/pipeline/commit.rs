@@ -22,7 +22,7 @@ use crate::model::{Counts, Provenance};
 use crate::outbox::sequence::CaseSequences;
 use crate::outbox::{self, OutboxWrite};
 use crate::setup::Connector;
-use crate::store::{FileStatus, Generation, Tx};
+use crate::store::{FileStatus, Generation, Progress, Tx};
 
 /// A chunk's rows, rendered and ready to write.
 struct Staged {
@@ -76,8 +76,13 @@ impl Pipeline {
             Some(Finish::Done(_)) => Some((FileStatus::Done, warnings.as_deref())),
             Some(Finish::Failed(r)) => Some((FileStatus::Failed, Some(r.as_str()))),
         };
-        tx.file_progress(file_id, chunk.records_done, &counts, finish)
-            .await?;
+        tx.file_progress(&Progress {
+            file_id,
+            records_done: chunk.records_done,
+            counts: &counts,
+            finish,
+        })
+        .await?;
         tx.commit().await?;
 
         // In sync and we wrote: the index has our writes, so it stays in sync.

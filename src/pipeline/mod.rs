@@ -37,7 +37,7 @@ use crate::model::{Counts, Provenance};
 use crate::parse::ParseError;
 use crate::setup::{Config, Connector};
 use crate::source::ReadyFile;
-use crate::store::{Claim, FileRow, RejectRow, Store, StoreError};
+use crate::store::{Claim, FileArrival, FileRow, RejectRow, Store, StoreError};
 use produce::{produce, Chunk, Finish, Job, ProduceError};
 use records::{Next, Records};
 
@@ -159,7 +159,12 @@ impl Pipeline {
     ) -> Result<FileOutcome, PipelineError> {
         let row = match self
             .store
-            .file_claim(&connector.name, &file.sha256, &file.name, file.size)
+            .file_claim(&FileArrival {
+                connector: &connector.name,
+                sha256: &file.sha256,
+                name: &file.name,
+                size: file.size,
+            })
             .await?
         {
             Claim::Owned(row) => row,

@@ -6,10 +6,12 @@
 //! and rejects all commit together or not at all (the Quickwit rule: the
 //! checkpoint lives in the same transaction as the output).
 //!
-//! Two backends, one implementation each ([`sqlite`], [`postgres`]), each with
-//! its own migration folder. They keep only their SQL: row mapping and the
-//! bookkeeping around queries are shared ([`rows`]), and the enums hand each
-//! call to the backend through one macro (`dispatch!`). The types the store
+//! Two backends ([`sqlite`], [`postgres`]), each with its own migration
+//! folder. They keep only the SQL that differs (multi-row writes, index
+//! hints, leases): a statement that reads the same in both dialects is
+//! written once, with `$N` placeholders, in `shared`; row mapping and the
+//! bookkeeping around queries are in `rows`. The enums hand each call to the
+//! backend (`dispatch!`) or to the shared statement (`shared!`). The types the store
 //! persists belong to the stages that make them (`diff::StateRow`,
 //! `outbox::OutboxWrite`, `journey::timer::TimerRow`, `model::Counts`, …):
 //! the store imports them, never the reverse.
@@ -50,10 +52,45 @@ macro_rules! dispatch {
     };
 }
 
+/// Writes methods of [`Store`] or [`Tx`] whose statements are the same on
+/// both backends: the one implementation is [`shared::Sql`]'s function of
+/// the same name, run on the SQLite pool named after `=>` (`reader`, or
+/// `writer` where a read must see this process's latest commit), on
+/// PostgreSQL's one pool, or on the transaction (`tx`).
+macro_rules! shared {
+    ($enum:ident; $($(#[$doc:meta])* $vis:vis async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?)
+        -> $ret:ty => $conn:ident;)*) => {
+        impl $enum {
+            $($(#[$doc])* $vis async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                match self {
+                    $enum::Sqlite(b) => $crate::store::shared::Sql(&b.$conn).$name($($arg),*).await,
+                    $enum::Postgres(b) => $crate::store::shared::Sql(&b.pool).$name($($arg),*).await,
+                }
+            })*
+        }
+    };
+    ($enum:ident; $($(#[$doc:meta])* $vis:vis async fn $name:ident(&mut self $(, $arg:ident: $ty:ty)* $(,)?)
+        -> $ret:ty => $conn:ident;)*) => {
+        impl $enum {
+            $($(#[$doc])* $vis async fn $name(&mut self $(, $arg: $ty)*) -> $ret {
+                match self {
+                    $enum::Sqlite(b) => {
+                        $crate::store::shared::Sql::<sqlx::Sqlite>::$name(&mut b.tx $(, $arg)*).await
+                    }
+                    $enum::Postgres(b) => {
+                        $crate::store::shared::Sql::<sqlx::Postgres>::$name(&mut b.tx $(, $arg)*).await
+                    }
+                }
+            })*
+        }
+    };
+}
+
 pub mod journey;
 pub mod lock;
 pub mod postgres;
 mod rows;
+mod shared;
 pub mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -169,6 +206,40 @@ pub fn host_name() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_string())
+}
+
+/// A discovered file, as [`Store::file_claim`] records it in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileArrival<'a> {
+    pub connector: &'a str,
+    pub sha256: &'a str,
+    pub name: &'a str,
+    pub size: u64,
+}
+
+/// A chunk's move of its file's checkpoint ([`Tx::file_progress`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub file_id: i64,
+    /// Records of the file done once this chunk commits.
+    pub records_done: u64,
+    /// This chunk's counts, added to the file's.
+    pub counts: &'a Counts,
+    /// Marks the file done or failed (with an error to keep); `None`: still processing.
+    pub finish: Option<(FileStatus, Option<&'a str>)>,
+}
+
+/// Which due lane heads [`Store::claim_due`] claims.
+#[derive(Debug, Clone, Copy)]
+pub struct DueClaim<'a> {
+    pub subscriber: &'a str,
+    /// Unix ms: what is due at this time.
+    pub now_ms: i64,
+    pub limit: usize,
+    /// How long a shared store leases each claimed delivery.
+    pub lease: Duration,
+    /// This worker's unsettled sends, left out.
+    pub in_flight: &'a HashSet<i64>,
 }
 
 /// A ledger row.
@@ -552,25 +623,7 @@ dispatch! { Store;
 
     /// Claims a discovered file for this instance (see [`Claim`]). A file
     /// that failed earlier is claimed again (it was dropped again).
-    pub async fn file_claim(
-        &self,
-        connector: &str,
-        sha256: &str,
-        name: &str,
-        size: u64,
-    ) -> Result<Claim, StoreError>;
-
-    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError>;
-
-    /// Marks a file failed with its reason (the whole-file errors: header, I/O).
-    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError>;
-
-    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError>;
-
-    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError>;
-
-    /// Every (key hash, content hash) in the state, unless there are more than `cap`.
-    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError>;
+    pub async fn file_claim(&self, file: &FileArrival<'_>) -> Result<Claim, StoreError>;
 
     /// The earliest `next_attempt_at` of a pending delivery.
     pub async fn next_due(&self, subscriber: &str) -> Result<Option<i64>, StoreError>;
@@ -579,87 +632,6 @@ dispatch! { Store;
 
     pub async fn subscriber_stats(&self) -> Result<Vec<SubscriberStats>, StoreError>;
 
-    /// A trivial query: is the database answering?
-    pub async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Every stored subscriber state (subscribers never disabled or parked have none).
-    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError>;
-
-    /// Writes a subscriber's whole state (upsert). Rare: on 410, breaker
-    /// transitions and re-enable.
-    pub async fn set_subscriber_state(&self, state: &SubscriberState) -> Result<(), StoreError>;
-
-    /// Marks as coalesced every pending, never-attempted delivery of
-    /// `subscriber` that a later pending delivery in the same lane with the
-    /// same milestone key supersedes. With `all_lanes` false, only lanes whose
-    /// head is failing (has attempts) are considered. Returns how many.
-    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError>;
-
-    /// Resets matching deliveries to pending, due now, attempts zero. The
-    /// outbox row (webhook-id and body) is reused as is.
-    pub async fn replay(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError>;
-
-    /// Nulls the body of up to `limit` messages committed before `cutoff_ms`
-    /// whose deliveries are all settled as delivered or coalesced. Ids and
-    /// metadata stay. Returns how many were purged.
-    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError>;
-
-    /// One message by webhook id, with provenance and deliveries.
-    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError>;
-
-    /// Logged attempts of a message, oldest first.
-    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError>;
-
-    /// Dead letters of `subscriber`, oldest first.
-    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError>;
-
-    /// All messages of a case in sequence order, with provenance and deliveries.
-    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError>;
-
-    /// The ledger's verdict on a listed remote file version, if it has one.
-    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError>;
-
-    /// Records that a remote file version was handled (idempotent).
-    pub async fn remote_file_record(
-        &self,
-        key: &RemoteKey<'_>,
-        sha256: &str,
-        status: RemoteStatus,
-    ) -> Result<(), StoreError>;
-
-    /// Unix ms of the latest file that arrived for `connector` at or before
-    /// `until_ms`: a ledger row started, or a remote file recorded.
-    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError>;
-
-    /// Missed deadlines, newest first.
-    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError>;
-
-    /// Ledger rows with their times, newest first.
-    pub async fn file_summaries(&self, q: &FileQuery) -> Result<Vec<FileSummary>, StoreError>;
-
-    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError>;
-
-    /// The first `limit` messages a file produced, in outbox order.
-    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError>;
-
-    /// Attempts per subscriber since `since_ms`, and how many failed.
-    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError>;
-
-    /// Up to `limit` of `subscriber`'s latest deliveries delivered since `since_ms`.
-    pub async fn delivery_latencies(
-        &self,
-        subscriber: &str,
-        since_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<Latency>, StoreError>;
-
-    /// What [`Store::replay`] would queue again with this filter; changes nothing.
-    pub async fn replay_preview(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError>;
-
-    pub async fn audit_record(&self, entry: &AuditEntry) -> Result<(), StoreError>;
-
-    /// The latest audit entries, newest first.
-    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
     /// Extends this instance's lease on a file it is processing; `false` when
     /// the lease was lost (expired and taken over).
     pub async fn file_renew(&self, file_id: i64) -> Result<bool, StoreError>;
@@ -677,23 +649,112 @@ dispatch! { Store;
     /// oldest first, leaving out `in_flight` (this worker's unsettled sends).
     /// On a shared store each is leased to this instance for `lease`, and a
     /// lane whose head another instance holds is not due.
-    pub async fn claim_due(
-        &self,
-        subscriber: &str,
-        now_ms: i64,
-        limit: usize,
-        lease: Duration,
-        in_flight: &HashSet<i64>,
-    ) -> Result<Vec<Due>, StoreError>;
+    pub async fn claim_due(&self, claim: &DueClaim<'_>) -> Result<Vec<Due>, StoreError>;
 
     /// Applies the outcomes an outcome journal kept (`deliver::journal`)
     /// after a crash. Idempotent: an outcome already recorded, or overtaken
     /// since (a replay re-queued the message), changes nothing. Returns how
     /// many deliveries it settled or rescheduled.
     pub async fn apply_journal(&self, results: &[AttemptResult]) -> Result<u64, StoreError>;
+}
+
+shared! { Store;
+    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> => writer;
+
+    /// Marks a file failed with its reason (the whole-file errors: header, I/O).
+    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> => writer;
+
+    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> => reader;
+
+    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> => writer;
+
+    /// Every (key hash, content hash) in the state, unless there are more than `cap`.
+    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> => writer;
+
+    /// A trivial query: is the database answering?
+    pub async fn ping(&self) -> Result<(), StoreError> => reader;
+
+    /// Every stored subscriber state (subscribers never disabled or parked have none).
+    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> => writer;
+
+    /// Writes a subscriber's whole state (upsert). Rare: on 410, breaker
+    /// transitions and re-enable.
+    pub async fn set_subscriber_state(&self, state: &SubscriberState) -> Result<(), StoreError> => writer;
+
+    /// Marks as coalesced every pending, never-attempted delivery of
+    /// `subscriber` that a later pending delivery in the same lane with the
+    /// same milestone key supersedes. With `all_lanes` false, only lanes whose
+    /// head is failing (has attempts) are considered. Returns how many.
+    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> => writer;
+
+    /// Resets matching deliveries to pending, due now, attempts zero. The
+    /// outbox row (webhook-id and body) is reused as is.
+    pub async fn replay(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError> => writer;
+
+    /// Nulls the body of up to `limit` messages committed before `cutoff_ms`
+    /// whose deliveries are all settled as delivered or coalesced. Ids and
+    /// metadata stay. Returns how many were purged.
+    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError> => writer;
+
+    /// One message by webhook id, with provenance and deliveries.
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> => reader;
+
+    /// Logged attempts of a message, oldest first.
+    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> => reader;
+
+    /// Dead letters of `subscriber`, oldest first.
+    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> => reader;
+
+    /// All messages of a case in sequence order, with provenance and deliveries.
+    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError> => reader;
+
+    /// The ledger's verdict on a listed remote file version, if it has one.
+    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> => writer;
+
+    /// Records that a remote file version was handled (idempotent).
+    pub async fn remote_file_record(
+        &self,
+        key: &RemoteKey<'_>,
+        sha256: &str,
+        status: RemoteStatus,
+    ) -> Result<(), StoreError> => writer;
+
+    /// Unix ms of the latest file that arrived for `connector` at or before
+    /// `until_ms`: a ledger row started, or a remote file recorded.
+    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> => writer;
+
+    /// Missed deadlines, newest first.
+    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> => reader;
+
+    /// Ledger rows with their times, newest first.
+    pub async fn file_summaries(&self, q: &FileQuery) -> Result<Vec<FileSummary>, StoreError> => reader;
+
+    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> => reader;
+
+    /// The first `limit` messages a file produced, in outbox order.
+    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> => reader;
+
+    /// Attempts per subscriber since `since_ms`, and how many failed.
+    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> => reader;
+
+    /// Up to `limit` of `subscriber`'s latest deliveries delivered since `since_ms`.
+    pub async fn delivery_latencies(
+        &self,
+        subscriber: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Latency>, StoreError> => reader;
+
+    /// What [`Store::replay`] would queue again with this filter; changes nothing.
+    pub async fn replay_preview(&self, filter: &ReplayFilter) -> Result<ReplayCount, StoreError> => reader;
+
+    pub async fn audit_record(&self, entry: &AuditEntry) -> Result<(), StoreError> => writer;
+
+    /// The latest audit entries, newest first.
+    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> => reader;
 
     /// Latest file-borne outbox rows, newest first (cases may repeat).
-    async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError>;
+    async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> => reader;
 }
 
 impl Tx {
@@ -719,13 +780,7 @@ dispatch! { Tx;
     pub async fn insert_rejects(&mut self, file_id: i64, rows: &[RejectRow]) -> Result<(), StoreError>;
 
     /// Moves the file's checkpoint and adds this chunk's counts; `finish` marks it done or failed.
-    pub async fn file_progress(
-        &mut self,
-        file_id: i64,
-        records_done: u64,
-        counts: &Counts,
-        finish: Option<(FileStatus, Option<&str>)>,
-    ) -> Result<(), StoreError>;
+    pub async fn file_progress(&mut self, progress: &Progress<'_>) -> Result<(), StoreError>;
 
     /// (key hash, content hash) of stored states whose key hash is in `hashes`.
     pub async fn state_hashes(&mut self, hashes: &[u64]) -> Result<Vec<(u64, u64)>, StoreError>;
@@ -735,13 +790,11 @@ dispatch! { Tx;
 
     /// Records that this transaction wrote `program`'s state; returns the new generation.
     pub async fn bump_program(&mut self, program: &str) -> Result<Generation, StoreError>;
+}
 
+shared! { Tx;
     /// Records a missed deadline once; false when it was already recorded.
-    async fn record_missing_drop(
-        &mut self,
-        drop: &MissingDrop,
-        webhook_id: Option<&str>,
-    ) -> Result<bool, StoreError>;
+    async fn record_missing_drop(&mut self, drop: &MissingDrop, webhook_id: Option<&str>) -> Result<bool, StoreError> => tx;
 }
 
 impl FileStatus {

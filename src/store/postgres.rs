@@ -16,19 +16,19 @@
 //! Every multi-row write is one statement over `UNNEST`ed arrays: no per-row
 //! round trips, and no bound-parameter limit to chunk around.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use super::rows::{self, all, DELIVERY_COLS, FILE_COLS, MESSAGE_SELECT, SUBSCRIBER_STATE_SELECT};
+use super::rows::{self, all, FILE_COLS};
+use super::shared::{Dialect, Sql};
 use super::{
-    check_schema, now_ms, AttemptOutcome, AttemptResult, AttemptRow, AttemptTally, AuditEntry, CaseRef,
-    Claim, Counts, DeadLetter, Due, FileQuery, FileRow, FileStatus, FileSummary, Generation, Latency,
-    MessageRow, MissingDrop, OutboxWrite, RejectRow, RemoteKey, RemoteStatus, ReplayCount, ReplayFilter,
-    SchemaVersion, StateRow, StoreError, StoreOptions, SubscriberState, SubscriberStats,
+    check_schema, now_ms, AttemptOutcome, AttemptResult, Claim, Due, DueClaim, FileArrival, FileStatus,
+    Generation, OutboxWrite, Progress, RejectRow, SchemaVersion, StateRow, StoreError, StoreOptions,
+    SubscriberStats,
 };
 
 mod journey;
@@ -43,7 +43,8 @@ const DELIVERY_CONNECTIONS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    /// Also the pool of the shared statements (`shared!`), reads and writes.
+    pub(super) pool: PgPool,
     /// Delivery bookkeeping's own connections, with relaxed commits (see
     /// [`PgStore::open`]).
     deliveries: PgPool,
@@ -53,9 +54,43 @@ pub struct PgStore {
 }
 
 pub struct PgTx {
-    tx: Transaction<'static, Postgres>,
+    pub(super) tx: Transaction<'static, Postgres>,
     instance: String,
     lease_ms: i64,
+}
+
+impl Dialect for Postgres {
+    /// A replayed delivery may be leased by an instance still sending it;
+    /// its result then no longer settles it (`record_attempts`).
+    const LEASE_RESET: &'static str = ", lease_owner = NULL, lease_until = NULL";
+    /// A leased delivery is being sent: never coalesced under its sender.
+    const UNLEASED: &'static str = " AND d.lease_owner IS NULL";
+    /// Concurrent instances claim disjoint timers; a crash before commit
+    /// releases the claim.
+    const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    /// An array literal, cast: the same plan as a bound `text[]`.
+    fn in_texts(param: &str) -> String {
+        format!("= ANY(CAST({param} AS text[]))")
+    }
+
+    /// Each element quoted, `"` and `\` escaped (PostgreSQL's array input).
+    fn texts(values: &[&str]) -> String {
+        let quoted: Vec<String> = values
+            .iter()
+            .map(|v| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        format!("{{{}}}", quoted.join(","))
+    }
+
+    fn in_ints(param: &str) -> String {
+        format!("= ANY(CAST({param} AS bigint[]))")
+    }
+
+    fn ints(values: &[i64]) -> String {
+        let list: Vec<String> = values.iter().map(i64::to_string).collect();
+        format!("{{{}}}", list.join(","))
+    }
 }
 
 /// The highest migration applied to the database, if any.
@@ -163,27 +198,10 @@ impl PgStore {
         check_schema(applied_version(&self.pool).await?, &MIGRATOR)
     }
 
-    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {FILE_COLS} FROM files WHERE connector = $1 AND sha256 = $2"
-        ))
-        .bind(connector)
-        .bind(sha256)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(rows::file_row).transpose()?)
-    }
-
     /// One statement decides the claim, under the row lock the upsert takes:
     /// a new file, one whose lease is ours or expired, or a failed file that
     /// was dropped again becomes ours; anything else stays with its owner.
-    pub async fn file_claim(
-        &self,
-        connector: &str,
-        sha256: &str,
-        name: &str,
-        size: u64,
-    ) -> Result<Claim, StoreError> {
+    pub async fn file_claim(&self, file: &FileArrival<'_>) -> Result<Claim, StoreError> {
         let now = now_ms();
         let row = sqlx::query(&format!(
             "INSERT INTO files AS f (connector, sha256, name, size, status, started_at, lease_owner, lease_until)
@@ -198,10 +216,10 @@ impl PgStore {
                 OR (f.status = 'failed' AND COALESCE(f.finished_at, 0) < $5 - $8)
              RETURNING {FILE_COLS}"
         ))
-        .bind(connector)
-        .bind(sha256)
-        .bind(name)
-        .bind(size as i64)
+        .bind(file.connector)
+        .bind(file.sha256)
+        .bind(file.name)
+        .bind(file.size as i64)
         .bind(now)
         .bind(&self.instance)
         .bind(now + self.lease_ms)
@@ -211,15 +229,9 @@ impl PgStore {
         if let Some(r) = row {
             return Ok(Claim::Owned(rows::file_row(&r)?));
         }
-        let row = sqlx::query(&format!(
-            "SELECT {FILE_COLS}, finished_at FROM files WHERE connector = $1 AND sha256 = $2"
-        ))
-        .bind(connector)
-        .bind(sha256)
-        .fetch_one(&self.pool)
-        .await?;
-        let finished_at: Option<i64> = row.try_get("finished_at")?;
-        let file = rows::file_row(&row)?;
+        let (file, finished_at) = Sql::<Postgres>::file_by_key(&self.pool, file.connector, file.sha256)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         // Within a lease of its finish, a done file is still being archived by
         // the instance that finished it: moving it here too would race that.
         Ok(match file.status {
@@ -252,57 +264,11 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE files SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3")
-            .bind(reason)
-            .bind(now_ms())
-            .bind(file_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {FILE_COLS} FROM files ORDER BY id DESC LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::file_row)
-    }
-
-    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
-        let rows = sqlx::query("SELECT locator, col, reason FROM rejects WHERE file_id = $1 ORDER BY id")
-            .bind(file_id)
-            .fetch_all(&self.pool)
-            .await?;
-        all(&rows, rows::reject_row)
-    }
-
     pub async fn state_generations(&self) -> Result<HashMap<String, i64>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT program, generation FROM programs")
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().collect())
-    }
-
-    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM state")
-            .fetch_one(&self.pool)
-            .await?;
-        if n as usize > cap {
-            return Ok(None);
-        }
-        use futures_util::StreamExt;
-        let mut out = Vec::with_capacity(n as usize);
-        let mut rows =
-            sqlx::query_as::<_, (i64, i64)>("SELECT key_hash, content_hash FROM state").fetch(&self.pool);
-        while let Some(r) = rows.next().await {
-            let (k, c) = r?;
-            out.push((k as u64, c as u64));
-        }
-        Ok(Some(out))
     }
 
     pub async fn begin(&self) -> Result<PgTx, StoreError> {
@@ -317,18 +283,11 @@ impl PgStore {
     /// lane) counts leased messages as pending, so a lane another instance is
     /// sending is not due here; `SKIP LOCKED` lets instances claim side by side
     /// without waiting on each other's rows.
-    pub async fn claim_due(
-        &self,
-        subscriber: &str,
-        now: i64,
-        limit: usize,
-        lease: Duration,
-        in_flight: &HashSet<i64>,
-    ) -> Result<Vec<Due>, StoreError> {
-        if limit == 0 {
+    pub async fn claim_due(&self, c: &DueClaim<'_>) -> Result<Vec<Due>, StoreError> {
+        if c.limit == 0 {
             return Ok(Vec::new());
         }
-        let lease_ms = (lease.as_millis() as i64).max(self.lease_ms);
+        let lease_ms = (c.lease.as_millis() as i64).max(self.lease_ms);
         let rows = sqlx::query(
             "WITH heads AS (
                 SELECT d.subscriber, d.pos FROM deliveries d
@@ -351,17 +310,17 @@ impl PgStore {
              RETURNING d.pos, d.lane, d.attempts, o.id, o.body, o.connector, o.program, o.case_id, o.milestone,
                        o.seq, o.created_at",
         )
-        .bind(subscriber)
-        .bind(now)
-        .bind(limit as i64)
+        .bind(c.subscriber)
+        .bind(c.now_ms)
+        .bind(c.limit as i64)
         .bind(&self.instance)
-        .bind(now + lease_ms)
+        .bind(c.now_ms + lease_ms)
         .fetch_all(&self.deliveries)
         .await?;
         let mut due = all(&rows, rows::due)?;
         // A send that outlived its lease may be re-claimed by its own worker:
         // it is still in flight, and its result will settle it.
-        due.retain(|d| !in_flight.contains(&d.pos));
+        due.retain(|d| !c.in_flight.contains(&d.pos));
         due.sort_by_key(|d| d.pos);
         Ok(due)
     }
@@ -490,30 +449,6 @@ async fn fetch_state_rows(
     .fetch_all(&mut *conn)
     .await?;
     all(&rows, rows::state_row)
-}
-
-impl PgTx {
-    /// See `Store::missing_drop`. The primary key makes the event once-only
-    /// across instances: the instance whose insert wins writes the outbox
-    /// row in the same commit.
-    pub async fn record_missing_drop(
-        &mut self,
-        drop: &MissingDrop,
-        webhook_id: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (connector, expected_by) DO NOTHING",
-        )
-        .bind(&drop.connector)
-        .bind(drop.expected_by_ms)
-        .bind(drop.detected_at_ms)
-        .bind(drop.last_arrival_ms)
-        .bind(webhook_id)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
 }
 
 impl PgTx {
@@ -708,39 +643,10 @@ impl PgTx {
 
     /// Moves the checkpoint, renews the lease, and fences the whole chunk: if
     /// another instance took the file over, nothing of this chunk commits.
-    pub async fn file_progress(
-        &mut self,
-        file_id: i64,
-        records_done: u64,
-        c: &Counts,
-        finish: Option<(FileStatus, Option<&str>)>,
-    ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let (status, error, finished_at) = rows::finish_cols(finish, now);
-        let done = sqlx::query(
-            "UPDATE files SET records_done = $1, records_read = records_read + $2, emitted = emitted + $3,
-                unchanged = unchanged + $4, rejected = rejected + $5, filtered = filtered + $6, deltas = deltas + $7,
-                status = $8, error = COALESCE($9, error), finished_at = COALESCE($10, finished_at),
-                lease_until = $11
-             WHERE id = $12 AND lease_owner = $13",
-        )
-        .bind(records_done as i64)
-        .bind(c.read as i64)
-        .bind(c.emitted as i64)
-        .bind(c.unchanged as i64)
-        .bind(c.rejected as i64)
-        .bind(c.filtered as i64)
-        .bind(c.deltas as i64)
-        .bind(status)
-        .bind(error)
-        .bind(finished_at)
-        .bind(now + self.lease_ms)
-        .bind(file_id)
-        .bind(&self.instance)
-        .execute(&mut *self.tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::LeaseLost { file_id });
+    pub async fn file_progress(&mut self, p: &Progress<'_>) -> Result<(), StoreError> {
+        let fence = (self.instance.as_str(), now_ms() + self.lease_ms);
+        if Sql::<Postgres>::file_progress(&mut self.tx, p, Some(fence)).await? != 1 {
+            return Err(StoreError::LeaseLost { file_id: p.file_id });
         }
         Ok(())
     }
@@ -751,334 +657,6 @@ impl PgTx {
     }
 }
 
-// ------------------------------------------------ remote files, expectations
-
-impl PgStore {
-    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> {
-        let status: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM remote_files WHERE connector = $1 AND path = $2 AND size = $3 AND mtime = $4",
-        )
-        .bind(key.connector)
-        .bind(key.path)
-        .bind(key.size as i64)
-        .bind(i64::from(key.mtime))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(status.as_deref().map(RemoteStatus::parse))
-    }
-
-    pub async fn remote_file_record(
-        &self,
-        key: &RemoteKey<'_>,
-        sha256: &str,
-        status: RemoteStatus,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO remote_files (connector, path, size, mtime, sha256, status, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (connector, path, size, mtime) DO UPDATE SET
-                sha256 = excluded.sha256, status = excluded.status",
-        )
-        .bind(key.connector)
-        .bind(key.path)
-        .bind(key.size as i64)
-        .bind(i64::from(key.mtime))
-        .bind(sha256)
-        .bind(status.as_str())
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MAX(t) FROM (
-                SELECT MAX(started_at) AS t FROM files WHERE connector = $1 AND started_at <= $2
-                UNION ALL
-                SELECT MAX(recorded_at) AS t FROM remote_files WHERE connector = $1 AND recorded_at <= $2) AS a",
-        )
-        .bind(connector)
-        .bind(until_ms)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT connector, expected_by, detected_at, last_arrival, webhook_id FROM missing_drops
-             ORDER BY expected_by DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::missing_drop)
-    }
-}
-
 // ------------------------------------------------ delivery operations (issue 6)
 
-impl PgStore {
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> {
-        let rows = sqlx::query(SUBSCRIBER_STATE_SELECT).fetch_all(&self.pool).await?;
-        all(&rows, rows::subscriber_state)
-    }
-
-    pub async fn set_subscriber_state(&self, st: &SubscriberState) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO subscriber_state (subscriber, disabled_at, disabled_reason, disabled_url, parked_until, parked_reason)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (subscriber) DO UPDATE SET disabled_at = excluded.disabled_at,
-                disabled_reason = excluded.disabled_reason, disabled_url = excluded.disabled_url,
-                parked_until = excluded.parked_until, parked_reason = excluded.parked_reason",
-        )
-        .bind(&st.subscriber)
-        .bind(st.disabled_at)
-        .bind(&st.disabled_reason)
-        .bind(&st.disabled_url)
-        .bind(st.parked_until)
-        .bind(&st.parked_reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// As on SQLite: never-attempted, unleased deliveries superseded by a later
-    /// pending update of the same milestone key in the same lane.
-    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 3 WHERE subscriber = $1 AND status = 0 AND pos IN (
-                SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos
-                WHERE d.subscriber = $1 AND d.status = 0 AND o.key_hash IS NOT NULL AND d.lease_owner IS NULL
-                  AND d.attempts = 0 AND d.last_status IS NULL AND d.last_error IS NULL
-                  AND ($2 OR EXISTS (SELECT 1 FROM deliveries h WHERE h.subscriber = $1 AND h.lane = d.lane
-                                     AND h.status = 0 AND (h.attempts > 0 OR h.last_error IS NOT NULL)))
-                  AND EXISTS (SELECT 1 FROM deliveries e JOIN outbox p ON p.pos = e.pos
-                              WHERE e.subscriber = $1 AND e.lane = d.lane AND e.status = 0 AND e.pos > d.pos
-                                AND p.key_hash = o.key_hash AND p.program = o.program AND p.case_id = o.case_id
-                                AND p.milestone = o.milestone))",
-        )
-        .bind(subscriber)
-        .bind(all_lanes)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    pub async fn replay(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        let filter = |q: &mut QueryBuilder<'_, Postgres>| rows::replay_where(q, f);
-        let mut tx = self.pool.begin().await?;
-        let mut count = ReplayCount::default();
-        if !f.allow_purged {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "SELECT COUNT(*) FROM deliveries d JOIN outbox o ON o.pos = d.pos",
-            );
-            filter(&mut q);
-            q.push(" AND o.body IS NULL");
-            let n: i64 = q.build_query_scalar().fetch_one(&mut *tx).await?;
-            count.purged = n as u64;
-        }
-        let mut q = QueryBuilder::<Postgres>::new(
-            "UPDATE deliveries SET status = 0, attempts = 0, lease_owner = NULL, lease_until = NULL, next_attempt_at = ",
-        );
-        q.push_bind(now_ms());
-        q.push(", delivered_at = NULL WHERE subscriber = ");
-        q.push_bind(f.subscriber.clone());
-        q.push(" AND pos IN (SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos");
-        filter(&mut q);
-        if !f.allow_purged {
-            q.push(" AND o.body IS NOT NULL");
-        }
-        q.push(")");
-        count.replayed = q.build().execute(&mut *tx).await?.rows_affected();
-        tx.commit().await?;
-        Ok(count)
-    }
-
-    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET body = NULL WHERE pos IN (
-                SELECT o.pos FROM outbox o
-                WHERE o.created_at < $1 AND o.body IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.pos = o.pos AND d.status IN (0, 2))
-                LIMIT $2)",
-        )
-        .bind(cutoff_ms)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn messages_where(&self, clause: &str, binds: &[&str]) -> Result<Vec<MessageRow>, StoreError> {
-        let sql = format!("{MESSAGE_SELECT} {clause}");
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = q.bind(*b);
-        }
-        let mut out = all(&q.fetch_all(&self.pool).await?, rows::message_row)?;
-        if out.is_empty() {
-            return Ok(out);
-        }
-        let positions: Vec<i64> = out.iter().map(|m| m.pos).collect();
-        let deliveries = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLS} FROM deliveries WHERE pos = ANY($1) ORDER BY subscriber"
-        ))
-        .bind(&positions)
-        .fetch_all(&self.pool)
-        .await?;
-        rows::attach_deliveries(&mut out, &deliveries)?;
-        Ok(out)
-    }
-
-    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        Ok(self.messages_where("o.id = $1", &[id]).await?.into_iter().next())
-    }
-
-    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError> {
-        self.messages_where(
-            "o.program = $1 AND o.case_id = $2 ORDER BY o.seq, o.pos",
-            &[program, case_id],
-        )
-        .await
-    }
-
-    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT a.subscriber, a.attempt, a.at, a.duration_ms, a.status, a.error, a.response_excerpt
-             FROM attempts a JOIN outbox o ON o.pos = a.pos WHERE o.id = $1 ORDER BY a.id",
-        )
-        .bind(message_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::attempt_row)
-    }
-
-    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT o.id, o.program, o.case_id, o.milestone, o.seq, o.created_at, d.attempts, d.last_status, d.last_error
-             FROM deliveries d JOIN outbox o ON o.pos = d.pos
-             WHERE d.subscriber = $1 AND d.status = 2 ORDER BY d.pos LIMIT $2",
-        )
-        .bind(subscriber)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::dead_letter)
-    }
-}
-
-// ------------------------------------------------ operator console (issue 17)
-
-impl PgStore {
-    pub async fn file_summaries(&self, fq: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
-        let mut q = rows::file_summaries_query::<Postgres>(fq);
-        all(
-            &q.build().persistent(false).fetch_all(&self.pool).await?,
-            rows::file_summary,
-        )
-    }
-
-    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE id = $1"
-        ))
-        .bind(file_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(rows::file_summary).transpose()?)
-    }
-
-    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
-        let (id, limit) = (file_id.to_string(), limit.to_string());
-        self.messages_where(
-            "o.file_id = CAST($1 AS BIGINT) ORDER BY o.pos LIMIT CAST($2 AS BIGINT)",
-            &[&id, &limit],
-        )
-        .await
-    }
-
-    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT subscriber, COUNT(*) AS attempts,
-                    COALESCE(SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END), 0) AS failed
-             FROM attempts WHERE at >= $1 GROUP BY subscriber ORDER BY subscriber",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::attempt_tally)
-    }
-
-    pub async fn delivery_latencies(
-        &self,
-        subscriber: &str,
-        since_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<Latency>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.delivered_at, d.delivered_at - o.created_at AS latency
-             FROM deliveries d JOIN outbox o ON o.pos = d.pos
-             WHERE d.subscriber = $1 AND d.status = 1 AND d.delivered_at >= $2
-             ORDER BY d.pos DESC LIMIT $3",
-        )
-        .bind(subscriber)
-        .bind(since_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::latency)
-    }
-
-    /// Latest file-borne outbox rows (feed events have file id 0), newest first.
-    pub async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT program, case_id, milestone, created_at FROM outbox WHERE file_id <> 0
-             ORDER BY pos DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::case_ref)
-    }
-
-    pub async fn replay_preview(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT COALESCE(SUM(CASE WHEN o.body IS NULL THEN 0 ELSE 1 END), 0),
-                    COALESCE(SUM(CASE WHEN o.body IS NULL THEN 1 ELSE 0 END), 0)
-             FROM deliveries d JOIN outbox o ON o.pos = d.pos",
-        );
-        rows::replay_where(&mut q, f);
-        let (kept, purged): (i64, i64) = q.build_query_as().persistent(false).fetch_one(&self.pool).await?;
-        Ok(rows::replay_count(kept, purged, f.allow_purged))
-    }
-
-    pub async fn audit_record(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO console_audit (at, operator, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(e.at_ms)
-        .bind(&e.operator)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, operator, action, target, detail FROM console_audit ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::audit_entry)
-    }
-}
+impl PgStore {}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use sqlx::postgres::{PgRow, Postgres};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Database, Encode, QueryBuilder, Row, Type, ValueRef};
+use sqlx::{Row, Type, ValueRef};
 
 use super::{
     AttemptRow, AttemptTally, AuditEntry, CaseRef, DeadLetter, DeliveryRow, FileQuery, FileRow, FileStatus,
@@ -18,7 +18,7 @@ use super::{
     SubscriberState, SubscriberStats,
 };
 use crate::diff::StateRow;
-use crate::journey::timer::{ArmedCount, StallCount, StateBody, TimerRow, TimerStatus};
+use crate::journey::timer::{ArmedCount, StallCount, StateBody, Timer, TimerRow, TimerStatus};
 use crate::model::Counts;
 use crate::outbox::{DeliveryStatus, Due};
 
@@ -312,18 +312,33 @@ pub(crate) fn timer_cols_of(table: &str) -> String {
         .join(", ")
 }
 
+/// How arming meets a timer of the same trigger: a rearm moves a still-armed
+/// one's deadline; a settled timer stays settled, so the same trigger again
+/// (a re-sent snapshot) arms nothing.
+pub(crate) fn arm_conflict(rearm: bool) -> &'static str {
+    if rearm {
+        "ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO UPDATE SET
+            trigger_occurred_at = excluded.trigger_occurred_at, deadline_at = excluded.deadline_at
+         WHERE journey_timers.status = 0"
+    } else {
+        "ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO NOTHING"
+    }
+}
+
 pub(crate) fn timer_row(r: &impl Columns) -> Result<TimerRow, sqlx::Error> {
     Ok(TimerRow {
         id: r.int("id")?,
-        program: r.text("program")?,
-        case_id: r.text("case_id")?,
-        rule: r.text("rule")?,
-        trigger_milestone: r.text("trigger_milestone")?,
-        trigger_occurrence: r.text("trigger_occurrence")?,
-        trigger_occurred_at: r.text("trigger_occurred_at")?,
-        connector: r.text("connector")?,
-        armed_at_ms: r.int("armed_at")?,
-        deadline_ms: r.int("deadline_at")?,
+        timer: Timer {
+            program: r.text("program")?,
+            case_id: r.text("case_id")?,
+            rule: r.text("rule")?,
+            trigger_milestone: r.text("trigger_milestone")?,
+            trigger_occurrence: r.text("trigger_occurrence")?,
+            trigger_occurred_at: r.text("trigger_occurred_at")?,
+            connector: r.text("connector")?,
+            armed_at_ms: r.int("armed_at")?,
+            deadline_ms: r.int("deadline_at")?,
+        },
         status: TimerStatus::from_code(r.int("status")?),
         fired_at_ms: r.opt_int("fired_at")?,
         settled_at_ms: r.opt_int("settled_at")?,
@@ -341,7 +356,7 @@ pub(crate) fn state_body(r: &impl Columns) -> Result<StateBody, sqlx::Error> {
     })
 }
 
-/// Open stalls per program and rule (the same statement on both backends).
+/// Open stalls per program and rule (walks `journey_timers_open`).
 pub(crate) const OPEN_COUNTS: &str =
     "SELECT program, rule, COUNT(*) AS open, MIN(deadline_at) AS oldest FROM journey_timers WHERE status = 1
      GROUP BY program, rule ORDER BY MIN(deadline_at)";
@@ -355,7 +370,7 @@ pub(crate) fn stall_count(r: &impl Columns) -> Result<StallCount, sqlx::Error> {
     })
 }
 
-/// Armed timers per program and rule (the same statement on both backends).
+/// Armed timers per program and rule (walks `journey_timers_armed`).
 pub(crate) const ARMED_COUNTS: &str =
     "SELECT program, rule, COUNT(*) AS armed FROM journey_timers WHERE status = 0
      GROUP BY program, rule ORDER BY program, rule";
@@ -411,55 +426,82 @@ pub(crate) fn replay_count(kept: i64, purged: i64, allow_purged: bool) -> Replay
     }
 }
 
+/// A value bound to a numbered placeholder of a [`Clause`].
+pub(crate) enum Value {
+    Text(String),
+    Int(i64),
+}
+
+/// A statement built from optional criteria, each value bound to the next
+/// numbered placeholder (`$N`), so one text serves both backends.
+pub(crate) struct Clause {
+    pub sql: String,
+    pub values: Vec<Value>,
+}
+
+impl Clause {
+    pub fn new(sql: impl Into<String>) -> Clause {
+        Clause {
+            sql: sql.into(),
+            values: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, sql: &str) -> &mut Clause {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Appends `sql` and a placeholder for `v`.
+    pub fn bind(&mut self, sql: &str, v: Value) -> &mut Clause {
+        self.values.push(v);
+        let n = self.values.len();
+        self.sql.push_str(sql);
+        self.sql.push_str(&format!("${n}"));
+        self
+    }
+}
+
 /// The WHERE clause of a replay (over `deliveries d JOIN outbox o`): every
 /// given criterion must hold; settled deliveries only.
-pub(crate) fn replay_where<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, f: &ReplayFilter)
-where
-    String: 'a + Encode<'a, DB> + Type<DB>,
-    i64: 'a + Encode<'a, DB> + Type<DB>,
-{
-    q.push(" WHERE d.subscriber = ");
-    q.push_bind(f.subscriber.clone());
+pub(crate) fn replay_where(q: &mut Clause, f: &ReplayFilter) {
+    q.bind(" WHERE d.subscriber = ", Value::Text(f.subscriber.clone()));
     if f.failed_only {
         q.push(" AND d.status = 2");
     } else {
         q.push(" AND d.status <> 0");
     }
     if let Some(t) = f.since_ms {
-        q.push(" AND o.created_at >= ").push_bind(t);
+        q.bind(" AND o.created_at >= ", Value::Int(t));
     }
     if let Some(t) = f.until_ms {
-        q.push(" AND o.created_at < ").push_bind(t);
+        q.bind(" AND o.created_at < ", Value::Int(t));
     }
     if let Some(p) = &f.program {
-        q.push(" AND o.program = ").push_bind(p.clone());
+        q.bind(" AND o.program = ", Value::Text(p.clone()));
     }
     if let Some(c) = &f.case_id {
-        q.push(" AND o.case_id = ").push_bind(c.clone());
+        q.bind(" AND o.case_id = ", Value::Text(c.clone()));
     }
     if let Some(m) = &f.message_id {
-        q.push(" AND o.id = ").push_bind(m.clone());
+        q.bind(" AND o.id = ", Value::Text(m.clone()));
     }
 }
 
 /// The console's ledger query: [`file_summary`] rows matching `fq`, newest first.
-pub(crate) fn file_summaries_query<'a, DB: Database>(fq: &FileQuery) -> QueryBuilder<'a, DB>
-where
-    String: 'a + Encode<'a, DB> + Type<DB>,
-    i64: 'a + Encode<'a, DB> + Type<DB>,
-{
-    let mut q = QueryBuilder::<DB>::new(format!(
+pub(crate) fn file_summaries_query(fq: &FileQuery) -> Clause {
+    let mut q = Clause::new(format!(
         "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE 1 = 1"
     ));
     if let Some(c) = &fq.connector {
-        q.push(" AND connector = ").push_bind(c.clone());
+        q.bind(" AND connector = ", Value::Text(c.clone()));
     }
     if let Some(t) = fq.since_ms {
-        q.push(" AND started_at >= ").push_bind(t);
+        q.bind(" AND started_at >= ", Value::Int(t));
     }
     if fq.failed_only {
         q.push(" AND status = 'failed'");
     }
-    q.push(" ORDER BY id DESC LIMIT ").push_bind(fq.limit);
+    q.bind(" ORDER BY id DESC LIMIT ", Value::Int(fq.limit));
     q
 }

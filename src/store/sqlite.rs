@@ -6,26 +6,54 @@
 //! archived only after its last chunk commits, so a commit that a power cut
 //! could undo would lose the file.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::rows::{self, all, DELIVERY_COLS, FILE_COLS, MESSAGE_SELECT, SUBSCRIBER_STATE_SELECT};
+use super::rows::{self, all};
+use super::shared::{Dialect, Sql};
 use super::{
-    check_schema, now_ms, AttemptOutcome, AttemptResult, AttemptRow, AttemptTally, AuditEntry, CaseRef,
-    Claim, Counts, DeadLetter, Due, FileQuery, FileRow, FileStatus, FileSummary, Generation, Latency,
-    MessageRow, MissingDrop, OutboxWrite, RejectRow, RemoteKey, RemoteStatus, ReplayCount, ReplayFilter,
-    SchemaVersion, StateRow, StoreError, SubscriberState, SubscriberStats,
+    check_schema, now_ms, AttemptOutcome, AttemptResult, Claim, Due, DueClaim, FileArrival, FileStatus,
+    Generation, OutboxWrite, Progress, RejectRow, SchemaVersion, StateRow, StoreError, SubscriberStats,
 };
 
 mod journey;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+impl Dialect for Sqlite {
+    /// Without statistics SQLite picks the primary key (see `claim_due`).
+    const PENDING_INDEX: &'static str = "INDEXED BY deliveries_pending";
+    const LANE_INDEX: &'static str = "INDEXED BY deliveries_lane";
+    const TIMERS_DUE_INDEX: &'static str = "INDEXED BY journey_timers_due";
+
+    fn in_texts(param: &str) -> String {
+        in_json(param)
+    }
+
+    fn texts(values: &[&str]) -> String {
+        serde_json::to_string(values).expect("a list of strings always serializes")
+    }
+
+    fn in_ints(param: &str) -> String {
+        in_json(param)
+    }
+
+    fn ints(values: &[i64]) -> String {
+        json_ints(values.iter().copied())
+    }
+}
+
+/// `IN` the values of a JSON array bound as `param`: one cached statement
+/// with one bound text, whatever the list's length.
+fn in_json(param: &str) -> String {
+    format!("IN (SELECT value FROM json_each({param}))")
+}
 
 /// The highest migration applied to the database, if any.
 async fn applied_version(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
@@ -64,6 +92,28 @@ fn batches<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// Logs attempts (their `attempts` rows), in statements of the
+/// [`BATCH_ROWS`] sizes.
+async fn log_attempts(conn: &mut SqliteConnection, results: &[&AttemptResult]) -> Result<(), StoreError> {
+    for chunk in batches(results) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(&r.subscriber)
+                .push_bind(r.pos)
+                .push_bind(r.attempt as i64)
+                .push_bind(r.at_ms)
+                .push_bind(r.duration_ms)
+                .push_bind(r.http_status.map(i64::from))
+                .push_bind(&r.error)
+                .push_bind(&r.excerpt);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// A list of integers as one JSON array: `x IN (SELECT value FROM
 /// json_each(?))` is one cached statement with one bound text, whatever the
 /// list's length, where `IN (?, ?, …)` is a new statement per length.
@@ -82,8 +132,11 @@ fn json_ints(values: impl Iterator<Item = i64>) -> String {
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    /// The one writing connection. The shared statements (`shared!`) read
+    /// on it what must see this process's latest commit.
+    pub(super) writer: SqlitePool,
+    /// Read-only connections: a read may see a snapshot a commit old.
+    pub(super) reader: SqlitePool,
     /// Stops the background checkpoints when the last clone goes.
     checkpointer: Option<Arc<Checkpointer>>,
 }
@@ -129,7 +182,7 @@ impl Drop for Checkpointer {
 }
 
 pub struct SqliteTx {
-    tx: Transaction<'static, Sqlite>,
+    pub(super) tx: Transaction<'static, Sqlite>,
 }
 
 /// `SELECT … FROM state WHERE key_hash IN (…)`, the hashes as one JSON array.
@@ -257,41 +310,15 @@ impl SqliteStore {
 
     /// One instance owns a SQLite store, so every claim is granted: a file not
     /// yet done is ours to (re)process from its checkpoint.
-    pub async fn file_claim(
-        &self,
-        connector: &str,
-        sha256: &str,
-        name: &str,
-        size: u64,
-    ) -> Result<Claim, StoreError> {
-        if let Some(row) = self.file_get(connector, sha256).await? {
+    pub async fn file_claim(&self, file: &FileArrival<'_>) -> Result<Claim, StoreError> {
+        if let Some((row, _)) = Sql::<Sqlite>::file_by_key(&self.writer, file.connector, file.sha256).await? {
             if row.status == FileStatus::Done {
                 return Ok(Claim::Done(row));
             }
         }
-        Ok(Claim::Owned(
-            self.file_begin(connector, sha256, name, size).await?,
-        ))
-    }
-
-    pub async fn file_get(&self, connector: &str, sha256: &str) -> Result<Option<FileRow>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"
-        ))
-        .bind(connector)
-        .bind(sha256)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(row.as_ref().map(rows::file_row).transpose()?)
-    }
-
-    async fn file_begin(
-        &self,
-        connector: &str,
-        sha256: &str,
-        name: &str,
-        size: u64,
-    ) -> Result<FileRow, StoreError> {
+        // The lookup stays outside the transaction: one that starts with a
+        // read and then writes fails at once with SQLITE_BUSY when another
+        // connection committed in between (see `replay`).
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO files (connector, sha256, name, size, status, started_at) VALUES (?, ?, ?, ?, 'processing', ?)
@@ -299,66 +326,18 @@ impl SqliteStore {
                 status = CASE WHEN status = 'failed' THEN 'processing' ELSE status END,
                 name = excluded.name",
         )
-        .bind(connector)
-        .bind(sha256)
-        .bind(name)
-        .bind(size as i64)
+        .bind(file.connector)
+        .bind(file.sha256)
+        .bind(file.name)
+        .bind(file.size as i64)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query(&format!(
-            "SELECT {FILE_COLS} FROM files WHERE connector = ? AND sha256 = ?"
-        ))
-        .bind(connector)
-        .bind(sha256)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (row, _) = Sql::<Sqlite>::file_by_key(&mut *tx, file.connector, file.sha256)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
-        Ok(rows::file_row(&row)?)
-    }
-
-    pub async fn file_fail(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE files SET status = 'failed', error = ?, finished_at = ? WHERE id = ?")
-            .bind(reason)
-            .bind(now_ms())
-            .bind(file_id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn files(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {FILE_COLS} FROM files ORDER BY id DESC LIMIT ?"))
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await?;
-        all(&rows, rows::file_row)
-    }
-
-    pub async fn rejects(&self, file_id: i64) -> Result<Vec<RejectRow>, StoreError> {
-        let rows = sqlx::query("SELECT locator, col, reason FROM rejects WHERE file_id = ? ORDER BY id")
-            .bind(file_id)
-            .fetch_all(&self.writer)
-            .await?;
-        all(&rows, rows::reject_row)
-    }
-
-    pub async fn state_index(&self, cap: usize) -> Result<Option<Vec<(u64, u64)>>, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM state")
-            .fetch_one(&self.writer)
-            .await?;
-        if n as usize > cap {
-            return Ok(None);
-        }
-        use futures_util::StreamExt;
-        let mut out = Vec::with_capacity(n as usize);
-        let mut rows =
-            sqlx::query_as::<_, (i64, i64)>("SELECT key_hash, content_hash FROM state").fetch(&self.writer);
-        while let Some(r) = rows.next().await {
-            let (k, c) = r?;
-            out.push((k as u64, c as u64));
-        }
-        Ok(Some(out))
+        Ok(Claim::Owned(row))
     }
 
     pub async fn begin(&self) -> Result<SqliteTx, StoreError> {
@@ -367,30 +346,12 @@ impl SqliteStore {
         })
     }
 
-    /// Due lane heads; nothing to lease (`_lease`), since this process is
+    /// Due lane heads; nothing to lease (`c.lease`), since this process is
     /// the only sender.
-    pub async fn claim_due(
-        &self,
-        subscriber: &str,
-        now: i64,
-        limit: usize,
-        _lease: Duration,
-        in_flight: &HashSet<i64>,
-    ) -> Result<Vec<Due>, StoreError> {
-        let skip: Vec<i64> = in_flight.iter().copied().collect();
-        self.due(subscriber, now, limit as i64, &skip).await
-    }
-
-    async fn due(
-        &self,
-        subscriber: &str,
-        now: i64,
-        limit: i64,
-        skip: &[i64],
-    ) -> Result<Vec<Due>, StoreError> {
+    pub async fn claim_due(&self, c: &DueClaim<'_>) -> Result<Vec<Due>, StoreError> {
         // A delivery is due when it is the oldest pending one of its lane: that
         // is the per-case FIFO. A parked (failing) head holds back only its lane.
-        // `skip` (in flight, still pending) is excluded here so their bodies
+        // `in_flight` (still pending) is excluded here so their bodies
         // are not read again on every refill. INDEXED BY: without statistics
         // SQLite picks the primary key, which walks every delivered row and,
         // in the lane check, every earlier position: 40 ms instead of 0.03 ms
@@ -401,20 +362,20 @@ impl SqliteStore {
              FROM deliveries d INDEXED BY deliveries_pending JOIN outbox o ON o.pos = d.pos
              WHERE d.subscriber = ",
         );
-        q.push_bind(subscriber);
+        q.push_bind(c.subscriber);
         q.push(" AND d.status = 0 AND d.next_attempt_at <= ");
-        q.push_bind(now);
+        q.push_bind(c.now_ms);
         q.push(
             " AND NOT EXISTS (SELECT 1 FROM deliveries e INDEXED BY deliveries_lane
                               WHERE e.subscriber = d.subscriber AND e.lane = d.lane AND e.status = 0 AND e.pos < d.pos)",
         );
-        if !skip.is_empty() {
+        if !c.in_flight.is_empty() {
             q.push(" AND d.pos NOT IN (SELECT value FROM json_each(");
-            q.push_bind(json_ints(skip.iter().copied()));
+            q.push_bind(json_ints(c.in_flight.iter().copied()));
             q.push("))");
         }
         q.push(" ORDER BY d.pos LIMIT ");
-        q.push_bind(limit);
+        q.push_bind(c.limit as i64);
         let rows = q.build().fetch_all(&self.reader).await?;
         all(&rows, rows::due)
     }
@@ -433,7 +394,7 @@ impl SqliteStore {
         Ok(rows.into_iter().next().flatten())
     }
 
-    /// See `Store::apply_journal`. One statement pair per outcome (a few
+    /// See `Store::apply_journal`. A few statements per outcome (a few
     /// dozen, once at start), each guarded: the attempt row only if it is
     /// not there yet; the delivery only if it is still pending at the
     /// attempt count and due time the journaled attempt saw (a replay resets
@@ -442,21 +403,18 @@ impl SqliteStore {
         let mut tx = self.writer.begin().await?;
         let mut applied = 0;
         for r in results {
-            sqlx::query(
-                "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS
-                   (SELECT 1 FROM attempts WHERE subscriber = ?1 AND pos = ?2 AND attempt = ?3 AND at = ?4)",
+            let logged: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM attempts WHERE subscriber = ? AND pos = ? AND attempt = ? AND at = ?",
             )
             .bind(&r.subscriber)
             .bind(r.pos)
             .bind(r.attempt as i64)
             .bind(r.at_ms)
-            .bind(r.duration_ms)
-            .bind(r.http_status.map(i64::from))
-            .bind(&r.error)
-            .bind(&r.excerpt)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            if logged.is_none() {
+                log_attempts(&mut tx, &[r]).await?;
+            }
             let (status, next_at, delivered_at) = match r.outcome {
                 AttemptOutcome::Delivered => (1, None, Some(r.at_ms + r.duration_ms)),
                 AttemptOutcome::RetryAt(at) => (0, Some(at), None),
@@ -491,66 +449,38 @@ impl SqliteStore {
             return Ok(());
         }
         let mut tx = self.writer.begin().await?;
-        for chunk in batches(results) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO attempts (subscriber, pos, attempt, at, duration_ms, status, error, response_excerpt) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(&r.subscriber)
-                    .push_bind(r.pos)
-                    .push_bind(r.attempt as i64)
-                    .push_bind(r.at_ms)
-                    .push_bind(r.duration_ms)
-                    .push_bind(r.http_status.map(i64::from))
-                    .push_bind(&r.error)
-                    .push_bind(&r.excerpt);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
+        log_attempts(&mut tx, &results.iter().collect::<Vec<_>>()).await?;
         // Successes are the common case: one statement per subscriber batch.
         let mut delivered: HashMap<&str, Vec<i64>> = HashMap::new();
         for r in results {
-            match r.outcome {
-                AttemptOutcome::Delivered => delivered.entry(r.subscriber.as_str()).or_default().push(r.pos),
-                AttemptOutcome::RetryAt(at) => {
-                    sqlx::query(
-                        "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?
-                         WHERE subscriber = ? AND pos = ? AND status = 0",
-                    )
-                    .bind(r.attempt as i64)
-                    .bind(at)
-                    .bind(r.http_status.map(i64::from))
-                    .bind(&r.error)
-                    .bind(&r.subscriber)
-                    .bind(r.pos)
-                    .execute(&mut *tx)
-                    .await?;
+            // The rest, one statement: a retry or a failure settles a still
+            // pending delivery (status, attempts, when next); a held attempt
+            // (a probe) only notes its answer, whatever the status.
+            let (status, next_at, held) = match r.outcome {
+                AttemptOutcome::Delivered => {
+                    delivered.entry(r.subscriber.as_str()).or_default().push(r.pos);
+                    continue;
                 }
-                AttemptOutcome::Held => {
-                    sqlx::query(
-                        "UPDATE deliveries SET last_status = ?, last_error = ? WHERE subscriber = ? AND pos = ?",
-                    )
-                    .bind(r.http_status.map(i64::from))
-                    .bind(&r.error)
-                    .bind(&r.subscriber)
-                    .bind(r.pos)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                AttemptOutcome::Failed => {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 2, attempts = ?, last_status = ?, last_error = ?
-                         WHERE subscriber = ? AND pos = ? AND status = 0",
-                    )
-                    .bind(r.attempt as i64)
-                    .bind(r.http_status.map(i64::from))
-                    .bind(&r.error)
-                    .bind(&r.subscriber)
-                    .bind(r.pos)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+                AttemptOutcome::RetryAt(at) => (None, Some(at), false),
+                AttemptOutcome::Failed => (Some(2i64), None, false),
+                AttemptOutcome::Held => (None, None, true),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = COALESCE($1, status),
+                    attempts = CASE WHEN $2 THEN attempts ELSE $3 END,
+                    next_attempt_at = COALESCE($4, next_attempt_at), last_status = $5, last_error = $6
+                 WHERE subscriber = $7 AND pos = $8 AND ($2 OR status = 0)",
+            )
+            .bind(status)
+            .bind(held)
+            .bind(r.attempt as i64)
+            .bind(next_at)
+            .bind(r.http_status.map(i64::from))
+            .bind(&r.error)
+            .bind(&r.subscriber)
+            .bind(r.pos)
+            .execute(&mut *tx)
+            .await?;
         }
         let now = now_ms();
         for (sub, positions) in delivered {
@@ -581,270 +511,6 @@ impl SqliteStore {
         .await?;
         let now = now_ms();
         all(&rows, |r| rows::subscriber_stats(r, now))
-    }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
-    }
-
-    pub async fn subscriber_states(&self) -> Result<Vec<SubscriberState>, StoreError> {
-        let rows = sqlx::query(SUBSCRIBER_STATE_SELECT)
-            .fetch_all(&self.writer)
-            .await?;
-        all(&rows, rows::subscriber_state)
-    }
-
-    pub async fn set_subscriber_state(&self, st: &SubscriberState) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO subscriber_state (subscriber, disabled_at, disabled_reason, disabled_url, parked_until, parked_reason)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (subscriber) DO UPDATE SET disabled_at = excluded.disabled_at,
-                disabled_reason = excluded.disabled_reason, disabled_url = excluded.disabled_url,
-                parked_until = excluded.parked_until, parked_reason = excluded.parked_reason",
-        )
-        .bind(&st.subscriber)
-        .bind(st.disabled_at)
-        .bind(&st.disabled_reason)
-        .bind(&st.disabled_url)
-        .bind(st.parked_until)
-        .bind(&st.parked_reason)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn coalesce(&self, subscriber: &str, all_lanes: bool) -> Result<u64, StoreError> {
-        // Never-attempted deliveries only (no attempt of any kind: not even a
-        // probe, which leaves `attempts` alone but sets `last_error`): one
-        // that was attempted may have been processed by the receiver despite
-        // the error it answered.
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 3 WHERE subscriber = ?1 AND status = 0 AND pos IN (
-                SELECT d.pos FROM deliveries d INDEXED BY deliveries_pending JOIN outbox o ON o.pos = d.pos
-                WHERE d.subscriber = ?1 AND d.status = 0 AND o.key_hash IS NOT NULL
-                  AND d.attempts = 0 AND d.last_status IS NULL AND d.last_error IS NULL
-                  AND (?2 OR EXISTS (SELECT 1 FROM deliveries h INDEXED BY deliveries_lane WHERE h.subscriber = ?1 AND h.lane = d.lane
-                                     AND h.status = 0 AND (h.attempts > 0 OR h.last_error IS NOT NULL)))
-                  AND EXISTS (SELECT 1 FROM deliveries e INDEXED BY deliveries_lane JOIN outbox p ON p.pos = e.pos
-                              WHERE e.subscriber = ?1 AND e.lane = d.lane AND e.status = 0 AND e.pos > d.pos
-                                AND p.key_hash = o.key_hash AND p.program = o.program AND p.case_id = o.case_id
-                                AND p.milestone = o.milestone))",
-        )
-        .bind(subscriber)
-        .bind(all_lanes)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    pub async fn replay(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        // One WHERE clause for counting what retention purged and for the update.
-        let filter = |q: &mut QueryBuilder<'_, Sqlite>| rows::replay_where(q, f);
-        let mut tx = self.writer.begin().await?;
-        let mut count = ReplayCount::default();
-        let mut q =
-            QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 0, attempts = 0, next_attempt_at = ");
-        q.push_bind(now_ms());
-        q.push(", delivered_at = NULL WHERE subscriber = ");
-        q.push_bind(f.subscriber.clone());
-        q.push(" AND pos IN (SELECT d.pos FROM deliveries d JOIN outbox o ON o.pos = d.pos");
-        filter(&mut q);
-        if !f.allow_purged {
-            q.push(" AND o.body IS NOT NULL");
-        }
-        q.push(")");
-        count.replayed = q
-            .build()
-            .persistent(false)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        // Counted after the update, not before: a transaction that starts
-        // with a read and then writes fails at once with SQLITE_BUSY when
-        // another connection (the daemon, beside `hubsync replay` or a
-        // second store handle) committed in between; one that starts with
-        // the write waits its turn. The purged rows are not among the
-        // updated ones, so the order does not change the count.
-        if !f.allow_purged {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT COUNT(*) FROM deliveries d JOIN outbox o ON o.pos = d.pos",
-            );
-            filter(&mut q);
-            q.push(" AND o.body IS NULL");
-            let n: i64 = q
-                .build_query_scalar()
-                .persistent(false)
-                .fetch_one(&mut *tx)
-                .await?;
-            count.purged = n as u64;
-        }
-        tx.commit().await?;
-        Ok(count)
-    }
-
-    pub async fn purge_payloads(&self, cutoff_ms: i64, limit: i64) -> Result<u64, StoreError> {
-        // Dead letters and pending messages keep their body: they may still
-        // be sent. Bundled SQLite has no UPDATE … LIMIT, hence the subquery.
-        let done = sqlx::query(
-            "UPDATE outbox SET body = NULL WHERE pos IN (
-                SELECT o.pos FROM outbox o
-                WHERE o.created_at < ?1 AND o.body IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.pos = o.pos AND d.status IN (0, 2))
-                LIMIT ?2)",
-        )
-        .bind(cutoff_ms)
-        .bind(limit)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn messages_where(&self, clause: &str, binds: &[&str]) -> Result<Vec<MessageRow>, StoreError> {
-        let sql = format!("{MESSAGE_SELECT} {clause}");
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = q.bind(*b);
-        }
-        let mut out = all(&q.fetch_all(&self.reader).await?, rows::message_row)?;
-        if out.is_empty() {
-            return Ok(out);
-        }
-        let mut q =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE pos IN ("));
-        let mut sep = q.separated(", ");
-        for m in &out {
-            sep.push_bind(m.pos);
-        }
-        q.push(") ORDER BY subscriber");
-        rows::attach_deliveries(
-            &mut out,
-            &q.build().persistent(false).fetch_all(&self.reader).await?,
-        )?;
-        Ok(out)
-    }
-
-    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        Ok(self.messages_where("o.id = ?", &[id]).await?.into_iter().next())
-    }
-
-    pub async fn case_timeline(&self, program: &str, case_id: &str) -> Result<Vec<MessageRow>, StoreError> {
-        self.messages_where(
-            "o.program = ? AND o.case_id = ? ORDER BY o.seq, o.pos",
-            &[program, case_id],
-        )
-        .await
-    }
-
-    pub async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT a.subscriber, a.attempt, a.at, a.duration_ms, a.status, a.error, a.response_excerpt
-             FROM attempts a JOIN outbox o ON o.pos = a.pos WHERE o.id = ? ORDER BY a.id",
-        )
-        .bind(message_id)
-        .fetch_all(&self.reader)
-        .await?;
-        all(&rows, rows::attempt_row)
-    }
-
-    pub async fn dead_letters(&self, subscriber: &str, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT o.id, o.program, o.case_id, o.milestone, o.seq, o.created_at, d.attempts, d.last_status, d.last_error
-             FROM deliveries d JOIN outbox o ON o.pos = d.pos
-             WHERE d.subscriber = ? AND d.status = 2 ORDER BY d.pos LIMIT ?",
-        )
-        .bind(subscriber)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        all(&rows, rows::dead_letter)
-    }
-}
-
-// ------------------------------------------------ remote files, expectations
-
-impl SqliteStore {
-    pub async fn remote_file_status(&self, key: &RemoteKey<'_>) -> Result<Option<RemoteStatus>, StoreError> {
-        let status: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM remote_files WHERE connector = ? AND path = ? AND size = ? AND mtime = ?",
-        )
-        .bind(key.connector)
-        .bind(key.path)
-        .bind(key.size as i64)
-        .bind(i64::from(key.mtime))
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(status.as_deref().map(RemoteStatus::parse))
-    }
-
-    pub async fn remote_file_record(
-        &self,
-        key: &RemoteKey<'_>,
-        sha256: &str,
-        status: RemoteStatus,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO remote_files (connector, path, size, mtime, sha256, status, recorded_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (connector, path, size, mtime) DO UPDATE SET
-                sha256 = excluded.sha256, status = excluded.status",
-        )
-        .bind(key.connector)
-        .bind(key.path)
-        .bind(key.size as i64)
-        .bind(i64::from(key.mtime))
-        .bind(sha256)
-        .bind(status.as_str())
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn last_arrival(&self, connector: &str, until_ms: i64) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MAX(t) FROM (
-                SELECT MAX(started_at) AS t FROM files WHERE connector = ?1 AND started_at <= ?2
-                UNION ALL
-                SELECT MAX(recorded_at) AS t FROM remote_files WHERE connector = ?1 AND recorded_at <= ?2)",
-        )
-        .bind(connector)
-        .bind(until_ms)
-        .fetch_one(&self.writer)
-        .await?)
-    }
-
-    pub async fn missing_drops(&self, limit: i64) -> Result<Vec<MissingDrop>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT connector, expected_by, detected_at, last_arrival, webhook_id FROM missing_drops
-             ORDER BY expected_by DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        all(&rows, rows::missing_drop)
-    }
-}
-
-impl SqliteTx {
-    /// See `Store::missing_drop`: the deadline's row, once.
-    pub async fn record_missing_drop(
-        &mut self,
-        drop: &MissingDrop,
-        webhook_id: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO missing_drops (connector, expected_by, detected_at, last_arrival, webhook_id)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (connector, expected_by) DO NOTHING",
-        )
-        .bind(&drop.connector)
-        .bind(drop.expected_by_ms)
-        .bind(drop.detected_at_ms)
-        .bind(drop.last_arrival_ms)
-        .bind(webhook_id)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -995,152 +661,14 @@ impl SqliteTx {
         Ok(())
     }
 
-    pub async fn file_progress(
-        &mut self,
-        file_id: i64,
-        records_done: u64,
-        c: &Counts,
-        finish: Option<(FileStatus, Option<&str>)>,
-    ) -> Result<(), StoreError> {
-        let (status, error, finished_at) = rows::finish_cols(finish, now_ms());
-        sqlx::query(
-            "UPDATE files SET records_done = ?, records_read = records_read + ?, emitted = emitted + ?,
-                unchanged = unchanged + ?, rejected = rejected + ?, filtered = filtered + ?, deltas = deltas + ?,
-                status = ?, error = COALESCE(?, error), finished_at = COALESCE(?, finished_at)
-             WHERE id = ?",
-        )
-        .bind(records_done as i64)
-        .bind(c.read as i64)
-        .bind(c.emitted as i64)
-        .bind(c.unchanged as i64)
-        .bind(c.rejected as i64)
-        .bind(c.filtered as i64)
-        .bind(c.deltas as i64)
-        .bind(status)
-        .bind(error)
-        .bind(finished_at)
-        .bind(file_id)
-        .execute(&mut *self.tx)
-        .await?;
+    /// No fence: no other instance can take the file over.
+    pub async fn file_progress(&mut self, p: &Progress<'_>) -> Result<(), StoreError> {
+        Sql::<Sqlite>::file_progress(&mut self.tx, p, None).await?;
         Ok(())
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
-    }
-}
-
-// ------------------------------------------------ operator console (issue 17)
-
-impl SqliteStore {
-    pub async fn file_summaries(&self, fq: &FileQuery) -> Result<Vec<FileSummary>, StoreError> {
-        let mut q = rows::file_summaries_query::<Sqlite>(fq);
-        all(
-            &q.build().persistent(false).fetch_all(&self.reader).await?,
-            rows::file_summary,
-        )
-    }
-
-    pub async fn file_summary(&self, file_id: i64) -> Result<Option<FileSummary>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {FILE_COLS}, size, started_at, finished_at FROM files WHERE id = ?"
-        ))
-        .bind(file_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.as_ref().map(rows::file_summary).transpose()?)
-    }
-
-    pub async fn file_messages(&self, file_id: i64, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
-        let (id, limit) = (file_id.to_string(), limit.to_string());
-        self.messages_where(
-            "o.file_id = CAST(? AS INTEGER) ORDER BY o.pos LIMIT CAST(? AS INTEGER)",
-            &[&id, &limit],
-        )
-        .await
-    }
-
-    pub async fn attempt_tallies(&self, since_ms: i64) -> Result<Vec<AttemptTally>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT subscriber, COUNT(*) AS attempts,
-                    SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE 1 END) AS failed
-             FROM attempts WHERE at >= ? GROUP BY subscriber ORDER BY subscriber",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.reader)
-        .await?;
-        all(&rows, rows::attempt_tally)
-    }
-
-    pub async fn delivery_latencies(
-        &self,
-        subscriber: &str,
-        since_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<Latency>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.delivered_at, d.delivered_at - o.created_at AS latency
-             FROM deliveries d JOIN outbox o ON o.pos = d.pos
-             WHERE d.subscriber = ? AND d.status = 1 AND d.delivered_at >= ?
-             ORDER BY d.pos DESC LIMIT ?",
-        )
-        .bind(subscriber)
-        .bind(since_ms)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        all(&rows, rows::latency)
-    }
-
-    /// Latest file-borne outbox rows (feed events have file id 0), newest first.
-    pub async fn recent_case_rows(&self, limit: i64) -> Result<Vec<CaseRef>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT program, case_id, milestone, created_at FROM outbox WHERE file_id <> 0
-             ORDER BY pos DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        all(&rows, rows::case_ref)
-    }
-
-    pub async fn replay_preview(&self, f: &ReplayFilter) -> Result<ReplayCount, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT COALESCE(SUM(CASE WHEN o.body IS NULL THEN 0 ELSE 1 END), 0),
-                    COALESCE(SUM(CASE WHEN o.body IS NULL THEN 1 ELSE 0 END), 0)
-             FROM deliveries d JOIN outbox o ON o.pos = d.pos",
-        );
-        rows::replay_where(&mut q, f);
-        let (kept, purged): (i64, i64) = q
-            .build_query_as()
-            .persistent(false)
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(rows::replay_count(kept, purged, f.allow_purged))
-    }
-
-    pub async fn audit_record(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO console_audit (at, operator, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(e.at_ms)
-        .bind(&e.operator)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.detail)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, operator, action, target, detail FROM console_audit ORDER BY id DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        all(&rows, rows::audit_entry)
     }
 }

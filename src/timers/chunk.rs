@@ -19,6 +19,7 @@ use crate::outbox::journey::{render_resumed, ResumedByMilestone};
 use crate::outbox::sequence::CaseSequences;
 use crate::outbox::OutboxWrite;
 use crate::setup::{Config, Connector};
+use crate::store::journey::{Presence, Settle};
 use crate::store::{Store, StoreError, Tx};
 
 /// Applies a chunk's journey effects inside its transaction (after its
@@ -43,7 +44,11 @@ pub async fn on_chunk(
     let cases = trigger_cases(rules, &contents);
     let codes: Vec<&str> = rules.blockers.iter().map(|c| c.as_str()).collect();
     let present: HashSet<(String, String)> = tx
-        .journey_present(&connector.program, &cases, &codes)
+        .journey_present(&Presence {
+            program: &connector.program,
+            case_ids: &cases,
+            codes: &codes,
+        })
         .await?
         .into_iter()
         .collect();
@@ -57,8 +62,15 @@ pub async fn on_chunk(
         &present,
         now,
     );
-    let resumed = tx.journey_settle(&p.awaited, SettleKind::Awaited, now_ms).await?;
-    let cancelled = tx.journey_settle(&p.cancels, SettleKind::Cancel, now_ms).await?;
+    let settle = |settles, kind| Settle {
+        settles,
+        kind,
+        now_ms,
+    };
+    let resumed = tx
+        .journey_settle(&settle(&p.awaited, SettleKind::Awaited))
+        .await?;
+    let cancelled = tx.journey_settle(&settle(&p.cancels, SettleKind::Cancel)).await?;
     let armed = tx.journey_arm(&p.arms).await?;
     use std::sync::atomic::Ordering::Relaxed;
     TIMERS_ARMED.fetch_add(armed, Relaxed);
@@ -85,22 +97,24 @@ pub async fn on_chunk(
     }
     let mut seqs = CaseSequences::default();
     for t in &late {
-        seqs.count(&t.program, &t.case_id);
+        seqs.count(&t.timer.program, &t.timer.case_id);
     }
     let last = tx.bump_cases(seqs.counts()).await?;
     seqs.start(&last);
     let mut out = Vec::with_capacity(late.len());
     let mut ids = Vec::with_capacity(late.len());
     for t in &late {
-        let Some(rule) = rules.rule(&t.rule) else { continue };
-        let Some(c) = by.get(&(t.case_id.as_str(), t.rule.as_str())) else {
+        let Some(rule) = rules.rule(&t.timer.rule) else {
             continue;
         };
-        let seq = seqs.take(&t.program, &t.case_id);
+        let Some(c) = by.get(&(t.timer.case_id.as_str(), t.timer.rule.as_str())) else {
+            continue;
+        };
+        let seq = seqs.take(&t.timer.program, &t.timer.case_id);
         let body = render_resumed(
             rule,
             t,
-            &local_rfc3339(t.deadline_ms, connector.time.tz),
+            &local_rfc3339(t.timer.deadline_ms, connector.time.tz),
             &ResumedByMilestone {
                 milestone: c.milestone.as_str(),
                 occurrence: &c.occurrence,
@@ -117,13 +131,13 @@ pub async fn on_chunk(
             key_hash: xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
             id,
             connector: connector.name.clone(),
-            program: t.program.clone(),
-            case_id: t.case_id.clone(),
+            program: t.timer.program.clone(),
+            case_id: t.timer.case_id.clone(),
             milestone: "journey.resumed".to_string(),
             seq,
-            lane: crate::map::key_hash(&t.program, &t.case_id, "", "").1,
+            lane: crate::map::key_hash(&t.timer.program, &t.timer.case_id, "", "").1,
             body,
-            subscribers: subscribers(config, &connector.name, &t.program, "journey.resumed"),
+            subscribers: subscribers(config, &connector.name, &t.timer.program, "journey.resumed"),
         });
     }
     tx.journey_resumed(&ids).await?;
@@ -211,10 +225,10 @@ pub async fn effects(
             for t in store.journey_case(&connector.program, case).await? {
                 match t.status {
                     TimerStatus::Stalled => {
-                        stalled.insert((t.case_id, t.rule));
+                        stalled.insert((t.timer.case_id, t.timer.rule));
                     }
                     TimerStatus::Armed => {
-                        armed.insert((t.case_id, t.rule));
+                        armed.insert((t.timer.case_id, t.timer.rule));
                     }
                     _ => {}
                 }
@@ -223,16 +237,18 @@ pub async fn effects(
     }
     let mut out = Vec::new();
     for a in &p.arms {
-        let late = a.deadline_ms <= now.timestamp_millis();
+        let late = a.timer.deadline_ms <= now.timestamp_millis();
         out.push(Effect {
-            case_id: a.case_id.clone(),
-            rule: a.rule.clone(),
+            case_id: a.timer.case_id.clone(),
+            rule: a.timer.rule.clone(),
             action: if late { Action::Fire } else { Action::Arm },
             detail: format!(
                 "{} → deadline {}{}",
-                a.trigger_milestone,
-                local_rfc3339(a.deadline_ms, connector.time.tz),
-                if late && now.timestamp_millis() - a.deadline_ms > config.journeys.horizon.as_millis() as i64
+                a.timer.trigger_milestone,
+                local_rfc3339(a.timer.deadline_ms, connector.time.tz),
+                if late
+                    && now.timestamp_millis() - a.timer.deadline_ms
+                        > config.journeys.horizon.as_millis() as i64
                 {
                     " (already past the horizon: recorded, not sent)"
                 } else {

@@ -103,16 +103,16 @@ pub async fn fire_batch(
     let mut seqs = CaseSequences::default();
     let mut plans = Vec::with_capacity(due.len());
     for t in &due {
-        let rule = rules.rule(&t.rule);
+        let rule = rules.rule(&t.timer.rule);
         let subs = match rule {
-            Some(_) if now_ms - t.deadline_ms <= horizon_ms => {
-                subscribers(config, &t.connector, &t.program, "journey.stalled")
+            Some(_) if now_ms - t.timer.deadline_ms <= horizon_ms => {
+                subscribers(config, &t.timer.connector, &t.timer.program, "journey.stalled")
             }
             _ => Vec::new(),
         };
         let send = rule.is_some() && !subs.is_empty();
         if send {
-            seqs.count(&t.program, &t.case_id);
+            seqs.count(&t.timer.program, &t.timer.case_id);
         }
         plans.push((t, rule, subs, send));
     }
@@ -133,18 +133,18 @@ pub async fn fire_batch(
         };
         f.stalled += 1;
         if !send {
-            if now_ms - t.deadline_ms > horizon_ms {
+            if now_ms - t.timer.deadline_ms > horizon_ms {
                 f.suppressed += 1;
             }
             marks.push((t.id, TimerStatus::Stalled, None));
             continue;
         }
-        let seq = seqs.take(&t.program, &t.case_id);
+        let seq = seqs.take(&t.timer.program, &t.timer.case_id);
         let id = crate::outbox::new_webhook_id();
         let body = render_stalled(
             rule,
             t,
-            &local_rfc3339(t.deadline_ms, zone_of(config, &t.connector)),
+            &local_rfc3339(t.timer.deadline_ms, zone_of(config, &t.timer.connector)),
             now_ms,
             seq,
         );
@@ -152,12 +152,12 @@ pub async fn fire_batch(
         outbox.push(OutboxWrite {
             key_hash: xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
             id,
-            connector: t.connector.clone(),
-            program: t.program.clone(),
-            case_id: t.case_id.clone(),
+            connector: t.timer.connector.clone(),
+            program: t.timer.program.clone(),
+            case_id: t.timer.case_id.clone(),
             milestone: "journey.stalled".to_string(),
             seq,
-            lane: crate::map::key_hash(&t.program, &t.case_id, "", "").1,
+            lane: crate::map::key_hash(&t.timer.program, &t.timer.case_id, "", "").1,
             body,
             subscribers: subs,
         });

@@ -38,17 +38,17 @@ pub fn open_stall(config: &Config, t: &TimerRow, now_ms: i64) -> OpenStall {
     OpenStall {
         severity: config
             .journeys
-            .program(&t.program)
-            .and_then(|p| p.rule(&t.rule))
+            .program(&t.timer.program)
+            .and_then(|p| p.rule(&t.timer.rule))
             .map(|r| r.severity.as_str()),
-        program: t.program.clone(),
-        rule: t.rule.clone(),
-        case_id: t.case_id.clone(),
-        trigger: t.trigger_milestone.clone(),
-        trigger_occurred_at: t.trigger_occurred_at.clone(),
-        deadline_at: rfc3339_ms(t.deadline_ms),
+        program: t.timer.program.clone(),
+        rule: t.timer.rule.clone(),
+        case_id: t.timer.case_id.clone(),
+        trigger: t.timer.trigger_milestone.clone(),
+        trigger_occurred_at: t.timer.trigger_occurred_at.clone(),
+        deadline_at: rfc3339_ms(t.timer.deadline_ms),
         stalled_at: t.fired_at_ms.map(rfc3339_ms),
-        overdue_seconds: (now_ms - t.deadline_ms).max(0) / 1000,
+        overdue_seconds: (now_ms - t.timer.deadline_ms).max(0) / 1000,
         notified: t.stalled_webhook.is_some(),
         webhook_id: t.stalled_webhook.clone(),
     }

@@ -6,13 +6,10 @@
 //! then cases, then timers). A timer is therefore fired by one transaction
 //! only; a crash before commit releases the claim.
 
-use futures_util::TryStreamExt;
-
 use super::{PgStore, PgTx};
-use crate::journey::timer::{
-    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED,
-};
-use crate::store::rows::{self, all, timer_cols_of, ARMED_COUNTS, OPEN_COUNTS, TIMER_COLS};
+use crate::journey::timer::{TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED};
+use crate::store::journey::{Presence, Settle};
+use crate::store::rows::{self, all, timer_cols_of, TIMER_COLS};
 use crate::store::StoreError;
 
 impl PgStore {
@@ -35,60 +32,11 @@ impl PgStore {
         .await?;
         all(&rs, rows::timer_row)
     }
-
-    pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
-        all(
-            &sqlx::query(OPEN_COUNTS).fetch_all(&self.pool).await?,
-            rows::stall_count,
-        )
-    }
-
-    pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
-        all(
-            &sqlx::query(ARMED_COUNTS).fetch_all(&self.pool).await?,
-            rows::armed_count,
-        )
-    }
-
-    pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> {
-        let rs = sqlx::query(&format!(
-            "SELECT {TIMER_COLS} FROM journey_timers WHERE program = $1 AND case_id = $2 ORDER BY deadline_at, id"
-        ))
-        .bind(program)
-        .bind(case_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rs, rows::timer_row)
-    }
-
-    pub async fn journey_state_each(
-        &self,
-        program: &str,
-        codes: &[&str],
-        visit: &mut (dyn FnMut(StateBody) + Send),
-    ) -> Result<(), StoreError> {
-        // Streamed from the primary key's order (program, case_id, …).
-        let mut rs = sqlx::query(
-            "SELECT case_id, milestone, body FROM state WHERE program = $1 AND milestone = ANY($2)
-             ORDER BY program, case_id",
-        )
-        .bind(program)
-        .bind(codes)
-        .fetch(&self.pool);
-        while let Some(r) = rs.try_next().await? {
-            visit(rows::state_body(&r)?);
-        }
-        Ok(())
-    }
 }
 
 impl PgTx {
-    pub async fn journey_present(
-        &mut self,
-        program: &str,
-        case_ids: &[&str],
-        codes: &[&str],
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn journey_present(&mut self, q: &Presence<'_>) -> Result<Vec<(String, String)>, StoreError> {
+        let (program, case_ids, codes) = (q.program, q.case_ids, q.codes);
         Ok(sqlx::query_as(
             "SELECT case_id, milestone FROM state WHERE program = $1 AND case_id = ANY($2) AND milestone = ANY($3)",
         )
@@ -112,24 +60,19 @@ impl PgTx {
                     trigger_occurred_at, connector, armed_at, deadline_at, status)
                  SELECT u.*, 0 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                     $7::text[], $8::bigint[], $9::bigint[]) AS u
-                 ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) {}",
-                if rearm {
-                    "DO UPDATE SET trigger_occurred_at = excluded.trigger_occurred_at, deadline_at = excluded.deadline_at
-                     WHERE journey_timers.status = 0"
-                } else {
-                    "DO NOTHING"
-                }
+                 {}",
+                rows::arm_conflict(rearm)
             );
             n += sqlx::query(&sql)
-                .bind(col(|a| &a.program))
-                .bind(col(|a| &a.case_id))
-                .bind(col(|a| &a.rule))
-                .bind(col(|a| &a.trigger_milestone))
-                .bind(col(|a| &a.trigger_occurrence))
-                .bind(col(|a| &a.trigger_occurred_at))
-                .bind(col(|a| &a.connector))
-                .bind(these.iter().map(|a| a.armed_at_ms).collect::<Vec<i64>>())
-                .bind(these.iter().map(|a| a.deadline_ms).collect::<Vec<i64>>())
+                .bind(col(|a| &a.timer.program))
+                .bind(col(|a| &a.timer.case_id))
+                .bind(col(|a| &a.timer.rule))
+                .bind(col(|a| &a.timer.trigger_milestone))
+                .bind(col(|a| &a.timer.trigger_occurrence))
+                .bind(col(|a| &a.timer.trigger_occurred_at))
+                .bind(col(|a| &a.timer.connector))
+                .bind(these.iter().map(|a| a.timer.armed_at_ms).collect::<Vec<i64>>())
+                .bind(these.iter().map(|a| a.timer.deadline_ms).collect::<Vec<i64>>())
                 .execute(&mut *self.tx)
                 .await?
                 .rows_affected();
@@ -137,13 +80,9 @@ impl PgTx {
         Ok(n)
     }
 
-    pub async fn journey_settle(
-        &mut self,
-        settles: &[TimerSettle],
-        kind: SettleKind,
-        now_ms: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        let (from_armed, from_stalled) = kind.settles_to();
+    pub async fn journey_settle(&mut self, s: &Settle<'_>) -> Result<Vec<TimerRow>, StoreError> {
+        let (from_armed, from_stalled) = s.kind.settles_to();
+        let (settles, now_ms) = (s.settles, s.now_ms);
         let col = |f: fn(&TimerSettle) -> &str| settles.iter().map(f).collect::<Vec<&str>>();
         let returning = timer_cols_of("t");
         let rs = sqlx::query(&format!(
@@ -160,25 +99,6 @@ impl PgTx {
         .bind(from_armed.code())
         .bind(from_stalled.code())
         .bind(now_ms)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        all(&rs, rows::timer_row)
-    }
-
-    pub async fn journey_due(
-        &mut self,
-        program: &str,
-        now_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        let rs = sqlx::query(&format!(
-            "SELECT {TIMER_COLS} FROM journey_timers
-             WHERE program = $1 AND status = 0 AND deadline_at <= $2 ORDER BY deadline_at, id LIMIT $3
-             FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(program)
-        .bind(now_ms)
-        .bind(limit)
         .fetch_all(&mut *self.tx)
         .await?;
         all(&rs, rows::timer_row)
@@ -207,33 +127,6 @@ impl PgTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
-    }
-
-    pub async fn journey_retire(
-        &mut self,
-        program: &str,
-        rule: &str,
-        now_ms: i64,
-    ) -> Result<(u64, u64), StoreError> {
-        // One statement per former status, so the caller can tell timers
-        // that never fired from open stalls that will now never resume.
-        let mut n = [0u64; 2];
-        for (i, from) in [TimerStatus::Armed, TimerStatus::Stalled].into_iter().enumerate() {
-            n[i] = sqlx::query(
-                "UPDATE journey_timers SET status = $1, settled_at = $2, settled_by = $3
-                 WHERE program = $4 AND rule = $5 AND status = $6",
-            )
-            .bind(TimerStatus::Cancelled.code())
-            .bind(now_ms)
-            .bind(RULE_REMOVED)
-            .bind(program)
-            .bind(rule)
-            .bind(from.code())
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected();
-        }
-        Ok((n[0], n[1]))
     }
 
     pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {

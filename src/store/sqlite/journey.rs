@@ -1,15 +1,23 @@
 //! Journey timers on SQLite (see `store::journey`). One writer: a claim is
 //! simply the write transaction.
 
-use futures_util::TryStreamExt;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{SqliteStore, SqliteTx, MAX_PARAMS};
-use crate::journey::timer::{
-    ArmedCount, SettleKind, StallCount, StateBody, TimerArm, TimerRow, TimerSettle, TimerStatus, RULE_REMOVED,
-};
-use crate::store::rows::{self, all, timer_cols_of, ARMED_COUNTS, OPEN_COUNTS, TIMER_COLS};
+use crate::journey::timer::{TimerArm, TimerRow, TimerStatus, RULE_REMOVED};
+use crate::store::journey::{Presence, Settle};
+use crate::store::rows::{self, all, timer_cols_of, TIMER_COLS};
 use crate::store::StoreError;
+
+/// Appends `(?, ?, …)`, one bound parameter per value.
+fn push_list(q: &mut QueryBuilder<'_, Sqlite>, values: &[&str]) {
+    q.push("(");
+    let mut sep = q.separated(", ");
+    for v in values {
+        sep.push_bind(v.to_string());
+    }
+    q.push(")");
+}
 
 impl SqliteStore {
     pub async fn journey_next_due(&self) -> Result<Option<i64>, StoreError> {
@@ -32,76 +40,19 @@ impl SqliteStore {
         q.push(" ORDER BY deadline_at, id LIMIT ").push_bind(limit);
         all(&q.build().fetch_all(&self.reader).await?, rows::timer_row)
     }
-
-    pub async fn journey_open_counts(&self) -> Result<Vec<StallCount>, StoreError> {
-        all(
-            &sqlx::query(OPEN_COUNTS).fetch_all(&self.reader).await?,
-            rows::stall_count,
-        )
-    }
-
-    pub async fn journey_armed_counts(&self) -> Result<Vec<ArmedCount>, StoreError> {
-        all(
-            &sqlx::query(ARMED_COUNTS).fetch_all(&self.reader).await?,
-            rows::armed_count,
-        )
-    }
-
-    pub async fn journey_case(&self, program: &str, case_id: &str) -> Result<Vec<TimerRow>, StoreError> {
-        let rs = sqlx::query(&format!(
-            "SELECT {TIMER_COLS} FROM journey_timers WHERE program = ? AND case_id = ? ORDER BY deadline_at, id"
-        ))
-        .bind(program)
-        .bind(case_id)
-        .fetch_all(&self.reader)
-        .await?;
-        all(&rs, rows::timer_row)
-    }
-
-    pub async fn journey_state_each(
-        &self,
-        program: &str,
-        codes: &[&str],
-        visit: &mut (dyn FnMut(StateBody) + Send),
-    ) -> Result<(), StoreError> {
-        // The primary key (program, case_id, …) gives case order without a sort.
-        let mut rs = sqlx::query(
-            "SELECT case_id, milestone, body FROM state
-             WHERE program = ?1 AND milestone IN (SELECT value FROM json_each(?2))
-             ORDER BY program, case_id",
-        )
-        .bind(program)
-        .bind(serde_json::to_string(codes).expect("a list of strings always serializes"))
-        .fetch(&self.reader);
-        while let Some(r) = rs.try_next().await? {
-            visit(rows::state_body(&r)?);
-        }
-        Ok(())
-    }
 }
 
 impl SqliteTx {
-    pub async fn journey_present(
-        &mut self,
-        program: &str,
-        case_ids: &[&str],
-        codes: &[&str],
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn journey_present(&mut self, q: &Presence<'_>) -> Result<Vec<(String, String)>, StoreError> {
+        let (program, case_ids, codes) = (q.program, q.case_ids, q.codes);
         let mut out = Vec::new();
         for chunk in case_ids.chunks(MAX_PARAMS - codes.len() - 1) {
             let mut q = QueryBuilder::<Sqlite>::new("SELECT case_id, milestone FROM state WHERE program = ");
             q.push_bind(program.to_string());
-            q.push(" AND case_id IN (");
-            let mut sep = q.separated(", ");
-            for c in chunk {
-                sep.push_bind(c.to_string());
-            }
-            q.push(") AND milestone IN (");
-            let mut sep = q.separated(", ");
-            for c in codes {
-                sep.push_bind(c.to_string());
-            }
-            q.push(")");
+            q.push(" AND case_id IN ");
+            push_list(&mut q, chunk);
+            q.push(" AND milestone IN ");
+            push_list(&mut q, codes);
             out.extend(
                 q.build_query_as::<(String, String)>()
                     .persistent(false)
@@ -122,26 +73,18 @@ impl SqliteTx {
                         trigger_occurred_at, connector, armed_at, deadline_at, status) ",
                 );
                 q.push_values(chunk, |mut b, a| {
-                    b.push_bind(&a.program)
-                        .push_bind(&a.case_id)
-                        .push_bind(&a.rule)
-                        .push_bind(&a.trigger_milestone)
-                        .push_bind(&a.trigger_occurrence)
-                        .push_bind(&a.trigger_occurred_at)
-                        .push_bind(&a.connector)
-                        .push_bind(a.armed_at_ms)
-                        .push_bind(a.deadline_ms)
+                    b.push_bind(&a.timer.program)
+                        .push_bind(&a.timer.case_id)
+                        .push_bind(&a.timer.rule)
+                        .push_bind(&a.timer.trigger_milestone)
+                        .push_bind(&a.timer.trigger_occurrence)
+                        .push_bind(&a.timer.trigger_occurred_at)
+                        .push_bind(&a.timer.connector)
+                        .push_bind(a.timer.armed_at_ms)
+                        .push_bind(a.timer.deadline_ms)
                         .push_bind(0i64);
                 });
-                // A settled timer stays settled: the same trigger again
-                // (a re-sent snapshot) arms nothing.
-                q.push(if rearm {
-                    " ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO UPDATE SET
-                        trigger_occurred_at = excluded.trigger_occurred_at, deadline_at = excluded.deadline_at
-                      WHERE journey_timers.status = 0"
-                } else {
-                    " ON CONFLICT (program, case_id, rule, trigger_milestone, trigger_occurrence) DO NOTHING"
-                });
+                q.push(" ").push(rows::arm_conflict(rearm));
                 n += q
                     .build()
                     .persistent(false)
@@ -153,13 +96,9 @@ impl SqliteTx {
         Ok(n)
     }
 
-    pub async fn journey_settle(
-        &mut self,
-        settles: &[TimerSettle],
-        kind: SettleKind,
-        now_ms: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        let (from_armed, from_stalled) = kind.settles_to();
+    pub async fn journey_settle(&mut self, s: &Settle<'_>) -> Result<Vec<TimerRow>, StoreError> {
+        let (from_armed, from_stalled) = s.kind.settles_to();
+        let (settles, now_ms) = (s.settles, s.now_ms);
         let mut out = Vec::new();
         for chunk in settles.chunks(MAX_PARAMS / 4 - 4) {
             let mut q =
@@ -190,24 +129,6 @@ impl SqliteTx {
         Ok(out)
     }
 
-    pub async fn journey_due(
-        &mut self,
-        program: &str,
-        now_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        let rs = sqlx::query(&format!(
-            "SELECT {TIMER_COLS} FROM journey_timers INDEXED BY journey_timers_due
-             WHERE program = ? AND status = 0 AND deadline_at <= ? ORDER BY deadline_at, id LIMIT ?"
-        ))
-        .bind(program)
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        all(&rs, rows::timer_row)
-    }
-
     pub async fn journey_fired(
         &mut self,
         fired: &[(i64, TimerStatus, Option<String>)],
@@ -233,33 +154,6 @@ impl SqliteTx {
         Ok(())
     }
 
-    pub async fn journey_retire(
-        &mut self,
-        program: &str,
-        rule: &str,
-        now_ms: i64,
-    ) -> Result<(u64, u64), StoreError> {
-        // One statement per former status, so the caller can tell timers
-        // that never fired from open stalls that will now never resume.
-        let mut n = [0u64; 2];
-        for (i, from) in [TimerStatus::Armed, TimerStatus::Stalled].into_iter().enumerate() {
-            n[i] = sqlx::query(
-                "UPDATE journey_timers SET status = ?, settled_at = ?, settled_by = ?
-                 WHERE program = ? AND rule = ? AND status = ?",
-            )
-            .bind(TimerStatus::Cancelled.code())
-            .bind(now_ms)
-            .bind(RULE_REMOVED)
-            .bind(program)
-            .bind(rule)
-            .bind(from.code())
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected();
-        }
-        Ok((n[0], n[1]))
-    }
-
     pub async fn journey_resumed(&mut self, resumed: &[(i64, String)]) -> Result<(), StoreError> {
         for chunk in resumed.chunks(MAX_PARAMS / 2 - 2) {
             let mut q =
@@ -277,6 +171,7 @@ impl SqliteTx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::rows::{ARMED_COUNTS, OPEN_COUNTS};
 
     /// The counts behind the journey gauges walk an index in group order:
     /// a temporary B-tree here sorts every armed timer in the daemon's
