@@ -294,31 +294,20 @@ impl MapReport {
                 changes.join("; ")
             );
         }
-        if !self.rejects.is_empty() {
-            let _ = writeln!(out, "\nREJECTED");
-            for r in &self.rejects {
-                let _ = writeln!(
-                    out,
-                    "  {:<12} {:<18} {}",
-                    r.locator,
-                    r.column.as_deref().unwrap_or("-"),
-                    r.reason
-                );
-            }
-        }
-        if !self.journeys.is_empty() {
-            let _ = writeln!(out, "\nJOURNEY RULES (what this file would do to timers)");
-            for j in &self.journeys {
-                let _ = writeln!(
-                    out,
-                    "  {:<8} {:<14} {:<32} {}",
-                    j.action.as_str(),
-                    j.case_id,
-                    j.rule,
-                    j.detail
-                );
-            }
-        }
+        section(&mut out, "REJECTED", &self.rejects, |r| {
+            let column = r.column.as_deref().unwrap_or("-");
+            format!("{:<12} {:<18} {}", r.locator, column, r.reason)
+        });
+        let title = "JOURNEY RULES (what this file would do to timers)";
+        section(&mut out, title, &self.journeys, |j| {
+            format!(
+                "{:<8} {:<14} {:<32} {}",
+                j.action.as_str(),
+                j.case_id,
+                j.rule,
+                j.detail
+            )
+        });
         let _ = writeln!(out, "\nCOVERAGE");
         for c in &self.coverage {
             let used: Vec<String> = c.used.iter().map(|(k, n)| format!("{k}×{n}")).collect();
@@ -539,5 +528,17 @@ fn json_diff(
         }
         _ if a != b => out.push((path.to_string(), a.to_string(), b.to_string())),
         _ => {}
+    }
+}
+
+/// A titled block of the terminal table, one indented line per item; nothing
+/// when there are no items.
+fn section<T>(out: &mut String, title: &str, items: &[T], line: impl Fn(&T) -> String) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{title}");
+    for item in items {
+        let _ = writeln!(out, "  {}", line(item));
     }
 }

@@ -528,15 +528,20 @@ impl<S: Scope> Parser<'_, S> {
         }
     }
 
-    fn want_bool(node: &Node, ctx: &str) -> Result<(), ExprError> {
-        if node.1 == Ty::Bool {
-            Ok(())
-        } else {
-            Err(err(
-                node.2.clone(),
-                format!("{ctx} needs a condition (bool), found {}", node.1.name()),
-            ))
+    /// `node` is of type `ty`, or an error at its span: what was needed, and
+    /// what was found.
+    fn want(node: &Node, ty: Ty, needed: impl FnOnce() -> String) -> Result<(), ExprError> {
+        if node.1 == ty {
+            return Ok(());
         }
+        Err(err(
+            node.2.clone(),
+            format!("{}, found {}", needed(), node.1.name()),
+        ))
+    }
+
+    fn want_bool(node: &Node, ctx: &str) -> Result<(), ExprError> {
+        Self::want(node, Ty::Bool, || format!("{ctx} needs a condition (bool)"))
     }
 
     fn or(&mut self) -> Result<Node, ExprError> {
@@ -721,16 +726,7 @@ impl<S: Scope> Parser<'_, S> {
                 ))
             }
         };
-        let text_arg = |node: &Node| -> Result<(), ExprError> {
-            if node.1 == Ty::Text {
-                Ok(())
-            } else {
-                Err(err(
-                    node.2.clone(),
-                    format!("`{name}` needs text here, found {}", node.1.name()),
-                ))
-            }
-        };
+        let text_arg = |node: &Node| Self::want(node, Ty::Text, || format!("`{name}` needs text here"));
         match func {
             Func::Trim | Func::Upper | Func::Lower | Func::Digits => {
                 arity(1, &args)?;

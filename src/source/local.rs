@@ -303,15 +303,8 @@ impl DropFolder {
     pub fn quarantine(&mut self, file: &ReadyFile, reason: &str) -> Result<PathBuf, SourceError> {
         self.seen.remove(&file.path);
         let dest = move_into(&file.path, &self.src.error, &file.name)?;
-        let sidecar = PathBuf::from(format!("{}.error.json", dest.display()));
-        let body = serde_json::json!({
-            "file": file.name,
-            "sha256": file.sha256,
-            "failed_at": chrono::Utc::now().to_rfc3339(),
-            "reason": reason,
-        });
-        super::write_private(&sidecar, format!("{body:#}\n").as_bytes())
-            .map_err(|e| SourceError::io("write", &sidecar, e))?;
+        let (sidecar, written) = super::write_error_sidecar(&dest, &file.name, None, &file.sha256, reason);
+        written.map_err(|e| SourceError::io("write", &sidecar, e))?;
         if let Some(m) = &file.marker {
             let _ = fs::remove_file(m);
         }

@@ -55,6 +55,30 @@ pub enum SourceError {
     },
 }
 
+/// Writes the `<dest>.error.json` sidecar of a quarantined file: its name,
+/// where it came from on a remote server (SFTP), its sha256, when and why it
+/// failed. Returns the sidecar's path with the outcome, for the caller's error.
+pub fn write_error_sidecar(
+    dest: &std::path::Path,
+    file: &str,
+    remote_path: Option<&str>,
+    sha256: &str,
+    reason: &str,
+) -> (std::path::PathBuf, std::io::Result<()>) {
+    let sidecar = std::path::PathBuf::from(format!("{}.error.json", dest.display()));
+    let mut body = serde_json::Map::new();
+    body.insert("file".into(), file.into());
+    if let Some(r) = remote_path {
+        body.insert("remote_path".into(), r.into());
+    }
+    body.insert("sha256".into(), sha256.into());
+    body.insert("failed_at".into(), chrono::Utc::now().to_rfc3339().into());
+    body.insert("reason".into(), reason.into());
+    let text = format!("{:#}\n", serde_json::Value::Object(body));
+    let res = write_private(&sidecar, text.as_bytes());
+    (sidecar, res)
+}
+
 /// Writes a file only its owner can read (mode 0600): error sidecars and
 /// rejects files, which sit beside partner files that hold PHI. Replaces any
 /// file of that name.
@@ -78,5 +102,38 @@ impl SourceError {
             path: path.display().to_string(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod sidecar_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_error_sidecar_says_what_where_when_and_why_and_only_its_owner_reads_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("s.csv");
+        let (path, res) =
+            super::write_error_sidecar(&dest, "s.csv", Some("/out/s.csv"), "ab12", "bad header");
+        res.expect("written");
+        assert_eq!(path, dir.path().join("s.csv.error.json"));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        assert_eq!(v["file"], "s.csv");
+        assert_eq!(v["remote_path"], "/out/s.csv");
+        assert_eq!(v["sha256"], "ab12");
+        assert_eq!(v["reason"], "bad header");
+        assert!(
+            v["failed_at"].as_str().is_some_and(|t| t.starts_with("20")),
+            "{v}"
+        );
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A local drop has no remote path.
+        let (path, res) = super::write_error_sidecar(&dest, "s.csv", None, "ab12", "x");
+        res.expect("written");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        assert!(v.get("remote_path").is_none(), "{v}");
     }
 }

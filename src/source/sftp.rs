@@ -969,16 +969,10 @@ impl SftpDrop {
             n += 1;
         }
         std::fs::rename(&staged.path, &dest).map_err(|e| SftpError::local("move", &staged.path, e))?;
-        let sidecar = PathBuf::from(format!("{}.error.json", dest.display()));
-        let body = serde_json::json!({
-            "file": staged.name,
-            "remote_path": remote.path,
-            "sha256": staged.sha256,
-            "failed_at": chrono::Utc::now().to_rfc3339(),
-            "reason": reason,
-        });
-        super::write_private(&sidecar, format!("{body:#}\n").as_bytes())
-            .map_err(|e| SftpError::local("write", &sidecar, e))?;
+        let remote_path = Some(remote.path.as_str());
+        let (sidecar, written) =
+            super::write_error_sidecar(&dest, &staged.name, remote_path, &staged.sha256, reason);
+        written.map_err(|e| SftpError::local("write", &sidecar, e))?;
         Ok(dest)
     }
 }
