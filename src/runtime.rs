@@ -165,8 +165,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
     tracker.close();
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    tracker.wait().await;
-    store.close().await;
+    // Every task stops within the grace (delivery) or at its next chunk
+    // boundary (files). Should one not, exit anyway: what it had not
+    // committed is redone at the next start, exactly as after a crash, and
+    // an operator's Ctrl-C must not hang.
+    let bound = config.shutdown_grace + Duration::from_secs(5);
+    if tokio::time::timeout(bound, tracker.wait()).await.is_err() {
+        tracing::warn!(after = ?bound, "tasks still running after the shutdown grace; exiting without them");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store did not close within 5 s; exiting");
+    }
     Ok(())
 }
 
