@@ -225,7 +225,11 @@ pub fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(dispatch(cli))
+    let result = rt.block_on(dispatch(cli));
+    // Background tasks the commands leave behind (a database pool's reaper,
+    // a checkpoint) get a moment to stop; none may keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<setup::Config> {

@@ -151,6 +151,10 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Checkpointer {
     stop: tokio_util::sync::CancellationToken,
+    /// Cancelled by the task once its pool is closed, so `close` can wait
+    /// for it: a pool left open past the runtime's end keeps sqlx's reaper
+    /// task alive through the shutdown.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 impl Checkpointer {
@@ -158,7 +162,8 @@ impl Checkpointer {
 
     fn spawn(pool: SqlitePool) -> Arc<Checkpointer> {
         let stop = tokio_util::sync::CancellationToken::new();
-        let token = stop.clone();
+        let closed = tokio_util::sync::CancellationToken::new();
+        let (token, done) = (stop.clone(), closed.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -170,8 +175,9 @@ impl Checkpointer {
                 }
             }
             pool.close().await;
+            done.cancel();
         });
-        Arc::new(Checkpointer { stop })
+        Arc::new(Checkpointer { stop, closed })
     }
 }
 
@@ -279,6 +285,9 @@ impl SqliteStore {
     pub async fn close(&self) {
         if let Some(c) = &self.checkpointer {
             c.stop.cancel();
+            // A checkpoint in progress finishes first; bounded, as a stuck
+            // one must not hold up the exit.
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.closed.cancelled()).await;
         }
         self.reader.close().await;
         self.writer.close().await;
