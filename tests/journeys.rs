@@ -400,6 +400,21 @@ fn use_postgres(hub: &Hub, url: &str) {
     .expect("write config");
 }
 
+/// A hub whose subscriber is at `url`, on SQLite (`pg` false) or on a fresh
+/// PostgreSQL database (returned, so it lives as long as the test needs it).
+async fn hub_on(pg: bool, url: &str) -> (Hub, Option<support::PgDb>) {
+    let db = if pg {
+        Some(support::PgDb::create().await)
+    } else {
+        None
+    };
+    let hub = Hub::new(url, "", "", 1000);
+    if let Some(db) = &db {
+        use_postgres(&hub, &db.url);
+    }
+    (hub, db)
+}
+
 /// PostgreSQL: timers arm in the chunk transaction there too, and with
 /// three instances running their clocks on one database, each stall is
 /// fired and delivered once.
@@ -441,15 +456,7 @@ async fn three_instances_on_postgres_deliver_each_stall_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fire_due_respects_the_injected_clock_on_both_backends() {
     for pg in [false, true] {
-        let db = if pg {
-            Some(support::PgDb::create().await)
-        } else {
-            None
-        };
-        let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
-        if let Some(db) = &db {
-            use_postgres(&hub, &db.url);
-        }
+        let (hub, _db) = hub_on(pg, "http://127.0.0.1:9/").await;
         rules(&hub, "72h", "learned_at", "");
         let (config, store) = process_in_process(
             &hub,
@@ -491,15 +498,7 @@ async fn fire_due_respects_the_injected_clock_on_both_backends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journey_statistics_come_from_the_stored_state_on_both_backends() {
     for pg in [false, true] {
-        let db = if pg {
-            Some(support::PgDb::create().await)
-        } else {
-            None
-        };
-        let hub = Hub::new("http://127.0.0.1:9/", "", "", 1000);
-        if let Some(db) = &db {
-            use_postgres(&hub, &db.url);
-        }
+        let (hub, _db) = hub_on(pg, "http://127.0.0.1:9/").await;
         // Aetna: shipped 1..=10 days after approval (11/01/2026); Cigna:
         // 3 and 5 days; one Aetna case never ships; one shipped long ago.
         let mut rows: Vec<String> = (1..=10)
@@ -563,16 +562,8 @@ fn two_rules(hub: &Hub, rules: &[&str]) {
 async fn timers_of_a_removed_rule_are_retired_at_start_and_never_fire() {
     use hubsync::journey::timer::RULE_REMOVED;
     for pg in [false, true] {
-        let db = if pg {
-            Some(support::PgDb::create().await)
-        } else {
-            None
-        };
         let rx = Receiver::start().await;
-        let hub = Hub::new(&rx.url(), "", "", 1000);
-        if let Some(db) = &db {
-            use_postgres(&hub, &db.url);
-        }
+        let (hub, _db) = hub_on(pg, &rx.url()).await;
         two_rules(&hub, &["gone-soon", "kept"]);
         // Arm with both rules, with no clock running (a daemon that stopped
         // right after the commit).

@@ -300,12 +300,16 @@ impl Worker {
                     let now = tokio::time::Instant::now();
                     if now >= probe_at && in_flight.is_empty() && recorder.is_empty() && to_record.is_empty()
                     {
+                        // Parked: what was held is let go (its lease runs
+                        // out on a shared store), so coalescing may
+                        // supersede it and the probe may pick it.
+                        held.clear();
                         if self.sub.coalesce {
                             self.coalesce(true).await?;
                             last_coalesce = Some(now);
                         }
                         // The oldest lane head, whatever its retry time.
-                        let skip: HashSet<i64> = held.iter().map(|d| d.pos).collect();
+                        let skip = HashSet::new();
                         let probe = self
                             .store
                             .claim_due(&DueClaim {

@@ -87,12 +87,10 @@ impl CaseFold {
                 if *to >= since {
                     let payer = self.payer.as_deref().unwrap_or("unknown");
                     let hours = (*to - *from).num_seconds() as f64 / 3600.0;
-                    match samples.get_mut(&(payer.to_string(), pair.name)) {
-                        Some(v) => v.push(hours),
-                        None => {
-                            samples.insert((payer.to_string(), pair.name), vec![hours]);
-                        }
-                    }
+                    samples
+                        .entry((payer.to_string(), pair.name))
+                        .or_default()
+                        .push(hours);
                 }
             }
         }
